@@ -1,0 +1,3 @@
+module github.com/perimeter-sdk/perimeter
+
+go 1.26
