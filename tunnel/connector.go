@@ -1,0 +1,467 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Version is the tunnel protocol implementation's version, sent in the
+// connector's handshake and shown in the edge's status.
+const Version = "perimeter-tunnel/1"
+
+// Route is one MCP server a connector makes reachable. Exactly one of URL and
+// Command is set.
+type Route struct {
+	// Name is the route's name: 1 to 63 characters from [A-Za-z0-9_-]. The
+	// edge serves the route under /<name>.
+	Name string `yaml:"name"`
+	// URL is an MCP Streamable HTTP endpoint, such as
+	// "http://10.1.2.3:8080/mcp". Its address must lie inside the connector's
+	// allowed networks.
+	URL string `yaml:"url"`
+	// Command is the argv of a stdio MCP server, run with no shell. The
+	// connector starts one child per MCP session.
+	Command []string `yaml:"command"`
+	// Env is the child's extra environment ("KEY=value"); the child inherits
+	// only PATH and HOME from the connector besides.
+	Env []string `yaml:"env"`
+	// Dir is the child's working directory; empty means the connector's.
+	Dir string `yaml:"dir"`
+	// Policy filters the route's requests at the connector.
+	Policy Policy `yaml:"policy"`
+}
+
+// ConnectorOptions configures a [Connector]. ID, Edges, Routes and either
+// Token or a client certificate in TLSConfig are required.
+type ConnectorOptions struct {
+	// ID names the connector (same rules as a route name). Connectors that
+	// serve the same routes for availability use different IDs.
+	ID string
+	// Edges are the edges' addresses ("host:port"). Connection i dials
+	// Edges[i % len(Edges)] first and moves on to the next after a failure.
+	Edges []string
+	// Token authenticates the connector to the edge. It is sent only in the
+	// handshake on the TLS connection, never in a forwarded request.
+	Token string
+	// TLSConfig is the TLS client configuration for the carrier: RootCAs to
+	// verify the edge, Certificates for mTLS, ServerName. The connector forces
+	// TLS 1.3 and its own ALPN protocol.
+	TLSConfig *tls.Config
+	// Connections is how many carrier connections to keep; default 2.
+	Connections int
+	// Routes are the MCP servers to make reachable.
+	Routes []Route
+	// AllowedNetworks bound the addresses HTTP upstreams may have; default
+	// DefaultAllowedNetworks.
+	AllowedNetworks []netip.Prefix
+	// UpstreamTLSConfig is used for https:// upstreams; nil means defaults.
+	UpstreamTLSConfig *tls.Config
+	// SessionIdleTimeout ends a stdio session (and its child) after this long
+	// without a request in flight; default 10 minutes.
+	SessionIdleTimeout time.Duration
+	// DrainTimeout bounds how long Run waits for calls in flight after its
+	// context is cancelled; default 30 s.
+	DrainTimeout time.Duration
+	// PingInterval and PingTimeout: after PingInterval without a frame from
+	// the edge, the connector sends an HTTP/2 PING and drops the connection
+	// if no answer comes within PingTimeout. Defaults 15 s and 5 s.
+	PingInterval, PingTimeout time.Duration
+	// BackoffMin and BackoffMax bound the wait between reconnection attempts
+	// (exponential, full jitter); defaults 250 ms and 30 s.
+	BackoffMin, BackoffMax time.Duration
+	// Dial opens the TCP connection to an edge; default a net.Dialer. Use it
+	// to go through an HTTP CONNECT proxy.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Logger receives connection events and one audit record per call;
+	// default slog.Default().
+	Logger *slog.Logger
+	// Metrics receives counters and histograms; default none.
+	Metrics Metrics
+}
+
+// Connector is the private-network end of the tunnel. It only ever dials out.
+// Create it with [NewConnector] and start it with [Connector.Run].
+type Connector struct {
+	opts    ConnectorOptions
+	tlsConf *tls.Config
+	logger  *slog.Logger
+	metrics Metrics
+	handler http.Handler
+	http    map[string]*httpUpstream
+	stdio   map[string]*stdioBridge
+
+	h1 *http.Server // carries GOAWAY-on-shutdown to the HTTP/2 connections
+	h2 *http2.Server
+
+	connected atomic.Int32
+	ran       atomic.Bool
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// NewConnector checks opts and returns a connector. It refuses an HTTP
+// route whose literal IP address lies outside the allowed networks (a host
+// name is checked at every connection, after resolution), a stdio route
+// without a command, and duplicate or invalid names.
+func NewConnector(opts *ConnectorOptions) (*Connector, error) {
+	if opts == nil {
+		return nil, errors.New("tunnel: connector: nil options")
+	}
+	o := *opts
+	if !validName(o.ID) {
+		return nil, fmt.Errorf("tunnel: connector: invalid id %q (want 1-63 of [A-Za-z0-9_-])", o.ID)
+	}
+	if len(o.Edges) == 0 {
+		return nil, fmt.Errorf("tunnel: connector %s: no edge address", o.ID)
+	}
+	if len(o.Routes) == 0 {
+		return nil, fmt.Errorf("tunnel: connector %s: no routes", o.ID)
+	}
+	if o.TLSConfig == nil {
+		o.TLSConfig = &tls.Config{}
+	}
+	if o.Token == "" && len(o.TLSConfig.Certificates) == 0 && o.TLSConfig.GetClientCertificate == nil {
+		return nil, fmt.Errorf("tunnel: connector %s: neither a token nor a client certificate to authenticate with", o.ID)
+	}
+	if o.Connections <= 0 {
+		o.Connections = 2
+	}
+	if o.Connections > 64 {
+		return nil, fmt.Errorf("tunnel: connector %s: %d connections is more than 64", o.ID, o.Connections)
+	}
+	if len(o.AllowedNetworks) == 0 {
+		o.AllowedNetworks = DefaultAllowedNetworks
+	}
+	setDefault(&o.SessionIdleTimeout, 10*time.Minute)
+	setDefault(&o.DrainTimeout, 30*time.Second)
+	setDefault(&o.PingInterval, 15*time.Second)
+	setDefault(&o.PingTimeout, 5*time.Second)
+	setDefault(&o.BackoffMin, 250*time.Millisecond)
+	setDefault(&o.BackoffMax, 30*time.Second)
+	if o.Dial == nil {
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+		o.Dial = d.DialContext
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Metrics == nil {
+		o.Metrics = nopMetrics{}
+	}
+	c := &Connector{
+		opts:    o,
+		logger:  o.Logger.With("connector", o.ID),
+		metrics: o.Metrics,
+		http:    make(map[string]*httpUpstream),
+		stdio:   make(map[string]*stdioBridge),
+		conns:   make(map[net.Conn]struct{}),
+	}
+	c.tlsConf = o.TLSConfig.Clone()
+	c.tlsConf.MinVersion = tls.VersionTLS13
+	c.tlsConf.NextProtos = []string{ALPN}
+
+	allow := allowlist(o.AllowedNetworks)
+	guards := make(map[string]*guard)
+	for i := range o.Routes {
+		rt := &o.Routes[i]
+		if !validName(rt.Name) || rt.Name == "healthz" {
+			return nil, fmt.Errorf("tunnel: connector %s: invalid route name %q", o.ID, rt.Name)
+		}
+		if guards[rt.Name] != nil {
+			return nil, fmt.Errorf("tunnel: connector %s: route %q defined twice", o.ID, rt.Name)
+		}
+		if err := rt.Policy.validate(); err != nil {
+			return nil, fmt.Errorf("tunnel: connector %s: route %q: policy: %w", o.ID, rt.Name, err)
+		}
+		var next http.Handler
+		switch {
+		case rt.URL != "" && len(rt.Command) > 0:
+			return nil, fmt.Errorf("tunnel: connector %s: route %q has both url and command", o.ID, rt.Name)
+		case rt.URL != "":
+			u, err := url.Parse(rt.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, fmt.Errorf("tunnel: connector %s: route %q: url %q is not an absolute http(s) URL", o.ID, rt.Name, rt.URL)
+			}
+			if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+				return nil, fmt.Errorf("tunnel: connector %s: route %q: url %q must not carry user info, query or fragment", o.ID, rt.Name, rt.URL)
+			}
+			if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !allow.allows(ip) {
+				c.closeRoutes()
+				return nil, fmt.Errorf("tunnel: connector %s: route %q: %w: %s", o.ID, rt.Name, errAddressNotAllowed, ip)
+			}
+			up := newHTTPUpstream(rt.Name, u, allow, o.UpstreamTLSConfig, c.logger)
+			c.http[rt.Name] = up
+			next = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				up.serve(w, r, restFrom(r), wellKnownFrom(r))
+			})
+		case len(rt.Command) > 0:
+			if rt.Command[0] == "" {
+				return nil, fmt.Errorf("tunnel: connector %s: route %q: empty program name", o.ID, rt.Name)
+			}
+			br := newStdioBridge(rt.Name, o.ID, rt, o.SessionIdleTimeout, c.logger, c.metrics)
+			c.stdio[rt.Name] = br
+			next = br
+		default:
+			c.closeRoutes()
+			return nil, fmt.Errorf("tunnel: connector %s: route %q has neither url nor command", o.ID, rt.Name)
+		}
+		guards[rt.Name] = &guard{side: "connector", route: rt.Name, policy: rt.Policy, next: next,
+			logger: c.logger, metrics: c.metrics, connector: o.ID}
+	}
+	c.handler = &connectorMux{routes: guards}
+
+	c.h1 = &http.Server{ErrorLog: nil}
+	c.h2 = &http2.Server{
+		MaxConcurrentStreams: 10000,
+		ReadIdleTimeout:      o.PingInterval,
+		PingTimeout:          o.PingTimeout,
+	}
+	if err := http2.ConfigureServer(c.h1, c.h2); err != nil {
+		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)
+	}
+	return c, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Connected reports how many carrier connections are up and authenticated.
+func (c *Connector) Connected() int { return int(c.connected.Load()) }
+
+// Run keeps the connector's connections to the edges until ctx is cancelled,
+// then drains: it sends GOAWAY on every connection, lets calls in flight
+// finish for up to DrainTimeout, closes what is left, and ends every stdio
+// child. It returns nil after a drain, or an error if called twice.
+func (c *Connector) Run(ctx context.Context) error {
+	if !c.ran.CompareAndSwap(false, true) {
+		return fmt.Errorf("tunnel: connector %s: Run called twice", c.opts.ID)
+	}
+	// serveCtx outlives ctx during the drain, so that calls in flight finish.
+	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelServe()
+	var wg sync.WaitGroup
+	for i := range c.opts.Connections {
+		wg.Go(func() { c.keep(ctx, serveCtx, i) })
+	}
+	<-ctx.Done()
+	c.logger.Info("draining", "timeout", c.opts.DrainTimeout)
+	_ = c.h1.Shutdown(context.Background()) // GOAWAY on every connection
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.opts.DrainTimeout):
+		c.logger.Warn("drain timeout: closing connections with calls in flight")
+		cancelServe()
+		c.closeConns()
+		<-done
+	}
+	c.closeRoutes()
+	return nil
+}
+
+func (c *Connector) closeRoutes() {
+	for _, b := range c.stdio {
+		b.close()
+	}
+	for _, u := range c.http {
+		u.close()
+	}
+}
+
+func (c *Connector) closeConns() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for nc := range c.conns {
+		nc.Close()
+	}
+}
+
+// keep maintains connection slot i: dial, handshake, serve, back off, again.
+func (c *Connector) keep(ctx, serveCtx context.Context, slot int) {
+	attempt := 0
+	for ctx.Err() == nil {
+		addr := c.opts.Edges[(slot+attempt)%len(c.opts.Edges)]
+		conn, err := c.dial(ctx, addr)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.logger.Warn("connecting to edge failed", "edge", addr, "slot", slot, "attempt", attempt+1, "error", err)
+			if !sleepCtx(ctx, backoff(c.opts.BackoffMin, c.opts.BackoffMax, attempt)) {
+				return
+			}
+			attempt++
+			continue
+		}
+		attempt = 0
+		c.serve(serveCtx, conn, addr, slot)
+		if !sleepCtx(ctx, backoff(c.opts.BackoffMin, c.opts.BackoffMax, 0)) {
+			return
+		}
+	}
+}
+
+// backoff returns a random wait in [0, min(max, base*2^attempt)] (full
+// jitter), at least 10 ms.
+func backoff(base, ceiling time.Duration, attempt int) time.Duration {
+	d := ceiling
+	if attempt < 30 && base<<attempt < ceiling {
+		d = base << attempt
+	}
+	return max(time.Duration(rand.Int64N(int64(d)+1)), 10*time.Millisecond)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// dial opens and authenticates one carrier connection.
+func (c *Connector) dial(ctx context.Context, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	raw, err := c.opts.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	conf := c.tlsConf
+	if conf.ServerName == "" {
+		conf = conf.Clone()
+		host, _, _ := net.SplitHostPort(addr)
+		conf.ServerName = host
+	}
+	tc := tls.Client(raw, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
+		tc.Close()
+		return nil, fmt.Errorf("edge did not negotiate %q (got %q)", ALPN, p)
+	}
+	deadline, _ := ctx.Deadline()
+	tc.SetDeadline(deadline)
+	routes := make([]string, 0, len(c.opts.Routes))
+	for _, r := range c.opts.Routes {
+		routes = append(routes, r.Name)
+	}
+	h := hello{Token: c.opts.Token, Connector: c.opts.ID, Version: Version, Routes: routes, Connections: c.opts.Connections}
+	if err := writeFrame(tc, &h); err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("sending handshake: %w", err)
+	}
+	var wel welcome
+	if err := readFrame(tc, &wel); err != nil {
+		tc.Close()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, errors.New("edge closed the connection during the handshake (authentication refused?)")
+		}
+		return nil, err
+	}
+	if !wel.OK {
+		tc.Close()
+		return nil, fmt.Errorf("edge refused the connector: %s", wel.Error)
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// serve runs HTTP/2 (server side) on an authenticated connection until it
+// ends.
+func (c *Connector) serve(ctx context.Context, conn net.Conn, addr string, slot int) {
+	c.mu.Lock()
+	c.conns[conn] = struct{}{}
+	c.mu.Unlock()
+	c.connected.Add(1)
+	c.metrics.Count("tunnel_connects_total", "side", "connector", "connector", c.opts.ID)
+	c.logger.Info("connected to edge", "edge", addr, "slot", slot)
+	c.h2.ServeConn(conn, &http2.ServeConnOpts{Context: ctx, BaseConfig: c.h1, Handler: c.handler})
+	conn.Close()
+	c.connected.Add(-1)
+	c.mu.Lock()
+	delete(c.conns, conn)
+	c.mu.Unlock()
+	c.metrics.Count("tunnel_disconnects_total", "side", "connector", "connector", c.opts.ID)
+	c.logger.Info("disconnected from edge", "edge", addr, "slot", slot)
+}
+
+// connectorMux dispatches the edge's requests: /route/<name><rest> and
+// /well-known/<name>/<kind><rest>.
+type connectorMux struct {
+	routes map[string]*guard
+}
+
+type restKey struct{}
+type wellKnownKey struct{}
+
+func restFrom(r *http.Request) string {
+	s, _ := r.Context().Value(restKey{}).(string)
+	return s
+}
+
+func wellKnownFrom(r *http.Request) string {
+	s, _ := r.Context().Value(wellKnownKey{}).(string)
+	return s
+}
+
+func (m *connectorMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	var name, rest, wk string
+	if s, ok := strings.CutPrefix(p, "/route/"); ok {
+		name, rest = splitFirst(s)
+	} else if s, ok := strings.CutPrefix(p, "/well-known/"); ok {
+		name, rest = splitFirst(s)
+		wk, rest = splitFirst(strings.TrimPrefix(rest, "/"))
+		if wk == "" {
+			http.NotFound(w, r)
+			return
+		}
+	} else {
+		http.NotFound(w, r)
+		return
+	}
+	g := m.routes[name]
+	if g == nil {
+		http.Error(w, fmt.Sprintf("tunnel: no route %q on this connector", name), http.StatusNotFound)
+		return
+	}
+	ctx := context.WithValue(r.Context(), restKey{}, rest)
+	if wk != "" {
+		ctx = context.WithValue(ctx, wellKnownKey{}, wk)
+	}
+	g.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// splitFirst splits "a/b/c" into "a" and "/b/c".
+func splitFirst(s string) (string, string) {
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		return s[:i], s[i:]
+	}
+	return s, ""
+}

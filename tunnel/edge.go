@@ -1,0 +1,549 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// ErrEdgeClosed is returned by [Edge.Serve] after [Edge.Close].
+var ErrEdgeClosed = errors.New("tunnel: edge closed")
+
+// EdgeOptions configures an [Edge]. TLSConfig with a server certificate is
+// required, and at least one way to authenticate connectors: Tokens, or
+// TLSConfig.ClientAuth = tls.RequireAndVerifyClientCert with ClientCAs. When
+// both are set, a connector needs both.
+type EdgeOptions struct {
+	// TLSConfig is the TLS server configuration for connectors' carrier
+	// connections: Certificates, and ClientCAs/ClientAuth for mTLS. The edge
+	// forces TLS 1.3 and its own ALPN protocol.
+	TLSConfig *tls.Config
+	// Tokens are the accepted connector tokens (each at least 16
+	// characters). Several may be valid at once, so a token can be rotated
+	// without dropping a connection.
+	Tokens []string
+	// Policy applies at the edge to every route not in Routes.
+	Policy Policy
+	// Routes overrides Policy per route name.
+	Routes map[string]Policy
+	// HandshakeTimeout bounds a connector's TLS handshake and hello;
+	// default 10 s.
+	HandshakeTimeout time.Duration
+	// PingInterval and PingTimeout: after PingInterval without a frame from
+	// a connector the edge sends an HTTP/2 PING, and drops the connection if
+	// no answer comes within PingTimeout. Defaults 15 s and 5 s.
+	PingInterval, PingTimeout time.Duration
+	// Logger receives connection events and one audit record per call;
+	// default slog.Default().
+	Logger *slog.Logger
+	// Metrics receives counters and histograms; default none.
+	Metrics Metrics
+}
+
+// Edge is the host application's end of the tunnel. It accepts connectors on
+// the listeners given to [Edge.Serve] and serves their routes through
+// [Edge.Handler]. Create it with [NewEdge]; stop it with [Edge.Close].
+type Edge struct {
+	opts    EdgeOptions
+	tlsConf *tls.Config
+	tokens  tokenSet
+	logger  *slog.Logger
+	metrics Metrics
+	h2      *http2.Transport
+	proxy   *httputil.ReverseProxy
+	handler http.Handler
+	rr      atomic.Uint64
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	peers     map[*peer]struct{}
+	pending   map[net.Conn]struct{} // connections in the handshake
+	guards    map[string]*guard
+	wg        sync.WaitGroup // handshakes and peer watchers
+}
+
+// peer is one authenticated carrier connection from a connector.
+type peer struct {
+	hello *hello
+	cc    *http2.ClientConn
+	conn  *watchedConn
+	since time.Time
+}
+
+// watchedConn signals done when a read fails: the HTTP/2 client's read loop
+// is then over, and the connection is dead.
+type watchedConn struct {
+	net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.once.Do(func() { close(w.done) })
+	}
+	return n, err
+}
+
+// NewEdge checks opts and returns an edge.
+func NewEdge(opts *EdgeOptions) (*Edge, error) {
+	if opts == nil {
+		return nil, errors.New("tunnel: edge: nil options")
+	}
+	o := *opts
+	if o.TLSConfig == nil || (len(o.TLSConfig.Certificates) == 0 && o.TLSConfig.GetCertificate == nil && o.TLSConfig.GetConfigForClient == nil) {
+		return nil, errors.New("tunnel: edge: TLSConfig with a server certificate is required")
+	}
+	tokens, err := newTokenSet(o.Tokens)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: edge: %w", err)
+	}
+	mtls := o.TLSConfig.ClientAuth == tls.RequireAndVerifyClientCert
+	if len(tokens) == 0 && !mtls {
+		return nil, errors.New("tunnel: edge: no connector authentication: set Tokens, or TLSConfig.ClientAuth = tls.RequireAndVerifyClientCert with ClientCAs")
+	}
+	if err := o.Policy.validate(); err != nil {
+		return nil, fmt.Errorf("tunnel: edge: policy: %w", err)
+	}
+	for name, p := range o.Routes {
+		if err := p.validate(); err != nil {
+			return nil, fmt.Errorf("tunnel: edge: route %q policy: %w", name, err)
+		}
+	}
+	setDefault(&o.HandshakeTimeout, 10*time.Second)
+	setDefault(&o.PingInterval, 15*time.Second)
+	setDefault(&o.PingTimeout, 5*time.Second)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Metrics == nil {
+		o.Metrics = nopMetrics{}
+	}
+	e := &Edge{
+		opts: o, tokens: tokens, logger: o.Logger, metrics: o.Metrics,
+		listeners: make(map[net.Listener]struct{}),
+		peers:     make(map[*peer]struct{}),
+		pending:   make(map[net.Conn]struct{}),
+		guards:    make(map[string]*guard),
+	}
+	e.tlsConf = o.TLSConfig.Clone()
+	e.tlsConf.MinVersion = tls.VersionTLS13
+	e.tlsConf.NextProtos = []string{ALPN}
+	e.h2 = &http2.Transport{
+		ReadIdleTimeout:    o.PingInterval,
+		PingTimeout:        o.PingTimeout,
+		DisableCompression: true,
+		AllowHTTP:          true,
+		// The tunnel carries long-lived SSE streams: do not close idle
+		// connections, the connector owns their life.
+		IdleConnTimeout: 0,
+	}
+	e.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			fw := pr.In.Context().Value(forwardKey{}).(*forward)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "connector"
+			pr.Out.URL.Path = fw.path
+			pr.Out.URL.RawPath = ""
+			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+		},
+		Transport:     edgeTransport{e},
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			fw := r.Context().Value(forwardKey{}).(*forward)
+			e.logger.Warn("forwarding to connector failed", "route", fw.route, "error", err)
+			http.Error(w, fmt.Sprintf("tunnel: route %q: connector connection failed: %v", fw.route, err), http.StatusBadGateway)
+		},
+	}
+	e.handler = http.HandlerFunc(e.serveHTTP)
+	return e, nil
+}
+
+// Serve accepts connectors on ln (a TCP listener; the edge does TLS itself)
+// until ln fails or the edge is closed, and returns ErrEdgeClosed after
+// Close. Serve may be called for several listeners.
+func (e *Edge) Serve(ln net.Listener) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		ln.Close()
+		return ErrEdgeClosed
+	}
+	e.listeners[ln] = struct{}{}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.listeners, ln)
+		e.mu.Unlock()
+	}()
+	var tempDelay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			e.mu.Lock()
+			closed := e.closed
+			e.mu.Unlock()
+			if closed {
+				return ErrEdgeClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				time.Sleep(tempDelay)
+				continue
+			}
+			return err
+		}
+		tempDelay = 0
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			conn.Close()
+			return ErrEdgeClosed
+		}
+		e.pending[conn] = struct{}{}
+		e.wg.Add(1)
+		e.mu.Unlock()
+		go e.accept(conn)
+	}
+}
+
+// accept authenticates a connector and adds its connection.
+func (e *Edge) accept(raw net.Conn) {
+	defer e.wg.Done()
+	drop := func() {
+		e.mu.Lock()
+		delete(e.pending, raw)
+		e.mu.Unlock()
+	}
+	raw.SetDeadline(time.Now().Add(e.opts.HandshakeTimeout))
+	tc := tls.Server(raw, e.tlsConf)
+	if err := tc.Handshake(); err != nil {
+		e.handshakeFailed(raw, "tls", err)
+		raw.Close()
+		drop()
+		return
+	}
+	if tc.ConnectionState().NegotiatedProtocol != ALPN {
+		e.handshakeFailed(raw, "alpn", errors.New("client did not negotiate "+ALPN))
+		tc.Close()
+		drop()
+		return
+	}
+	h, err := e.handshake(tc)
+	if err != nil {
+		e.handshakeFailed(raw, "hello", err)
+		tc.Close()
+		drop()
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	wc := &watchedConn{Conn: tc, done: make(chan struct{})}
+	cc, err := e.h2.NewClientConn(wc)
+	if err != nil {
+		e.handshakeFailed(raw, "http2", err)
+		tc.Close()
+		drop()
+		return
+	}
+	p := &peer{hello: h, cc: cc, conn: wc, since: time.Now()}
+	e.mu.Lock()
+	delete(e.pending, raw)
+	if e.closed {
+		e.mu.Unlock()
+		cc.Close()
+		return
+	}
+	e.peers[p] = struct{}{}
+	e.mu.Unlock()
+	e.metrics.Count("tunnel_connects_total", "side", "edge", "connector", h.Connector)
+	e.logger.Info("connector connected", "connector", h.Connector, "version", h.Version, "routes", h.Routes, "remote", raw.RemoteAddr().String())
+	<-wc.done
+	e.mu.Lock()
+	delete(e.peers, p)
+	e.mu.Unlock()
+	cc.Close()
+	e.metrics.Count("tunnel_disconnects_total", "side", "edge", "connector", h.Connector)
+	e.logger.Info("connector disconnected", "connector", h.Connector, "remote", raw.RemoteAddr().String())
+}
+
+func (e *Edge) handshakeFailed(raw net.Conn, reason string, err error) {
+	e.metrics.Count("tunnel_handshake_failures_total", "reason", reason)
+	e.logger.Warn("connector refused", "remote", raw.RemoteAddr().String(), "stage", reason, "error", err)
+}
+
+// handshake reads a hello from conn, authenticates it and answers. The TLS
+// layer (and a client certificate, if required) is already verified.
+func (e *Edge) handshake(conn io.ReadWriter) (*hello, error) {
+	h, err := readHello(conn)
+	if err != nil {
+		writeFrame(conn, &welcome{Error: "malformed handshake"})
+		return nil, err
+	}
+	if len(e.tokens) > 0 && !e.tokens.match(h.Token) {
+		writeFrame(conn, &welcome{Error: "authentication failed"})
+		return nil, fmt.Errorf("connector %q: wrong or missing token", h.Connector)
+	}
+	h.Token = "" // not kept
+	if err := writeFrame(conn, &welcome{OK: true}); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Handler returns the http.Handler that serves every route as an MCP
+// Streamable HTTP endpoint at /<route> (and below it), OAuth discovery at
+// /.well-known/<kind>/<route>, and the edge's status at /healthz. Mount it
+// with http.StripPrefix to serve it under a prefix.
+func (e *Edge) Handler() http.Handler { return e.handler }
+
+type forwardKey struct{}
+
+// forward is where the edge sends one request.
+type forward struct {
+	route   string
+	path    string
+	session string
+}
+
+func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if p == "/healthz" {
+		e.serveHealth(w, r)
+		return
+	}
+	if rest, ok := strings.CutPrefix(p, "/.well-known/"); ok {
+		kind, rest := splitFirst(rest)
+		route, rest := splitFirst(strings.TrimPrefix(rest, "/"))
+		if kind == "" || !validName(route) {
+			http.NotFound(w, r)
+			return
+		}
+		fw := &forward{route: route, path: "/well-known/" + route + "/" + kind + rest}
+		e.forwardTo(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+		return
+	}
+	route, rest := splitFirst(strings.TrimPrefix(p, "/"))
+	if !validName(route) {
+		http.NotFound(w, r)
+		return
+	}
+	fw := &forward{route: route, path: "/route/" + route + rest, session: r.Header.Get("Mcp-Session-Id")}
+	g := e.guard(route)
+	g.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+}
+
+func (e *Edge) guard(route string) *guard {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	g := e.guards[route]
+	if g == nil {
+		pol, ok := e.opts.Routes[route]
+		if !ok {
+			pol = e.opts.Policy
+		}
+		g = &guard{side: "edge", route: route, policy: pol, next: http.HandlerFunc(e.forwardTo), logger: e.logger, metrics: e.metrics}
+		e.guards[route] = g
+	}
+	return g
+}
+
+// forwardTo checks that a connector serves the route, then proxies.
+func (e *Edge) forwardTo(w http.ResponseWriter, r *http.Request) {
+	fw := r.Context().Value(forwardKey{}).(*forward)
+	p, status := e.pick(fw.route, fw.session, nil)
+	if p == nil {
+		msg := fmt.Sprintf("tunnel: no connector serves route %q", fw.route)
+		if status == http.StatusNotFound {
+			msg = "Not Found: the session's connector is gone; initialize a new session"
+		}
+		http.Error(w, msg, status)
+		return
+	}
+	if ci := callInfoFrom(r.Context()); ci != nil {
+		ci.connector = p.hello.Connector
+	}
+	e.proxy.ServeHTTP(w, r)
+}
+
+// pick chooses a connection for route. A session ID "<connector>.<random>"
+// naming a known connector goes to that connector (a stdio session lives in
+// one process); otherwise connections take turns. It returns nil and 503 if
+// no connector serves the route, nil and 404 if the session's connector has
+// no usable connection.
+func (e *Edge) pick(route, session string, not *peer) (*peer, int) {
+	owner := ""
+	if i := strings.IndexByte(session, '.'); i > 0 {
+		owner = session[:i]
+	}
+	e.mu.Lock()
+	var cands []*peer
+	ownerKnown := false
+	for p := range e.peers {
+		if !slices.Contains(p.hello.Routes, route) {
+			continue
+		}
+		if owner != "" && p.hello.Connector == owner {
+			ownerKnown = true
+		}
+		cands = append(cands, p)
+	}
+	e.mu.Unlock()
+	if ownerKnown {
+		cands = slices.DeleteFunc(cands, func(p *peer) bool { return p.hello.Connector != owner })
+	}
+	cands = slices.DeleteFunc(cands, func(p *peer) bool { return p == not || !p.cc.CanTakeNewRequest() })
+	if len(cands) == 0 {
+		if ownerKnown {
+			return nil, http.StatusNotFound
+		}
+		return nil, http.StatusServiceUnavailable
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].since.Before(cands[j].since) })
+	return cands[e.rr.Add(1)%uint64(len(cands))], 0
+}
+
+// edgeTransport sends a request over the chosen connector connection, and
+// retries once on another connection if the first refused it unprocessed
+// (GOAWAY raced the request).
+type edgeTransport struct{ e *Edge }
+
+func (t edgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	fw := req.Context().Value(forwardKey{}).(*forward)
+	var tried *peer
+	for attempt := 0; ; attempt++ {
+		p, _ := t.e.pick(fw.route, fw.session, tried)
+		if p == nil {
+			return nil, fmt.Errorf("no connector connection serves route %q", fw.route)
+		}
+		if ci := callInfoFrom(req.Context()); ci != nil {
+			ci.connector = p.hello.Connector
+		}
+		resp, err := p.cc.RoundTrip(req)
+		if err == nil || attempt > 0 || !unprocessed(err) {
+			return resp, err
+		}
+		if req.Body != nil && req.Body != http.NoBody {
+			if req.GetBody == nil {
+				return nil, err
+			}
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		tried = p
+	}
+}
+
+// unprocessed reports whether an HTTP/2 client error means the connector
+// never saw the request. x/net/http2 does not export these errors.
+func unprocessed(err error) bool {
+	s := err.Error()
+	return s == "http2: client conn not usable" || s == "http2: Transport received Server's graceful shutdown GOAWAY"
+}
+
+// EdgeStatus is the edge's view of its connectors, served at /healthz.
+type EdgeStatus struct {
+	// State is "healthy" (every connector has all the connections it
+	// wants), "degraded" (some connection is missing) or "down" (none).
+	State      string            `json:"state"`
+	Connectors []ConnectorStatus `json:"connectors"`
+}
+
+// ConnectorStatus describes one connector at the edge.
+type ConnectorStatus struct {
+	ID          string    `json:"id"`
+	Version     string    `json:"version"`
+	Routes      []string  `json:"routes"`
+	Connections int       `json:"connections"`
+	Wanted      int       `json:"wanted"`
+	Since       time.Time `json:"since"`
+}
+
+// Status reports the connected connectors.
+func (e *Edge) Status() EdgeStatus {
+	e.mu.Lock()
+	byID := map[string]*ConnectorStatus{}
+	for p := range e.peers {
+		cs := byID[p.hello.Connector]
+		if cs == nil {
+			cs = &ConnectorStatus{ID: p.hello.Connector, Version: p.hello.Version, Routes: slices.Clone(p.hello.Routes), Wanted: p.hello.Connections, Since: p.since}
+			byID[p.hello.Connector] = cs
+		}
+		cs.Connections++
+		if p.since.Before(cs.Since) {
+			cs.Since = p.since
+		}
+	}
+	e.mu.Unlock()
+	st := EdgeStatus{State: "healthy", Connectors: []ConnectorStatus{}}
+	for _, cs := range byID {
+		if cs.Connections < cs.Wanted {
+			st.State = "degraded"
+		}
+		st.Connectors = append(st.Connectors, *cs)
+	}
+	if len(st.Connectors) == 0 {
+		st.State = "down"
+	}
+	sort.Slice(st.Connectors, func(i, j int) bool { return st.Connectors[i].ID < st.Connectors[j].ID })
+	return st
+}
+
+func (e *Edge) serveHealth(w http.ResponseWriter, r *http.Request) {
+	st := e.Status()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if st.State == "down" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(st)
+}
+
+// Close stops accepting connectors, closes every connector connection (calls
+// in flight fail) and waits for the edge's goroutines. It is idempotent.
+func (e *Edge) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	for ln := range e.listeners {
+		ln.Close()
+	}
+	for c := range e.pending {
+		c.Close()
+	}
+	peers := make([]*peer, 0, len(e.peers))
+	for p := range e.peers {
+		peers = append(peers, p)
+	}
+	e.mu.Unlock()
+	for _, p := range peers {
+		p.cc.Close()
+		p.conn.Close()
+	}
+	e.wg.Wait()
+	return nil
+}

@@ -1,0 +1,108 @@
+package tunnel
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestHTTPRouteCallsToolsThroughEdgeAndConnector(t *testing.T) {
+	up, rec := startUpstream(t, nil)
+	e := startEdge(t, edgeOptions(t), "")
+	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "tickets", URL: up}))
+	waitFor(t, "connector connected", func() bool { return c.Connected() == 1 })
+
+	// The agent's own OAuth token passes through to the MCP server untouched.
+	hc := &http.Client{Transport: headerTransport{"Authorization": "Bearer agent-oauth-token"}}
+	cs := connect(t, e.url+"/tickets", hc, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tools, err := cs.ListTools(ctx, nil)
+	require.NoError(t, err)
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	assert.ElementsMatch(t, []string{"echo", "stream", "block", "blob"}, names)
+	got, err := callEcho(ctx, cs, "hello through the tunnel")
+	require.NoError(t, err)
+	assert.Equal(t, "hello through the tunnel", got)
+
+	hdrs := rec.all()
+	require.NotEmpty(t, hdrs)
+	for _, h := range hdrs {
+		assert.Equal(t, "Bearer agent-oauth-token", h.Get("Authorization"))
+		for k, vs := range h {
+			for _, v := range vs {
+				assert.NotContains(t, v, testToken, "tunnel token leaked upstream in header %s", k)
+			}
+		}
+	}
+}
+
+// headerTransport adds fixed headers to every request.
+type headerTransport map[string]string
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range h {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestStdioRouteOneChildPerSession(t *testing.T) {
+	e := startEdge(t, edgeOptions(t), "")
+	opts := connectorOptions(t, e.addr, stdioRoute("local"))
+	c, _ := startConnector(t, opts)
+	waitFor(t, "connector connected", func() bool { return c.Connected() == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs1 := connect(t, e.url+"/local", nil, nil)
+	cs2 := connect(t, e.url+"/local", nil, nil)
+	assert.True(t, strings.HasPrefix(cs1.ID(), "c1."), "session id %q is not owned by connector c1", cs1.ID())
+	assert.NotEqual(t, cs1.ID(), cs2.ID())
+	assert.Equal(t, 2, c.stdio["local"].sessionCount())
+	for i, cs := range []*mcp.ClientSession{cs1, cs2} {
+		got, err := callEcho(ctx, cs, "stdio "+string(rune('a'+i)))
+		require.NoError(t, err)
+		assert.Equal(t, "stdio "+string(rune('a'+i)), got)
+	}
+	// Closing the client session deletes the MCP session, which ends its child.
+	require.NoError(t, cs1.Close())
+	waitFor(t, "session 1 ended", func() bool { return c.stdio["local"].sessionCount() == 1 })
+	got, err := callEcho(ctx, cs2, "still here")
+	require.NoError(t, err)
+	assert.Equal(t, "still here", got)
+}
+
+func TestStdioSessionsEndWhenIdle(t *testing.T) {
+	e := startEdge(t, edgeOptions(t), "")
+	opts := connectorOptions(t, e.addr, stdioRoute("local"))
+	opts.SessionIdleTimeout = 300 * time.Millisecond
+	c, _ := startConnector(t, opts)
+	waitFor(t, "connector connected", func() bool { return c.Connected() == 1 })
+	hc := &http.Client{}
+	cl := mcp.NewClient(&mcp.Implementation{Name: "idle", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// No standalone GET stream: an open stream is activity, and keeps the
+	// session alive.
+	cs, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.url + "/local", HTTPClient: hc, DisableStandaloneSSE: true, MaxRetries: -1}, nil)
+	require.NoError(t, err)
+	defer cs.Close()
+	_, err = callEcho(ctx, cs, "x")
+	require.NoError(t, err)
+	require.Equal(t, 1, c.stdio["local"].sessionCount())
+	waitFor(t, "idle session reaped", func() bool { return c.stdio["local"].sessionCount() == 0 })
+	// The session is gone: the next call gets an error (404 → session missing).
+	_, err = callEcho(ctx, cs, "y")
+	require.Error(t, err)
+}
