@@ -166,6 +166,7 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 		},
 		Transport:     edgeTransport{e},
 		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
 				return

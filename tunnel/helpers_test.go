@@ -198,8 +198,8 @@ func quietLogger(t testing.TB) *slog.Logger {
 
 type testEdge struct {
 	*Edge
-	addr string    // where connectors dial
-	url  string    // where MCP clients call (the edge's Handler over HTTP)
+	addr string // where connectors dial
+	url  string // where MCP clients call (the edge's Handler over HTTP)
 	srv  *httptest.Server
 }
 
@@ -377,4 +377,14 @@ func callEcho(ctx context.Context, cs *mcp.ClientSession, text string) (string, 
 	}
 	s, _ := out["text"].(string)
 	return s, nil
+}
+
+// newLoopbackServer serves h on loopback until cleanup and returns its URL.
+func newLoopbackServer(t testing.TB, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return srv.URL
 }

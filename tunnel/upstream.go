@@ -88,6 +88,7 @@ func newHTTPUpstream(route string, target *url.URL, allow allowlist, tlsConf *tl
 		},
 		Transport:     tr,
 		FlushInterval: -1, // SSE: every write is flushed at once
+		ErrorLog:      slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
 				return
