@@ -388,3 +388,19 @@ func newLoopbackServer(t testing.TB, h http.Handler) string {
 	})
 	return srv.URL
 }
+
+// waitConnected waits until c has n connections up and the edge has taken
+// them all.
+func waitConnected(t testing.TB, e *testEdge, c *Connector, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d connections", n), func() bool {
+		if c.Connected() != n {
+			return false
+		}
+		got := 0
+		for _, cs := range e.Status().Connectors {
+			got += cs.Connections
+		}
+		return got == n
+	})
+}

@@ -38,7 +38,7 @@ func setup(t testing.TB, hooks *testHooks, edgeMod func(*EdgeOptions), connMod f
 		connMod(co)
 	}
 	c, _ := startConnector(t, co)
-	waitFor(t, "connector connected", func() bool { return c.Connected() == co.Connections })
+	waitConnected(t, e, c, co.Connections)
 	return e, c
 }
 
@@ -76,6 +76,7 @@ func TestSSEResponseIsNotBuffered(t *testing.T) {
 		select {
 		case <-gotFirst:
 		case <-r.Context().Done():
+			t.Errorf("upstream request ended before the test read the first event: %v", context.Cause(r.Context()))
 			return
 		}
 		fmt.Fprint(w, "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n")
@@ -83,7 +84,7 @@ func TestSSEResponseIsNotBuffered(t *testing.T) {
 	srv := newLoopbackServer(t, up)
 	e := startEdge(t, edgeOptions(t), "")
 	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "raw", URL: srv + "/mcp"}))
-	waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e, c, 1)
 
 	req, _ := http.NewRequest("POST", e.url+"/raw", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -189,7 +190,7 @@ func TestConnectionCutMidCallFailsCleanlyAndReconnects(t *testing.T) {
 		t.Fatal("the call hung after its connection was cut")
 	}
 	close(hooks.release)
-	waitFor(t, "reconnected", func() bool { return c.Connected() == 1 && len(e.Status().Connectors) == 1 })
+	waitConnected(t, e, c, 1)
 	cs2 := connect(t, e.url+"/r", nil, nil)
 	got, err := callEcho(ctx, cs2, "after reconnect")
 	require.NoError(t, err)
@@ -200,7 +201,7 @@ func TestEdgeRestartConnectorComesBack(t *testing.T) {
 	up, _ := startUpstream(t, nil)
 	e := startEdge(t, edgeOptions(t), "")
 	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "r", URL: up}))
-	waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e, c, 1)
 	cs := connect(t, e.url+"/r", nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -211,7 +212,7 @@ func TestEdgeRestartConnectorComesBack(t *testing.T) {
 	e.stop(t)
 	waitFor(t, "connector noticed", func() bool { return c.Connected() == 0 })
 	e2 := startEdge(t, edgeOptions(t), addr)
-	waitFor(t, "connector back", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e2, c, 1)
 	cs2 := connect(t, e2.url+"/r", nil, nil)
 	got, err := callEcho(ctx, cs2, "after restart")
 	require.NoError(t, err)
@@ -266,7 +267,7 @@ func TestConnectorsWithoutValidCredentialsAreRefusedBeforeAnyRoute(t *testing.T)
 			c, _ := startConnector(t, co)
 			before := len(rec.all())
 			if tc.allowed {
-				waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+				waitConnected(t, e, c, 1)
 				cs := connect(t, e.url+"/r", nil, nil)
 				_, err := callEcho(context.Background(), cs, "ok")
 				require.NoError(t, err)
@@ -326,7 +327,7 @@ func TestRouteToDisallowedAddressIsRefused(t *testing.T) {
 		co := connectorOptions(t, e.addr, Route{Name: "r", URL: "http://localhost:" + port + "/mcp"})
 		co.AllowedNetworks = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 		c, _ := startConnector(t, co)
-		waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+		waitConnected(t, e, c, 1)
 		resp, err := http.Post(e.url+"/r", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
 		require.NoError(t, err)
 		body, _ := io.ReadAll(resp.Body)
@@ -340,7 +341,7 @@ func TestRouteToDisallowedAddressIsRefused(t *testing.T) {
 		// name is 404, whatever the request says.
 		e := startEdge(t, edgeOptions(t), "")
 		c, _ := startConnector(t, connectorOptions(t, e.addr, stdioRoute("local")))
-		waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+		waitConnected(t, e, c, 1)
 		resp, err := http.Post(e.url+"/sh", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
 		require.NoError(t, err)
 		resp.Body.Close()
@@ -365,7 +366,7 @@ func TestDeniedToolGetsJSONRPCError(t *testing.T) {
 				rt.Policy = pol
 			}
 			c, _ := startConnector(t, connectorOptions(t, e.addr, rt))
-			waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+			waitConnected(t, e, c, 1)
 			cs := connect(t, e.url+"/r", nil, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -483,7 +484,7 @@ func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
 	srv := newLoopbackServer(t, up)
 	e := startEdge(t, edgeOptions(t), "")
 	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "auth", URL: srv + "/mcp"}))
-	waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e, c, 1)
 
 	resp, err := http.Post(e.url+"/auth", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	require.NoError(t, err)
@@ -514,7 +515,7 @@ func TestGracefulDrainLetsCallsInFlightFinish(t *testing.T) {
 	up, _ := startUpstream(t, hooks)
 	e := startEdge(t, edgeOptions(t), "")
 	c, stop := startConnector(t, connectorOptions(t, e.addr, Route{Name: "r", URL: up}))
-	waitFor(t, "connected", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e, c, 1)
 	hc := &http.Client{}
 	cl := mcp.NewClient(&mcp.Implementation{Name: "drain", Version: "1"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -16,7 +16,7 @@ func TestHTTPRouteCallsToolsThroughEdgeAndConnector(t *testing.T) {
 	up, rec := startUpstream(t, nil)
 	e := startEdge(t, edgeOptions(t), "")
 	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "tickets", URL: up}))
-	waitFor(t, "connector connected", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e, c, 1)
 
 	// The agent's own OAuth token passes through to the MCP server untouched.
 	hc := &http.Client{Transport: headerTransport{"Authorization": "Bearer agent-oauth-token"}}
@@ -61,7 +61,7 @@ func TestStdioRouteOneChildPerSession(t *testing.T) {
 	e := startEdge(t, edgeOptions(t), "")
 	opts := connectorOptions(t, e.addr, stdioRoute("local"))
 	c, _ := startConnector(t, opts)
-	waitFor(t, "connector connected", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e, c, 1)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -88,7 +88,7 @@ func TestStdioSessionsEndWhenIdle(t *testing.T) {
 	opts := connectorOptions(t, e.addr, stdioRoute("local"))
 	opts.SessionIdleTimeout = 300 * time.Millisecond
 	c, _ := startConnector(t, opts)
-	waitFor(t, "connector connected", func() bool { return c.Connected() == 1 })
+	waitConnected(t, e, c, 1)
 	hc := &http.Client{}
 	cl := mcp.NewClient(&mcp.Implementation{Name: "idle", Version: "1"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
