@@ -1,0 +1,216 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ConnectorConfig is the YAML configuration of a connector (see
+// examples/tunnel/connector.yaml). Secrets are never written in it: the token
+// comes from a file or an environment variable.
+type ConnectorConfig struct {
+	ID                 string        `yaml:"id"`
+	Edges              []string      `yaml:"edges"`
+	TokenFile          string        `yaml:"token_file"`
+	TokenEnv           string        `yaml:"token_env"`
+	CAFile             string        `yaml:"ca_file"`
+	ServerName         string        `yaml:"server_name"`
+	CertFile           string        `yaml:"cert_file"`
+	KeyFile            string        `yaml:"key_file"`
+	Connections        int           `yaml:"connections"`
+	AllowedNetworks    []string      `yaml:"allowed_networks"`
+	UpstreamCAFile     string        `yaml:"upstream_ca_file"`
+	SessionIdleTimeout time.Duration `yaml:"session_idle_timeout"`
+	DrainTimeout       time.Duration `yaml:"drain_timeout"`
+	PingInterval       time.Duration `yaml:"ping_interval"`
+	PingTimeout        time.Duration `yaml:"ping_timeout"`
+	Routes             []Route       `yaml:"routes"`
+}
+
+// EdgeConfig is the YAML configuration of a standalone edge (see
+// examples/tunnel/edge.yaml).
+type EdgeConfig struct {
+	// Listen is where connectors dial; the --listen flag overrides it.
+	Listen string `yaml:"listen"`
+	// HTTPListen is where the MCP endpoints are served (plain HTTP: put it
+	// on loopback or behind the host's TLS); the --http flag overrides it.
+	HTTPListen   string            `yaml:"http_listen"`
+	CertFile     string            `yaml:"cert_file"`
+	KeyFile      string            `yaml:"key_file"`
+	ClientCAFile string            `yaml:"client_ca_file"`
+	TokenFiles   []string          `yaml:"token_files"`
+	TokenEnv     string            `yaml:"token_env"`
+	PingInterval time.Duration     `yaml:"ping_interval"`
+	PingTimeout  time.Duration     `yaml:"ping_timeout"`
+	Policy       Policy            `yaml:"policy"`
+	Routes       map[string]Policy `yaml:"routes"`
+}
+
+// decodeYAML decodes data into v, refusing unknown keys (a typo in a policy
+// must not silently disable it).
+func decodeYAML(data []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	return nil
+}
+
+// LoadConnectorConfig reads a connector's YAML configuration file.
+func LoadConnectorConfig(path string) (*ConnectorConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: connector config: %w", err)
+	}
+	var c ConnectorConfig
+	if err := decodeYAML(data, &c); err != nil {
+		return nil, fmt.Errorf("tunnel: connector config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// LoadEdgeConfig reads an edge's YAML configuration file.
+func LoadEdgeConfig(path string) (*EdgeConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: edge config: %w", err)
+	}
+	var c EdgeConfig
+	if err := decodeYAML(data, &c); err != nil {
+		return nil, fmt.Errorf("tunnel: edge config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func readSecret(file, env, what string) (string, error) {
+	switch {
+	case file != "" && env != "":
+		return "", fmt.Errorf("%s: set %s_file or %s_env, not both", what, what, what)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok || v == "" {
+			return "", fmt.Errorf("%s: environment variable %s is not set", what, env)
+		}
+		return strings.TrimSpace(v), nil
+	}
+	return "", nil
+}
+
+func certPool(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", file)
+	}
+	return p, nil
+}
+
+// Options turns the configuration into ConnectorOptions, reading the token,
+// CA and certificate files it names.
+func (c *ConnectorConfig) Options(logger *slog.Logger) (*ConnectorOptions, error) {
+	token, err := readSecret(c.TokenFile, c.TokenEnv, "token")
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: connector config: %w", err)
+	}
+	tc := &tls.Config{ServerName: c.ServerName}
+	if c.CAFile != "" {
+		if tc.RootCAs, err = certPool(c.CAFile); err != nil {
+			return nil, fmt.Errorf("tunnel: connector config: ca_file: %w", err)
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, errors.New("tunnel: connector config: cert_file and key_file go together")
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: connector config: client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	var nets []netip.Prefix
+	for _, s := range c.AllowedNetworks {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: connector config: allowed_networks: %w", err)
+		}
+		nets = append(nets, p)
+	}
+	var upTLS *tls.Config
+	if c.UpstreamCAFile != "" {
+		pool, err := certPool(c.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: connector config: upstream_ca_file: %w", err)
+		}
+		upTLS = &tls.Config{RootCAs: pool}
+	}
+	return &ConnectorOptions{
+		ID: c.ID, Edges: c.Edges, Token: token, TLSConfig: tc, Connections: c.Connections,
+		Routes: c.Routes, AllowedNetworks: nets, UpstreamTLSConfig: upTLS,
+		SessionIdleTimeout: c.SessionIdleTimeout, DrainTimeout: c.DrainTimeout,
+		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
+		Logger: logger,
+	}, nil
+}
+
+// Options turns the configuration into EdgeOptions, reading the certificate
+// and token files it names.
+func (c *EdgeConfig) Options(logger *slog.Logger) (*EdgeOptions, error) {
+	if c.CertFile == "" || c.KeyFile == "" {
+		return nil, errors.New("tunnel: edge config: cert_file and key_file are required")
+	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: edge config: certificate: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}}
+	if c.ClientCAFile != "" {
+		if tc.ClientCAs, err = certPool(c.ClientCAFile); err != nil {
+			return nil, fmt.Errorf("tunnel: edge config: client_ca_file: %w", err)
+		}
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	var tokens []string
+	for _, f := range c.TokenFiles {
+		t, err := readSecret(f, "", "token")
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: edge config: %w", err)
+		}
+		tokens = append(tokens, t)
+	}
+	if c.TokenEnv != "" {
+		t, err := readSecret("", c.TokenEnv, "token")
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: edge config: %w", err)
+		}
+		for _, s := range strings.Split(t, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				tokens = append(tokens, s)
+			}
+		}
+	}
+	return &EdgeOptions{
+		TLSConfig: tc, Tokens: tokens, Policy: c.Policy, Routes: c.Routes,
+		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout, Logger: logger,
+	}, nil
+}
