@@ -110,7 +110,7 @@ func (s scripted) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 type done struct{ st sandbox.ExitStatus }
 
 func (d done) Wait(context.Context) (sandbox.ExitStatus, error) { return d.st, nil }
-func (d done) Signal(context.Context, sandbox.Signal) error    { return nil }
+func (d done) Signal(context.Context, sandbox.Signal) error     { return nil }
 
 func TestRunCapturesWithCapAndTees(t *testing.T) {
 	var whole strings.Builder
@@ -166,7 +166,9 @@ func TestRegistry(t *testing.T) {
 	_, err = sandbox.Open(context.Background(), "no-scheme")
 	assert.ErrorContains(t, err, "has no scheme")
 
-	assert.Panics(t, func() { sandbox.Register("registrytest", func(context.Context, *url.URL) (sandbox.Provider, error) { return nil, nil }) })
+	assert.Panics(t, func() {
+		sandbox.Register("registrytest", func(context.Context, *url.URL) (sandbox.Provider, error) { return nil, nil })
+	})
 }
 
 // bare is a Sandbox with none of the optional interfaces.
