@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/perimeter-sdk/perimeter/tunnel"
+)
+
+func init() {
+	register(&command{
+		name:    "tunnel",
+		summary: "run an end of the outbound-only MCP tunnel (connect | edge)",
+		run:     tunnelCmd,
+	})
+}
+
+func tunnelUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage:")
+	fmt.Fprintln(w, "  perimeter tunnel connect --config FILE")
+	fmt.Fprintln(w, "  perimeter tunnel edge [--listen ADDR] [--http ADDR] --config FILE")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "connect runs a connector inside the private network: it dials the edges")
+	fmt.Fprintln(w, "and makes its routes reachable. edge accepts connectors on --listen and")
+	fmt.Fprintln(w, "serves each route as an MCP Streamable HTTP endpoint at http://HTTP/<route>.")
+	fmt.Fprintln(w, "See examples/tunnel/ for full configuration files.")
+}
+
+func tunnelCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		tunnelUsage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "connect":
+		return tunnelConnect(ctx, args[1:], stderr)
+	case "edge":
+		return tunnelEdge(ctx, args[1:], stderr)
+	case "-h", "--help", "help":
+		tunnelUsage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "perimeter tunnel: unknown subcommand %q\n\n", args[0])
+	tunnelUsage(stderr)
+	return 2
+}
+
+func tunnelLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func tunnelConnect(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("perimeter tunnel connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "connector configuration `FILE` (YAML)")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *config == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: perimeter tunnel connect --config FILE")
+		return 2
+	}
+	logger, err := tunnelLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel connect: %v\n", err)
+		return 2
+	}
+	cfg, err := tunnel.LoadConnectorConfig(*config)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel connect: %v\n", err)
+		return 1
+	}
+	opts, err := cfg.Options(logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel connect: %v\n", err)
+		return 1
+	}
+	c, err := tunnel.NewConnector(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel connect: %v\n", err)
+		return 1
+	}
+	if err := c.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel connect: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func tunnelEdge(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("perimeter tunnel edge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "edge configuration `FILE` (YAML)")
+	listen := fs.String("listen", "", "`ADDR` where connectors dial (overrides listen in the config)")
+	httpAddr := fs.String("http", "", "`ADDR` where MCP clients call, plain HTTP (overrides http_listen; default 127.0.0.1:8080)")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *config == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: perimeter tunnel edge [--listen ADDR] [--http ADDR] --config FILE")
+		return 2
+	}
+	logger, err := tunnelLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+		return 2
+	}
+	cfg, err := tunnel.LoadEdgeConfig(*config)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+		return 1
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *httpAddr != "" {
+		cfg.HTTPListen = *httpAddr
+	}
+	if cfg.Listen == "" {
+		fmt.Fprintln(stderr, "perimeter tunnel edge: no connector address: give --listen or listen in the config")
+		return 2
+	}
+	if cfg.HTTPListen == "" {
+		cfg.HTTPListen = "127.0.0.1:8080"
+	}
+	opts, err := cfg.Options(logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+		return 1
+	}
+	e, err := tunnel.NewEdge(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+		return 1
+	}
+	hln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		ln.Close()
+		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+		return 1
+	}
+	logger.Info("edge listening", "connectors", ln.Addr().String(), "http", hln.Addr().String())
+	srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	errc := make(chan error, 2)
+	go func() { errc <- e.Serve(ln) }()
+	go func() { errc <- srv.Serve(hln) }()
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+		code = 1
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Stop taking new MCP requests, let calls in flight finish (long SSE
+	// streams get 10 s), then drop the connectors.
+	if srv.Shutdown(shutCtx) != nil {
+		srv.Close()
+	}
+	e.Close()
+	for range 2 - code {
+		if err := <-errc; err != nil && !errors.Is(err, tunnel.ErrEdgeClosed) && !errors.Is(err, http.ErrServerClosed) && code == 0 {
+			fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+			code = 1
+		}
+	}
+	return code
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// writeTestPKI writes a CA and a server certificate for 127.0.0.1 as PEM
+// files in dir.
+func writeTestPKI(t *testing.T, dir string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "edge"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	write := func(name, typ string, b []byte) {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600))
+	}
+	write("ca.pem", "CERTIFICATE", caDER)
+	write("edge.pem", "CERTIFICATE", der)
+	write("edge-key.pem", "EC PRIVATE KEY", keyDER)
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuf is a goroutine-safe buffer for a command's stderr.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestTunnelEdgeAndConnectFromYAML(t *testing.T) {
+	dir := t.TempDir()
+	writeTestPKI(t, dir)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "token"), []byte("cli-test-token-0123456789\n"), 0o600))
+
+	srv := mcp.NewServer(&mcp.Implementation{Name: "cli-upstream", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "hello"}, func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, struct {
+		Msg string `json:"msg"`
+	}, error) {
+		return nil, struct {
+			Msg string `json:"msg"`
+		}{"hi"}, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(func() { up.CloseClientConnections(); up.Close() })
+
+	listen, httpAddr := freeAddr(t), freeAddr(t)
+	edgeYAML := fmt.Sprintf(`
+cert_file: %[1]s/edge.pem
+key_file: %[1]s/edge-key.pem
+token_files: [%[1]s/token]
+policy:
+  deny_tools: ["drop_*"]
+`, dir)
+	connYAML := fmt.Sprintf(`
+id: cli-test
+edges: [%[2]q]
+token_file: %[1]s/token
+ca_file: %[1]s/ca.pem
+connections: 2
+allowed_networks: [127.0.0.0/8]
+drain_timeout: 5s
+routes:
+  - name: demo
+    url: %[3]s/
+`, dir, listen, up.URL)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(edgeYAML), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "connector.yaml"), []byte(connYAML), 0o600))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var edgeErr, connErr syncBuf
+	edgeDone, connDone := make(chan int, 1), make(chan int, 1)
+	go func() {
+		edgeDone <- dispatch(ctx, []string{"tunnel", "edge", "--listen", listen, "--http", httpAddr, "--config", filepath.Join(dir, "edge.yaml")}, nil, &bytes.Buffer{}, &edgeErr)
+	}()
+	go func() {
+		connDone <- dispatch(ctx, []string{"tunnel", "connect", "--config", filepath.Join(dir, "connector.yaml")}, nil, &bytes.Buffer{}, &connErr)
+	}()
+
+	// Wait for both connections at the edge.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err == nil {
+			var b bytes.Buffer
+			b.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(b.String(), `"state":"healthy"`) && strings.Contains(b.String(), `"connections":2`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge never became healthy\nedge: %s\nconnector: %s", edgeErr.String(), connErr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	client := mcp.NewClient(&mcp.Implementation{Name: "cli-test", Version: "1"}, nil)
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	cs, err := client.Connect(cctx, &mcp.StreamableClientTransport{Endpoint: "http://" + httpAddr + "/demo", MaxRetries: -1}, nil)
+	require.NoError(t, err)
+	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "hello"})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"msg": "hi"}, res.StructuredContent)
+	_, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "drop_tables"})
+	require.ErrorContains(t, err, `tool "drop_tables" is denied`)
+	cs.Close()
+
+	cancel()
+	assert.Equal(t, 0, <-connDone, connErr.String())
+	assert.Equal(t, 0, <-edgeDone, edgeErr.String())
+	assert.NotContains(t, edgeErr.String()+connErr.String(), "cli-test-token", "the token must never be logged")
+	assert.Contains(t, edgeErr.String(), `"msg":"mcp call"`)
+}
+
+func TestTunnelConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("id: x\nedgez: [a]\n"), 0o600))
+
+	code, _, errOut := cli(t, "", "tunnel", "connect", "--config", bad)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "edgez")
+
+	code, _, errOut = cli(t, "", "tunnel", "connect")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, "usage: perimeter tunnel connect")
+
+	code, _, errOut = cli(t, "", "tunnel", "edge", "--config", filepath.Join(dir, "missing.yaml"))
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "missing.yaml")
+
+	code, _, errOut = cli(t, "", "tunnel", "bogus")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, `unknown subcommand "bogus"`)
+
+	good := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(good, []byte("id: c\nedges: [\"127.0.0.1:1\"]\ntoken_env: PERIMETER_TEST_UNSET_TOKEN\nroutes: [{name: r, url: \"http://10.0.0.1/mcp\"}]\n"), 0o600))
+	code, _, errOut = cli(t, "", "tunnel", "connect", "--config", good)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "PERIMETER_TEST_UNSET_TOKEN is not set")
+}
