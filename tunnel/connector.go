@@ -119,7 +119,7 @@ type Connector struct {
 // route whose literal IP address lies outside the allowed networks (a host
 // name is checked at every connection, after resolution), a stdio route
 // without a command, and duplicate or invalid names.
-func NewConnector(opts *ConnectorOptions) (*Connector, error) {
+func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 	if opts == nil {
 		return nil, errors.New("tunnel: connector: nil options")
 	}
@@ -178,6 +178,11 @@ func NewConnector(opts *ConnectorOptions) (*Connector, error) {
 
 	allow := allowlist(o.AllowedNetworks)
 	guards := make(map[string]*guard)
+	defer func() {
+		if err != nil {
+			c.closeRoutes() // stdio bridges already started
+		}
+	}()
 	for i := range o.Routes {
 		rt := &o.Routes[i]
 		if !validName(rt.Name) || rt.Name == "healthz" {
@@ -186,7 +191,7 @@ func NewConnector(opts *ConnectorOptions) (*Connector, error) {
 		if guards[rt.Name] != nil {
 			return nil, fmt.Errorf("tunnel: connector %s: route %q defined twice", o.ID, rt.Name)
 		}
-		if err := rt.Policy.validate(); err != nil {
+		if err = rt.Policy.validate(); err != nil {
 			return nil, fmt.Errorf("tunnel: connector %s: route %q: policy: %w", o.ID, rt.Name, err)
 		}
 		var next http.Handler
@@ -202,7 +207,6 @@ func NewConnector(opts *ConnectorOptions) (*Connector, error) {
 				return nil, fmt.Errorf("tunnel: connector %s: route %q: url %q must not carry user info, query or fragment", o.ID, rt.Name, rt.URL)
 			}
 			if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !allow.allows(ip) {
-				c.closeRoutes()
 				return nil, fmt.Errorf("tunnel: connector %s: route %q: %w: %s", o.ID, rt.Name, errAddressNotAllowed, ip)
 			}
 			up := newHTTPUpstream(rt.Name, u, allow, o.UpstreamTLSConfig, c.logger)
@@ -218,7 +222,6 @@ func NewConnector(opts *ConnectorOptions) (*Connector, error) {
 			c.stdio[rt.Name] = br
 			next = br
 		default:
-			c.closeRoutes()
 			return nil, fmt.Errorf("tunnel: connector %s: route %q has neither url nor command", o.ID, rt.Name)
 		}
 		guards[rt.Name] = &guard{side: "connector", route: rt.Name, policy: rt.Policy, next: next,
@@ -232,7 +235,7 @@ func NewConnector(opts *ConnectorOptions) (*Connector, error) {
 		ReadIdleTimeout:      o.PingInterval,
 		PingTimeout:          o.PingTimeout,
 	}
-	if err := http2.ConfigureServer(c.h1, c.h2); err != nil {
+	if err = http2.ConfigureServer(c.h1, c.h2); err != nil {
 		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)
 	}
 	return c, nil
@@ -258,6 +261,9 @@ func (c *Connector) Run(ctx context.Context) error {
 	// serveCtx outlives ctx during the drain, so that calls in flight finish.
 	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelServe()
+	for _, b := range c.stdio {
+		b.start()
+	}
 	var wg sync.WaitGroup
 	for i := range c.opts.Connections {
 		wg.Go(func() { c.keep(ctx, serveCtx, i) })

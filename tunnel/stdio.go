@@ -72,9 +72,13 @@ func newStdioBridge(route, connector string, rt *Route, idle time.Duration, logg
 		sessions: make(map[string]*stdioSession),
 		stop:     make(chan struct{}),
 	}
+	return b
+}
+
+// start starts the idle reaper; close stops it.
+func (b *stdioBridge) start() {
 	b.wg.Add(1)
 	go b.reap()
-	return b
 }
 
 // errBridgeClosed is returned for a session asked of a stopped bridge.

@@ -1,0 +1,89 @@
+package tunnel
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestExampleConfigsParse(t *testing.T) {
+	c, err := LoadConnectorConfig("../examples/tunnel/connector.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, "office-1", c.ID)
+	assert.Len(t, c.Edges, 2)
+	assert.Equal(t, 10*time.Minute, c.SessionIdleTimeout)
+	require.Len(t, c.Routes, 2)
+	assert.Equal(t, []string{"delete_*", "admin_*"}, c.Routes[0].Policy.DenyTools)
+	assert.Equal(t, []string{"/usr/local/bin/docs-mcp", "--read-only"}, c.Routes[1].Command)
+	assert.Equal(t, []string{"search", "read_page"}, c.Routes[1].Policy.AllowTools)
+
+	e, err := LoadEdgeConfig("../examples/tunnel/edge.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, ":7443", e.Listen)
+	assert.EqualValues(t, 4194304, e.Policy.MaxBodyBytes)
+	assert.Equal(t, []string{"delete_*"}, e.Routes["tickets"].DenyTools)
+}
+
+func TestConfigRefusesUnknownKeysAndBadValues(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "c.yaml")
+		require.NoError(t, os.WriteFile(p, []byte(s), 0o600))
+		return p
+	}
+	_, err := LoadConnectorConfig(write("id: a\nroutes:\n  - name: r\n    url: http://10.0.0.1/\n    policy: {deny_tool: [x]}\n"))
+	require.ErrorContains(t, err, "deny_tool", "a typo in a policy must not silently disable it")
+
+	_, err = LoadConnectorConfig(write("id: a\nsession_idle_timeout: soon\n"))
+	require.Error(t, err)
+
+	c, err := LoadConnectorConfig(write("id: a\nedges: [x:1]\ntoken_file: " + filepath.Join(dir, "none") + "\n"))
+	require.NoError(t, err)
+	_, err = c.Options(nil)
+	require.ErrorContains(t, err, "none")
+
+	c, err = LoadConnectorConfig(write("id: a\nallowed_networks: [10.0.0.0/33]\n"))
+	require.NoError(t, err)
+	_, err = c.Options(nil)
+	require.ErrorContains(t, err, "allowed_networks")
+
+	_, err = (&EdgeConfig{}).Options(nil)
+	require.ErrorContains(t, err, "cert_file and key_file are required")
+}
+
+func TestNewConnectorAndEdgeRefuseBadOptions(t *testing.T) {
+	base := func() *ConnectorOptions {
+		return connectorOptions(t, "127.0.0.1:1", Route{Name: "r", URL: "http://127.0.0.1:9/mcp"})
+	}
+	for name, mod := range map[string]func(*ConnectorOptions){
+		"bad id":              func(o *ConnectorOptions) { o.ID = "a.b" },
+		"no edges":            func(o *ConnectorOptions) { o.Edges = nil },
+		"no routes":           func(o *ConnectorOptions) { o.Routes = nil },
+		"no credential":       func(o *ConnectorOptions) { o.Token = "" },
+		"duplicate route":     func(o *ConnectorOptions) { o.Routes = append(o.Routes, o.Routes[0]) },
+		"route named healthz": func(o *ConnectorOptions) { o.Routes[0].Name = "healthz" },
+		"url and command":     func(o *ConnectorOptions) { o.Routes[0].Command = []string{"x"} },
+		"neither":             func(o *ConnectorOptions) { o.Routes[0].URL = "" },
+		"relative url":        func(o *ConnectorOptions) { o.Routes[0].URL = "/mcp" },
+		"url with userinfo":   func(o *ConnectorOptions) { o.Routes[0].URL = "http://u:p@127.0.0.1/" },
+		"bad pattern":         func(o *ConnectorOptions) { o.Routes[0].Policy.DenyTools = []string{"["} },
+		"empty program":       func(o *ConnectorOptions) { o.Routes[0] = Route{Name: "s", Command: []string{""}} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			o := base()
+			mod(o)
+			_, err := NewConnector(o)
+			require.Error(t, err)
+		})
+	}
+	_, err := NewEdge(&EdgeOptions{Tokens: []string{testToken}})
+	require.ErrorContains(t, err, "server certificate")
+	eo := edgeOptions(t)
+	eo.Tokens = nil
+	_, err = NewEdge(eo)
+	require.ErrorContains(t, err, "no connector authentication")
+}
