@@ -52,7 +52,9 @@ type ConnectorOptions struct {
 	// ID names the connector (same rules as a route name). Connectors that
 	// serve the same routes for availability use different IDs.
 	ID string
-	// Edges are the edges' addresses ("host:port"). Connection i dials
+	// Edges are the edges' addresses: "host:port" for the TLS carrier, or
+	// "wss://host/path" for the WebSocket fallback (an edge's
+	// WebSocketHandler behind an HTTPS server). Connection i dials
 	// Edges[i % len(Edges)] first and moves on to the next after a failure.
 	Edges []string
 	// Token authenticates the connector to the edge. It is sent only in the
@@ -132,6 +134,15 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 	}
 	if len(o.Routes) == 0 {
 		return nil, fmt.Errorf("tunnel: connector %s: no routes", o.ID)
+	}
+	for _, a := range o.Edges {
+		if isWebSocketAddr(a) {
+			if u, err := url.Parse(a); err != nil || u.Host == "" {
+				return nil, fmt.Errorf("tunnel: connector %s: edge address %q is not a valid wss:// URL", o.ID, a)
+			}
+		} else if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("tunnel: connector %s: edge address %q: want host:port or wss://host/path", o.ID, a)
+		}
 	}
 	if o.TLSConfig == nil {
 		o.TLSConfig = &tls.Config{}
@@ -352,24 +363,33 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func (c *Connector) dial(ctx context.Context, addr string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	raw, err := c.opts.Dial(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	conf := c.tlsConf
-	if conf.ServerName == "" {
-		conf = conf.Clone()
-		host, _, _ := net.SplitHostPort(addr)
-		conf.ServerName = host
-	}
-	tc := tls.Client(raw, conf)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("TLS handshake: %w", err)
-	}
-	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
-		tc.Close()
-		return nil, fmt.Errorf("edge did not negotiate %q (got %q)", ALPN, p)
+	var tc net.Conn
+	if isWebSocketAddr(addr) {
+		var err error
+		if tc, err = c.dialWebSocket(ctx, addr); err != nil {
+			return nil, err
+		}
+	} else {
+		raw, err := c.opts.Dial(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		conf := c.tlsConf
+		if conf.ServerName == "" {
+			conf = conf.Clone()
+			host, _, _ := net.SplitHostPort(addr)
+			conf.ServerName = host
+		}
+		tlc := tls.Client(raw, conf)
+		if err := tlc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		if p := tlc.ConnectionState().NegotiatedProtocol; p != ALPN {
+			tlc.Close()
+			return nil, fmt.Errorf("edge did not negotiate %q (got %q)", ALPN, p)
+		}
+		tc = tlc
 	}
 	deadline, _ := ctx.Deadline()
 	tc.SetDeadline(deadline)

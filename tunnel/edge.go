@@ -240,36 +240,48 @@ func (e *Edge) accept(raw net.Conn) {
 	raw.SetDeadline(time.Now().Add(e.opts.HandshakeTimeout))
 	tc := tls.Server(raw, e.tlsConf)
 	if err := tc.Handshake(); err != nil {
-		e.handshakeFailed(raw, "tls", err)
+		e.handshakeFailed(raw.RemoteAddr().String(), "tls", err)
 		raw.Close()
 		drop()
 		return
 	}
 	if tc.ConnectionState().NegotiatedProtocol != ALPN {
-		e.handshakeFailed(raw, "alpn", errors.New("client did not negotiate "+ALPN))
+		e.handshakeFailed(raw.RemoteAddr().String(), "alpn", errors.New("client did not negotiate "+ALPN))
 		tc.Close()
 		drop()
 		return
 	}
-	h, err := e.handshake(tc)
+	e.attach(tc, raw, raw.RemoteAddr().String())
+}
+
+// attach authenticates a connector on conn (TLS already done) and serves it
+// until the connection ends. pending is the key conn was registered under
+// in e.pending.
+func (e *Edge) attach(conn, pending net.Conn, remote string) {
+	drop := func() {
+		e.mu.Lock()
+		delete(e.pending, pending)
+		e.mu.Unlock()
+	}
+	h, err := e.handshake(conn)
 	if err != nil {
-		e.handshakeFailed(raw, "hello", err)
-		tc.Close()
+		e.handshakeFailed(remote, "hello", err)
+		conn.Close()
 		drop()
 		return
 	}
-	tc.SetDeadline(time.Time{})
-	wc := &watchedConn{Conn: tc, done: make(chan struct{})}
+	conn.SetDeadline(time.Time{})
+	wc := &watchedConn{Conn: conn, done: make(chan struct{})}
 	cc, err := e.h2.NewClientConn(wc)
 	if err != nil {
-		e.handshakeFailed(raw, "http2", err)
-		tc.Close()
+		e.handshakeFailed(remote, "http2", err)
+		conn.Close()
 		drop()
 		return
 	}
 	p := &peer{hello: h, cc: cc, conn: wc, since: time.Now()}
 	e.mu.Lock()
-	delete(e.pending, raw)
+	delete(e.pending, pending)
 	if e.closed {
 		e.mu.Unlock()
 		cc.Close()
@@ -278,19 +290,19 @@ func (e *Edge) accept(raw net.Conn) {
 	e.peers[p] = struct{}{}
 	e.mu.Unlock()
 	e.metrics.Count("tunnel_connects_total", "side", "edge", "connector", h.Connector)
-	e.logger.Info("connector connected", "connector", h.Connector, "version", h.Version, "routes", h.Routes, "remote", raw.RemoteAddr().String())
+	e.logger.Info("connector connected", "connector", h.Connector, "version", h.Version, "routes", h.Routes, "remote", remote)
 	<-wc.done
 	e.mu.Lock()
 	delete(e.peers, p)
 	e.mu.Unlock()
 	cc.Close()
 	e.metrics.Count("tunnel_disconnects_total", "side", "edge", "connector", h.Connector)
-	e.logger.Info("connector disconnected", "connector", h.Connector, "remote", raw.RemoteAddr().String())
+	e.logger.Info("connector disconnected", "connector", h.Connector, "remote", remote)
 }
 
-func (e *Edge) handshakeFailed(raw net.Conn, reason string, err error) {
+func (e *Edge) handshakeFailed(remote string, reason string, err error) {
 	e.metrics.Count("tunnel_handshake_failures_total", "reason", reason)
-	e.logger.Warn("connector refused", "remote", raw.RemoteAddr().String(), "stage", reason, "error", err)
+	e.logger.Warn("connector refused", "remote", remote, "stage", reason, "error", err)
 }
 
 // handshake reads a hello from conn, authenticates it and answers. The TLS
