@@ -240,7 +240,7 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 	}
 	c.handler = &connectorMux{routes: guards}
 
-	c.h1 = &http.Server{ErrorLog: nil}
+	c.h1 = &http.Server{ErrorLog: slog.NewLogLogger(c.logger.Handler(), slog.LevelDebug)}
 	c.h2 = &http2.Server{
 		MaxConcurrentStreams: 10000,
 		ReadIdleTimeout:      o.PingInterval,

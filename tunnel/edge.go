@@ -74,7 +74,6 @@ type Edge struct {
 	listeners map[net.Listener]struct{}
 	peers     map[*peer]struct{}
 	pending   map[net.Conn]struct{} // connections in the handshake
-	guards    map[string]*guard
 	wg        sync.WaitGroup // handshakes and peer watchers
 }
 
@@ -141,7 +140,6 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 		listeners: make(map[net.Listener]struct{}),
 		peers:     make(map[*peer]struct{}),
 		pending:   make(map[net.Conn]struct{}),
-		guards:    make(map[string]*guard),
 	}
 	e.tlsConf = o.TLSConfig.Clone()
 	e.tlsConf.MinVersion = tls.VersionTLS13
@@ -366,19 +364,14 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	g.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
 
+// guard builds the policy guard for route. It is built per request (it is
+// small) so that requests for unknown route names cannot grow any table.
 func (e *Edge) guard(route string) *guard {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	g := e.guards[route]
-	if g == nil {
-		pol, ok := e.opts.Routes[route]
-		if !ok {
-			pol = e.opts.Policy
-		}
-		g = &guard{side: "edge", route: route, policy: pol, next: http.HandlerFunc(e.forwardTo), logger: e.logger, metrics: e.metrics}
-		e.guards[route] = g
+	pol, ok := e.opts.Routes[route]
+	if !ok {
+		pol = e.opts.Policy
 	}
-	return g
+	return &guard{side: "edge", route: route, policy: pol, next: http.HandlerFunc(e.forwardTo), logger: e.logger, metrics: e.metrics}
 }
 
 // forwardTo checks that a connector serves the route, then proxies.
