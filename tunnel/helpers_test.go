@@ -19,6 +19,8 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +44,44 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		if leaked := leakedGoroutines(10 * time.Second); leaked != "" {
+			fmt.Fprintf(os.Stderr, "goroutines left behind by the tests:\n%s\n", leaked)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// leakedGoroutines waits up to d for every goroutine running tunnel, HTTP/2,
+// MCP SDK or child-process code to end, and returns the stacks of those
+// that did not.
+func leakedGoroutines(d time.Duration) string {
+	deadline := time.Now().Add(d)
+	for {
+		buf := make([]byte, 1<<22)
+		buf = buf[:runtime.Stack(buf, true)]
+		var leaked []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "leakedGoroutines") || strings.Contains(g, "testing.tRunner") {
+				continue
+			}
+			for _, mark := range []string{"perimeter/tunnel.", "x/net/http2", "go-sdk/mcp", "os/exec", "coder/websocket"} {
+				if strings.Contains(g, mark) {
+					leaked = append(leaked, g)
+					break
+				}
+			}
+		}
+		if len(leaked) == 0 {
+			return ""
+		}
+		if time.Now().After(deadline) {
+			return strings.Join(leaked, "\n\n")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // testHooks lets a test talk to tools running in the HTTP test server.
@@ -335,6 +374,11 @@ func startUpstream(t testing.TB, hooks *testHooks) (string, *headerRecorder) {
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
+		// The SDK keeps a session until DELETE or timeout; a test that cut
+		// a connection leaves some behind.
+		for ss := range s.Sessions() {
+			ss.Close()
+		}
 	})
 	return srv.URL + "/mcp", rec
 }
