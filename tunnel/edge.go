@@ -74,7 +74,7 @@ type Edge struct {
 	listeners map[net.Listener]struct{}
 	peers     map[*peer]struct{}
 	pending   map[net.Conn]struct{} // connections in the handshake
-	wg        sync.WaitGroup // handshakes and peer watchers
+	wg        sync.WaitGroup        // handshakes and peer watchers
 }
 
 // peer is one authenticated carrier connection from a connector.
