@@ -114,7 +114,7 @@ type Connector struct {
 	ran       atomic.Bool
 
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]net.Conn // carrier connection → the connection under TLS
 }
 
 // NewConnector checks opts and returns a connector. It refuses an HTTP
@@ -181,7 +181,7 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		metrics: o.Metrics,
 		http:    make(map[string]*httpUpstream),
 		stdio:   make(map[string]*stdioBridge),
-		conns:   make(map[net.Conn]struct{}),
+		conns:   make(map[net.Conn]net.Conn),
 	}
 	c.tlsConf = o.TLSConfig.Clone()
 	c.tlsConf.MinVersion = tls.VersionTLS13
@@ -308,8 +308,8 @@ func (c *Connector) closeRoutes() {
 func (c *Connector) closeConns() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for nc := range c.conns {
-		nc.Close()
+	for _, raw := range c.conns {
+		raw.Close() // no close_notify: it could block behind a stuck write
 	}
 }
 
@@ -318,7 +318,7 @@ func (c *Connector) keep(ctx, serveCtx context.Context, slot int) {
 	attempt := 0
 	for ctx.Err() == nil {
 		addr := c.opts.Edges[(slot+attempt)%len(c.opts.Edges)]
-		conn, err := c.dial(ctx, addr)
+		conn, raw, err := c.dial(ctx, addr)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -331,7 +331,7 @@ func (c *Connector) keep(ctx, serveCtx context.Context, slot int) {
 			continue
 		}
 		attempt = 0
-		c.serve(serveCtx, conn, addr, slot)
+		c.serve(serveCtx, conn, raw, addr, slot)
 		if !sleepCtx(ctx, backoff(c.opts.BackoffMin, c.opts.BackoffMax, 0)) {
 			return
 		}
@@ -359,20 +359,22 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// dial opens and authenticates one carrier connection.
-func (c *Connector) dial(ctx context.Context, addr string) (net.Conn, error) {
+// dial opens and authenticates one carrier connection. It returns the
+// connection to speak HTTP/2 on and the one under its TLS (the same for the
+// WebSocket carrier).
+func (c *Connector) dial(ctx context.Context, addr string) (_, _ net.Conn, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	var tc net.Conn
+	var tc, under net.Conn
 	if isWebSocketAddr(addr) {
-		var err error
 		if tc, err = c.dialWebSocket(ctx, addr); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		under = tc
 	} else {
 		raw, err := c.opts.Dial(ctx, "tcp", addr)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		conf := c.tlsConf
 		if conf.ServerName == "" {
@@ -383,13 +385,13 @@ func (c *Connector) dial(ctx context.Context, addr string) (net.Conn, error) {
 		tlc := tls.Client(raw, conf)
 		if err := tlc.HandshakeContext(ctx); err != nil {
 			raw.Close()
-			return nil, fmt.Errorf("TLS handshake: %w", err)
+			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
 		}
 		if p := tlc.ConnectionState().NegotiatedProtocol; p != ALPN {
 			tlc.Close()
-			return nil, fmt.Errorf("edge did not negotiate %q (got %q)", ALPN, p)
+			return nil, nil, fmt.Errorf("edge did not negotiate %q (got %q)", ALPN, p)
 		}
-		tc = tlc
+		tc, under = tlc, raw
 	}
 	deadline, _ := ctx.Deadline()
 	tc.SetDeadline(deadline)
@@ -400,29 +402,29 @@ func (c *Connector) dial(ctx context.Context, addr string) (net.Conn, error) {
 	h := hello{Token: c.opts.Token, Connector: c.opts.ID, Version: Version, Routes: routes, Connections: c.opts.Connections}
 	if err := writeFrame(tc, &h); err != nil {
 		tc.Close()
-		return nil, fmt.Errorf("sending handshake: %w", err)
+		return nil, nil, fmt.Errorf("sending handshake: %w", err)
 	}
 	var wel welcome
 	if err := readFrame(tc, &wel); err != nil {
 		tc.Close()
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, errors.New("edge closed the connection during the handshake (authentication refused?)")
+			return nil, nil, errors.New("edge closed the connection during the handshake (authentication refused?)")
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if !wel.OK {
 		tc.Close()
-		return nil, fmt.Errorf("edge refused the connector: %s", wel.Error)
+		return nil, nil, fmt.Errorf("edge refused the connector: %s", wel.Error)
 	}
 	tc.SetDeadline(time.Time{})
-	return tc, nil
+	return tc, under, nil
 }
 
 // serve runs HTTP/2 (server side) on an authenticated connection until it
 // ends.
-func (c *Connector) serve(ctx context.Context, conn net.Conn, addr string, slot int) {
+func (c *Connector) serve(ctx context.Context, conn, raw net.Conn, addr string, slot int) {
 	c.mu.Lock()
-	c.conns[conn] = struct{}{}
+	c.conns[conn] = raw
 	c.mu.Unlock()
 	c.connected.Add(1)
 	c.metrics.Count("tunnel_connects_total", "side", "connector", "connector", c.opts.ID)

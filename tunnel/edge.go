@@ -86,12 +86,17 @@ type peer struct {
 }
 
 // watchedConn signals done when a read fails: the HTTP/2 client's read loop
-// is then over, and the connection is dead.
+// is then over, and the connection is dead. Close closes the underlying
+// transport connection at once, without a TLS close_notify that could block
+// behind a stuck write (GOAWAY is the graceful path).
 type watchedConn struct {
 	net.Conn
+	raw  net.Conn
 	once sync.Once
 	done chan struct{}
 }
+
+func (w *watchedConn) Close() error { return w.raw.Close() }
 
 func (w *watchedConn) Read(p []byte) (int, error) {
 	n, err := w.Conn.Read(p)
@@ -249,13 +254,13 @@ func (e *Edge) accept(raw net.Conn) {
 		drop()
 		return
 	}
-	e.attach(tc, raw, raw.RemoteAddr().String())
+	e.attach(tc, raw, raw, raw.RemoteAddr().String())
 }
 
-// attach authenticates a connector on conn (TLS already done) and serves it
-// until the connection ends. pending is the key conn was registered under
-// in e.pending.
-func (e *Edge) attach(conn, pending net.Conn, remote string) {
+// attach authenticates a connector on conn (TLS already done; raw is the
+// connection under TLS) and serves it until the connection ends. pending is
+// the key conn was registered under in e.pending.
+func (e *Edge) attach(conn, raw, pending net.Conn, remote string) {
 	drop := func() {
 		e.mu.Lock()
 		delete(e.pending, pending)
@@ -269,7 +274,7 @@ func (e *Edge) attach(conn, pending net.Conn, remote string) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	wc := &watchedConn{Conn: conn, done: make(chan struct{})}
+	wc := &watchedConn{Conn: conn, raw: raw, done: make(chan struct{})}
 	cc, err := e.h2.NewClientConn(wc)
 	if err != nil {
 		e.handshakeFailed(remote, "http2", err)

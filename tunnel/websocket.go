@@ -76,7 +76,7 @@ func (e *Edge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	e.pending[nc] = struct{}{}
 	e.mu.Unlock()
-	e.attach(nc, nc, remote)
+	e.attach(nc, nc, nc, remote)
 }
 
 // verifyPeer checks the client certificate the host's server received.
