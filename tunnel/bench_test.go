@@ -2,10 +2,12 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -36,7 +38,28 @@ func benchClient(maxConns int) *http.Client {
 // session, direct to the server and through edge → connector.
 func BenchmarkToolsCall(b *testing.B) {
 	direct, tunnelled := benchTunnel(b, 1)
-	for _, bc := range []struct{ name, url string }{{"direct", direct}, {"tunnel", tunnelled}} {
+	// The same upstream through the WebSocket fallback carrier.
+	e, err := NewEdge(edgeOptions(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ws := httptest.NewUnstartedServer(e.WebSocketHandler())
+	ws.TLS = &tls.Config{Certificates: []tls.Certificate{getCerts().server}, NextProtos: []string{"http/1.1"}}
+	ws.StartTLS()
+	front := httptest.NewServer(e.Handler())
+	b.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+		e.Close()
+		ws.CloseClientConnections()
+		ws.Close()
+	})
+	co := connectorOptions(b, "wss://"+strings.TrimPrefix(ws.URL, "https://")+"/", Route{Name: "r", URL: direct})
+	co.ID = "ws"
+	c, _ := startConnector(b, co)
+	waitConnected(b, &testEdge{Edge: e}, c, 1)
+	overWS := front.URL + "/r"
+	for _, bc := range []struct{ name, url string }{{"direct", direct}, {"tunnel", tunnelled}, {"tunnel-websocket", overWS}} {
 		b.Run(bc.name, func(b *testing.B) {
 			hc := benchClient(4)
 			defer hc.CloseIdleConnections()

@@ -169,7 +169,16 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 		},
 		Transport:     edgeTransport{e},
 		FlushInterval: -1,
-		ErrorLog:      slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+		BufferPool:    proxyBuffers,
+		ModifyResponse: func(resp *http.Response) error {
+			if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+				// Ask proxies in front of the host (nginx and the like) not
+				// to buffer the stream either.
+				resp.Header.Set("X-Accel-Buffering", "no")
+			}
+			return nil
+		},
+		ErrorLog: slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
 				return

@@ -94,6 +94,7 @@ func TestSSEResponseIsNotBuffered(t *testing.T) {
 	defer resp.Body.Close()
 	assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	assert.Equal(t, "no-cache", resp.Header.Get("Cache-Control"))
+	assert.Equal(t, "no", resp.Header.Get("X-Accel-Buffering"))
 	buf := make([]byte, 64)
 	n, err := io.ReadAtLeast(resp.Body, buf, len("id: 1\nretry: 1000\ndata: \n\n"))
 	require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -88,6 +89,7 @@ func newHTTPUpstream(route string, target *url.URL, allow allowlist, tlsConf *tl
 		},
 		Transport:     tr,
 		FlushInterval: -1, // SSE: every write is flushed at once
+		BufferPool:    proxyBuffers,
 		ErrorLog:      slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {
@@ -126,3 +128,17 @@ func (u *httpUpstream) serve(w http.ResponseWriter, r *http.Request, rest, wellK
 }
 
 func (u *httpUpstream) close() { u.tr.CloseIdleConnections() }
+
+// proxyBuffers lends the reverse proxies their 32 KiB copy buffers.
+var proxyBuffers = &bufferPool{}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
