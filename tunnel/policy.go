@@ -51,7 +51,8 @@ type Policy struct {
 	// Entries are path.Match patterns, such as "db_read_*".
 	AllowTools []string `yaml:"allow_tools" json:"allow_tools,omitempty"`
 	// DenyTools lists tool names tools/call may not name; it wins over
-	// AllowTools.
+	// AllowTools. Tools refused by AllowTools or DenyTools are also removed
+	// from tools/list results.
 	DenyTools []string `yaml:"deny_tools" json:"deny_tools,omitempty"`
 	// MaxBodyBytes caps a request body; larger bodies get 413. Zero means
 	// DefaultMaxBodyBytes.
@@ -296,6 +297,14 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		if len(msgs) == 1 && msgs[0].Method == "tools/list" && len(msgs[0].ID) > 0 &&
+			(len(g.policy.AllowTools) > 0 || len(g.policy.DenyTools) > 0) {
+			// Do not list what may not be called.
+			f := &toolsListFilter{w: rec, policy: &g.policy, id: msgs[0].ID}
+			g.next.ServeHTTP(f, r.WithContext(context.WithValue(r.Context(), callInfoKey{}, ci)))
+			f.finish()
+			return
+		}
 	}
 	g.next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), callInfoKey{}, ci)))
 }

@@ -371,8 +371,17 @@ func TestDeniedToolGetsJSONRPCError(t *testing.T) {
 			cs := connect(t, e.url+"/r", nil, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
+			// Denied tools are not listed either.
+			tools, err := cs.ListTools(ctx, nil)
+			require.NoError(t, err)
+			var names []string
+			for _, tool := range tools.Tools {
+				names = append(names, tool.Name)
+			}
+			assert.ElementsMatch(t, []string{"echo", "stream"}, names)
+
 			before := len(rec.all())
-			_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "block", Arguments: map[string]any{"text": "x"}})
+			_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "block", Arguments: map[string]any{"text": "x"}})
 			require.Error(t, err)
 			var rpcErr *jsonrpc.Error
 			require.True(t, errors.As(err, &rpcErr), "want a JSON-RPC error, got %v", err)
