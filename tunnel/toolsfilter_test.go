@@ -63,4 +63,3 @@ func TestToolsListFilter(t *testing.T) {
 		})
 	}
 }
-
