@@ -474,6 +474,14 @@ func (m *connectorMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	for _, seg := range strings.Split(rest, "/") {
+		if seg == ".." {
+			// A route maps to one upstream base path; do not let a request
+			// climb out of it.
+			http.Error(w, "Bad Request: \"..\" in path", http.StatusBadRequest)
+			return
+		}
+	}
 	g := m.routes[name]
 	if g == nil {
 		http.Error(w, fmt.Sprintf("tunnel: no route %q on this connector", name), http.StatusNotFound)

@@ -517,6 +517,18 @@ func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
 	assert.JSONEq(t, `{"resource":"https://mcp.internal/mcp","authorization_servers":["https://idp.example"]}`, string(b))
 	mu.Lock()
 	assert.Contains(t, seen, "/.well-known/oauth-protected-resource/mcp")
+	n := len(seen)
+	mu.Unlock()
+
+	// A request cannot climb out of the route's base path.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /auth/../../secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	status, _ := io.ReadAll(conn)
+	assert.True(t, strings.HasPrefix(string(status), "HTTP/1.1 400"), "got %q", status)
+	mu.Lock()
+	assert.Len(t, seen, n, "the upstream must not be reached")
 	mu.Unlock()
 }
 
