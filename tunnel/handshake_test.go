@@ -130,3 +130,22 @@ func TestBackoffStaysWithinBounds(t *testing.T) {
 		}
 	}
 }
+
+// FuzzWelcome feeds arbitrary bytes to the connector's side: reading the
+// edge's answer must never panic, and only a well-formed frame with ok=true
+// lets the connector proceed.
+func FuzzWelcome(f *testing.F) {
+	f.Add(frame(`{"ok":true}`))
+	f.Add(frame(`{"ok":false,"error":"authentication failed"}`))
+	f.Add(frame(`{"ok":"yes"}`))
+	f.Add(frame(`{"ok":true,"extra":1}`))
+	f.Add([]byte("PTN1\x00\x00\x00"))
+	f.Add([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var w welcome
+		err := readFrame(bytes.NewReader(in), &w)
+		if err == nil && w.OK && !bytes.Contains(in, []byte(`"ok"`)) {
+			t.Fatalf("ok without an ok field in %q", in)
+		}
+	})
+}

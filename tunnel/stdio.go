@@ -43,6 +43,7 @@ type stdioSession struct {
 	transport *mcp.StreamableServerTransport
 	server    mcp.Connection // faces HTTP
 	child     mcp.Connection // the child's stdin/stdout
+	pid       int
 	cancel    context.CancelFunc
 
 	// guarded by stdioBridge.mu
@@ -192,6 +193,7 @@ func (b *stdioBridge) newSession() (*stdioSession, error) {
 		cancel()
 		return nil, errBridgeClosed
 	}
+	s.pid = cmd.Process.Pid
 	b.sessions[s.id] = s
 	b.wg.Add(2)
 	b.mu.Unlock()
@@ -262,6 +264,17 @@ func (b *stdioBridge) reap() {
 			}
 		}
 	}
+}
+
+// pids reports the child process of every live session.
+func (b *stdioBridge) pids() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := make(map[string]int, len(b.sessions))
+	for id, s := range b.sessions {
+		m[id] = s.pid
+	}
+	return m
 }
 
 // sessionCount reports the live sessions.

@@ -2,8 +2,10 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,9 +77,17 @@ func TestStdioRouteOneChildPerSession(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "stdio "+string(rune('a'+i)), got)
 	}
+	pids := c.stdio["local"].pids()
+	require.Len(t, pids, 2)
+	pid1, pid2 := pids[cs1.ID()], pids[cs2.ID()]
+	require.NotZero(t, pid1)
+	require.NotZero(t, pid2)
+	assert.NotEqual(t, pid1, pid2, "one child per session")
 	// Closing the client session deletes the MCP session, which ends its child.
 	require.NoError(t, cs1.Close())
 	waitFor(t, "session 1 ended", func() bool { return c.stdio["local"].sessionCount() == 1 })
+	assert.ErrorIs(t, syscall.Kill(pid1, 0), syscall.ESRCH, "the child of the deleted session must be gone (and reaped)")
+	assert.NoError(t, syscall.Kill(pid2, 0), "the other session's child lives on")
 	got, err := callEcho(ctx, cs2, "still here")
 	require.NoError(t, err)
 	assert.Equal(t, "still here", got)
@@ -101,7 +111,12 @@ func TestStdioSessionsEndWhenIdle(t *testing.T) {
 	_, err = callEcho(ctx, cs, "x")
 	require.NoError(t, err)
 	require.Equal(t, 1, c.stdio["local"].sessionCount())
+	var pid int
+	for _, p := range c.stdio["local"].pids() {
+		pid = p
+	}
 	waitFor(t, "idle session reaped", func() bool { return c.stdio["local"].sessionCount() == 0 })
+	waitFor(t, "the idle session's child gone and reaped", func() bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) })
 	// The session is gone: the next call gets an error (404 → session missing).
 	_, err = callEcho(ctx, cs, "y")
 	require.Error(t, err)
