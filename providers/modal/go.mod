@@ -6,6 +6,7 @@ replace github.com/perimeter-sdk/perimeter => ../..
 
 require (
 	github.com/modal-labs/libmodal/modal-go v0.7.0
+	github.com/perimeter-sdk/perimeter v0.0.0-00010101000000-000000000000
 	github.com/stretchr/testify v1.10.0
 	google.golang.org/grpc v1.72.0
 	google.golang.org/protobuf v1.36.6

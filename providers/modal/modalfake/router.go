@@ -296,6 +296,10 @@ func (r *router) TaskExecStdinWrite(ctx context.Context, req *pb.TaskExecStdinWr
 	if err != nil {
 		return nil, err
 	}
+	if e.exited() {
+		// The process is gone; what it did not read is dropped.
+		return pb.TaskExecStdinWriteResponse_builder{}.Build(), nil
+	}
 	b := e.stdin
 	b.mu.Lock()
 	defer b.mu.Unlock()
