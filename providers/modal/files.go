@@ -134,6 +134,20 @@ func (s *Sandbox) scriptErr(op, name string, code int, out []byte) error {
 	return sandbox.NewError(Name, s.id, op, kind, fmt.Errorf("%s: %s", name, msg))
 }
 
+// withCause returns the error of a failed open: the probe's finding (perr)
+// gives the kind, and the SDK's error (native) stays reachable with errors.As.
+// A probe that found nothing wrong leaves ErrInvalidArgument.
+func withCause(id, op string, perr, native error) error {
+	var pe *sandbox.Error
+	if perr == nil || !errors.As(perr, &pe) || pe.Err == nil {
+		if perr != nil && (errors.Is(perr, context.Canceled) || errors.Is(perr, context.DeadlineExceeded)) {
+			return perr
+		}
+		return sandbox.NewError(Name, id, op, sandbox.ErrInvalidArgument, native)
+	}
+	return sandbox.NewError(Name, id, op, pe.Kind, fmt.Errorf("%s (%w)", pe.Err, native))
+}
+
 // fileOp starts a file operation: begin, ready, and the cleaned name.
 func (s *Sandbox) fileOp(ctx context.Context, op, name string) (string, func(), error) {
 	end, err := s.begin(ctx, op)
@@ -193,10 +207,8 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 			return nil, s.fail(ctx, op, err)
 		}
 		// The SDK gives only the message; ask the sandbox what is wrong.
-		if _, perr := s.script(ctx, op, name, probeScript, clean); perr != nil {
-			return nil, perr
-		}
-		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrInvalidArgument, err)
+		_, perr := s.script(ctx, op, name, probeScript, clean)
+		return nil, withCause(s.id, op, perr, err)
 	}
 	return &fileReader{ctx: ctx, s: s, f: f}, nil
 }
@@ -277,10 +289,8 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 		if !errors.As(err, &fsErr) {
 			return s.fail(ctx, op, err)
 		}
-		if _, perr := s.script(ctx, op, name, probeDirScript, path.Dir(clean)); perr != nil {
-			return perr
-		}
-		return sandbox.NewError(Name, s.id, op, sandbox.ErrInvalidArgument, err)
+		_, perr := s.script(ctx, op, name, probeDirScript, path.Dir(clean))
+		return withCause(s.id, op, perr, err)
 	}
 	discard := func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -24,7 +24,9 @@ var capabilities = sandbox.Capabilities{
 	Signal:       true, // delivered by a second exec of kill(1); see the package doc
 	Expose:       true, // ports declared in Spec.Ports
 	Snapshot:     true,
-	NetworkModes: []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen},
+	// Not allowlist: Modal's allowlists take CIDR ranges only, and the
+	// contract's take domain names too. CIDR-only allowlists still work.
+	NetworkModes: []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkOpen},
 }
 
 // Sandbox is a Modal sandbox. It implements [sandbox.Sandbox] and

@@ -2,8 +2,10 @@ package modalfake
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -47,6 +49,7 @@ type sandbox struct {
 	files       map[string]*os.File
 	tunnels     map[uint32]*tunnel
 	timer       *time.Timer
+	h           *holder // the sandbox's namespaces; nil where the host has none
 }
 
 func (sb *sandbox) finished() bool {
@@ -84,6 +87,9 @@ func (sb *sandbox) finish(st pb.GenericResult_GenericStatus, code int32, msg str
 	}
 	for _, t := range tunnels {
 		t.close()
+	}
+	if sb.h != nil {
+		sb.h.stop()
 	}
 }
 
@@ -264,18 +270,39 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 	}
 	id := s.newID("sb")
 	dir := filepath.Join(s.dir, id)
-	if im.snapshot != "" {
-		err = os.CopyFS(dir, os.DirFS(im.snapshot))
-	} else {
-		err = os.Mkdir(dir, 0o755)
-	}
-	if err != nil {
+	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, status.Errorf(codes.Internal, "preparing sandbox filesystem: %v", err)
 	}
+	if im.snapshot != "" {
+		if err := copyTree(im.snapshot, dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, status.Errorf(codes.Internal, "restoring snapshot: %v", err)
+		}
+	}
+	blocked := na.GetNetworkAccessType() == pb.NetworkAccess_BLOCKED || na.GetNetworkAccessType() == pb.NetworkAccess_ALLOWLIST
+	h, herr := startHolder(dir, blocked)
+	if herr != nil && blocked {
+		os.RemoveAll(dir)
+		return nil, status.Errorf(codes.Unimplemented, "modalfake cannot enforce the network policy on this host: %v", herr)
+	}
+	// With a holder the sandbox's own directory is its /tmp; without one
+	// (no namespaces on this host) commands run in the host's view.
 	workdir := dir
+	if h != nil {
+		workdir = "/tmp"
+	}
 	if def.HasWorkdir() {
 		workdir = def.GetWorkdir()
-		if err := os.MkdirAll(workdir, 0o755); err != nil {
+		var err error
+		if h != nil {
+			err = exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", workdir)...).Run()
+		} else {
+			err = os.MkdirAll(workdir, 0o755)
+		}
+		if err != nil {
+			if h != nil {
+				h.stop()
+			}
 			os.RemoveAll(dir)
 			return nil, status.Errorf(codes.InvalidArgument, "cannot create workdir %s: %v", workdir, err)
 		}
@@ -283,7 +310,7 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 	sb := &sandbox{
 		s: s, id: id, appID: req.GetAppId(), taskID: s.newID("ta"), name: def.GetName(),
 		def: def, created: s.now(), unscheduled: s.opts.UnscheduledPolls, dir: dir, workdir: workdir, env: env,
-		tags: map[string]string{}, done: make(chan struct{}),
+		tags: map[string]string{}, done: make(chan struct{}), h: h,
 		execs: map[string]*execProc{}, files: map[string]*os.File{}, tunnels: map[uint32]*tunnel{},
 	}
 	if t := def.GetTimeoutSecs(); t > 0 {
@@ -481,7 +508,7 @@ func (c *controlPlane) SandboxSnapshotFs(ctx context.Context, req *pb.SandboxSna
 	id := s.newID("im")
 	s.mu.Unlock()
 	dst := filepath.Join(s.dir, "snapshot-"+id)
-	if err := os.CopyFS(dst, os.DirFS(sb.dir)); err != nil {
+	if err := copyTree(sb.dir, dst); err != nil {
 		os.RemoveAll(dst)
 		return pb.SandboxSnapshotFsResponse_builder{
 			Result: pb.GenericResult_builder{Status: pb.GenericResult_GENERIC_STATUS_FAILURE, Exception: err.Error()}.Build(),
@@ -564,4 +591,16 @@ func (c *controlPlane) ContainerFilesystemExecGetOutput(req *pb.ContainerFilesys
 		return status.Errorf(codes.NotFound, "filesystem exec '%s' not found", req.GetExecId())
 	}
 	return stream.Send(pb.FilesystemRuntimeOutputBatch_builder{Output: res.output, Error: res.err, Eof: true}.Build())
+}
+
+// copyTree copies the directory src to dst (created if missing) with cp -a,
+// keeping symbolic links, modes and times.
+func copyTree(src, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.Command("cp", "-a", src+"/.", dst).CombinedOutput(); err != nil {
+		return fmt.Errorf("cp -a: %v: %s", err, out)
+	}
+	return nil
 }

@@ -256,6 +256,9 @@ type Sandbox struct {
 	Definition *pb.Sandbox
 	// Dir is the sandbox's own directory on the host.
 	Dir string
+	// Workdir is its default working directory as its commands see it
+	// ("/tmp", where Dir is mounted, when the host has namespaces).
+	Workdir string
 	// Env is the environment its secrets gave it.
 	Env map[string]string
 	// Finished reports that the sandbox has ended.
@@ -283,7 +286,7 @@ func (s *Server) Sandbox(id string) (Sandbox, bool) {
 	return Sandbox{
 		ID: sb.id, AppID: sb.appID, TaskID: sb.taskID,
 		Definition: proto.Clone(sb.def).(*pb.Sandbox),
-		Dir:        sb.dir, Env: cloneMap(sb.env),
+		Dir:        sb.dir, Workdir: sb.workdir, Env: cloneMap(sb.env),
 		Finished: sb.result != nil, Processes: running,
 	}, true
 }

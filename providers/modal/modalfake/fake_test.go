@@ -165,7 +165,7 @@ func TestFilesRoundTripThroughOpen(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, data, onHost, "a relative path lands in the sandbox's working directory")
 
-	f, err = sb.Open(ctx, filepath.Join(got.Dir, "blob.bin"), "r")
+	f, err = sb.Open(ctx, filepath.Join(got.Workdir, "blob.bin"), "r")
 	require.NoError(t, err)
 	back, err := io.ReadAll(f)
 	require.NoError(t, err)
@@ -340,4 +340,61 @@ func TestInjectedFailureCarriesItsCode(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Sandboxes.Create(context.Background(), app, c.Images.FromRegistry("alpine", nil), nil)
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+}
+
+func TestSandboxesHaveTheirOwnTmp(t *testing.T) {
+	hostFile, err := os.CreateTemp("", "modalfake-host-canary-")
+	require.NoError(t, err)
+	hostFile.WriteString("host secret")
+	hostFile.Close()
+	t.Cleanup(func() { os.Remove(hostFile.Name()) })
+
+	c := newClient(t)
+	sb := newSandbox(t, c, nil)
+	ctx := context.Background()
+	p, err := sb.Exec(ctx, []string{"sh", "-c", "cat " + hostFile.Name() + "; ln -s " + hostFile.Name() + " link; echo mine > own"}, nil)
+	require.NoError(t, err)
+	out, _ := io.ReadAll(p.Stdout)
+	_, err = p.Wait(ctx)
+	require.NoError(t, err)
+	assert.NotContains(t, string(out), "host secret", "the host's /tmp is not the sandbox's")
+	_, err = sb.Open(ctx, "link", "r")
+	assert.Error(t, err, "a link to the host's /tmp resolves inside the sandbox")
+
+	other := newSandbox(t, c, nil)
+	_, err = other.Open(ctx, "/tmp/own", "r")
+	assert.Error(t, err, "sandboxes do not share /tmp")
+}
+
+func TestBlockedNetworkCannotReachTheHost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	probe := fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port)
+	c := newClient(t)
+	for _, tc := range []struct {
+		params *modal.SandboxCreateParams
+		reach  bool
+	}{
+		{&modal.SandboxCreateParams{}, true},
+		{&modal.SandboxCreateParams{BlockNetwork: true}, false},
+		{&modal.SandboxCreateParams{CIDRAllowlist: []string{"10.0.0.0/8"}}, false},
+	} {
+		sb := newSandbox(t, c, tc.params)
+		p, err := sb.Exec(context.Background(), []string{"bash", "-c", probe}, nil)
+		require.NoError(t, err)
+		code, err := p.Wait(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, tc.reach, code == 0, "params %+v: exit code %d", tc.params, code)
+	}
 }

@@ -30,12 +30,13 @@ func (sb *sandbox) fsExec(req *pb.ContainerFilesystemExecRequest) (*fsResult, st
 		if !filepath.IsAbs(name) {
 			name = filepath.Join(sb.workdir, name)
 		}
-		if fi, err := os.Stat(name); err == nil && fi.IsDir() {
-			return errResult(&fs.PathError{Op: "open", Path: r.GetPath(), Err: syscall.EISDIR}), "", nil
-		}
-		f, err := os.OpenFile(name, flag, 0o644)
+		f, err := sb.openFile(name, flag, 0o644)
 		if err != nil {
 			return errResult(err), "", nil
+		}
+		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+			f.Close()
+			return errResult(&fs.PathError{Op: "open", Path: r.GetPath(), Err: syscall.EISDIR}), "", nil
 		}
 		sb.mu.Lock()
 		defer sb.mu.Unlock()
@@ -150,4 +151,13 @@ func errResult(err error) *fsResult {
 		}
 	}
 	return &fsResult{err: pb.SystemErrorMessage_builder{ErrorCode: code, ErrorMessage: err.Error()}.Build()}
+}
+
+// openFile opens name as the sandbox sees it: inside its namespaces' root
+// when it has them, else on the host.
+func (sb *sandbox) openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
+	if sb.h != nil {
+		return sb.h.open(name, flag, uint32(perm))
+	}
+	return os.OpenFile(name, flag, perm)
 }

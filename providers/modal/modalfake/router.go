@@ -133,7 +133,7 @@ func (r *router) TaskExecStart(ctx context.Context, req *pb.TaskExecStartRequest
 		if !filepath.IsAbs(dir) {
 			return nil, status.Errorf(codes.InvalidArgument, "workdir must be an absolute path, got: %s", dir)
 		}
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		if !sb.isDir(dir) {
 			return nil, status.Errorf(codes.InvalidArgument, "workdir %s does not exist or is not a directory", dir)
 		}
 	}
@@ -143,7 +143,7 @@ func (r *router) TaskExecStart(ctx context.Context, req *pb.TaskExecStartRequest
 	if err != nil {
 		return nil, err
 	}
-	env := baseEnv(sb.dir)
+	env := baseEnv(sb.workdir)
 	for _, m := range []map[string]string{sb.env, execEnv} {
 		for k, v := range m {
 			env[k] = v
@@ -166,7 +166,11 @@ func (r *router) TaskExecStart(ctx context.Context, req *pb.TaskExecStartRequest
 		cmd.Path = p
 		cmd.Err = nil
 	}
-	cmd.Dir = dir
+	if sb.h != nil {
+		cmd = exec.Command("nsenter", sb.h.enterArgs(dir, args...)...)
+	} else {
+		cmd.Dir = dir
+	}
 	cmd.Env = envList
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if req.GetStdoutConfig() == pb.TaskExecStdoutConfig_TASK_EXEC_STDOUT_CONFIG_PIPE {
@@ -399,4 +403,14 @@ func (r *router) TaskExecPoll(ctx context.Context, req *pb.TaskExecPollRequest) 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return pb.TaskExecPollResponse_builder{Code: e.code, Signal: e.signal}.Build(), nil
+}
+
+// isDir reports whether name, in the sandbox's view, is a directory.
+func (sb *sandbox) isDir(name string) bool {
+	f, err := sb.openFile(name, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
 }
