@@ -20,10 +20,10 @@ const isolation = "gVisor container on Modal's infrastructure (one sandbox per c
 
 // capabilities is what every Modal sandbox can do through this adapter.
 var capabilities = sandbox.Capabilities{
-	Stdin:        true,
-	Signal:       true, // delivered by a second exec of kill(1); see the package doc
-	Expose:       true, // ports declared in Spec.Ports
-	Snapshot:     true,
+	Stdin:    true,
+	Signal:   true, // delivered by a second exec of kill(1); see the package doc
+	Expose:   true, // ports declared in Spec.Ports
+	Snapshot: true,
 	// Not allowlist: Modal's allowlists take CIDR ranges only, and the
 	// contract's take domain names too. CIDR-only allowlists still work.
 	NetworkModes: []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkOpen},
