@@ -99,7 +99,7 @@ func (h *holder) waitReady(dir string) error {
 // enterArgs returns nsenter's arguments to run argv in the namespaces, in
 // directory dir.
 func (h *holder) enterArgs(dir string, argv ...string) []string {
-	args := []string{"-t", strconv.Itoa(h.cmd.Process.Pid), "-m", "--wd=" + dir}
+	args := []string{"-t", strconv.Itoa(h.cmd.Process.Pid), "-m", "--wdns=" + dir}
 	if h.net {
 		args = append(args, "-n")
 	}
