@@ -238,12 +238,6 @@ func TestListFiltersByTagsAndPages(t *testing.T) {
 		require.NoError(t, sb.SetTags(ctx, map[string]string{"run": tag}))
 		want = append(want, sb.SandboxID)
 	}
-	f, err := sb.Open(ctx, "/tmp/own", "r")
-	require.NoError(t, err, "commands and the file API share the sandbox's /tmp")
-	mine, _ := io.ReadAll(f)
-	f.Close()
-	assert.Equal(t, "mine\n", string(mine))
-
 	other := newSandbox(t, c, nil)
 	require.NoError(t, other.SetTags(ctx, map[string]string{"run": "other"}))
 	seq, err := c.Sandboxes.List(ctx, &modal.SandboxListParams{Tags: map[string]string{"run": tag}})
@@ -366,6 +360,12 @@ func TestSandboxesHaveTheirOwnTmp(t *testing.T) {
 	assert.NotContains(t, string(out), "host secret", "the host's /tmp is not the sandbox's")
 	_, err = sb.Open(ctx, "link", "r")
 	assert.Error(t, err, "a link to the host's /tmp resolves inside the sandbox")
+
+	f, err := sb.Open(ctx, "/tmp/own", "r")
+	require.NoError(t, err, "commands and the file API share the sandbox's /tmp")
+	mine, _ := io.ReadAll(f)
+	f.Close()
+	assert.Equal(t, "mine\n", string(mine))
 
 	f, err := sb.Open(ctx, "/tmp/own", "r")
 	require.NoError(t, err, "commands and the file API share the sandbox's /tmp")
