@@ -99,8 +99,8 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		started: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	pr.outputs.Add(2)
 	go pr.copyStdout(writerOr(cmd.Stdout))
-	pr.outputs.Add(1)
 	go func() {
 		defer pr.outputs.Done()
 		io.Copy(writerOr(cmd.Stderr), cp.Stderr)
@@ -189,7 +189,6 @@ func (pr *process) As(target any) bool {
 
 // copyStdout reads the wrapper's first line, then copies the rest of stdout.
 func (pr *process) copyStdout(w io.Writer) {
-	pr.outputs.Add(1)
 	defer pr.outputs.Done()
 	defer pr.cp.Stdout.Close()
 	br := bufio.NewReaderSize(pr.cp.Stdout, 64<<10)

@@ -169,7 +169,7 @@ func (c *controlPlane) ImageGetOrCreate(ctx context.Context, req *pb.ImageGetOrC
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, im := range s.images {
-		if slices.Equal(im.commands, cmds) {
+		if im.snapshot == "" && slices.Equal(im.commands, cmds) {
 			return imageOK(im.id), nil
 		}
 	}

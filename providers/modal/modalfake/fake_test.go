@@ -276,6 +276,14 @@ func TestSnapshotCopiesTheFilesystem(t *testing.T) {
 	out, err := io.ReadAll(p.Stdout)
 	require.NoError(t, err)
 	assert.Equal(t, "kept\n", string(out))
+
+	// The base image is still the base image, without the snapshot's files.
+	fresh := newSandbox(t, c, nil)
+	p, err = fresh.Exec(ctx, []string{"cat", "state.txt"}, nil)
+	require.NoError(t, err)
+	code, err := p.Wait(ctx)
+	require.NoError(t, err)
+	assert.NotEqual(t, 0, code)
 }
 
 func TestTunnelForwardsOverTLS(t *testing.T) {
