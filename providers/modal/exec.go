@@ -99,11 +99,17 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		started: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	stdout, stderr := writerOr(cmd.Stdout), writerOr(cmd.Stderr)
+	if sameWriter(cmd.Stdout, cmd.Stderr) {
+		// As os/exec: one writer for both streams gets one Write at a time.
+		w := &lockedWriter{w: cmd.Stdout}
+		stdout, stderr = w, w
+	}
 	pr.outputs.Add(2)
-	go pr.copyStdout(writerOr(cmd.Stdout))
+	go pr.copyStdout(stdout)
 	go func() {
 		defer pr.outputs.Done()
-		io.Copy(writerOr(cmd.Stderr), cp.Stderr)
+		io.Copy(stderr, cp.Stderr)
 		cp.Stderr.Close()
 	}()
 	if cmd.Stdin != nil {
@@ -126,6 +132,30 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		return nil, pr.startErr
 	}
 	return pr, nil
+}
+
+// sameWriter reports whether a and b are the same comparable writer.
+func sameWriter(a, b io.Writer) (same bool) {
+	if a == nil || b == nil {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			same = false // not comparable
+		}
+	}()
+	return a == b
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func writerOr(w io.Writer) io.Writer {

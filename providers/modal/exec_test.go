@@ -6,14 +6,17 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/perimeter-sdk/perimeter/providers/modal"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -238,4 +241,55 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// unsafeWriter fails the test if two Writes overlap.
+type unsafeWriter struct {
+	t      *testing.T
+	active atomic.Int32
+	n      atomic.Int64
+}
+
+func (u *unsafeWriter) Write(p []byte) (int, error) {
+	if u.active.Add(1) != 1 {
+		u.t.Error("concurrent Write calls on the writer given as both Stdout and Stderr")
+	}
+	time.Sleep(time.Microsecond)
+	u.n.Add(int64(len(p)))
+	u.active.Add(-1)
+	return len(p), nil
+}
+
+func TestOneWriterForBothStreamsGetsOneWriteAtATime(t *testing.T) {
+	sb := create(t, newProvider(t), nil)
+	w := &unsafeWriter{t: t}
+	pr, err := sb.Start(context.Background(), &sandbox.Cmd{
+		Args:   []string{"sh", "-c", "for i in $(seq 200); do echo out$i; echo err$i >&2; done"},
+		Stdout: w, Stderr: w,
+	})
+	require.NoError(t, err)
+	st, err := pr.Wait(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 0, st.Code)
+	assert.Positive(t, w.n.Load())
+}
+
+func TestNoGoroutineOutlivesTheProvider(t *testing.T) {
+	before := runtime.NumGoroutine()
+	p, err := modal.New(context.Background(), &modal.Options{App: "perimeter-test", Logger: quiet})
+	require.NoError(t, err)
+	sb, err := p.Create(context.Background(), nil)
+	require.NoError(t, err)
+	res, err := sandbox.Run(context.Background(), sb, &sandbox.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("x")}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "x", string(res.Stdout))
+	r, err := sb.ReadFile(context.Background(), "/etc/hostname")
+	if err == nil {
+		io.ReadAll(r)
+		r.Close()
+	}
+	require.NoError(t, sb.Terminate(context.Background()))
+	require.NoError(t, p.Close())
+	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= before }, 10*time.Second, 20*time.Millisecond,
+		"goroutines: %d before, %d after", before, runtime.NumGoroutine())
 }
