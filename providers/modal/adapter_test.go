@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/perimeter-sdk/perimeter/providers/modal"
+	"github.com/perimeter-sdk/perimeter/providers/modal/modalfake"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -420,4 +421,40 @@ func TestSandboxAsReachesTheSDK(t *testing.T) {
 	assert.Equal(t, sb.ID(), native.SandboxID)
 	var wrong *sdk.Client
 	assert.False(t, sb.(*modal.Sandbox).As(&wrong))
+}
+
+func TestDeadConnection(t *testing.T) {
+	other, err := modalfake.Start(nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { other.Close() })
+	t.Setenv("MODAL_SERVER_URL", other.URL)
+	t.Setenv("MODAL_TOKEN_ID", other.TokenID)
+	t.Setenv("MODAL_TOKEN_SECRET", other.TokenSecret)
+	ctx := context.Background()
+	p, err := modal.New(ctx, &modal.Options{App: "dead", Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	sb, err := p.Create(ctx, nil)
+	require.NoError(t, err)
+	pr, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sleep", "30"}})
+	require.NoError(t, err)
+
+	require.NoError(t, other.Close()) // Modal goes away
+
+	_, err = sb.ReadFile(ctx, "x")
+	assert.ErrorIs(t, err, sandbox.ErrUnavailable, "%v", err)
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = sb.Start(short, &sandbox.Cmd{Args: []string{"true"}})
+	assert.True(t, errors.Is(err, sandbox.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded), "%v", err)
+	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer wcancel()
+	_, err = pr.Wait(wctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "Wait is bounded by its ctx while the connection is down")
+
+	require.NoError(t, p.Close())
+	wctx2, wcancel2 := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel2()
+	_, err = pr.Wait(wctx2)
+	assert.ErrorIs(t, err, sandbox.ErrUnavailable, "closing the provider ends the wait: %v", err)
 }

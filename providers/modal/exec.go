@@ -274,7 +274,12 @@ func (pr *process) watch(ctx context.Context, timeout time.Duration) {
 			return
 		}
 		// Not ctx: ctx ending kills the command, and Wait then reports it.
-		code, werr = pr.cp.Wait(context.WithoutCancel(ctx))
+		// The SDK retries a lost connection for ever; the provider's Close
+		// ends that.
+		code, werr = pr.cp.Wait(pr.s.p.life)
+		if werr != nil {
+			pr.abandon() // end the output streams too
+		}
 	}()
 	select {
 	case <-waited:
@@ -318,6 +323,8 @@ func (pr *process) finish(code int, werr error) {
 	case errors.As(werr, &execTimeout):
 		pr.timedOut = true
 		pr.status = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL}
+	case pr.s.p.life.Err() != nil:
+		pr.err = sandbox.Errorf(Name, pr.s.id, "wait", sandbox.ErrUnavailable, "the provider was closed while the command ran")
 	default:
 		pr.err = pr.s.fail(context.Background(), "wait", werr)
 		if errors.Is(pr.err, sandbox.ErrTerminated) {

@@ -64,6 +64,11 @@ type Provider struct {
 	app       *sdk.App
 	opts      Options
 
+	// life ends at Close; it bounds what outlives a call, such as a started
+	// command's wait.
+	life context.Context
+	stop context.CancelFunc
+
 	mu     sync.Mutex
 	closed bool
 }
@@ -86,6 +91,7 @@ func New(ctx context.Context, opts *Options) (*Provider, error) {
 		o.ScheduleTimeout = 5 * time.Minute
 	}
 	p := &Provider{client: o.Client, opts: o}
+	p.life, p.stop = context.WithCancel(context.Background())
 	if p.client == nil {
 		c, err := newClient(ctx, &sdk.ClientParams{
 			TokenID: o.TokenID, TokenSecret: o.TokenSecret,
@@ -252,7 +258,9 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 }
 
 // Close releases the provider's connection to Modal (unless it came from
-// Options.Client). It does not terminate sandboxes. It is idempotent.
+// Options.Client) and stops waiting for commands still running (their Wait
+// returns an error of kind ErrUnavailable). It does not terminate sandboxes.
+// It is idempotent.
 func (p *Provider) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -260,6 +268,7 @@ func (p *Provider) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.stop()
 	if p.ownClient {
 		p.client.Close()
 	}
