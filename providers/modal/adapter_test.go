@@ -458,3 +458,33 @@ func TestDeadConnection(t *testing.T) {
 	_, err = pr.Wait(wctx2)
 	assert.ErrorIs(t, err, sandbox.ErrUnavailable, "closing the provider ends the wait: %v", err)
 }
+
+func TestTerminateThroughADetachedHandleStillTerminates(t *testing.T) {
+	p := newProvider(t)
+	sb := create(t, p, nil)
+	var native *sdk.Sandbox
+	require.True(t, sb.(*modal.Sandbox).As(&native))
+	require.NoError(t, native.Detach())
+	require.NoError(t, sb.Terminate(context.Background()))
+	got, _ := fake.Sandbox(sb.ID())
+	assert.True(t, got.Finished)
+}
+
+func TestSandboxesAreUnusableAfterProviderClose(t *testing.T) {
+	p, err := modal.New(context.Background(), &modal.Options{App: "perimeter-test", Logger: quiet})
+	require.NoError(t, err)
+	sb, err := p.Create(context.Background(), nil)
+	require.NoError(t, err)
+	id := sb.ID()
+	require.NoError(t, p.Close())
+	_, err = sb.Start(context.Background(), &sandbox.Cmd{Args: []string{"true"}})
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.ErrorIs(t, sb.Terminate(context.Background()), sandbox.ErrInvalidArgument, "a closed provider cannot terminate; it must not pretend to")
+	got, _ := fake.Sandbox(id)
+	assert.False(t, got.Finished, "Close does not terminate sandboxes")
+
+	p2 := newProvider(t)
+	again, err := p2.Get(context.Background(), id)
+	require.NoError(t, err)
+	require.NoError(t, again.Terminate(context.Background()))
+}

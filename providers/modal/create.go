@@ -69,6 +69,12 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, wrap(ctx, "", op, err)
 	}
 	s := newSandbox(p, sb, spec)
+	if err := p.track(s); err != nil {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		sb.Terminate(tctx, nil)
+		return nil, err
+	}
 	s.created = created
 	if spec.Timeout > 0 {
 		s.expires = created.Add(params.Timeout)
@@ -80,6 +86,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		sb.Terminate(tctx, nil)
+		p.untrack(s)
 		return nil, wrap(ctx, sb.SandboxID, op, err)
 	}
 	if len(spec.Labels) > 0 {

@@ -69,8 +69,9 @@ type Provider struct {
 	life context.Context
 	stop context.CancelFunc
 
-	mu     sync.Mutex
-	closed bool
+	mu      sync.Mutex
+	closed  bool
+	handles map[*Sandbox]struct{} // handed out and not terminated
 }
 
 var _ sandbox.Provider = (*Provider)(nil)
@@ -181,6 +182,27 @@ func (p *Provider) As(target any) bool {
 	return false
 }
 
+// track records a sandbox handed out, so Close can release its connection.
+func (p *Provider) track(s *Sandbox) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		s.sb.Detach()
+		return sandbox.Errorf(Name, s.id, "open", sandbox.ErrInvalidArgument, "provider is closed")
+	}
+	if p.handles == nil {
+		p.handles = map[*Sandbox]struct{}{}
+	}
+	p.handles[s] = struct{}{}
+	return nil
+}
+
+func (p *Provider) untrack(s *Sandbox) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.handles, s)
+}
+
 func (p *Provider) live(op string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -212,7 +234,11 @@ func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) 
 		sb.Detach()
 		return nil, sandbox.Errorf(Name, id, op, sandbox.ErrNotFound, fmt.Sprintf("sandbox has finished (exit code %d)", *code))
 	}
-	return newSandbox(p, sb, nil), nil
+	s := newSandbox(p, sb, nil)
+	if err := p.track(s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // List yields the running sandboxes of the provider's App that carry every
@@ -257,8 +283,9 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 	}
 }
 
-// Close releases the provider's connection to Modal (unless it came from
-// Options.Client) and stops waiting for commands still running (their Wait
+// Close releases the provider's connections to Modal (the SDK client's,
+// unless it came from Options.Client, and those of the sandboxes it handed
+// out, which are unusable afterwards) and stops waiting for commands still running (their Wait
 // returns an error of kind ErrUnavailable). It does not terminate sandboxes.
 // It is idempotent.
 func (p *Provider) Close() error {
@@ -269,6 +296,11 @@ func (p *Provider) Close() error {
 	}
 	p.closed = true
 	p.stop()
+	// Each SDK sandbox holds its own connection to its task's router.
+	for s := range p.handles {
+		s.sb.Detach()
+	}
+	p.handles = nil
 	if p.ownClient {
 		p.client.Close()
 	}

@@ -97,6 +97,9 @@ func (s *Sandbox) begin(ctx context.Context, op string) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := s.p.live(op); err != nil {
+		return nil, err
+	}
 	s.opMu.RLock()
 	if s.terminated {
 		s.opMu.RUnlock()
@@ -260,15 +263,26 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	if s.terminated {
 		return nil
 	}
+	if err := s.p.live(op); err != nil {
+		return err
+	}
 	s.ending.Store(true)
-	if _, err := s.sb.Terminate(ctx, &sdk.SandboxTerminateParams{Wait: true}); err != nil {
-		var closed sdk.ClientClosedError
-		if !errors.As(err, &closed) {
-			s.ending.Store(false)
-			return wrap(ctx, s.id, op, err)
+	_, err := s.sb.Terminate(ctx, &sdk.SandboxTerminateParams{Wait: true})
+	var closed sdk.ClientClosedError
+	if errors.As(err, &closed) {
+		// Someone detached the SDK's sandbox (through As); terminate
+		// through a fresh handle.
+		var fresh *sdk.Sandbox
+		if fresh, err = s.p.client.Sandboxes.FromID(ctx, s.id); err == nil {
+			_, err = fresh.Terminate(ctx, &sdk.SandboxTerminateParams{Wait: true})
 		}
 	}
+	if err != nil {
+		s.ending.Store(false)
+		return wrap(ctx, s.id, op, err)
+	}
 	s.terminated = true
+	s.p.untrack(s)
 	return nil
 }
 
