@@ -412,3 +412,73 @@ func TestBlockedNetworkCannotReachTheHost(t *testing.T) {
 		assert.Equal(t, tc.reach, code == 0, "params %+v: exit code %d", tc.params, code)
 	}
 }
+
+// rawClients returns gRPC clients for both services with the metadata the SDK
+// sends, for checks the SDK does not expose.
+func rawClients(t *testing.T, sandboxID string) (context.Context, string, pb.TaskCommandRouterClient, string) {
+	t.Helper()
+	conn, err := grpc.NewClient(strings.TrimPrefix(srv.URL, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	cp := pb.NewModalClientClient(conn)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-modal-token-id", srv.TokenID, "x-modal-token-secret", srv.TokenSecret)
+	tok, err := cp.AuthTokenGet(ctx, pb.AuthTokenGetRequest_builder{}.Build())
+	require.NoError(t, err)
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-modal-auth-token", tok.GetToken())
+	task, err := cp.SandboxGetTaskId(ctx, pb.SandboxGetTaskIdRequest_builder{SandboxId: sandboxID}.Build())
+	require.NoError(t, err)
+	access, err := cp.TaskGetCommandRouterAccess(ctx, pb.TaskGetCommandRouterAccessRequest_builder{TaskId: task.GetTaskId()}.Build())
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(access.GetUrl(), "https://127.0.0.1:"), "the SDK insists on https for the router")
+	rconn, err := grpc.NewClient(strings.TrimPrefix(access.GetUrl(), "https://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { rconn.Close() })
+	return ctx, task.GetTaskId(), pb.NewTaskCommandRouterClient(rconn), access.GetJwt()
+}
+
+func TestRouterHonoursOffsetsAndBearer(t *testing.T) {
+	c := newClient(t)
+	sb := newSandbox(t, c, nil)
+	_, taskID, rc, jwt := rawClients(t, sb.SandboxID)
+	ctx := context.Background()
+
+	start := pb.TaskExecStartRequest_builder{
+		TaskId: taskID, ExecId: "exec-1", CommandArgs: []string{"printf", "0123456789"},
+		StdoutConfig: pb.TaskExecStdoutConfig_TASK_EXEC_STDOUT_CONFIG_PIPE,
+		StderrConfig: pb.TaskExecStderrConfig_TASK_EXEC_STDERR_CONFIG_PIPE,
+	}.Build()
+	_, err := rc.TaskExecStart(ctx, start)
+	assert.Equal(t, codes.Unauthenticated, status.Code(err), "router calls need the Bearer JWT")
+
+	auth := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+jwt)
+	_, err = rc.TaskExecStart(auth, start)
+	require.NoError(t, err)
+	_, err = rc.TaskExecStart(auth, start)
+	assert.Equal(t, codes.AlreadyExists, status.Code(err))
+	w, err := rc.TaskExecWait(auth, pb.TaskExecWaitRequest_builder{TaskId: taskID, ExecId: "exec-1"}.Build())
+	require.NoError(t, err)
+	assert.Equal(t, int32(0), w.GetCode())
+
+	read := func(offset uint64) string {
+		stream, err := rc.TaskExecStdioRead(auth, pb.TaskExecStdioReadRequest_builder{
+			TaskId: taskID, ExecId: "exec-1", Offset: offset,
+			FileDescriptor: pb.TaskExecStdioFileDescriptor_TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDOUT,
+		}.Build())
+		require.NoError(t, err)
+		var got []byte
+		for {
+			msg, err := stream.Recv()
+			if err == io.EOF {
+				return string(got)
+			}
+			require.NoError(t, err)
+			got = append(got, msg.GetData()...)
+		}
+	}
+	assert.Equal(t, "0123456789", read(0))
+	assert.Equal(t, "3456789", read(3), "a re-read resumes at its offset")
+	assert.Equal(t, "", read(10), "an offset at the end is an empty stream")
+
+	_, err = rc.TaskExecWait(auth, pb.TaskExecWaitRequest_builder{TaskId: taskID, ExecId: "no-such-exec"}.Build())
+	assert.Equal(t, codes.NotFound, status.Code(err))
+}
