@@ -488,3 +488,38 @@ func TestSandboxesAreUnusableAfterProviderClose(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, again.Terminate(context.Background()))
 }
+
+func TestNamedSecretsAndConfigureReachTheSandbox(t *testing.T) {
+	fake.AddSecret("perimeter-team", map[string]string{"TEAM_TOKEN": "t0k"})
+	p, err := modal.New(context.Background(), &modal.Options{
+		App: "perimeter-test", Logger: quiet,
+		Secrets: []string{"perimeter-team"},
+		Configure: func(spec *sandbox.Spec, params *sdk.SandboxCreateParams) error {
+			if spec.Labels["refuse"] != "" {
+				return errors.New("refused by the host")
+			}
+			params.IdleTimeout = 90 * time.Second
+			params.Name = "configured-" + fmt.Sprint(time.Now().UnixNano())
+			return nil
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	sb := create(t, p, nil)
+	res := run(t, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "echo $TEAM_TOKEN"}})
+	assert.Equal(t, "t0k\n", string(res.Stdout))
+	got, _ := fake.Sandbox(sb.ID())
+	assert.Equal(t, uint32(90), got.Definition.GetIdleTimeoutSecs())
+	assert.True(t, strings.HasPrefix(got.Definition.GetName(), "configured-"))
+
+	_, err = p.Create(context.Background(), &sandbox.Spec{Labels: map[string]string{"refuse": "1"}})
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "refused by the host")
+
+	missing, err := modal.New(context.Background(), &modal.Options{App: "perimeter-test", Logger: quiet, Secrets: []string{"no-such-secret"}})
+	require.NoError(t, err)
+	defer missing.Close()
+	_, err = missing.Create(context.Background(), nil)
+	assert.ErrorIs(t, err, sandbox.ErrNotFound)
+	assert.Contains(t, err.Error(), "no-such-secret")
+}
