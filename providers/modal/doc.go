@@ -33,12 +33,16 @@
 //     to whole seconds, default 5 minutes) is the sandbox's lifetime;
 //     Spec.Env reaches every command; Spec.Workdir is the working directory;
 //     Spec.Labels are Modal tags (List filters on them); Spec.Ports are
-//     encrypted ports. Spec.Network none blocks all egress; allowlist takes
-//     CIDR ranges and addresses (an empty allowlist blocks everything).
+//     encrypted ports. Spec.Network none blocks all egress. Capabilities
+//     claim the network modes none and open only: Modal's allowlist takes
+//     CIDR ranges, the contract's takes domain names too. An allowlist of
+//     CIDR ranges and addresses is still honoured (an empty one blocks
+//     everything); a domain name in it is an error of kind ErrNotSupported.
 //     Named Modal Secrets (Options.Secrets) and anything else the SDK offers
 //     (volumes, regions, idle timeout, ...; Options.Configure) apply to every
-//     sandbox. Create returns once Modal has scheduled the sandbox and it
-//     runs commands.
+//     sandbox. Create returns once Modal has scheduled the sandbox and a
+//     first command ("sh -c pwd", which also learns the working directory)
+//     has run.
 //   - Start: commands run through Modal's exec with stdin, stdout and stderr
 //     streamed separately. Cmd.Env reaches the command as an ephemeral Modal
 //     Secret (one extra call per command that sets it).
@@ -63,6 +67,8 @@
 //   - Snapshot saves the filesystem as a Modal image, for Spec.Snapshot.
 //   - Get finds a running sandbox by id; List lists the App's running
 //     sandboxes; Terminate ends a sandbox and waits for Modal to confirm.
+//     Provider.Close releases the connections of every sandbox handle it gave
+//     out (the sandboxes keep running; Get reaches them again).
 //
 // Modal lacks, and the adapter does not claim (Capabilities false, errors of
 // kind ErrNotSupported): PTYs with a size and resize (Cmd.TTY), dialling a
