@@ -231,13 +231,10 @@ func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *Cre
 			return fail(sandbox.ErrInvalidArgument, fmt.Sprintf("Spec.Ports: %d is not a TCP port", port))
 		}
 	}
-	workdir := ""
 	if spec.Workdir != "" {
-		wd, err := sandbox.CleanName("/", spec.Workdir)
-		if err != nil {
+		if _, err := sandbox.CleanName("/", spec.Workdir); err != nil {
 			return nil, sandbox.NewError(providerName, "", "create", sandbox.ErrInvalidArgument, err)
 		}
-		workdir = wd
 	}
 
 	name := opts.Name
@@ -305,7 +302,9 @@ func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *Cre
 		sb.Terminate(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	if workdir != "" {
+	if spec.Workdir != "" {
+		// A relative Workdir is inside the session's own working directory.
+		workdir, _ := sandbox.CleanName(sb.dir(), spec.Workdir)
 		if err := sb.MkdirAll(ctx, workdir, 0o755); err != nil {
 			sb.Terminate(context.WithoutCancel(ctx))
 			return nil, err

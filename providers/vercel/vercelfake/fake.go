@@ -11,16 +11,26 @@
 // 404s for missing files on fs/read, and named sandboxes whose sessions stop
 // (410 "sandbox_stopped" afterwards) and resume with GET ?resume=true.
 //
-// Unlike Vercel's mock, it runs commands for real: each sandbox is a
-// directory on the host (reported as the session's cwd), commands run there
-// with os/exec in their own process group, output is streamed as it is
-// produced, and kill, timeouts and stop signal the whole group. Snapshots copy
-// the directory and, as on the real service, stop the session.
+// Unlike Vercel's mock, it runs commands for real, each in its own process
+// group, streaming output as it is produced; kill, command timeouts and
+// stop signal the whole group. Where it can (root, or unprivileged user
+// namespaces, and util-linux's unshare), each command runs in a new mount
+// namespace chrooted into a read-only view of the host with the sandbox's
+// own directory at /vercel/sandbox (the session's cwd, as on Vercel) and its
+// own /tmp; a sandbox whose network policy is not "allow-all" also gets a
+// new network namespace, so it reaches nothing (an allow-list allows
+// nothing: the fake has no egress proxy). Elsewhere ([Options.NoIsolation],
+// or [Server.Isolated] false), commands run directly on the host in a
+// temporary directory, which is then the session's cwd. File routes serve
+// the sandbox's directory and /tmp only, through os.Root, so a symbolic
+// link cannot lead them out. Snapshots copy the directory and, as on the
+// real service, stop the session; a persistent sandbox (the default) keeps
+// its files across sessions, a non-persistent one starts each clean.
 //
-// What it does not do: isolate anything (commands run as the test's user on
-// the host, with the host's network; network policies are stored and echoed,
-// not enforced), the interactive (PTY) WebSocket, drives, forks, and
-// session listings. Faults for tests are injected with [Server.Fail] and
+// What it does not do: the interactive (PTY) WebSocket, drives, forks,
+// session listings, git and tarball sources, memory limits, and any
+// isolation beyond the namespaces above (it is a test fixture, not a
+// sandbox). Faults for tests are injected with [Server.Fail] and
 // [Server.CutStreams].
 package vercelfake
 
@@ -69,6 +79,10 @@ type Options struct {
 	// PageSize is the most sandboxes a list page holds when the request
 	// gives no limit; zero means 50.
 	PageSize int
+	// NoIsolation runs commands directly on the host, in the sandbox's
+	// host directory, even where the fake could isolate them (see the
+	// package documentation).
+	NoIsolation bool
 }
 
 // Fault is a response the fake gives instead of serving a request, for
@@ -90,9 +104,10 @@ type Fault struct {
 
 // Server is a running fake. Its methods are safe for concurrent use.
 type Server struct {
-	opts    Options
-	srv     *httptest.Server
-	ownRoot bool
+	opts     Options
+	srv      *httptest.Server
+	ownRoot  bool
+	isolated bool
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandboxRec
@@ -116,7 +131,9 @@ type sandboxRec struct {
 	Env        map[string]string
 	Ports      []int
 	Network    json.RawMessage
-	Dir        string
+	Cwd        string // the working directory as commands see it
+	Disk, Tmp  string // host directories behind Cwd and /tmp
+	Mount      string // an empty host directory the isolated view is built on
 	Created    int64
 	Updated    int64
 	SessionID  string
@@ -134,7 +151,10 @@ type sessionRec struct {
 	Stopped  int64
 	Network  json.RawMessage
 	SourceID string
-	Dir      string
+	Cwd      string
+	disk     string
+	tmp      string
+	mount    string
 	cmds     map[string]*command
 	timer    *time.Timer
 }
@@ -181,6 +201,7 @@ func New(opts *Options) *Server {
 			return fmt.Sprintf("https://%s-%d.vercel.run", name, port)
 		}
 	}
+	s.isolated = !s.opts.NoIsolation && probeIsolation(s.opts.Root)
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -398,7 +419,7 @@ func (s *Server) sandboxPayload(sb *sandboxRec) map[string]any {
 		"name": sb.Name, "persistent": sb.Persistent, "currentSessionId": sb.SessionID,
 		"status": se.Status, "createdAt": sb.Created, "updatedAt": sb.Updated,
 		"region": "iad1", "vcpus": sb.VCPUs, "memory": 2048 * sb.VCPUs, "timeout": sb.Timeout,
-		"cwd": sb.Dir, "statusUpdatedAt": sb.Updated,
+		"cwd": sb.Cwd, "statusUpdatedAt": sb.Updated,
 	}
 	if sb.Image != "" {
 		m["image"] = sb.Image
@@ -422,7 +443,7 @@ func (s *Server) sessionPayload(se *sessionRec) map[string]any {
 	sb := s.sandboxes[se.Sandbox]
 	m := map[string]any{
 		"id": se.ID, "status": se.Status, "memory": 2048, "vcpus": 1, "region": "iad1",
-		"timeout": se.Timeout, "cwd": se.Dir, "requestedAt": se.Created, "startedAt": se.Started,
+		"timeout": se.Timeout, "cwd": se.Cwd, "requestedAt": se.Created, "startedAt": se.Started,
 		"createdAt": se.Created, "updatedAt": se.Created,
 	}
 	if sb != nil {
@@ -564,7 +585,13 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 	sb := &sandboxRec{
 		Name: b.Name, Persistent: true, Image: b.Image, Runtime: b.Runtime, VCPUs: 2,
 		Timeout: 300000, Tags: b.Tags, Env: b.Env, Ports: b.Ports, Network: b.Network,
-		Dir: filepath.Join(s.opts.Root, b.Name), Created: now(),
+		Created: now(),
+	}
+	base := filepath.Join(s.opts.Root, b.Name)
+	sb.Disk, sb.Tmp, sb.Mount = filepath.Join(base, "disk"), filepath.Join(base, "tmp"), filepath.Join(base, "mnt")
+	sb.Cwd = sb.Disk
+	if s.isolated {
+		sb.Cwd = sandboxCwd
 	}
 	if b.Image == "" && b.Runtime == "" {
 		sb.Runtime = "node22"
@@ -579,7 +606,8 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 	if b.Timeout != nil {
 		sb.Timeout = *b.Timeout
 	}
-	if err := os.MkdirAll(sb.Dir, 0o755); err != nil {
+	if err := errors.Join(os.MkdirAll(sb.Disk, 0o755), os.MkdirAll(sb.Tmp, 0o1777), os.MkdirAll(sb.Mount, 0o755)); err != nil {
+		os.RemoveAll(base)
 		writeErr(w, http.StatusInternalServerError, "internal_server_error", err.Error())
 		return
 	}
@@ -587,12 +615,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 	if b.Source != nil {
 		snap := s.snapshots[b.Source.SnapshotID]
 		if snap == nil || snap.Status != "created" {
-			os.RemoveAll(sb.Dir)
+			os.RemoveAll(base)
 			writeErr(w, http.StatusGone, "snapshot_not_found", "Snapshot not found: "+b.Source.SnapshotID)
 			return
 		}
-		if err := os.CopyFS(sb.Dir, os.DirFS(snap.Dir)); err != nil {
-			os.RemoveAll(sb.Dir)
+		if err := copyDir(sb.Disk, snap.Dir); err != nil {
+			os.RemoveAll(base)
 			writeErr(w, http.StatusInternalServerError, "internal_server_error", err.Error())
 			return
 		}
@@ -610,7 +638,8 @@ func (s *Server) startSessionLocked(sb *sandboxRec, sourceSnapshot string) *sess
 	t := now()
 	se := &sessionRec{
 		ID: newID("se"), Sandbox: sb.Name, Status: "running", Timeout: sb.Timeout,
-		Created: t, Started: t, Network: sb.Network, SourceID: sourceSnapshot, Dir: sb.Dir,
+		Created: t, Started: t, Network: sb.Network, SourceID: sourceSnapshot,
+		Cwd: sb.Cwd, disk: sb.Disk, tmp: sb.Tmp, mount: sb.Mount,
 		cmds: map[string]*command{},
 	}
 	s.sessions[se.ID] = se
@@ -673,9 +702,11 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, name string) {
 		if !sb.Persistent {
 			// A non-persistent sandbox starts each session with a clean
 			// filesystem.
-			os.RemoveAll(sb.Dir)
-			os.MkdirAll(sb.Dir, 0o755)
+			os.RemoveAll(sb.Disk)
+			os.MkdirAll(sb.Disk, 0o755)
 		}
+		os.RemoveAll(sb.Tmp)
+		os.MkdirAll(sb.Tmp, 0o1777)
 		se = s.startSessionLocked(sb, "")
 		resumed = true
 	}
@@ -814,7 +845,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, name string) {
 	s.stopLocked(se)
 	payload := s.sandboxPayload(sb)
 	delete(s.sandboxes, name)
-	os.RemoveAll(sb.Dir)
+	os.RemoveAll(filepath.Dir(sb.Disk))
 	writeJSON(w, map[string]any{"sandbox": payload})
 }
 
@@ -920,22 +951,44 @@ func (s *Server) sessionRoute(w http.ResponseWriter, r *http.Request, sid string
 }
 
 // resolve turns a path given to a session (absolute, or relative to cwd)
-// into a host path, refusing anything outside the sandbox's directory: the
-// fake's files live on the test's host.
-func resolve(se *sessionRec, cwd, name string) (string, *apiErr) {
+// into a directory root on the host and a name inside it. Only the
+// sandbox's working directory and, when isolated, its /tmp are served: the
+// fake's files live on the test's host, and os.Root keeps symbolic links
+// from leading out of them, as a separate machine's links would.
+func resolve(se *sessionRec, cwd, name string) (*os.Root, string, *apiErr) {
 	if cwd == "" {
-		cwd = se.Dir
+		cwd = se.Cwd
 	}
 	p := name
 	if !path.IsAbs(p) {
 		p = path.Join(cwd, p)
 	}
 	p = path.Clean(p)
-	if p != se.Dir && !strings.HasPrefix(p, se.Dir+"/") {
-		return "", &apiErr{http.StatusBadRequest, "bad_request",
-			"path " + strconv.Quote(name) + " is outside this fake sandbox's directory " + se.Dir}
+	maps := [][2]string{{se.Cwd, se.disk}}
+	if se.Cwd == sandboxCwd {
+		maps = append(maps, [2]string{"/tmp", se.tmp})
 	}
-	return p, nil
+	for _, m := range maps {
+		if p == m[0] || strings.HasPrefix(p, m[0]+"/") {
+			rel := strings.TrimPrefix(strings.TrimPrefix(p, m[0]), "/")
+			if rel == "" {
+				rel = "."
+			}
+			root, err := os.OpenRoot(m[1])
+			if err != nil {
+				return nil, "", &apiErr{http.StatusInternalServerError, "internal_server_error", err.Error()}
+			}
+			return root, rel, nil
+		}
+	}
+	return nil, "", &apiErr{http.StatusBadRequest, "bad_request",
+		"path " + strconv.Quote(name) + " is outside what this fake serves (" + se.Cwd + " and /tmp)"}
+}
+
+// missing reports whether a file error means "not there" as seen from
+// inside the sandbox (a link leading out of it leads nowhere).
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "escapes from parent")
 }
 
 func (s *Server) fsRead(w http.ResponseWriter, r *http.Request, se *sessionRec) {
@@ -944,13 +997,14 @@ func (s *Server) fsRead(w http.ResponseWriter, r *http.Request, se *sessionRec) 
 		writeErr(w, e.status, e.code, e.message)
 		return
 	}
-	p, e := resolve(se, b.Cwd, b.Path)
+	root, rel, e := resolve(se, b.Cwd, b.Path)
 	if e != nil {
 		writeErr(w, e.status, e.code, e.message)
 		return
 	}
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil && missing(err) {
 		w.WriteHeader(http.StatusNotFound) // empty body, as the real API
 		return
 	}
@@ -974,21 +1028,22 @@ func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request, se *sessionRec)
 		writeErr(w, e.status, e.code, e.message)
 		return
 	}
-	p, e := resolve(se, b.Cwd, b.Path)
+	root, rel, e := resolve(se, b.Cwd, b.Path)
 	if e != nil {
 		writeErr(w, e.status, e.code, e.message)
 		return
 	}
-	if err := os.Mkdir(p, 0o755); err != nil {
+	defer root.Close()
+	if err := root.Mkdir(rel, 0o755); err != nil {
 		writeErr(w, http.StatusBadRequest, "bad_request", "mkdir failed: "+err.Error())
 		return
 	}
 	writeJSON(w, map[string]any{})
 }
 
-// fsWrite extracts a gzip-compressed tar relative to x-cwd. Each file is
-// written to a temporary name and renamed, so a broken upload leaves an
-// existing file as it was.
+// fsWrite extracts a gzip-compressed tar relative to x-cwd, creating
+// parents. Each file is written to a temporary name and renamed, so a
+// broken upload leaves an existing file as it was.
 func (s *Server) fsWrite(w http.ResponseWriter, r *http.Request, se *sessionRec) {
 	if ct := r.Header.Get("Content-Type"); ct != "application/gzip" {
 		writeErr(w, http.StatusBadRequest, "bad_request", "Expected content-type application/gzip, got "+strconv.Quote(ct))
@@ -997,6 +1052,10 @@ func (s *Server) fsWrite(w http.ResponseWriter, r *http.Request, se *sessionRec)
 	base := r.Header.Get("x-cwd")
 	if base == "" {
 		base = "/"
+	}
+	if !path.IsAbs(base) {
+		writeErr(w, http.StatusBadRequest, "bad_request", "x-cwd must be absolute")
+		return
 	}
 	zr, err := gzip.NewReader(r.Body)
 	if err != nil {
@@ -1013,57 +1072,60 @@ func (s *Server) fsWrite(w http.ResponseWriter, r *http.Request, se *sessionRec)
 			writeErr(w, http.StatusBadRequest, "bad_request", "Invalid tar body: "+err.Error())
 			return
 		}
-		name := h.Name
-		if !path.IsAbs(base) {
-			writeErr(w, http.StatusBadRequest, "bad_request", "x-cwd must be absolute")
-			return
-		}
-		p, e := resolve(se, base, name)
-		if e != nil {
+		if e := writeEntry(se, base, h, tr); e != nil {
 			writeErr(w, e.status, e.code, e.message)
-			return
-		}
-		if h.Typeflag == tar.TypeDir {
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				writeErr(w, http.StatusBadRequest, "bad_request", err.Error())
-				return
-			}
-			continue
-		}
-		if h.Typeflag != tar.TypeReg {
-			writeErr(w, http.StatusBadRequest, "bad_request", "Unsupported tar entry type for "+name)
-			return
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			writeErr(w, http.StatusBadRequest, "bad_request", err.Error())
-			return
-		}
-		tmp, err := os.CreateTemp(filepath.Dir(p), ".fs-write-*")
-		if err != nil {
-			writeErr(w, http.StatusBadRequest, "bad_request", err.Error())
-			return
-		}
-		_, err = io.Copy(tmp, tr)
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		mode := fs.FileMode(h.Mode).Perm()
-		if mode == 0 {
-			mode = 0o644
-		}
-		if err == nil {
-			err = os.Chmod(tmp.Name(), mode)
-		}
-		if err == nil {
-			err = os.Rename(tmp.Name(), p)
-		}
-		if err != nil {
-			os.Remove(tmp.Name())
-			writeErr(w, http.StatusBadRequest, "bad_request", "write failed: "+err.Error())
 			return
 		}
 	}
 	writeJSON(w, map[string]any{})
+}
+
+func writeEntry(se *sessionRec, base string, h *tar.Header, content io.Reader) *apiErr {
+	root, rel, e := resolve(se, base, h.Name)
+	if e != nil {
+		return e
+	}
+	defer root.Close()
+	bad := func(err error) *apiErr {
+		return &apiErr{http.StatusBadRequest, "bad_request", "write of " + h.Name + " failed: " + err.Error()}
+	}
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := root.MkdirAll(rel, 0o755); err != nil {
+			return bad(err)
+		}
+		return nil
+	case tar.TypeReg:
+	default:
+		return &apiErr{http.StatusBadRequest, "bad_request", "Unsupported tar entry type for " + h.Name}
+	}
+	if err := root.MkdirAll(path.Dir(rel), 0o755); err != nil {
+		return bad(err)
+	}
+	tmp := path.Join(path.Dir(rel), ".fs-write-"+newID("t"))
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return bad(err)
+	}
+	_, err = io.Copy(f, content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	mode := fs.FileMode(h.Mode).Perm()
+	if mode == 0 {
+		mode = 0o644
+	}
+	if err == nil {
+		err = root.Chmod(tmp, mode)
+	}
+	if err == nil {
+		err = root.Rename(tmp, rel)
+	}
+	if err != nil {
+		root.Remove(tmp)
+		return bad(err)
+	}
+	return nil
 }
 
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, se *sessionRec) {
@@ -1085,7 +1147,7 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, se *sessionRec
 	snap := &snapshotRec{ID: newID("snap"), SourceSession: se.ID, Status: "created", Created: now()}
 	snap.Updated = snap.Created
 	snap.Dir = filepath.Join(s.opts.Root, ".snapshots", snap.ID)
-	if err := os.CopyFS(snap.Dir, os.DirFS(se.Dir)); err != nil {
+	if err := copyDir(snap.Dir, se.disk); err != nil {
 		writeErr(w, http.StatusInternalServerError, "internal_server_error", err.Error())
 		return
 	}
@@ -1320,21 +1382,28 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request, se *sessionR
 		writeErr(w, http.StatusBadRequest, "bad_request", "command is required")
 		return
 	}
-	cwd, e := resolve(se, "", b.Cwd)
-	if b.Cwd == "" {
-		cwd, e = se.Dir, nil
+	cwd := se.Cwd
+	if b.Cwd != "" {
+		cwd = b.Cwd
+		if !path.IsAbs(cwd) {
+			cwd = path.Join(se.Cwd, cwd)
+		}
+		cwd = path.Clean(cwd)
 	}
-	if e != nil {
+	if root, rel, e := resolve(se, "", cwd); e == nil {
+		fi, err := root.Stat(rel)
+		root.Close()
+		if err != nil || !fi.IsDir() {
+			writeErr(w, http.StatusBadRequest, "bad_request", "cwd is not a directory: "+cwd)
+			return
+		}
+	} else if se.Cwd != sandboxCwd {
 		writeErr(w, e.status, e.code, e.message)
-		return
-	}
-	if fi, err := os.Stat(cwd); err != nil || !fi.IsDir() {
-		writeErr(w, http.StatusBadRequest, "bad_request", "cwd is not a directory: "+b.Cwd)
 		return
 	}
 	s.mu.Lock()
 	sb := s.sandboxes[se.Sandbox]
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + se.Dir, "LANG=C.UTF-8"}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + se.Cwd, "LANG=C.UTF-8"}
 	if sb != nil {
 		env = appendEnv(env, sb.Env)
 	}
@@ -1352,7 +1421,7 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request, se *sessionR
 		return
 	}
 	se.cmds[c.ID] = c
-	s.start(c, env, b.Timeout)
+	s.start(c, se, env, b.Timeout)
 	s.mu.Unlock()
 
 	if !b.Wait {
@@ -1395,9 +1464,14 @@ func appendEnv(env []string, add map[string]string) []string {
 
 // start runs c in its own process group. A program that cannot be found or
 // run exits 127 or 126 with a message on stderr, as a shell would report it.
-func (s *Server) start(c *command, env []string, timeoutMs *int64) {
-	cmd := exec.Command(c.Name, c.Args...)
-	cmd.Dir, cmd.Env = c.Cwd, env
+func (s *Server) start(c *command, se *sessionRec, env []string, timeoutMs *int64) {
+	var cmd *exec.Cmd
+	if se.Cwd == sandboxCwd {
+		cmd = isolatedCommand(se, c.Cwd, env, c.Name, c.Args)
+	} else {
+		cmd = exec.Command(c.Name, c.Args...)
+		cmd.Dir, cmd.Env = c.Cwd, env
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
