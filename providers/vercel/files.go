@@ -249,7 +249,9 @@ func (s *Sandbox) Stat(ctx context.Context, name string) (sandbox.FileInfo, erro
 
 // readDirScript lists a directory's entries with stat, failing clearly for
 // a missing name or one that is not a directory.
-const readDirScript = `cd -- "$1" || exit 2
+const readDirScript = `if [ ! -e "$1" ]; then echo "$1: No such file or directory" >&2; exit 2; fi
+if [ ! -d "$1" ]; then echo "$1: Not a directory" >&2; exit 3; fi
+cd -- "$1" || exit 1
 find . -mindepth 1 -maxdepth 1 -exec stat --printf '` + statFormat + `' {} +`
 
 // ReadDir runs `find … -exec stat` and sorts the entries by name.
@@ -263,10 +265,13 @@ func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo,
 	if err != nil {
 		return nil, err
 	}
-	if res.code != 0 {
-		if strings.Contains(string(res.stderr), "Not a directory") || strings.Contains(string(res.stderr), "not a directory") {
-			return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, p+" is not a directory")
-		}
+	switch res.code {
+	case 0:
+	case 2:
+		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, p+": no such directory")
+	case 3:
+		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, p+" is not a directory")
+	default:
 		return nil, s.failed(op, p, res)
 	}
 	infos, err := parseStat(res.stdout)
