@@ -1,8 +1,6 @@
 package vercel
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,10 +52,12 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	switch {
 	case cmd == nil || len(cmd.Args) == 0 || cmd.Args[0] == "":
 		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "empty Cmd.Args")
-	case cmd.Stdin != nil:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotSupported, "Cmd.Stdin: Vercel commands have no standard input")
-	case cmd.TTY != nil:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotSupported, "Cmd.TTY: this adapter does not implement Vercel's interactive PTY")
+	case cmd.Stdin != nil && cmd.TTY == nil:
+		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotSupported,
+			"Cmd.Stdin: Vercel commands have no standard input outside a terminal (set Cmd.TTY)")
+	case cmd.TTY != nil && (cmd.TTY.Rows <= 0 || cmd.TTY.Cols <= 0):
+		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument,
+			fmt.Sprintf("Cmd.TTY size %dx%d", cmd.TTY.Rows, cmd.TTY.Cols))
 	case cmd.Timeout < 0:
 		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "negative Cmd.Timeout")
 	}
@@ -71,6 +71,9 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 			return nil, sandbox.NewError(providerName, s.name, op, sandbox.ErrInvalidArgument, err)
 		}
 		dir = d
+	}
+	if cmd.TTY != nil {
+		return s.startPTY(ctx, cmd, dir)
 	}
 	req := map[string]any{
 		"command": cmd.Args[0], "args": append([]string{}, cmd.Args[1:]...), "cwd": dir,
@@ -108,8 +111,8 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		return nil, sandbox.NewError(providerName, s.name, op, sandbox.ErrUnavailable, err)
 	}
 	started := time.Now()
-	br := bufio.NewReaderSize(resp.Body, 64<<10)
-	first, err := readLine(br)
+	lr := newLineReader(resp.Body)
+	first, _, err := lr.readLine()
 	if err != nil || first.Command == nil || first.Command.ID == "" {
 		resp.Body.Close()
 		cancel()
@@ -122,7 +125,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		s: s, sid: sid, id: first.Command.ID, stdout: cmd.Stdout, stderr: cmd.Stderr,
 		timeout: cmd.Timeout, started: started, cancel: cancel, done: make(chan struct{}),
 	}
-	go p.run(ctx, streamCtx, resp.Body, br)
+	go p.run(ctx, streamCtx, resp.Body, lr)
 	return p, nil
 }
 
@@ -132,35 +135,6 @@ func checkNDJSON(resp *http.Response) error {
 		return fmt.Errorf("expected a stream of command data (%s), got content type %q", ndjsonType, ct)
 	}
 	return nil
-}
-
-func readLine(br *bufio.Reader) (streamLine, error) {
-	var l streamLine
-	var line []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		line = append(line, chunk...)
-		if len(line) > maxLine {
-			return l, fmt.Errorf("NDJSON line longer than %d bytes", maxLine)
-		}
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF && len(bytes.TrimSpace(line)) > 0 {
-				err = io.ErrUnexpectedEOF // a line cut before its newline
-			}
-			return l, err
-		}
-		break
-	}
-	if len(bytes.TrimSpace(line)) == 0 {
-		return readLine(br)
-	}
-	if err := json.Unmarshal(line, &l); err != nil {
-		return l, fmt.Errorf("bad NDJSON line: %w", err)
-	}
-	return l, nil
 }
 
 // process is a command started by Start. Its goroutine (run) owns the
@@ -186,7 +160,7 @@ type process struct {
 	err    error
 }
 
-func (p *process) run(startCtx, streamCtx context.Context, body io.ReadCloser, br *bufio.Reader) {
+func (p *process) run(startCtx, streamCtx context.Context, body io.ReadCloser, lr *lineReader) {
 	defer close(p.done)
 	defer p.cancel()
 
@@ -220,7 +194,7 @@ func (p *process) run(startCtx, streamCtx context.Context, body io.ReadCloser, b
 	}()
 	defer func() { close(watchDone); watch.Wait() }()
 
-	code, err := p.consume(br)
+	code, err := p.consume(lr)
 	body.Close()
 	for attempt := 0; err != nil && attempt < streamResumes; attempt++ {
 		if streamCtx.Err() != nil {
@@ -242,9 +216,9 @@ func (e *streamError) Error() string { return e.Code + ": " + e.Message }
 
 // consume copies log lines until the final command record. A stream that
 // ends without one is an error: output may be missing.
-func (p *process) consume(br *bufio.Reader) (*int, error) {
+func (p *process) consume(lr *lineReader) (*int, error) {
 	for {
-		l, err := readLine(br)
+		l, data, err := lr.readLine()
 		if err != nil {
 			if err == io.EOF {
 				err = errors.New("stream_ended_early: the command stream ended before the command did")
@@ -257,7 +231,7 @@ func (p *process) consume(br *bufio.Reader) (*int, error) {
 			}
 			continue
 		}
-		if err := p.log(l, nil); err != nil {
+		if err := p.log(l, data, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -265,7 +239,7 @@ func (p *process) consume(br *bufio.Reader) (*int, error) {
 
 // log writes a log line. skip, if not nil, holds how many bytes of each
 // stream to drop first (already delivered before a resume).
-func (p *process) log(l streamLine, skip *[2]int64) error {
+func (p *process) log(l streamLine, b []byte, skip *[2]int64) error {
 	var idx int
 	var w io.Writer
 	switch l.Stream {
@@ -283,11 +257,6 @@ func (p *process) log(l streamLine, skip *[2]int64) error {
 	default:
 		return nil // unknown lines are ignored, as the SDK does
 	}
-	var data string
-	if err := json.Unmarshal(l.Data, &data); err != nil {
-		return fmt.Errorf("bad %s log line: %w", l.Stream, err)
-	}
-	b := []byte(data)
 	if skip != nil {
 		n := min(skip[idx], int64(len(b)))
 		skip[idx] -= n
@@ -322,9 +291,9 @@ func (p *process) resumeStream(ctx context.Context) (*int, error) {
 		return nil, err
 	}
 	skip := p.delivered
-	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	lr := newLineReader(resp.Body)
 	for {
-		l, err := readLine(br)
+		l, data, err := lr.readLine()
 		if err == io.EOF {
 			break
 		}
@@ -334,7 +303,7 @@ func (p *process) resumeStream(ctx context.Context) (*int, error) {
 		if l.Command != nil {
 			continue
 		}
-		if err := p.log(l, &skip); err != nil {
+		if err := p.log(l, data, &skip); err != nil {
 			return nil, err
 		}
 	}

@@ -57,7 +57,6 @@ func TestExecRefusesWhatVercelLacks(t *testing.T) {
 	ctx := ctxT(t)
 	for name, cmd := range map[string]*sandbox.Cmd{
 		"stdin": {Args: []string{"cat"}, Stdin: strings.NewReader("x")},
-		"tty":   {Args: []string{"sh"}, TTY: &sandbox.TTY{Rows: 10, Cols: 10}},
 	} {
 		if _, err := sb.Start(ctx, cmd); !errors.Is(err, sandbox.ErrNotSupported) {
 			t.Errorf("%s: %v, want ErrNotSupported", name, err)
@@ -72,7 +71,10 @@ func TestExecRefusesWhatVercelLacks(t *testing.T) {
 	if _, err := sandbox.Dial(ctx, sb, 80); !errors.Is(err, sandbox.ErrNotSupported) {
 		t.Errorf("Dial: %v", err)
 	}
-	if c := sb.Capabilities(); c.Stdin || c.PTY || c.Pause || c.Dial {
+	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sh"}, TTY: &sandbox.TTY{}}); !errors.Is(err, sandbox.ErrInvalidArgument) {
+		t.Errorf("zero TTY size: %v", err)
+	}
+	if c := sb.Capabilities(); c.Stdin || c.Pause || c.Dial {
 		t.Errorf("capabilities claim what the adapter lacks: %+v", c)
 	}
 }

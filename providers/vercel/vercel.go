@@ -540,6 +540,7 @@ func (s *Sandbox) Routes() []Route {
 func (s *Sandbox) Capabilities() sandbox.Capabilities {
 	return sandbox.Capabilities{
 		Signal:        true,
+		PTY:           true,
 		Expose:        true,
 		Snapshot:      true,
 		ExtendTimeout: true,

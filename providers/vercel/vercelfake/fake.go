@@ -27,7 +27,10 @@
 // real service, stop the session; a persistent sandbox (the default) keeps
 // its files across sessions, a non-persistent one starts each clean.
 //
-// What it does not do: the interactive (PTY) WebSocket, drives, forks,
+// The interactive session (the WebSocket PTY protocol of Vercel's CLI) is
+// served on the same address, with real pseudo-terminals.
+//
+// What it does not do: drives, forks,
 // session listings, git and tarball sources, memory limits, and any
 // isolation beyond the namespaces above (it is a test fixture, not a
 // sandbox). Faults for tests are injected with [Server.Fail] and
@@ -117,6 +120,7 @@ type Server struct {
 	cutAfter  int // log lines before a command stream is cut; 0: never
 	cutTimes  int
 	hits      map[string]int
+	ptyTokens map[string]string // interactive token → session
 }
 
 type sandboxRec struct {
@@ -173,6 +177,7 @@ func New(opts *Options) *Server {
 		sessions:  map[string]*sessionRec{},
 		snapshots: map[string]*snapshotRec{},
 		hits:      map[string]int{},
+		ptyTokens: map[string]string{},
 	}
 	if opts != nil {
 		s.opts = *opts
@@ -342,6 +347,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if sid, ok := strings.CutPrefix(p, "/_interactive/"); ok {
+		s.serveInteractive(w, r, sid) // authenticated by its token
+		return
+	}
 	auth := r.Header.Get("Authorization")
 	if auth != "Bearer "+s.opts.Token {
 		writeErr(w, http.StatusForbidden, "forbidden", "Not authorized")
@@ -942,6 +951,8 @@ func (s *Server) sessionRoute(w http.ResponseWriter, r *http.Request, sid string
 			s.mu.Unlock()
 		case "snapshot":
 			s.snapshot(w, r, se)
+		case "interactive":
+			s.openInteractive(w, r, se)
 		default:
 			writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
 		}
