@@ -1,0 +1,357 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// defaultPath is the PATH commands get unless the spec or command sets one.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// outputGrace is how long Wait keeps copying output after the command itself
+// has exited, for background processes that still hold its stdout or stderr.
+const outputGrace = 500 * time.Millisecond
+
+type process struct {
+	sb   *Sandbox
+	cmd  *exec.Cmd
+	pgid int
+
+	done   chan struct{} // closed when the command has been waited for
+	status sandbox.ExitStatus
+	err    error
+
+	mu       sync.Mutex
+	timedOut bool
+	exited   bool
+}
+
+// Start runs cmd as a host process in its own process group, with the
+// workspace directory (or cmd.Dir inside it) as its working directory.
+func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+	const op = "exec"
+	if err := s.live(ctx, op); err != nil {
+		return nil, err
+	}
+	if cmd == nil || len(cmd.Args) == 0 || cmd.Args[0] == "" {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "empty command (Cmd.Args)")
+	}
+	if cmd.TTY != nil {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "the baseline local provider has no PTY")
+	}
+	if cmd.Timeout < 0 {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
+			fmt.Sprintf("negative Cmd.Timeout %v", cmd.Timeout))
+	}
+	dirName := cmd.Dir
+	if dirName == "" {
+		dirName = "."
+	}
+	rel, err := s.rel(op, dirName)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := s.root.Stat(rel)
+	if err != nil {
+		return nil, sandbox.NewError(Name, s.id, op, kindOf(err), fmt.Errorf("working directory %q: %w", cmd.Dir, err))
+	}
+	if !fi.IsDir() {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
+			fmt.Sprintf("working directory %q is not a directory", cmd.Dir))
+	}
+	dir := filepath.Join(s.ws, filepath.FromSlash(rel))
+
+	s.mu.Lock()
+	env := environ(s.ws, s.meta.Env, cmd.Env)
+	s.mu.Unlock()
+
+	stdout, stderr := writerOr(cmd.Stdout), writerOr(cmd.Stderr)
+	prog, code, lookErr := lookPath(cmd.Args[0], dir, envValue(env, "PATH"))
+	if lookErr != nil {
+		// As a shell does: not found is 127, not executable 126.
+		fmt.Fprintf(stderr, "perimeter: %s: %v\n", cmd.Args[0], lookErr)
+		return exitedProcess(code), nil
+	}
+
+	c := &exec.Cmd{
+		Path:   prog,
+		Args:   cmd.Args,
+		Dir:    dir,
+		Env:    env,
+		Stdout: stdout,
+		Stderr: stderr,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+		WaitDelay: outputGrace,
+	}
+	var stdinW *os.File
+	if cmd.Stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, sandbox.NewError(Name, s.id, op, kindOf(err), err)
+		}
+		c.Stdin = r
+		stdinW = w
+		defer r.Close() // the child has its own copy once started
+	}
+
+	s.mu.Lock()
+	if s.terminated {
+		s.mu.Unlock()
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
+	}
+	if err := c.Start(); err != nil {
+		s.mu.Unlock()
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC)) {
+			fmt.Fprintf(stderr, "perimeter: %s: %v\n", cmd.Args[0], err)
+			return exitedProcess(126), nil
+		}
+		return nil, sandbox.NewError(Name, s.id, op, kindOf(err), err)
+	}
+	pr := &process{sb: s, cmd: c, pgid: c.Process.Pid, done: make(chan struct{})}
+	s.procs[pr] = struct{}{}
+	s.mu.Unlock()
+
+	if stdinW != nil {
+		go feedStdin(stdinW, cmd.Stdin, pr.done)
+	}
+	go pr.wait(ctx, cmd.Timeout)
+	return pr, nil
+}
+
+// feedStdin copies r to the command's stdin and closes it at EOF, or when the
+// command is done (so a copy blocked on a full pipe ends). The goroutine ends
+// when r's Read returns after that.
+func feedStdin(w *os.File, r io.Reader, done <-chan struct{}) {
+	var once sync.Once
+	closeW := func() { once.Do(func() { w.Close() }) }
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-done:
+			closeW()
+		case <-stop:
+		}
+	}()
+	io.Copy(w, r)
+	closeW()
+}
+
+// wait waits for the command, enforcing ctx and timeout, and records how it
+// ended.
+func (pr *process) wait(ctx context.Context, timeout time.Duration) {
+	waited := make(chan error, 1)
+	go func() { waited <- pr.cmd.Wait() }()
+
+	var timer <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		timer = t.C
+	}
+	var err, ctxErr error
+	select {
+	case err = <-waited:
+	case <-ctx.Done():
+		ctxErr = ctx.Err()
+		pr.kill()
+		err = <-waited
+	case <-timer:
+		pr.mu.Lock()
+		pr.timedOut = true
+		pr.mu.Unlock()
+		pr.kill()
+		err = <-waited
+	}
+	pr.status = statusOf(pr.cmd.ProcessState, err)
+	pr.mu.Lock()
+	pr.status.TimedOut = pr.timedOut
+	pr.exited = true
+	pr.mu.Unlock()
+	pr.err = ctxErr
+	if ctxErr == nil && pr.status.Signal != "" {
+		// The leader died of a signal; take its group with it so nothing
+		// started by a killed command outlives it.
+		unix.Kill(-pr.pgid, unix.SIGKILL)
+	}
+	if ctxErr != nil || pr.timedOut {
+		pr.status.Code = -1
+		if pr.status.Signal == "" {
+			pr.status.Signal = sandbox.SIGKILL
+		}
+	}
+
+	pr.sb.mu.Lock()
+	delete(pr.sb.procs, pr)
+	pr.sb.mu.Unlock()
+	close(pr.done)
+}
+
+func statusOf(ps *os.ProcessState, err error) sandbox.ExitStatus {
+	if ps == nil {
+		return sandbox.ExitStatus{Code: -1}
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return sandbox.ExitStatus{Code: -1, Signal: sandbox.Signal(unix.SignalName(ws.Signal()))}
+	}
+	return sandbox.ExitStatus{Code: ps.ExitCode()}
+}
+
+// kill sends SIGKILL to the command's whole process group.
+func (pr *process) kill() {
+	unix.Kill(-pr.pgid, unix.SIGKILL)
+}
+
+// Wait waits for the command and the copying of its output.
+func (pr *process) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
+	select {
+	case <-pr.done:
+		return pr.status, pr.err
+	case <-ctx.Done():
+		return sandbox.ExitStatus{}, ctx.Err()
+	}
+}
+
+// Signal sends sig to the command's process group.
+func (pr *process) Signal(ctx context.Context, sig sandbox.Signal) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	num := unix.SignalNum(string(sig))
+	if num == 0 {
+		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument,
+			fmt.Sprintf("unknown signal %q", sig))
+	}
+	pr.mu.Lock()
+	exited := pr.exited
+	pr.mu.Unlock()
+	if exited {
+		return nil
+	}
+	if err := unix.Kill(-pr.pgid, num); err != nil && err != unix.ESRCH {
+		return sandbox.NewError(Name, pr.sb.id, "signal", kindOf(err), err)
+	}
+	return nil
+}
+
+// exitedProcess is a command that could not be started, reported as a shell
+// would report it.
+func exitedProcess(code int) *finished {
+	return &finished{status: sandbox.ExitStatus{Code: code}}
+}
+
+type finished struct{ status sandbox.ExitStatus }
+
+func (f *finished) Wait(ctx context.Context) (sandbox.ExitStatus, error) { return f.status, nil }
+func (f *finished) Signal(ctx context.Context, sig sandbox.Signal) error { return nil }
+
+func writerOr(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// environ builds a command's environment: PATH, HOME and LANG, then the
+// spec's, then the command's variables. Nothing is inherited from the host.
+func environ(home string, layers ...map[string]string) []string {
+	env := map[string]string{"PATH": defaultPath, "HOME": home, "LANG": "C.UTF-8"}
+	for _, l := range layers {
+		for k, v := range l {
+			env[k] = v
+		}
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func envValue(env []string, key string) string {
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// lookPath finds prog as a shell would, using the command's PATH rather than
+// this process's. It returns the exit code a shell would give on failure.
+func lookPath(prog, dir, pathEnv string) (string, int, error) {
+	if strings.Contains(prog, "/") {
+		p := prog
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		if err := executable(p); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return "", 127, errors.New("no such file or directory")
+			}
+			return "", 126, err
+		}
+		return p, 0, nil
+	}
+	denied := false
+	for _, d := range filepath.SplitList(pathEnv) {
+		if d == "" {
+			d = "."
+		}
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		p := filepath.Join(d, prog)
+		err := executable(p)
+		if err == nil {
+			return p, 0, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			denied = true
+		}
+	}
+	if denied {
+		return "", 126, errors.New("permission denied")
+	}
+	return "", 127, errors.New("command not found")
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	if fi.Mode()&0o111 == 0 {
+		return fs.ErrPermission
+	}
+	return nil
+}

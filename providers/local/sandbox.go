@@ -1,0 +1,473 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// Sandbox is a workspace directory and the process groups started in it.
+type Sandbox struct {
+	p    *Provider
+	id   string
+	dir  string // the sandbox's directory: metadata and workspace
+	ws   string // the workspace: "/" in sandbox names
+	root *os.Root
+
+	mu         sync.Mutex
+	meta       meta
+	terminated bool
+	procs      map[*process]struct{}
+	tunnels    map[*forwarder]struct{}
+	expiry     *time.Timer
+}
+
+var (
+	_ sandbox.Sandbox         = (*Sandbox)(nil)
+	_ sandbox.Dialer          = (*Sandbox)(nil)
+	_ sandbox.TimeoutExtender = (*Sandbox)(nil)
+)
+
+func newSandbox(p *Provider, dir string, m *meta) (*Sandbox, error) {
+	ws := filepath.Join(dir, "workspace")
+	root, err := os.OpenRoot(ws)
+	if err != nil {
+		return nil, sandbox.NewError(Name, m.ID, "open", kindOf(err), err)
+	}
+	sb := &Sandbox{
+		p: p, id: m.ID, dir: dir, ws: ws, root: root, meta: *m,
+		procs:   map[*process]struct{}{},
+		tunnels: map[*forwarder]struct{}{},
+	}
+	if !m.Expires.IsZero() {
+		sb.expiry = time.AfterFunc(time.Until(m.Expires), sb.expire)
+	}
+	return sb, nil
+}
+
+func (s *Sandbox) expire() { s.Terminate(context.Background()) }
+
+// ID returns the sandbox's identifier.
+func (s *Sandbox) ID() string { return s.id }
+
+// Workspace returns the host directory that is "/" in the sandbox's names.
+func (s *Sandbox) Workspace() string { return s.ws }
+
+// Capabilities reports what the baseline local provider does.
+func (s *Sandbox) Capabilities() sandbox.Capabilities { return capabilities }
+
+var capabilities = sandbox.Capabilities{
+	Stdin:         true,
+	Signal:        true,
+	Expose:        true,
+	Dial:          true,
+	ExtendTimeout: true,
+	NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkOpen},
+}
+
+// Info describes the sandbox.
+func (s *Sandbox) Info(ctx context.Context) (sandbox.Info, error) {
+	if err := s.live(ctx, "info"); err != nil {
+		return sandbox.Info{}, err
+	}
+	s.mu.Lock()
+	m := s.meta
+	s.mu.Unlock()
+	return infoOf(s.p.root, &m), nil
+}
+
+// live returns an error if ctx is done or the sandbox is terminated.
+func (s *Sandbox) live(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	dead := s.terminated
+	s.mu.Unlock()
+	if dead {
+		return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, metaFile)); errors.Is(err, fs.ErrNotExist) {
+		// Terminated by another process sharing the root.
+		return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
+	}
+	return nil
+}
+
+// ExtendTimeout moves the sandbox's expiry d later; a sandbox created without
+// a timeout gets one d from now.
+func (s *Sandbox) ExtendTimeout(ctx context.Context, d time.Duration) error {
+	if err := s.live(ctx, "extend timeout"); err != nil {
+		return err
+	}
+	if d <= 0 {
+		return sandbox.Errorf(Name, s.id, "extend timeout", sandbox.ErrInvalidArgument,
+			fmt.Sprintf("duration %v is not positive", d))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	base := s.meta.Expires
+	if base.IsZero() {
+		base = time.Now().UTC()
+	}
+	m := s.meta
+	m.Expires = base.Add(d)
+	if err := writeMeta(s.dir, &m); err != nil {
+		return sandbox.NewError(Name, s.id, "extend timeout", kindOf(err), err)
+	}
+	s.meta = m
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	s.expiry = time.AfterFunc(time.Until(m.Expires), s.expire)
+	return nil
+}
+
+// Terminate kills every process group started through this handle, closes its
+// tunnels and removes the sandbox's directory. It is idempotent.
+func (s *Sandbox) Terminate(ctx context.Context) error {
+	s.mu.Lock()
+	if s.terminated {
+		s.mu.Unlock()
+		return nil
+	}
+	s.terminated = true
+	procs := make([]*process, 0, len(s.procs))
+	for pr := range s.procs {
+		procs = append(procs, pr)
+	}
+	tunnels := make([]*forwarder, 0, len(s.tunnels))
+	for f := range s.tunnels {
+		tunnels = append(tunnels, f)
+	}
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	s.mu.Unlock()
+
+	for _, f := range tunnels {
+		f.Close()
+	}
+	for _, pr := range procs {
+		pr.kill()
+	}
+	for _, pr := range procs {
+		<-pr.done
+	}
+	s.p.forget(s.id)
+	s.root.Close()
+	// Remove the metadata first so that a concurrent Get or List stops seeing
+	// the sandbox before its files go.
+	if err := os.Remove(filepath.Join(s.dir, metaFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return sandbox.NewError(Name, s.id, "terminate", kindOf(err), err)
+	}
+	if err := removeAll(s.dir); err != nil {
+		return sandbox.NewError(Name, s.id, "terminate", kindOf(err), err)
+	}
+	return nil
+}
+
+// removeAll removes dir, first making every directory in it writable, since
+// a sandboxed command may have left read-only directories behind.
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
+
+// rel turns a sandbox name into a path relative to the workspace root.
+func (s *Sandbox) rel(op, name string) (string, error) {
+	s.mu.Lock()
+	wd := s.meta.Workdir
+	s.mu.Unlock()
+	abs, err := sandbox.CleanName(wd, name)
+	if err != nil {
+		return "", sandbox.NewError(Name, s.id, op, nil, err)
+	}
+	if abs == "/" {
+		return ".", nil
+	}
+	return strings.TrimPrefix(abs, "/"), nil
+}
+
+func (s *Sandbox) fileErr(op string, err error) error {
+	return sandbox.NewError(Name, s.id, op, kindOf(err), err)
+}
+
+// ReadFile opens the named file in the workspace.
+func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, error) {
+	const op = "read file"
+	if err := s.live(ctx, op); err != nil {
+		return nil, err
+	}
+	rel, err := s.rel(op, name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.root.Open(rel)
+	if err != nil {
+		return nil, s.fileErr(op, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, s.fileErr(op, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
+			fmt.Sprintf("%s is not a regular file (%v)", name, fi.Mode().Type()))
+	}
+	return &ctxReader{ctx: ctx, f: f}, nil
+}
+
+// ctxReader stops reading once the ReadFile context is done.
+type ctxReader struct {
+	ctx context.Context
+	f   *os.File
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.f.Read(p)
+}
+
+func (r *ctxReader) Close() error { return r.f.Close() }
+
+// WriteFile writes r to a temporary file beside name and renames it into
+// place, so the file appears whole or not at all.
+func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm fs.FileMode) error {
+	const op = "write file"
+	if err := s.live(ctx, op); err != nil {
+		return err
+	}
+	rel, err := s.rel(op, name)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot write to the workspace root")
+	}
+	if perm&^fs.ModePerm != 0 {
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
+			fmt.Sprintf("perm %v has bits other than permissions", perm))
+	}
+	if fi, err := s.root.Lstat(rel); err == nil && fi.IsDir() {
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, name+" is a directory")
+	}
+	suffix, err := newID()
+	if err != nil {
+		return s.fileErr(op, err)
+	}
+	tmp := path.Join(path.Dir(rel), ".perimeter-write-"+suffix[3:])
+	f, err := s.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return s.fileErr(op, err)
+	}
+	_, err = io.Copy(f, &ctxSource{ctx: ctx, r: r})
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.root.Rename(tmp, rel)
+	}
+	if err != nil {
+		s.root.Remove(tmp)
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return s.fileErr(op, err)
+	}
+	return nil
+}
+
+// ctxSource stops a copy once ctx is done.
+type ctxSource struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxSource) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Stat describes the named file without following a final symbolic link.
+func (s *Sandbox) Stat(ctx context.Context, name string) (sandbox.FileInfo, error) {
+	const op = "stat"
+	if err := s.live(ctx, op); err != nil {
+		return sandbox.FileInfo{}, err
+	}
+	rel, err := s.rel(op, name)
+	if err != nil {
+		return sandbox.FileInfo{}, err
+	}
+	fi, err := s.root.Lstat(rel)
+	if err != nil {
+		return sandbox.FileInfo{}, s.fileErr(op, err)
+	}
+	return fileInfo(fi, path.Base("/"+rel)), nil
+}
+
+func fileInfo(fi fs.FileInfo, name string) sandbox.FileInfo {
+	return sandbox.FileInfo{Name: name, Size: fi.Size(), Mode: fi.Mode(), ModTime: fi.ModTime()}
+}
+
+// ReadDir lists the named directory, sorted by name.
+func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo, error) {
+	const op = "read dir"
+	if err := s.live(ctx, op); err != nil {
+		return nil, err
+	}
+	rel, err := s.rel(op, name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.root.Open(rel)
+	if err != nil {
+		return nil, s.fileErr(op, err)
+	}
+	defer f.Close()
+	entries, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, s.fileErr(op, err)
+	}
+	out := make([]sandbox.FileInfo, 0, len(entries))
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, fileInfo(fi, e.Name()))
+	}
+	slices.SortFunc(out, func(a, b sandbox.FileInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// MkdirAll creates the named directory and its missing parents.
+func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) error {
+	const op = "mkdir"
+	if err := s.live(ctx, op); err != nil {
+		return err
+	}
+	rel, err := s.rel(op, name)
+	if err != nil {
+		return err
+	}
+	if err := s.root.MkdirAll(rel, perm); err != nil {
+		return s.fileErr(op, err)
+	}
+	return nil
+}
+
+// Remove removes the named file or empty directory.
+func (s *Sandbox) Remove(ctx context.Context, name string) error {
+	const op = "remove"
+	if err := s.live(ctx, op); err != nil {
+		return err
+	}
+	rel, err := s.rel(op, name)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot remove the workspace root")
+	}
+	if err := s.root.Remove(rel); err != nil {
+		return s.fileErr(op, err)
+	}
+	return nil
+}
+
+// RemoveAll removes the named file or directory tree.
+func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
+	const op = "remove all"
+	if err := s.live(ctx, op); err != nil {
+		return err
+	}
+	rel, err := s.rel(op, name)
+	if err != nil {
+		return err
+	}
+	if rel == "." {
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot remove the workspace root")
+	}
+	if err := s.root.RemoveAll(rel); err != nil {
+		return s.fileErr(op, err)
+	}
+	return nil
+}
+
+// Rename moves oldname to newname.
+func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
+	const op = "rename"
+	if err := s.live(ctx, op); err != nil {
+		return err
+	}
+	from, err := s.rel(op, oldname)
+	if err != nil {
+		return err
+	}
+	to, err := s.rel(op, newname)
+	if err != nil {
+		return err
+	}
+	if from == "." || to == "." {
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot rename the workspace root")
+	}
+	if err := s.root.Rename(from, to); err != nil {
+		return s.fileErr(op, err)
+	}
+	return nil
+}
+
+// kindOf maps an operating-system error to an error kind.
+func kindOf(err error) error {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return sandbox.ErrNotFound
+	case errors.Is(err, fs.ErrExist):
+		return sandbox.ErrAlreadyExists
+	case errors.Is(err, fs.ErrPermission):
+		return sandbox.ErrPermissionDenied
+	case strings.Contains(err.Error(), "path escapes from parent"):
+		return sandbox.ErrPermissionDenied
+	case errors.As(err, &errno):
+		switch errno {
+		case syscall.ENOTDIR:
+			return sandbox.ErrNotFound
+		case syscall.EISDIR, syscall.ENOTEMPTY, syscall.EINVAL, syscall.ELOOP, syscall.ENAMETOOLONG, syscall.EXDEV:
+			return sandbox.ErrInvalidArgument
+		case syscall.ENOSPC, syscall.EDQUOT, syscall.EMFILE, syscall.ENFILE:
+			return sandbox.ErrResourceExhausted
+		}
+	}
+	return sandbox.ErrUnavailable
+}
