@@ -90,6 +90,9 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	// The stream outlives Start's ctx by design: when ctx ends, the
 	// command is killed and its end is still read.
 	streamCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The sandbox starts its timeout clock after this, so time since sent
+	// is never shorter than the command's run time there.
+	sent := time.Now()
 	var resp *http.Response
 	var sid string
 	err := s.onSession(ctx, op, func(id string) error {
@@ -110,7 +113,6 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		cancel()
 		return nil, sandbox.NewError(providerName, s.name, op, sandbox.ErrUnavailable, err)
 	}
-	started := time.Now()
 	lr := newLineReader(resp.Body)
 	first, _, err := lr.readLine()
 	if err != nil || first.Command == nil || first.Command.ID == "" {
@@ -123,7 +125,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	}
 	p := &process{
 		s: s, sid: sid, id: first.Command.ID, stdout: cmd.Stdout, stderr: cmd.Stderr,
-		timeout: cmd.Timeout, started: started, cancel: cancel, done: make(chan struct{}),
+		timeout: cmd.Timeout, started: sent, cancel: cancel, done: make(chan struct{}),
 	}
 	go p.run(ctx, streamCtx, resp.Body, lr)
 	return p, nil
