@@ -93,6 +93,8 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	// The sandbox starts its timeout clock after this, so time since sent
 	// is never shorter than the command's run time there.
 	sent := time.Now()
+	// Until the command has started, Start's ctx bounds the request.
+	stopWatch := context.AfterFunc(ctx, cancel)
 	var resp *http.Response
 	var sid string
 	err := s.onSession(ctx, op, func(id string) error {
@@ -106,6 +108,9 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	})
 	if err != nil {
 		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, wrap(s.name, op, err)
 	}
 	if err := checkNDJSON(resp); err != nil {
@@ -115,9 +120,21 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	}
 	lr := newLineReader(resp.Body)
 	first, _, err := lr.readLine()
-	if err != nil || first.Command == nil || first.Command.ID == "" {
+	if !stopWatch() || err != nil || first.Command == nil || first.Command.ID == "" {
 		resp.Body.Close()
 		cancel()
+		if ctx.Err() != nil {
+			// The command may have started; it is ended by its stream
+			// closing only if the service does so. Its id is known only
+			// when the first line arrived.
+			if first.Command != nil && first.Command.ID != "" {
+				kctx, kcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				s.p.c.call(kctx, http.MethodPost, s.sessionPath(sid, "/cmd/"+url.PathEscape(first.Command.ID)+"/kill"),
+					nil, map[string]int{"signal": 9}, nil)
+				kcancel()
+			}
+			return nil, ctx.Err()
+		}
 		if err == nil {
 			err = errors.New("the command stream did not start with a command record")
 		}

@@ -307,4 +307,22 @@ func TestSessionStoppingUnderACommand(t *testing.T) {
 	}
 }
 
-var _ = vercelfake.NDJSONContentType
+// Start's ctx bounds the request that starts the command.
+func TestStartHonoursCtxBeforeTheCommandStarts(t *testing.T) {
+	f, p := newFake(t, nil)
+	sb := newSandbox(t, p, nil)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Start with a cancelled ctx: %v", err)
+	}
+	// A 429 with a long-enough Retry-After keeps the request waiting; the
+	// ctx ends it.
+	f.Fail(vercelfake.Fault{Path: "/cmd", Status: 429, Code: "rate_limited", RetryAfter: "15", Times: 5})
+	ctx, cancel = context.WithTimeout(ctxT(t), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Errorf("Start during a 15s Retry-After with a 200ms ctx: %v after %v", err, time.Since(start))
+	}
+}
