@@ -68,8 +68,8 @@
 //     MkdirAll (mkdir -p), Remove (rm or rmdir), RemoveAll (rm -rf), Rename
 //     (mv -T), and WriteFile's check that the parent exists (test -d).
 //   - Expose: the route of a port ("https://…vercel.run"); a port not in
-//     Spec.Ports is added with PATCH. HTTP only. Tunnel.Close does nothing:
-//     a route lives as long as the sandbox's port.
+//     Spec.Ports is added with PATCH. HTTP only. Tunnel.Close removes the
+//     port (PATCH), which withdraws its route.
 //   - Snapshot (which stops the session, as on Vercel), Spec.Snapshot,
 //     ExtendTimeout, UpdateNetwork and the network modes none (deny-all),
 //     allowlist (domains, and CIDRs as subnets) and open (allow-all).

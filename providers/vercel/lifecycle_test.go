@@ -187,6 +187,15 @@ func TestExposeExtendAndNetwork(t *testing.T) {
 	if r := sb.Routes(); len(r) != 2 {
 		t.Errorf("routes after adding a port: %+v", r)
 	}
+	if err := tun2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tun2.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if r := sb.Routes(); len(r) != 1 || r[0].Port != 3000 {
+		t.Errorf("routes after closing the tunnel of 4000: %+v", r)
+	}
 	if _, err := sb.Expose(ctx, 22, &sandbox.ExposeOptions{Protocol: "tcp"}); !errors.Is(err, sandbox.ErrNotSupported) {
 		t.Errorf("tcp: %v", err)
 	}

@@ -755,26 +755,17 @@ func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOpti
 		return nil, sandbox.Errorf(providerName, s.name, "expose", sandbox.ErrInvalidArgument, fmt.Sprintf("%d is not a TCP port", port))
 	}
 	if r, ok := s.route(port); ok {
-		return &tunnel{url: r.URL}, nil
+		return &tunnel{s: s, port: port, url: r.URL}, nil
 	}
 	ports := []int{port}
 	for _, r := range s.Routes() {
 		ports = append(ports, r.Port)
 	}
-	var out struct {
-		Routes []Route `json:"routes"`
+	if err := s.setPorts(ctx, "expose", ports); err != nil {
+		return nil, err
 	}
-	if err := s.p.c.call(ctx, http.MethodPatch, "/v2/sandboxes/"+url.PathEscape(s.name),
-		url.Values{"projectId": {s.p.c.project}}, map[string]any{"ports": ports}, &out); err != nil {
-		return nil, wrap(s.name, "expose", err)
-	}
-	s.mu.Lock()
-	if out.Routes != nil {
-		s.routes = out.Routes
-	}
-	s.mu.Unlock()
 	if r, ok := s.route(port); ok {
-		return &tunnel{url: r.URL}, nil
+		return &tunnel{s: s, port: port, url: r.URL}, nil
 	}
 	return nil, sandbox.Errorf(providerName, s.name, "expose", sandbox.ErrUnavailable,
 		fmt.Sprintf("the API returned no route for port %d", port))
@@ -789,9 +780,58 @@ func (s *Sandbox) route(port int) (Route, bool) {
 	return Route{}, false
 }
 
-// tunnel is a route. Close is a no-op: Vercel routes live as long as the
-// sandbox's ports do.
-type tunnel struct{ url string }
+// setPorts replaces the sandbox's ports (PATCH) and keeps the new routes.
+func (s *Sandbox) setPorts(ctx context.Context, op string, ports []int) error {
+	var out struct {
+		Routes []Route `json:"routes"`
+	}
+	if err := s.p.c.call(ctx, http.MethodPatch, "/v2/sandboxes/"+url.PathEscape(s.name),
+		url.Values{"projectId": {s.p.c.project}}, map[string]any{"ports": ports}, &out); err != nil {
+		return wrap(s.name, op, err)
+	}
+	s.mu.Lock()
+	if out.Routes != nil {
+		s.routes = out.Routes
+	}
+	s.mu.Unlock()
+	return nil
+}
 
-func (t *tunnel) URL() string  { return t.url }
-func (t *tunnel) Close() error { return nil }
+// tunnel is a port's route. Close withdraws it by removing the port from
+// the sandbox's ports.
+type tunnel struct {
+	s    *Sandbox
+	port int
+	url  string
+	once sync.Once
+	err  error
+}
+
+func (t *tunnel) URL() string { return t.url }
+
+// Close removes the port from the sandbox (PATCH ports), which withdraws
+// its route. Closing again, or after the sandbox is gone, returns nil.
+func (t *tunnel) Close() error {
+	t.once.Do(func() {
+		if t.s.checkLive("close tunnel") != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var ports []int
+		for _, r := range t.s.Routes() {
+			if r.Port != t.port {
+				ports = append(ports, r.Port)
+			}
+		}
+		if ports == nil {
+			ports = []int{}
+		}
+		err := t.s.setPorts(ctx, "close tunnel", ports)
+		if errors.Is(err, sandbox.ErrNotFound) {
+			err = nil
+		}
+		t.err = err
+	})
+	return t.err
+}
