@@ -13,7 +13,9 @@
 //
 // Unlike Vercel's mock, it runs commands for real, each in its own process
 // group, streaming output as it is produced; kill, command timeouts and
-// stop signal the whole group. Where it can (root, or unprivileged user
+// stop signal the whole group, and the group is killed when the command
+// exits (a background child does not outlive its command, which may be
+// stricter than Vercel). Where it can (root, or unprivileged user
 // namespaces, and util-linux's unshare), each command runs in a new mount
 // namespace chrooted into a read-only view of the host with the sandbox's
 // own directory at /vercel/sandbox (the session's cwd, as on Vercel) and its
