@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -110,20 +111,12 @@ func TestExecStreamsBeforeTheCommandEnds(t *testing.T) {
 	}
 	var want strings.Builder
 	for i := 1; i <= 2000; i++ {
-		want.WriteString(strings.TrimSpace(strings.Repeat(" ", 0)) + itoa(i) + "\n")
+		want.WriteString(strconv.Itoa(i) + "\n")
 	}
 	want.WriteString("done\n")
 	if out.String() != want.String() {
 		t.Errorf("output of %d bytes differs from the %d expected", len(out.String()), want.Len())
 	}
-}
-
-func itoa(i int) string {
-	var b []byte
-	for ; i > 0; i /= 10 {
-		b = append([]byte{byte('0' + i%10)}, b...)
-	}
-	return string(b)
 }
 
 // A stream cut mid-way is resumed from the logs route: every byte arrives
@@ -147,8 +140,8 @@ func TestExecResumesADroppedStream(t *testing.T) {
 	}
 	var wantOut, wantErr strings.Builder
 	for i := 1; i <= 20; i++ {
-		wantOut.WriteString("out" + itoa(i) + "\n")
-		wantErr.WriteString("err" + itoa(i) + "\n")
+		wantOut.WriteString("out" + strconv.Itoa(i) + "\n")
+		wantErr.WriteString("err" + strconv.Itoa(i) + "\n")
 	}
 	if stdout.String() != wantOut.String() || stderr.String() != wantErr.String() {
 		t.Errorf("after a resumed stream: stdout %q stderr %q", stdout.String(), stderr.String())
