@@ -223,6 +223,13 @@ func (p *process) run(startCtx, streamCtx context.Context, body io.ReadCloser, l
 		if errors.As(err, &apiLoss) {
 			break // the service said why; nothing to resume
 		}
+		var ew errWriter
+		if errors.As(err, &ew) {
+			// Nobody reads the output any more: end the command, as a
+			// closed pipe would.
+			p.kill(streamCtx)
+			break
+		}
 		code, err = p.resumeStream(streamCtx)
 	}
 	p.finish(code, err)

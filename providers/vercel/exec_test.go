@@ -319,3 +319,22 @@ func TestStartHonoursCtxBeforeTheCommandStarts(t *testing.T) {
 		t.Errorf("Start during a 15s Retry-After with a 200ms ctx: %v after %v", err, time.Since(start))
 	}
 }
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// A Stdout that fails ends the command and Wait says why.
+func TestFailingStdoutEndsTheCommand(t *testing.T) {
+	_, p := newFake(t, nil)
+	sb := newSandbox(t, p, nil)
+	start := time.Now()
+	proc, err := sb.Start(ctxT(t), &sandbox.Cmd{Args: []string{"sh", "-c", "echo x; sleep 30"}, Stdout: failingWriter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = proc.Wait(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), "disk full") || time.Since(start) > 10*time.Second {
+		t.Errorf("Wait: %v after %v, want the writer's error promptly", err, time.Since(start))
+	}
+}
