@@ -138,10 +138,12 @@ func (s *Server) runningTask(id string) (*sandbox, error) {
 	return sb, nil
 }
 
+// AuthTokenGet issues the JWT the SDK sends as x-modal-auth-token; its payload carries exp.
 func (c *controlPlane) AuthTokenGet(ctx context.Context, req *pb.AuthTokenGetRequest) (*pb.AuthTokenGetResponse, error) {
 	return pb.AuthTokenGetResponse_builder{Token: c.s.authToken}.Build(), nil
 }
 
+// AppGetOrCreate finds an App by name, creating it when asked to.
 func (c *controlPlane) AppGetOrCreate(ctx context.Context, req *pb.AppGetOrCreateRequest) (*pb.AppGetOrCreateResponse, error) {
 	s := c.s
 	if req.GetAppName() == "" {
@@ -160,6 +162,7 @@ func (c *controlPlane) AppGetOrCreate(ctx context.Context, req *pb.AppGetOrCreat
 	return pb.AppGetOrCreateResponse_builder{AppId: id}.Build(), nil
 }
 
+// ImageGetOrCreate records a registry image (its Dockerfile commands) and reports it built.
 func (c *controlPlane) ImageGetOrCreate(ctx context.Context, req *pb.ImageGetOrCreateRequest) (*pb.ImageGetOrCreateResponse, error) {
 	s := c.s
 	cmds := req.GetImage().GetDockerfileCommands()
@@ -185,6 +188,7 @@ func imageOK(id string) *pb.ImageGetOrCreateResponse {
 	}.Build()
 }
 
+// ImageFromId finds an image, such as a filesystem snapshot, by id.
 func (c *controlPlane) ImageFromId(ctx context.Context, req *pb.ImageFromIdRequest) (*pb.ImageFromIdResponse, error) {
 	s := c.s
 	s.mu.Lock()
@@ -195,6 +199,7 @@ func (c *controlPlane) ImageFromId(ctx context.Context, req *pb.ImageFromIdReque
 	return pb.ImageFromIdResponse_builder{ImageId: req.GetImageId()}.Build(), nil
 }
 
+// SecretGetOrCreate makes an ephemeral Secret from an env map, or finds a named one.
 func (c *controlPlane) SecretGetOrCreate(ctx context.Context, req *pb.SecretGetOrCreateRequest) (*pb.SecretGetOrCreateResponse, error) {
 	s := c.s
 	s.mu.Lock()
@@ -231,6 +236,7 @@ func (s *Server) secretEnv(ids []string) (map[string]string, error) {
 	return env, nil
 }
 
+// SandboxCreate validates the definition and starts a sandbox: its directory, namespaces and timeout.
 func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateRequest) (*pb.SandboxCreateResponse, error) {
 	s := c.s
 	def := req.GetDefinition()
@@ -331,6 +337,7 @@ func mapValues(m map[string]string) []string {
 	return v
 }
 
+// SandboxGetTaskId reports the sandbox's task, withholding it for the first UnscheduledPolls calls.
 func (c *controlPlane) SandboxGetTaskId(ctx context.Context, req *pb.SandboxGetTaskIdRequest) (*pb.SandboxGetTaskIdResponse, error) {
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
@@ -345,6 +352,7 @@ func (c *controlPlane) SandboxGetTaskId(ctx context.Context, req *pb.SandboxGetT
 	return pb.SandboxGetTaskIdResponse_builder{TaskId: &sb.taskID, TaskResult: sb.result}.Build(), nil
 }
 
+// TaskGetCommandRouterAccess returns the router's https URL and the JWT for its Bearer header.
 func (c *controlPlane) TaskGetCommandRouterAccess(ctx context.Context, req *pb.TaskGetCommandRouterAccessRequest) (*pb.TaskGetCommandRouterAccessResponse, error) {
 	if _, err := c.s.runningTask(req.GetTaskId()); err != nil {
 		return nil, err
@@ -352,6 +360,7 @@ func (c *controlPlane) TaskGetCommandRouterAccess(ctx context.Context, req *pb.T
 	return pb.TaskGetCommandRouterAccessResponse_builder{Jwt: c.s.routerJWT, Url: c.s.routerURL}.Build(), nil
 }
 
+// SandboxWait waits up to the request's timeout for the sandbox to finish and reports its result, if any.
 func (c *controlPlane) SandboxWait(ctx context.Context, req *pb.SandboxWaitRequest) (*pb.SandboxWaitResponse, error) {
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
@@ -372,6 +381,7 @@ func (c *controlPlane) SandboxWait(ctx context.Context, req *pb.SandboxWaitReque
 	return pb.SandboxWaitResponse_builder{Result: sb.result}.Build(), nil
 }
 
+// SandboxTerminate ends the sandbox (idempotently) and kills its processes.
 func (c *controlPlane) SandboxTerminate(ctx context.Context, req *pb.SandboxTerminateRequest) (*pb.SandboxTerminateResponse, error) {
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
@@ -388,6 +398,7 @@ func (c *controlPlane) SandboxTerminate(ctx context.Context, req *pb.SandboxTerm
 	return pb.SandboxTerminateResponse_builder{}.Build(), nil
 }
 
+// SandboxTagsSet replaces the sandbox's tags.
 func (c *controlPlane) SandboxTagsSet(ctx context.Context, req *pb.SandboxTagsSetRequest) (*emptypb.Empty, error) {
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
@@ -406,6 +417,7 @@ func (c *controlPlane) SandboxTagsSet(ctx context.Context, req *pb.SandboxTagsSe
 	return &emptypb.Empty{}, nil
 }
 
+// SandboxTagsGet returns the sandbox's tags.
 func (c *controlPlane) SandboxTagsGet(ctx context.Context, req *pb.SandboxTagsGetRequest) (*pb.SandboxTagsGetResponse, error) {
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
@@ -429,6 +441,7 @@ func tagList(m map[string]string) []*pb.SandboxTag {
 	return out
 }
 
+// SandboxList lists sandboxes newest first, one page before BeforeTimestamp, filtered by App and tags.
 func (c *controlPlane) SandboxList(ctx context.Context, req *pb.SandboxListRequest) (*pb.SandboxListResponse, error) {
 	s := c.s
 	want := map[string]string{}
@@ -482,6 +495,7 @@ func (c *controlPlane) SandboxList(ctx context.Context, req *pb.SandboxListReque
 	return pb.SandboxListResponse_builder{Sandboxes: out}.Build(), nil
 }
 
+// SandboxGetFromName finds a running sandbox by its name in an App.
 func (c *controlPlane) SandboxGetFromName(ctx context.Context, req *pb.SandboxGetFromNameRequest) (*pb.SandboxGetFromNameResponse, error) {
 	s := c.s
 	s.mu.Lock()
@@ -495,6 +509,7 @@ func (c *controlPlane) SandboxGetFromName(ctx context.Context, req *pb.SandboxGe
 	return nil, status.Errorf(codes.NotFound, "Sandbox with name '%s' not found", req.GetSandboxName())
 }
 
+// SandboxSnapshotFs copies the sandbox's directory into a new image.
 func (c *controlPlane) SandboxSnapshotFs(ctx context.Context, req *pb.SandboxSnapshotFsRequest) (*pb.SandboxSnapshotFsResponse, error) {
 	s := c.s
 	sb, err := s.lookup(req.GetSandboxId())
@@ -524,6 +539,7 @@ func (c *controlPlane) SandboxSnapshotFs(ctx context.Context, req *pb.SandboxSna
 	}.Build(), nil
 }
 
+// SandboxGetTunnels opens (once) a TLS tunnel for every encrypted port of the definition.
 func (c *controlPlane) SandboxGetTunnels(ctx context.Context, req *pb.SandboxGetTunnelsRequest) (*pb.SandboxGetTunnelsResponse, error) {
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
@@ -562,6 +578,7 @@ type fsResult struct {
 	err    *pb.SystemErrorMessage
 }
 
+// ContainerFilesystemExec performs one file request and keeps its output for ContainerFilesystemExecGetOutput.
 func (c *controlPlane) ContainerFilesystemExec(ctx context.Context, req *pb.ContainerFilesystemExecRequest) (*pb.ContainerFilesystemExecResponse, error) {
 	sb, err := c.s.runningTask(req.GetTaskId())
 	if err != nil {
@@ -582,6 +599,7 @@ func (c *controlPlane) ContainerFilesystemExec(ctx context.Context, req *pb.Cont
 	return b.Build(), nil
 }
 
+// ContainerFilesystemExecGetOutput streams a file request's output (or its system error) in one final batch.
 func (c *controlPlane) ContainerFilesystemExecGetOutput(req *pb.ContainerFilesystemExecGetOutputRequest, stream grpc.ServerStreamingServer[pb.FilesystemRuntimeOutputBatch]) error {
 	c.s.mu.Lock()
 	res := c.s.fsOps[req.GetExecId()]

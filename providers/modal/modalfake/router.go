@@ -111,6 +111,7 @@ func baseEnv(dir string) map[string]string {
 	}
 }
 
+// TaskExecStart starts a command in the sandbox, in a process group of its own.
 func (r *router) TaskExecStart(ctx context.Context, req *pb.TaskExecStartRequest) (*pb.TaskExecStartResponse, error) {
 	s := r.s
 	sb, err := s.runningTask(req.GetTaskId())
@@ -295,6 +296,7 @@ func (e *execProc) feedStdin(w interface {
 	}
 }
 
+// TaskExecStdinWrite queues stdin by offset (repeats are ignored); eof closes it.
 func (r *router) TaskExecStdinWrite(ctx context.Context, req *pb.TaskExecStdinWriteRequest) (*pb.TaskExecStdinWriteResponse, error) {
 	_, e, err := r.lookupExec(req.GetTaskId(), req.GetExecId())
 	if err != nil {
@@ -330,6 +332,7 @@ func (r *router) TaskExecStdinWrite(ctx context.Context, req *pb.TaskExecStdinWr
 // maxChunk bounds one TaskExecStdioRead message.
 const maxChunk = 1 << 20
 
+// TaskExecStdioRead streams stdout or stderr from an offset until the command has exited and everything was sent.
 func (r *router) TaskExecStdioRead(req *pb.TaskExecStdioReadRequest, stream grpc.ServerStreamingServer[pb.TaskExecStdioReadResponse]) error {
 	_, e, err := r.lookupExec(req.GetTaskId(), req.GetExecId())
 	if err != nil {
@@ -379,6 +382,7 @@ func (e *execProc) status() *pb.TaskExecWaitResponse {
 	return pb.TaskExecWaitResponse_builder{Code: e.code, Signal: e.signal}.Build()
 }
 
+// TaskExecWait waits for the command and reports its exit code or signal.
 func (r *router) TaskExecWait(ctx context.Context, req *pb.TaskExecWaitRequest) (*pb.TaskExecWaitResponse, error) {
 	_, e, err := r.lookupExec(req.GetTaskId(), req.GetExecId())
 	if err != nil {
@@ -392,6 +396,7 @@ func (r *router) TaskExecWait(ctx context.Context, req *pb.TaskExecWaitRequest) 
 	}
 }
 
+// TaskExecPoll reports the exit code or signal of a finished command, or nothing.
 func (r *router) TaskExecPoll(ctx context.Context, req *pb.TaskExecPollRequest) (*pb.TaskExecPollResponse, error) {
 	_, e, err := r.lookupExec(req.GetTaskId(), req.GetExecId())
 	if err != nil {
