@@ -546,6 +546,7 @@ func (s *Sandbox) Capabilities() sandbox.Capabilities {
 		ExtendTimeout: true,
 		NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen},
 		UpdateNetwork: true,
+		TextOutput:    true,
 	}
 }
 
