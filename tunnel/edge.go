@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,15 @@ type EdgeOptions struct {
 	// characters). Several may be valid at once, so a token can be rotated
 	// without dropping a connection.
 	Tokens []string
+	// Authorize, if set, is asked about every connector that passed
+	// authentication, before it is admitted: return an error to refuse it.
+	// Use it to bind a token or a certificate to a connector ID and to the
+	// routes it may serve (without it, any authenticated connector may serve
+	// any route it advertises).
+	Authorize func(ConnectorIdentity) error
+	// MaxPendingHandshakes bounds the connections in the TLS handshake or
+	// hello at once; more are closed at once. Default 256.
+	MaxPendingHandshakes int
 	// Policy applies at the edge to every route not in Routes.
 	Policy Policy
 	// Routes overrides Policy per route name.
@@ -53,6 +63,19 @@ type EdgeOptions struct {
 	Logger *slog.Logger
 	// Metrics receives counters and histograms; default none.
 	Metrics Metrics
+}
+
+// ConnectorIdentity is what an edge knows about an authenticated connector,
+// for [EdgeOptions.Authorize].
+type ConnectorIdentity struct {
+	// ID and Routes are as the connector declared them in its hello.
+	ID     string
+	Routes []string
+	// TokenIndex is the index in EdgeOptions.Tokens of the token the
+	// connector presented, or -1 when no token was required.
+	TokenIndex int
+	// Certificate is the connector's verified client certificate, or nil.
+	Certificate *x509.Certificate
 }
 
 // Edge is the host application's end of the tunnel. It accepts connectors on
@@ -132,6 +155,9 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 		}
 	}
 	setDefault(&o.HandshakeTimeout, 10*time.Second)
+	if o.MaxPendingHandshakes <= 0 {
+		o.MaxPendingHandshakes = 256
+	}
 	setDefault(&o.PingInterval, 15*time.Second)
 	setDefault(&o.PingTimeout, 5*time.Second)
 	if o.Logger == nil {
@@ -234,6 +260,12 @@ func (e *Edge) Serve(ln net.Listener) error {
 			conn.Close()
 			return ErrEdgeClosed
 		}
+		if len(e.pending) >= e.opts.MaxPendingHandshakes {
+			e.mu.Unlock()
+			conn.Close()
+			e.handshakeFailed(conn.RemoteAddr().String(), "overload", errors.New("too many handshakes in progress"))
+			continue
+		}
 		e.pending[conn] = struct{}{}
 		e.wg.Add(1)
 		e.mu.Unlock()
@@ -263,19 +295,23 @@ func (e *Edge) accept(raw net.Conn) {
 		drop()
 		return
 	}
-	e.attach(tc, raw, raw, raw.RemoteAddr().String())
+	var cert *x509.Certificate
+	if chains := tc.ConnectionState().VerifiedChains; len(chains) > 0 {
+		cert = chains[0][0]
+	}
+	e.attach(tc, raw, raw, raw.RemoteAddr().String(), cert)
 }
 
 // attach authenticates a connector on conn (TLS already done; raw is the
 // connection under TLS) and serves it until the connection ends. pending is
 // the key conn was registered under in e.pending.
-func (e *Edge) attach(conn, raw, pending net.Conn, remote string) {
+func (e *Edge) attach(conn, raw, pending net.Conn, remote string, cert *x509.Certificate) {
 	drop := func() {
 		e.mu.Lock()
 		delete(e.pending, pending)
 		e.mu.Unlock()
 	}
-	h, err := e.handshake(conn)
+	h, err := e.handshake(conn, cert)
 	if err != nil {
 		e.handshakeFailed(remote, "hello", err)
 		conn.Close()
@@ -318,18 +354,29 @@ func (e *Edge) handshakeFailed(remote string, reason string, err error) {
 }
 
 // handshake reads a hello from conn, authenticates it and answers. The TLS
-// layer (and a client certificate, if required) is already verified.
-func (e *Edge) handshake(conn io.ReadWriter) (*hello, error) {
+// layer (and a client certificate, if required) is already verified; cert is
+// that certificate or nil.
+func (e *Edge) handshake(conn io.ReadWriter, cert *x509.Certificate) (*hello, error) {
 	h, err := readHello(conn)
 	if err != nil {
 		writeFrame(conn, &welcome{Error: "malformed handshake"})
 		return nil, err
 	}
-	if len(e.tokens) > 0 && !e.tokens.match(h.Token) {
-		writeFrame(conn, &welcome{Error: "authentication failed"})
-		return nil, fmt.Errorf("connector %q: wrong or missing token", h.Connector)
+	idx := -1
+	if len(e.tokens) > 0 {
+		if idx = e.tokens.index(h.Token); idx < 0 {
+			writeFrame(conn, &welcome{Error: "authentication failed"})
+			return nil, fmt.Errorf("connector %q: wrong or missing token", h.Connector)
+		}
 	}
 	h.Token = "" // not kept
+	if e.opts.Authorize != nil {
+		id := ConnectorIdentity{ID: h.Connector, Routes: slices.Clone(h.Routes), TokenIndex: idx, Certificate: cert}
+		if err := e.opts.Authorize(id); err != nil {
+			writeFrame(conn, &welcome{Error: "not authorized"})
+			return nil, fmt.Errorf("connector %q not authorized: %w", h.Connector, err)
+		}
+	}
 	if err := writeFrame(conn, &welcome{OK: true}); err != nil {
 		return nil, err
 	}

@@ -142,11 +142,16 @@ func newTokenSet(tokens []string) (tokenSet, error) {
 
 // match reports whether token is one of the set, in time independent of which
 // one (if any) matched.
-func (s tokenSet) match(token string) bool {
+func (s tokenSet) match(token string) bool { return s.index(token) >= 0 }
+
+// index returns the position of token in the set, or -1, comparing against
+// every entry in constant time.
+func (s tokenSet) index(token string) int {
 	d := sha256.Sum256([]byte(token))
-	ok := 0
+	found := -1
 	for i := range s {
-		ok |= subtle.ConstantTimeCompare(d[:], s[i][:])
+		eq := subtle.ConstantTimeCompare(d[:], s[i][:])
+		found = subtle.ConstantTimeSelect(eq, i, found)
 	}
-	return ok == 1
+	return found
 }

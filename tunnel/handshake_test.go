@@ -35,7 +35,7 @@ func testEdgeForHandshake(t testing.TB) *Edge {
 func TestHandshakeAcceptsOnlyTheRightToken(t *testing.T) {
 	e := testEdgeForHandshake(t)
 	good := frame(`{"token":"` + testToken + `","connector":"c1","routes":["r"],"connections":2}`)
-	h, err := e.handshake(&rw{Reader: bytes.NewReader(good)})
+	h, err := e.handshake(&rw{Reader: bytes.NewReader(good)}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "c1", h.Connector)
 	assert.Empty(t, h.Token, "the edge does not keep the token")
@@ -57,7 +57,7 @@ func TestHandshakeAcceptsOnlyTheRightToken(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			peer := &rw{Reader: bytes.NewReader(in)}
-			_, err := e.handshake(peer)
+			_, err := e.handshake(peer, nil)
 			require.Error(t, err)
 			if peer.out.Len() > 0 {
 				var w welcome
@@ -85,7 +85,7 @@ func FuzzHandshake(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bytes.NewReader(in)
 		peer := &rw{Reader: r}
-		h, err := e.handshake(peer)
+		h, err := e.handshake(peer, nil)
 		consumed := len(in) - r.Len()
 		if consumed > 8+maxHandshakeBytes {
 			t.Fatalf("handshake read %d bytes, more than one frame", consumed)

@@ -34,8 +34,10 @@ func (e *Edge) WebSocketHandler() http.Handler {
 
 func (e *Edge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	remote := r.RemoteAddr
+	var cert *x509.Certificate
 	if e.tlsConf.ClientAuth == tls.RequireAndVerifyClientCert {
-		if err := e.verifyPeer(r); err != nil {
+		var err error
+		if cert, err = e.verifyPeer(r); err != nil {
 			e.handshakeFailed(remote, "tls", err)
 			http.Error(w, "Forbidden: a valid client certificate is required", http.StatusForbidden)
 			return
@@ -45,6 +47,12 @@ func (e *Edge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if e.closed {
 		e.mu.Unlock()
 		http.Error(w, "edge closed", http.StatusServiceUnavailable)
+		return
+	}
+	if len(e.pending) >= e.opts.MaxPendingHandshakes {
+		e.mu.Unlock()
+		e.handshakeFailed(remote, "overload", errors.New("too many handshakes in progress"))
+		http.Error(w, "too many handshakes in progress", http.StatusServiceUnavailable)
 		return
 	}
 	e.wg.Add(1)
@@ -76,23 +84,26 @@ func (e *Edge) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	e.pending[nc] = struct{}{}
 	e.mu.Unlock()
-	e.attach(nc, nc, nc, remote)
+	e.attach(nc, nc, nc, remote, cert)
 }
 
-// verifyPeer checks the client certificate the host's server received.
-func (e *Edge) verifyPeer(r *http.Request) error {
+// verifyPeer checks the client certificate the host's server received and
+// returns it.
+func (e *Edge) verifyPeer(r *http.Request) (*x509.Certificate, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return errors.New("no client certificate")
+		return nil, errors.New("no client certificate")
 	}
 	inter := x509.NewCertPool()
 	for _, c := range r.TLS.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
-	_, err := r.TLS.PeerCertificates[0].Verify(x509.VerifyOptions{
+	if _, err := r.TLS.PeerCertificates[0].Verify(x509.VerifyOptions{
 		Roots: e.tlsConf.ClientCAs, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	return err
+	}); err != nil {
+		return nil, err
+	}
+	return r.TLS.PeerCertificates[0], nil
 }
 
 // dialWebSocket opens a carrier connection to a wss:// edge address.
