@@ -330,11 +330,17 @@ func (c *Connector) keep(ctx, serveCtx context.Context, slot int) {
 			attempt++
 			continue
 		}
-		attempt = 0
+		start := time.Now()
 		c.serve(serveCtx, conn, raw, addr, slot)
-		if !sleepCtx(ctx, backoff(c.opts.BackoffMin, c.opts.BackoffMax, 0)) {
+		// A connection that dies young counts as a failure, so an edge that
+		// accepts and drops at once is not hammered.
+		if time.Since(start) > 10*time.Second {
+			attempt = 0
+		}
+		if !sleepCtx(ctx, backoff(c.opts.BackoffMin, c.opts.BackoffMax, attempt)) {
 			return
 		}
+		attempt++
 	}
 }
 
