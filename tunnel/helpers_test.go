@@ -448,3 +448,13 @@ func waitConnected(t testing.TB, e *testEdge, c *Connector, n int) {
 		return got == n
 	})
 }
+
+// waitReconnected waits until c has one connection up and the edge holds
+// exactly one, made after t0 (the dead one is gone).
+func waitReconnected(t testing.TB, e *testEdge, c *Connector, t0 time.Time) {
+	t.Helper()
+	waitFor(t, "reconnected", func() bool {
+		st := e.Status()
+		return c.Connected() == 1 && len(st.Connectors) == 1 && st.Connectors[0].Connections == 1 && st.Connectors[0].Since.After(t0)
+	})
+}

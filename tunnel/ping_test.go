@@ -69,6 +69,7 @@ func TestSilentConnectionIsDetectedByPingAndReplaced(t *testing.T) {
 
 	mu.Lock()
 	require.Len(t, frozen, 1)
+	t0 := time.Now()
 	frozen[0].Store(true)
 	mu.Unlock()
 
@@ -79,7 +80,7 @@ func TestSilentConnectionIsDetectedByPingAndReplaced(t *testing.T) {
 		defer mu.Unlock()
 		return len(frozen) >= 2
 	})
-	waitConnected(t, e, c, 1)
+	waitReconnected(t, e, c, t0)
 	cs2 := connect(t, e.url+"/r", nil, nil)
 	got, err := callEcho(context.Background(), cs2, "after")
 	require.NoError(t, err)

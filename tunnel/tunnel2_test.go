@@ -183,6 +183,7 @@ func TestConnectionCutMidCallFailsCleanlyAndReconnects(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("block tool never started")
 	}
+	t0 := time.Now()
 	d.cut()
 	select {
 	case err := <-callErr:
@@ -191,7 +192,7 @@ func TestConnectionCutMidCallFailsCleanlyAndReconnects(t *testing.T) {
 		t.Fatal("the call hung after its connection was cut")
 	}
 	close(hooks.release)
-	waitConnected(t, e, c, 1)
+	waitReconnected(t, e, c, t0)
 	cs2 := connect(t, e.url+"/r", nil, nil)
 	got, err := callEcho(ctx, cs2, "after reconnect")
 	require.NoError(t, err)

@@ -121,3 +121,30 @@ func TestStdioSessionsEndWhenIdle(t *testing.T) {
 	_, err = callEcho(ctx, cs, "y")
 	require.Error(t, err)
 }
+
+func TestStdioSessionSurvivesCarrierReconnect(t *testing.T) {
+	e := startEdge(t, edgeOptions(t), "")
+	d := &cutDialer{}
+	opts := connectorOptions(t, e.addr, stdioRoute("local"))
+	opts.Dial = d.dial
+	c, _ := startConnector(t, opts)
+	waitConnected(t, e, c, 1)
+	cl := mcp.NewClient(&mcp.Implementation{Name: "survivor", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.url + "/local", DisableStandaloneSSE: true, MaxRetries: -1}, nil)
+	require.NoError(t, err)
+	defer cs.Close()
+	_, err = callEcho(ctx, cs, "before")
+	require.NoError(t, err)
+
+	t0 := time.Now()
+	d.cut()
+	waitReconnected(t, e, c, t0)
+	// The child lives in the connector, not in the carrier connection: the
+	// same MCP session goes on over the new connection.
+	got, err := callEcho(ctx, cs, "after")
+	require.NoError(t, err)
+	assert.Equal(t, "after", got)
+	assert.Equal(t, 1, c.stdio["local"].sessionCount())
+}
