@@ -539,12 +539,12 @@ type EdgeStatus struct {
 
 // ConnectorStatus describes one connector at the edge.
 type ConnectorStatus struct {
-	ID          string    `json:"id"`
-	Version     string    `json:"version"`
-	Routes      []string  `json:"routes"`
-	Connections int       `json:"connections"`
-	Wanted      int       `json:"wanted"`
-	Since       time.Time `json:"since"`
+	ID          string    `json:"id"`          // the connector's ID
+	Version     string    `json:"version"`     // its protocol implementation's version
+	Routes      []string  `json:"routes"`      // the routes it serves
+	Connections int       `json:"connections"` // carrier connections up now
+	Wanted      int       `json:"wanted"`      // carrier connections it keeps when healthy
+	Since       time.Time `json:"since"`       // when its oldest live connection was made
 }
 
 // Status reports the connected connectors.
