@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +55,20 @@ type EdgeConfig struct {
 	PingTimeout  time.Duration     `yaml:"ping_timeout"`
 	Policy       Policy            `yaml:"policy"`
 	Routes       map[string]Policy `yaml:"routes"`
+	// Connectors, if set, admits only connectors that match an entry; then
+	// token_files and token_env must be empty.
+	Connectors []ConnectorGrant `yaml:"connectors"`
+}
+
+// ConnectorGrant admits connectors that present its credential: the token
+// in TokenFile, or a client certificate whose common name or a DNS name is
+// CertName. If ID is set the connector must declare it; if Routes is set
+// the connector may serve only those.
+type ConnectorGrant struct {
+	ID        string   `yaml:"id"`
+	TokenFile string   `yaml:"token_file"`
+	CertName  string   `yaml:"cert_name"`
+	Routes    []string `yaml:"routes"`
 }
 
 // decodeYAML decodes data into v, refusing unknown keys (a typo in a policy
@@ -209,8 +224,50 @@ func (c *EdgeConfig) Options(logger *slog.Logger) (*EdgeOptions, error) {
 			}
 		}
 	}
-	return &EdgeOptions{
+	opts := &EdgeOptions{
 		TLSConfig: tc, Tokens: tokens, Policy: c.Policy, Routes: c.Routes,
 		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout, Logger: logger,
-	}, nil
+	}
+	if len(c.Connectors) > 0 {
+		if len(tokens) > 0 {
+			return nil, errors.New("tunnel: edge config: use connectors or token_files/token_env, not both")
+		}
+		tokenOf := make([]int, len(c.Connectors)) // grant → index in opts.Tokens, or -1
+		for i, g := range c.Connectors {
+			tokenOf[i] = -1
+			switch {
+			case (g.TokenFile == "") == (g.CertName == ""):
+				return nil, fmt.Errorf("tunnel: edge config: connectors[%d]: set exactly one of token_file and cert_name", i)
+			case g.TokenFile != "":
+				t, err := readSecret(g.TokenFile, "", "token")
+				if err != nil {
+					return nil, fmt.Errorf("tunnel: edge config: connectors[%d]: %w", i, err)
+				}
+				tokenOf[i] = len(opts.Tokens)
+				opts.Tokens = append(opts.Tokens, t)
+			case tc.ClientAuth != tls.RequireAndVerifyClientCert:
+				return nil, fmt.Errorf("tunnel: edge config: connectors[%d]: cert_name needs client_ca_file", i)
+			}
+		}
+		grants := c.Connectors
+		opts.Authorize = func(id ConnectorIdentity) error {
+			for i, g := range grants {
+				byToken := tokenOf[i] >= 0 && id.TokenIndex == tokenOf[i]
+				byCert := g.CertName != "" && id.Certificate != nil &&
+					(id.Certificate.Subject.CommonName == g.CertName || slices.Contains(id.Certificate.DNSNames, g.CertName))
+				if !byToken && !byCert {
+					continue
+				}
+				if g.ID != "" && g.ID != id.ID {
+					continue
+				}
+				if len(g.Routes) > 0 && slices.ContainsFunc(id.Routes, func(r string) bool { return !slices.Contains(g.Routes, r) }) {
+					continue
+				}
+				return nil
+			}
+			return fmt.Errorf("no connectors entry admits connector %q with routes %v", id.ID, id.Routes)
+		}
+	}
+	return opts, nil
 }

@@ -1,6 +1,8 @@
 package tunnel
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"testing"
@@ -86,4 +88,61 @@ func TestNewConnectorAndEdgeRefuseBadOptions(t *testing.T) {
 	eo.Tokens = nil
 	_, err = NewEdge(eo)
 	require.ErrorContains(t, err, "no connector authentication")
+}
+
+func TestEdgeConfigConnectorGrants(t *testing.T) {
+	dir := t.TempDir()
+	writeFile := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+		return p
+	}
+	certPEM, keyPEM := writeTestServerPEM(t, dir)
+	tokA := writeFile("a.token", "token-a-0123456789abcdef\n")
+	tokB := writeFile("b.token", "token-b-0123456789abcdef\n")
+	cfgPath := writeFile("edge.yaml", `
+cert_file: `+certPEM+`
+key_file: `+keyPEM+`
+connectors:
+  - id: office-a
+    token_file: `+tokA+`
+    routes: [tickets]
+  - token_file: `+tokB+`
+`)
+	cfg, err := LoadEdgeConfig(cfgPath)
+	require.NoError(t, err)
+	opts, err := cfg.Options(nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"token-a-0123456789abcdef", "token-b-0123456789abcdef"}, opts.Tokens)
+	require.NotNil(t, opts.Authorize)
+	ok := func(id string, tok int, routes ...string) error {
+		return opts.Authorize(ConnectorIdentity{ID: id, TokenIndex: tok, Routes: routes})
+	}
+	assert.NoError(t, ok("office-a", 0, "tickets"))
+	assert.Error(t, ok("office-a", 0, "tickets", "docs"), "route outside the grant")
+	assert.Error(t, ok("office-x", 0, "tickets"), "id other than the grant's")
+	assert.NoError(t, ok("anything", 1, "docs", "tickets"), "grant b has no id or route limits")
+
+	bad := writeFile("bad.yaml", "cert_file: "+certPEM+"\nkey_file: "+keyPEM+"\ntoken_files: ["+tokA+"]\nconnectors: [{token_file: "+tokB+"}]\n")
+	cfg, err = LoadEdgeConfig(bad)
+	require.NoError(t, err)
+	_, err = cfg.Options(nil)
+	require.ErrorContains(t, err, "not both")
+
+	bad = writeFile("bad2.yaml", "cert_file: "+certPEM+"\nkey_file: "+keyPEM+"\nconnectors: [{cert_name: office}]\n")
+	cfg, err = LoadEdgeConfig(bad)
+	require.NoError(t, err)
+	_, err = cfg.Options(nil)
+	require.ErrorContains(t, err, "cert_name needs client_ca_file")
+}
+
+// writeTestServerPEM writes the test server certificate and key as PEM.
+func writeTestServerPEM(t *testing.T, dir string) (certFile, keyFile string) {
+	c := getCerts().server
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "edge.pem"), filepath.Join(dir, "edge-key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return certFile, keyFile
 }
