@@ -58,10 +58,10 @@ func TestSilentConnectionIsDetectedByPingAndReplaced(t *testing.T) {
 		return &freezeConn{Conn: c, frozen: f, closed: make(chan struct{})}, nil
 	}
 	e, c := setup(t, nil, func(o *EdgeOptions) {
-		o.PingInterval, o.PingTimeout = 200*time.Millisecond, 200*time.Millisecond
+		o.PingInterval, o.PingTimeout = 300*time.Millisecond, 500*time.Millisecond
 	}, func(o *ConnectorOptions) {
 		o.Dial = dial
-		o.PingInterval, o.PingTimeout = 200*time.Millisecond, 200*time.Millisecond
+		o.PingInterval, o.PingTimeout = 300*time.Millisecond, 500*time.Millisecond
 	})
 	cs := connect(t, e.url+"/r", nil, nil)
 	_, err := callEcho(context.Background(), cs, "before")

@@ -96,7 +96,7 @@ func TestStdioRouteOneChildPerSession(t *testing.T) {
 func TestStdioSessionsEndWhenIdle(t *testing.T) {
 	e := startEdge(t, edgeOptions(t), "")
 	opts := connectorOptions(t, e.addr, stdioRoute("local"))
-	opts.SessionIdleTimeout = 300 * time.Millisecond
+	opts.SessionIdleTimeout = time.Second
 	c, _ := startConnector(t, opts)
 	waitConnected(t, e, c, 1)
 	hc := &http.Client{}
