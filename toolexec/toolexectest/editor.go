@@ -199,4 +199,3 @@ func (h *harness) editor(t *testing.T) {
 		}
 	})
 }
-
