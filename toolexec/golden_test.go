@@ -25,7 +25,9 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // change, and review the diff.
 func TestGoldenWireJSON(t *testing.T) {
 	cases := map[string]func(t *testing.T) *toolexec.Options{
-		"bash":   func(t *testing.T) *toolexec.Options { return &toolexec.Options{Bash: toolexec.BashOptions{Timeout: time.Second}} },
+		"bash": func(t *testing.T) *toolexec.Options {
+			return &toolexec.Options{Bash: toolexec.BashOptions{Timeout: time.Second}}
+		},
 		"editor": func(t *testing.T) *toolexec.Options { return nil },
 		"memory": func(t *testing.T) *toolexec.Options {
 			store, err := toolexec.HostDir(t.TempDir())
@@ -33,8 +35,10 @@ func TestGoldenWireJSON(t *testing.T) {
 			t.Cleanup(func() { store.Close() })
 			return &toolexec.Options{Memory: store}
 		},
-		"files":    func(t *testing.T) *toolexec.Options { return nil },
-		"dispatch": func(t *testing.T) *toolexec.Options { return &toolexec.Options{Tools: []string{"bash", toolexec.EditorName}} },
+		"files": func(t *testing.T) *toolexec.Options { return nil },
+		"dispatch": func(t *testing.T) *toolexec.Options {
+			return &toolexec.Options{Tools: []string{"bash", toolexec.EditorName}}
+		},
 	}
 	for name, opts := range cases {
 		t.Run(name, func(t *testing.T) {
