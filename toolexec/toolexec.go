@@ -38,6 +38,7 @@
 package toolexec
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -106,12 +107,18 @@ func (r ToolResult) MarshalJSON() ([]byte, error) {
 	if content == nil {
 		content = []Block{}
 	}
-	return json.Marshal(struct {
+	// HTML characters stay as they are (the caller's encoder decides), as
+	// model output is full of them.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(struct {
 		Type      string  `json:"type"`
 		ToolUseID string  `json:"tool_use_id"`
 		Content   []Block `json:"content"`
 		IsError   bool    `json:"is_error,omitempty"`
 	}{"tool_result", r.ToolUseID, content, r.IsError})
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), err
 }
 
 // Text returns the concatenated text of the result's text blocks.
