@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,7 +48,8 @@ type BashOptions struct {
 	// working directory.
 	Dir string
 	// Shell is the argv that starts the shell; nil means
-	// ["/bin/bash", "--noprofile", "--norc"].
+	// ["/bin/bash", "--noprofile", "--norc"]. On a PTY, "/dev/stdin" is
+	// appended so that the shell reads the terminal as a script.
 	Shell []string
 }
 
@@ -179,6 +181,10 @@ func startBash(ctx context.Context, target Target, opts BashOptions) (*bashSessi
 	}
 	tty := target.Capabilities().PTY
 	if tty {
+		// The shell reads its commands as a script from the terminal, so it
+		// is not interactive: no prompts, job notices, history or line
+		// editor (whose redisplay makes long commands crawl).
+		cmd.Args = append(slices.Clone(opts.Shell), "/dev/stdin")
 		cmd.TTY = &sandbox.TTY{Rows: 50, Cols: 500, Term: "dumb"}
 	}
 	p, err := target.Start(sctx, cmd)
@@ -197,10 +203,14 @@ func startBash(ctx context.Context, target Target, opts BashOptions) (*bashSessi
 		out.wake()
 	}()
 	if tty {
-		// On a terminal bash is interactive: turn off echo, job-control
-		// notices, history expansion and completion, which would otherwise
-		// mix into or rewrite what we send.
-		if _, _, err := s.run(ctx, "stty -echo 2>/dev/null; set +m +H; bind 'set disable-completion on' 2>/dev/null", 30*time.Second, false); err != nil {
+		// Raw mode without echo: what we write reaches the shell byte for
+		// byte (no line-length limit, no signal or flow-control characters,
+		// no CR translation) and is not echoed back into the output.
+		out, code, err := s.run(ctx, "stty raw -echo", 30*time.Second, false)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("stty exited with code %d: %s", code, strings.TrimSpace(out))
+		}
+		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("setting up the terminal: %w", err)
 		}
