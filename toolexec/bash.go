@@ -64,7 +64,17 @@ type bashTool struct {
 	opts   BashOptions
 
 	mu   sync.Mutex // serialises calls: one shell, one command at a time
-	sess *bashSession
+	sess shellSession
+}
+
+// shellSession runs commands with state kept between calls.
+type shellSession interface {
+	// exec runs command and returns its cleaned output and exit code, or
+	// errTimedOut (with the partial output), errShellDied, or another
+	// failure.
+	exec(ctx context.Context, command string, timeout time.Duration) (string, int, error)
+	// close ends the session and releases what it holds.
+	close()
 }
 
 func newBashTool(target Target, opts BashOptions) *bashTool {
@@ -97,11 +107,20 @@ func (t *bashTool) run(ctx context.Context, input json.RawMessage) (string, bool
 		return "bash: command is required", true, nil
 	}
 	if t.sess == nil {
-		s, err := startBash(ctx, t.target, t.opts)
-		if err != nil {
-			return "bash: " + err.Error(), true, err
+		caps := t.target.Capabilities()
+		if caps.Stdin || caps.PTY {
+			s, err := startBash(ctx, t.target, t.opts)
+			if err != nil {
+				return "bash: " + err.Error(), true, err
+			}
+			t.sess = s
+		} else {
+			s, err := newStatelessSession(t.target, t.opts)
+			if err != nil {
+				return "bash: " + err.Error(), true, err
+			}
+			t.sess = s
 		}
-		t.sess = s
 	}
 	out, code, err := t.sess.exec(ctx, *in.Command, t.opts.Timeout)
 	if err != nil {
@@ -112,7 +131,8 @@ func (t *bashTool) run(ctx context.Context, input json.RawMessage) (string, bool
 		if errors.Is(err, errTimedOut) {
 			return out + "\n[timed out]\nsession restarted after timeout", true, nil
 		}
-		if errors.Is(err, errShellDied) {
+		var te toolErr
+		if errors.Is(err, errShellDied) || errors.As(err, &te) {
 			return "bash: " + err.Error(), true, nil
 		}
 		return "bash: " + err.Error(), true, err
@@ -157,14 +177,7 @@ type bashSession struct {
 }
 
 func startBash(ctx context.Context, target Target, opts BashOptions) (*bashSession, error) {
-	env := map[string]string{}
-	for k, v := range opts.Env {
-		if strings.HasPrefix(k, "ANTHROPIC_") {
-			continue
-		}
-		env[k] = v
-	}
-	env["PS1"], env["PS2"], env["TERM"], env["HISTFILE"] = "", "", "dumb", ""
+	env := shellEnv(opts)
 
 	// The shell outlives this call: its life is bounded by its own context,
 	// cancelled by close. Values (not deadlines) of ctx are kept.
@@ -218,6 +231,21 @@ func startBash(ctx context.Context, target Target, opts BashOptions) (*bashSessi
 	return s, nil
 }
 
+// shellEnv is the environment the shell is started with (added to the
+// sandbox's own): the host's choice minus ANTHROPIC_* keys, and the
+// variables that keep the output clean.
+func shellEnv(opts BashOptions) map[string]string {
+	env := map[string]string{}
+	for k, v := range opts.Env {
+		if strings.HasPrefix(k, "ANTHROPIC_") {
+			continue
+		}
+		env[k] = v
+	}
+	env["PS1"], env["PS2"], env["TERM"], env["HISTFILE"] = "", "", "dumb", ""
+	return env
+}
+
 // exec runs command in the shell and returns its cleaned output and exit
 // code.
 func (s *bashSession) exec(ctx context.Context, command string, timeout time.Duration) (string, int, error) {
@@ -267,7 +295,7 @@ func (s *bashSession) run(ctx context.Context, command string, timeout time.Dura
 		if err != nil {
 			code = -1 // corrupt framing is a failure, never a success
 		}
-		return s.clean(buf[:i], truncated), code, true
+		return clean(buf[:i], truncated, s.tty, s.limit), code, true
 	}
 	for {
 		if out, code, ok := find(); ok {
@@ -292,7 +320,7 @@ func (s *bashSession) run(ctx context.Context, command string, timeout time.Dura
 			return "", -1, ctx.Err()
 		case <-timer.C:
 			buf, truncated := s.out.snapshot()
-			return s.clean(buf, truncated), -1, errTimedOut
+			return clean(buf, truncated, s.tty, s.limit), -1, errTimedOut
 		}
 	}
 }
@@ -302,16 +330,16 @@ var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]
 // clean turns raw shell output into the tool's text: ANSI escapes removed
 // (on a terminal), CRLF made LF and stray CRs dropped, leading newlines
 // trimmed, and the tail kept with a marker when over the limit.
-func (s *bashSession) clean(b []byte, truncated bool) string {
+func clean(b []byte, truncated, tty bool, limit int) string {
 	out := b
-	if s.tty {
+	if tty {
 		out = ansiEscape.ReplaceAll(out, nil)
 		out = bytes.ReplaceAll(out, []byte("\r\n"), []byte("\n"))
 		out = bytes.ReplaceAll(out, []byte("\r"), nil)
 	}
 	out = bytes.TrimLeft(out, "\n")
-	if len(out) > s.limit {
-		out = out[len(out)-s.limit:]
+	if len(out) > limit {
+		out = out[len(out)-limit:]
 		truncated = true
 	}
 	if truncated {

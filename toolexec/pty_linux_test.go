@@ -150,3 +150,32 @@ func TestBatteryOnPTY(t *testing.T) {
 		return &ptySandbox{newSandbox(t).(*local.Sandbox)}
 	}, nil)
 }
+
+// noStdinSandbox is a TEST-ONLY stand-in for a provider that can neither
+// feed stdin nor give a terminal: it declares both false and refuses them
+// as the contract requires, so the bash tool falls back to its stateless
+// emulation.
+type noStdinSandbox struct {
+	*local.Sandbox
+}
+
+func (s *noStdinSandbox) Capabilities() sandbox.Capabilities {
+	c := s.Sandbox.Capabilities()
+	c.Stdin, c.PTY = false, false
+	return c
+}
+
+func (s *noStdinSandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+	if cmd.Stdin != nil || cmd.TTY != nil {
+		return nil, sandbox.Errorf("nostdin", s.ID(), "exec", sandbox.ErrNotSupported, "no stdin and no PTY")
+	}
+	return s.Sandbox.Start(ctx, cmd)
+}
+
+// TestBatteryWithoutStdin runs the battery on a sandbox without stdin or
+// PTY, where bash state persists through a state file.
+func TestBatteryWithoutStdin(t *testing.T) {
+	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
+		return &noStdinSandbox{newSandbox(t).(*local.Sandbox)}
+	}, nil)
+}

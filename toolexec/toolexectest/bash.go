@@ -3,6 +3,7 @@ package toolexectest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,12 @@ func (h *harness) bash(t *testing.T) {
 	t.Run("session-persists", func(t *testing.T) {
 		e := h.env(t, nil)
 		e.want(e.call("bash", map[string]any{"command": "cd " + e.bash(e.base) + " && export PERIM_X=42 && y=7 && f() { echo fn$1; }"}), "", false)
+		if !e.persistentShell() {
+			// Emulated session: the working directory and exported
+			// variables persist, nothing else.
+			e.want(e.call("bash", map[string]any{"command": "echo $PERIM_X [$y]; basename $PWD"}), "42 []\n"+strings.TrimPrefix(e.base, "/tmp/")+"\n", false)
+			return
+		}
 		e.want(e.call("bash", map[string]any{"command": "echo $PERIM_X $y; f 1; basename $PWD"}), "42 7\nfn1\n"+strings.TrimPrefix(e.base, "/tmp/")+"\n", false)
 	})
 	t.Run("zero-exit-empty-output", func(t *testing.T) {
@@ -57,7 +64,12 @@ func (h *harness) bash(t *testing.T) {
 	t.Run("large-command", func(t *testing.T) {
 		e := h.env(t, nil)
 		big := strings.Repeat("abcdefghij", 20000) // 200 kB in one command
-		e.want(e.call("bash", map[string]any{"command": "x='" + big + "'; echo ${#x}"}), "200000\n", false)
+		if !e.persistentShell() {
+			e.want(e.call("bash", map[string]any{"command": "x='" + big + "'; echo ${#x}"}),
+				"bash: the command is 200016 bytes; this sandbox has no stdin or terminal for a shell session, and commands sent as an argument are limited to 100000 bytes", true)
+			big = big[:90000]
+		}
+		e.want(e.call("bash", map[string]any{"command": "x='" + big + "'; echo ${#x}"}), fmt.Sprintf("%d\n", len(big)), false)
 	})
 	t.Run("sentinel-cannot-be-spoofed", func(t *testing.T) {
 		e := h.env(t, nil)
@@ -120,6 +132,12 @@ func (h *harness) bash(t *testing.T) {
 	t.Run("shell-exit-restarts", func(t *testing.T) {
 		e := h.env(t, nil)
 		e.call("bash", map[string]any{"command": "export GONE=1"})
+		if !e.persistentShell() {
+			// Each call is its own shell: exit ends only that call.
+			e.want(e.call("bash", map[string]any{"command": "exit 3"}), "\nexit code: 3", true)
+			e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[1]\n", false)
+			return
+		}
 		e.want(e.call("bash", map[string]any{"command": "exit 3"}), "bash: the shell exited", true)
 		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
 	})
@@ -187,6 +205,13 @@ func (h *harness) bash(t *testing.T) {
 			t.Errorf("Execute after Close = (%q, %v), want an error", res.Text(), err)
 		}
 	})
+}
+
+// persistentShell reports whether the sandbox can hold a shell session
+// (stdin or a terminal); without, the bash tool emulates one.
+func (e *env) persistentShell() bool {
+	c := e.sb.Capabilities()
+	return c.Stdin || c.PTY
 }
 
 // bash returns a sandbox path as the shell sees it. Most providers show the
