@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
@@ -215,7 +213,11 @@ func (h *HostFS) WriteFile(ctx context.Context, name string, r io.Reader, perm f
 	if fi, err := h.root.Lstat(rel); err == nil && fi.IsDir() {
 		return sandbox.Errorf("host", "", op, sandbox.ErrInvalidArgument, name+" is a directory")
 	}
-	tmp := path.Join(path.Dir(rel), fmt.Sprintf(".toolexec-write-%d", time.Now().UnixNano()))
+	suffix, err := newSentinel()
+	if err != nil {
+		return hostErr(op, err)
+	}
+	tmp := path.Join(path.Dir(rel), ".toolexec-write-"+suffix[12:36])
 	f, err := h.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return hostErr(op, err)

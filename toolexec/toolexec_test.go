@@ -237,3 +237,19 @@ func TestCancelledContextBeforeCall(t *testing.T) {
 	require.True(t, errors.Is(err, context.Canceled), "err = %v", err)
 	assert.True(t, res.IsError)
 }
+
+func TestMemoryViewLineLimit(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "huge.md"), []byte(strings.Repeat("\n", 999999)), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "ok.md"), []byte(strings.Repeat("\n", 999998)), 0o600))
+	store, err := toolexec.HostDir(dir)
+	require.NoError(t, err)
+	defer store.Close()
+	ts := newToolset(t, newSandbox(t), &toolexec.Options{Memory: store})
+	r := call(t, ts, "memory", m{"command": "view", "path": "/memories/huge.md"})
+	assert.Equal(t, "File /memories/huge.md exceeds maximum line limit of 999,999 lines.", r.Text())
+	assert.True(t, r.IsError)
+	r = call(t, ts, "memory", m{"command": "view", "path": "/memories/ok.md", "view_range": []int{999999, -1}})
+	assert.Equal(t, "Here's the content of /memories/ok.md with line numbers:\n999999\t", r.Text())
+	assert.False(t, r.IsError)
+}
