@@ -361,7 +361,7 @@ func (f *fileTools) edit(ctx context.Context, input json.RawMessage) (string, bo
 // walk visits the tree under root depth-first in name order, never
 // following symbolic links, at most walkMaxEntries entries. fn gets the
 // sandbox name, the path relative to root, and the entry.
-func (f *fileTools) walk(ctx context.Context, root string, fn func(name, rel string, fi sandbox.FileInfo) bool) error {
+func (f *fileTools) walk(ctx context.Context, root string, skipDir func(string) bool, fn func(name, rel string, fi sandbox.FileInfo) bool) error {
 	visited := 0
 	var rec func(dir, rel string) (bool, error)
 	rec = func(dir, rel string) (bool, error) {
@@ -385,7 +385,7 @@ func (f *fileTools) walk(ctx context.Context, root string, fn func(name, rel str
 			if !fn(name, r, e) {
 				return false, nil
 			}
-			if e.IsDir() {
+			if e.IsDir() && (skipDir == nil || !skipDir(e.Name)) {
 				if ok, err := rec(name, r); !ok || err != nil {
 					return ok, err
 				}
@@ -429,7 +429,7 @@ func (f *fileTools) glob(ctx context.Context, input json.RawMessage) (string, bo
 		mtime int64
 	}
 	var hits []entry
-	err = f.walk(ctx, root, func(name, rel string, fi sandbox.FileInfo) bool {
+	err = f.walk(ctx, root, nil, func(name, rel string, fi sandbox.FileInfo) bool {
 		if globMatch(strings.Split(in.Pattern, "/"), strings.Split(rel, "/"), map[[2]int]bool{}) {
 			hits = append(hits, entry{name, fi.ModTime.UnixNano()})
 		}
@@ -551,7 +551,8 @@ func (f *fileTools) grep(ctx context.Context, input json.RawMessage) (string, bo
 	if fi.Mode.IsRegular() {
 		search(root)
 	} else {
-		err = f.walk(ctx, root, func(name, rel string, fi sandbox.FileInfo) bool {
+		skip := func(dir string) bool { return dir == ".git" || dir == "node_modules" }
+		err = f.walk(ctx, root, skip, func(name, rel string, fi sandbox.FileInfo) bool {
 			if fi.IsDir() {
 				return true
 			}

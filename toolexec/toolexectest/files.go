@@ -117,6 +117,8 @@ func (h *harness) files(t *testing.T) {
 		e.writeFileAll(w+"/one.txt", "alpha\nbeta\ngamma beta\n")
 		e.writeFileAll(w+"/sub/two.txt", "no\nbeta here\n")
 		e.writeFileAll(w+"/bin.dat", "beta\x00beta")
+		e.writeFileAll(w+"/.git/config", "beta")
+		e.writeFileAll(w+"/node_modules/m/index.js", "beta")
 		r := e.call("grep", map[string]any{"pattern": "be+ta"})
 		if r.IsError || !sameSet(strings.Split(r.Text(), "\n"), []string{w + "/one.txt:2:beta", w + "/one.txt:3:gamma beta", w + "/sub/two.txt:2:beta here"}) {
 			t.Errorf("grep = %q", r.Text())
