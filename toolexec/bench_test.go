@@ -32,7 +32,10 @@ func BenchmarkBashTrue(b *testing.B) {
 
 func benchBash(b *testing.B, sb sandbox.Sandbox, command string) {
 	ctx := context.Background()
-	ts := toolexec.New(sb, nil)
+	ts, err := toolexec.New(sb, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer ts.Close()
 	input, _ := json.Marshal(map[string]string{"command": command})
 	use := toolexec.ToolUse{ID: "toolu_b", Name: "bash", Input: input}

@@ -31,7 +31,10 @@ func ExampleToolset() {
 	}
 	defer sb.Terminate(ctx)
 
-	tools := toolexec.New(sb, nil)
+	tools, err := toolexec.New(sb, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer tools.Close()
 
 	// As received in an assistant message.

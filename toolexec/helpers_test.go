@@ -31,7 +31,8 @@ func newSandbox(t testing.TB) sandbox.Sandbox {
 
 func newToolset(t testing.TB, sb sandbox.Sandbox, opts *toolexec.Options) *toolexec.Toolset {
 	t.Helper()
-	ts := toolexec.New(sb, opts)
+	ts, err := toolexec.New(sb, opts)
+	require.NoError(t, err)
 	t.Cleanup(func() { ts.Close() })
 	return ts
 }

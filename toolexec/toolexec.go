@@ -198,9 +198,27 @@ type Toolset struct {
 }
 
 // New returns a toolset running on target (usually a [sandbox.Sandbox]).
-func New(target Target, opts *Options) *Toolset {
+// It refuses, with an error naming the problem, a nil target, an unknown or
+// repeated name in opts.Tools, the memory tool without opts.Memory, and
+// negative limits.
+func New(target Target, opts *Options) (*Toolset, error) {
+	if target == nil {
+		return nil, errors.New("toolexec: nil target")
+	}
 	if opts == nil {
 		opts = &Options{}
+	}
+	switch {
+	case opts.Bash.Timeout < 0:
+		return nil, fmt.Errorf("toolexec: negative BashOptions.Timeout %v", opts.Bash.Timeout)
+	case opts.Bash.OutputLimit < 0:
+		return nil, fmt.Errorf("toolexec: negative BashOptions.OutputLimit %d", opts.Bash.OutputLimit)
+	case opts.Editor.MaxCharacters < 0:
+		return nil, fmt.Errorf("toolexec: negative EditorOptions.MaxCharacters %d", opts.Editor.MaxCharacters)
+	case opts.Editor.MaxFileBytes < 0:
+		return nil, fmt.Errorf("toolexec: negative EditorOptions.MaxFileBytes %d", opts.Editor.MaxFileBytes)
+	case opts.Files.MaxFileBytes < 0:
+		return nil, fmt.Errorf("toolexec: negative FilesOptions.MaxFileBytes %d", opts.Files.MaxFileBytes)
 	}
 	ts := &Toolset{target: target, tools: map[string]func(context.Context, json.RawMessage) (string, bool, error){}}
 	ts.bash = newBashTool(target, opts.Bash)
@@ -227,12 +245,20 @@ func New(target Target, opts *Options) *Toolset {
 		}
 	}
 	for _, n := range names {
-		if f, ok := all[n]; ok {
-			ts.tools[n] = f
-			ts.names = append(ts.names, n)
+		f, ok := all[n]
+		switch {
+		case n == MemoryName && !ok:
+			return nil, errors.New("toolexec: Options.Tools lists memory but Options.Memory is nil")
+		case !ok:
+			return nil, fmt.Errorf("toolexec: unknown tool %q in Options.Tools (known: %s, %s, %s, %s, %s, %s, %s, %s)",
+				n, BashName, EditorName, MemoryName, ReadName, WriteName, EditName, GlobName, GrepName)
+		case ts.tools[n] != nil:
+			return nil, fmt.Errorf("toolexec: tool %q listed twice in Options.Tools", n)
 		}
+		ts.tools[n] = f
+		ts.names = append(ts.names, n)
 	}
-	return ts
+	return ts, nil
 }
 
 // Names returns the names of the tools the toolset answers to, in the order

@@ -38,7 +38,8 @@ func TestDefinitions(t *testing.T) {
 	store, err := toolexec.HostDir(t.TempDir())
 	require.NoError(t, err)
 	defer store.Close()
-	ts := toolexec.New(nil, &toolexec.Options{
+	sb := newSandbox(t)
+	ts := newToolset(t, sb, &toolexec.Options{
 		Tools:  []string{"bash", toolexec.EditorName, "memory", "read"},
 		Editor: toolexec.EditorOptions{MaxCharacters: 10000},
 		Memory: store,
@@ -56,7 +57,27 @@ func TestDefinitions(t *testing.T) {
 	assert.Equal(t, []string{"bash", toolexec.EditorName, "memory", "read"}, ts.Names())
 
 	// Default tool set: no memory without a store.
-	assert.Equal(t, []string{"bash", toolexec.EditorName, "read", "write", "edit", "glob", "grep"}, toolexec.New(nil, nil).Names())
+	assert.Equal(t, []string{"bash", toolexec.EditorName, "read", "write", "edit", "glob", "grep"}, newToolset(t, sb, nil).Names())
+}
+
+func TestNewRefusesBadOptions(t *testing.T) {
+	sb := newSandbox(t)
+	for _, tc := range []struct {
+		opts *toolexec.Options
+		want string
+	}{
+		{&toolexec.Options{Tools: []string{"bash", "bsah"}}, `toolexec: unknown tool "bsah" in Options.Tools (known: bash, str_replace_based_edit_tool, memory, read, write, edit, glob, grep)`},
+		{&toolexec.Options{Tools: []string{"memory"}}, "toolexec: Options.Tools lists memory but Options.Memory is nil"},
+		{&toolexec.Options{Tools: []string{"bash", "bash"}}, `toolexec: tool "bash" listed twice in Options.Tools`},
+		{&toolexec.Options{Bash: toolexec.BashOptions{Timeout: -1}}, "toolexec: negative BashOptions.Timeout -1ns"},
+		{&toolexec.Options{Files: toolexec.FilesOptions{MaxFileBytes: -5}}, "toolexec: negative FilesOptions.MaxFileBytes -5"},
+	} {
+		ts, err := toolexec.New(sb, tc.opts)
+		assert.Nil(t, ts)
+		assert.EqualError(t, err, tc.want)
+	}
+	_, err := toolexec.New(nil, nil)
+	assert.EqualError(t, err, "toolexec: nil target")
 }
 
 // failingFS wraps a sandbox and fails writes (and, optionally, reads) with
@@ -150,7 +171,8 @@ func TestMemoryHostStoreOutlivesSandbox(t *testing.T) {
 	require.NoError(t, err)
 	defer store.Close()
 	sb := newSandbox(t)
-	ts := toolexec.New(sb, &toolexec.Options{Memory: store})
+	ts, err := toolexec.New(sb, &toolexec.Options{Memory: store})
+	require.NoError(t, err)
 	r := call(t, ts, "memory", m{"command": "create", "path": "/memories/lesson.md", "file_text": "use -race\n"})
 	require.False(t, r.IsError, r.Text())
 	require.NoError(t, ts.Close())
@@ -216,7 +238,8 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		return n
 	}
 	before := settle()
-	ts := toolexec.New(sb, &toolexec.Options{Bash: toolexec.BashOptions{Timeout: 300 * time.Millisecond}})
+	ts, err := toolexec.New(sb, &toolexec.Options{Bash: toolexec.BashOptions{Timeout: 300 * time.Millisecond}})
+	require.NoError(t, err)
 	call(t, ts, "bash", m{"command": "sleep 100 & echo x"})
 	call(t, ts, "bash", m{"command": "sleep 100"}) // times out, restarts
 	call(t, ts, "bash", m{"command": "echo y"})
@@ -252,4 +275,15 @@ func TestMemoryViewLineLimit(t *testing.T) {
 	r = call(t, ts, "memory", m{"command": "view", "path": "/memories/ok.md", "view_range": []int{999999, -1}})
 	assert.Equal(t, "Here's the content of /memories/ok.md with line numbers:\n999999\t", r.Text())
 	assert.False(t, r.IsError)
+}
+
+func TestEditorRefusesFilesOverTheEditLimit(t *testing.T) {
+	sb := newSandbox(t)
+	require.NoError(t, sb.WriteFile(context.Background(), "/big.txt", strings.NewReader("0123456789abcdef\n"), 0o644))
+	ts := newToolset(t, sb, &toolexec.Options{Editor: toolexec.EditorOptions{MaxFileBytes: 10}})
+	r := call(t, ts, toolexec.EditorName, m{"command": "str_replace", "path": "/big.txt", "old_str": "0", "new_str": "x"})
+	assert.Equal(t, "Error: /big.txt is larger than the 10-byte limit for editing; view it with view_range or change it with the bash tool.", r.Text())
+	assert.True(t, r.IsError)
+	r = call(t, ts, toolexec.EditorName, m{"command": "view", "path": "/big.txt"})
+	assert.Equal(t, "Here's the result of running `cat -n` on /big.txt:\n     1\t0123456789abcdef\n", r.Text(), "view streams files of any size")
 }

@@ -84,7 +84,11 @@ func toolCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			}
 		}()
 	}
-	ts := toolexec.New(sb, opts)
+	ts, err := toolexec.New(sb, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		return 2
+	}
 	defer ts.Close()
 
 	enc := json.NewEncoder(stdout)

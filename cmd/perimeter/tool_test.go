@@ -52,6 +52,10 @@ func TestToolFlags(t *testing.T) {
 	assert.Equal(t, 0, code)
 	assert.Contains(t, out, `"Error: Tool 'read' not found"`)
 
+	code, _, errOut = cli(t, "", "tool", "--provider", providerURL(t), "--tools", "bash,bsah")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errOut, `unknown tool "bsah"`)
+
 	code, _, errOut = cli(t, "", "tool", "--provider", "nosuchscheme://x")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "nosuchscheme")

@@ -78,7 +78,10 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 	// One toolset per conversation: one bash session, the editor, nothing
 	// else offered to the model.
-	tools := toolexec.New(sb, &toolexec.Options{Tools: []string{toolexec.BashName, toolexec.EditorName}})
+	tools, err := toolexec.New(sb, &toolexec.Options{Tools: []string{toolexec.BashName, toolexec.EditorName}})
+	if err != nil {
+		return err
+	}
 	defer tools.Close()
 
 	client := anthropic.NewClient(cfg.Options...) // ANTHROPIC_API_KEY from the environment

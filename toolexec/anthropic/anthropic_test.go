@@ -32,6 +32,16 @@ func newSandbox(t *testing.T) sandbox.Sandbox {
 	return sb
 }
 
+func newToolset(t *testing.T, sb sandbox.Sandbox, opts *toolexec.Options) *toolexec.Toolset {
+	t.Helper()
+	ts, err := toolexec.New(sb, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ts.Close() })
+	return ts
+}
+
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -47,7 +57,7 @@ func TestToolDefinitionsWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	ts := toolexec.New(nil, &toolexec.Options{
+	ts := newToolset(t, newSandbox(t), &toolexec.Options{
 		Tools:  []string{"bash", toolexec.EditorName, "memory", "glob"},
 		Editor: toolexec.EditorOptions{MaxCharacters: 10000},
 		Memory: store,
@@ -120,8 +130,7 @@ func TestAnswerLoopAgainstFakeAPI(t *testing.T) {
 		{StopReason: "end_turn", Content: []map[string]any{{"type": "text", "text": "Done."}}},
 	})
 	defer srv.Close()
-	ts := toolexec.New(newSandbox(t), nil)
-	defer ts.Close()
+	ts := newToolset(t, newSandbox(t), nil)
 	c := client(srv)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -175,8 +184,7 @@ func TestToolRunnerExecutesBuiltinsThroughPerimeter(t *testing.T) {
 	})
 	defer srv.Close()
 	sb := newSandbox(t)
-	ts := toolexec.New(sb, &toolexec.Options{Tools: []string{"bash", toolexec.EditorName}})
-	defer ts.Close()
+	ts := newToolset(t, sb, &toolexec.Options{Tools: []string{"bash", toolexec.EditorName}})
 	c := client(srv)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -183,9 +183,8 @@ func (h *harness) editor(t *testing.T) {
 	})
 	t.Run("roots-confine-paths", func(t *testing.T) {
 		e := h.env(t, nil)
-		e2 := &env{t: t, h: h, sb: e.sb, base: e.base}
-		e2.ts = toolexec.New(e.sb, &toolexec.Options{Editor: toolexec.EditorOptions{Roots: []string{e.base + "/allowed"}}})
-		t.Cleanup(func() { e2.ts.Close() })
+		e2 := &env{t: t, h: h, sb: e.sb, base: e.base, ts: e.ts}
+		e2.reopen(&toolexec.Options{Editor: toolexec.EditorOptions{Roots: []string{e.base + "/allowed"}}})
 		e2.want(e2.call(ed, map[string]any{"command": "create", "path": e.base + "/allowed/ok.txt", "file_text": "ok"}),
 			"File created successfully at: "+e.base+"/allowed/ok.txt", false)
 		e2.want(e2.call(ed, map[string]any{"command": "create", "path": e.base + "/outside.txt", "file_text": "no"}),

@@ -20,9 +20,7 @@ func (h *harness) files(t *testing.T) {
 			}
 			cancel()
 		}
-		e.ts.Close()
-		e.ts = toolexec.New(e.sb, &toolexec.Options{Files: toolexec.FilesOptions{Workdir: e.base + "/work", Roots: []string{e.base + "/shared"}, MaxFileBytes: max}})
-		t.Cleanup(func() { e.ts.Close() })
+		e.reopen(&toolexec.Options{Files: toolexec.FilesOptions{Workdir: e.base + "/work", Roots: []string{e.base + "/shared"}, MaxFileBytes: max}})
 		return e
 	}
 	t.Run("write-read-edit", func(t *testing.T) {

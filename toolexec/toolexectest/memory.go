@@ -13,9 +13,7 @@ func (h *harness) memory(t *testing.T) {
 	t.Run("sandbox-store", func(t *testing.T) {
 		e := h.env(t, nil)
 		store := e.base + "/memstore"
-		e.ts.Close()
-		e.ts = toolexec.New(e.sb, &toolexec.Options{Memory: toolexec.Sub(e.sb, store)})
-		t.Cleanup(func() { e.ts.Close() })
+		e.reopen(&toolexec.Options{Memory: toolexec.Sub(e.sb, store)})
 		MemoryCommands(t, func(name string, input any) toolexec.ToolResult { return e.call(name, input) })
 		if got := string(e.readFile(store + "/notes/todo.md")); got != "zero\nfirst\nthird\nfourth\n" {
 			t.Errorf("the store in the sandbox holds %q", got)

@@ -83,13 +83,28 @@ func (h *harness) env(t *testing.T, opts *toolexec.Options) *env {
 	if opts == nil {
 		opts = &toolexec.Options{}
 	}
-	ts := toolexec.New(sb, opts)
+	ts, err := toolexec.New(sb, opts)
+	if err != nil {
+		t.Fatalf("toolexec.New: %v", err)
+	}
 	t.Cleanup(func() {
 		if err := ts.Close(); err != nil {
 			t.Errorf("Toolset.Close: %v", err)
 		}
 	})
 	return &env{t: t, h: h, sb: sb, ts: ts, base: base}
+}
+
+// reopen replaces the subtest's toolset with one made with opts.
+func (e *env) reopen(opts *toolexec.Options) {
+	e.t.Helper()
+	e.ts.Close()
+	ts, err := toolexec.New(e.sb, opts)
+	if err != nil {
+		e.t.Fatalf("toolexec.New: %v", err)
+	}
+	e.ts = ts
+	e.t.Cleanup(func() { ts.Close() })
 }
 
 func randHex(t *testing.T) string {
