@@ -169,7 +169,6 @@ var (
 type bashSession struct {
 	cancel context.CancelFunc
 	stdin  *io.PipeWriter
-	proc   sandbox.Process
 	out    *sessionOutput
 	tty    bool
 	limit  int
@@ -206,7 +205,7 @@ func startBash(ctx context.Context, target Target, opts BashOptions) (*bashSessi
 		pw.Close()
 		return nil, err
 	}
-	s := &bashSession{cancel: cancel, stdin: pw, proc: p, out: out, tty: tty, limit: opts.OutputLimit, exited: make(chan struct{})}
+	s := &bashSession{cancel: cancel, stdin: pw, out: out, tty: tty, limit: opts.OutputLimit, exited: make(chan struct{})}
 	go func() {
 		// Owned by the session: ends when the shell exits, which close
 		// guarantees by cancelling sctx.
