@@ -40,6 +40,26 @@ import (
 	"github.com/perimeter-sdk/perimeter/toolexec"
 )
 
+// BashTool returns the bash_20250124 definition.
+func BashTool() sdk.ToolUnionParam {
+	return sdk.ToolUnionParam{OfBashTool20250124: &sdk.ToolBash20250124Param{}}
+}
+
+// TextEditorTool returns the text_editor_20250728 definition; maxCharacters
+// of zero leaves max_characters out.
+func TextEditorTool(maxCharacters int) sdk.ToolUnionParam {
+	p := &sdk.ToolTextEditor20250728Param{}
+	if maxCharacters > 0 {
+		p.MaxCharacters = sdk.Int(int64(maxCharacters))
+	}
+	return sdk.ToolUnionParam{OfTextEditor20250728: p}
+}
+
+// MemoryTool returns the memory_20250818 definition.
+func MemoryTool() sdk.ToolUnionParam {
+	return sdk.ToolUnionParam{OfMemoryTool20250818: &sdk.MemoryTool20250818Param{}}
+}
+
 // Tools returns ts's tool definitions for a Messages API request
 // (MessageNewParams.Tools).
 func Tools(ts *toolexec.Toolset) []sdk.ToolUnionParam {
@@ -47,15 +67,11 @@ func Tools(ts *toolexec.Toolset) []sdk.ToolUnionParam {
 	for _, d := range ts.Definitions() {
 		switch d.Name {
 		case toolexec.BashName:
-			out = append(out, sdk.ToolUnionParam{OfBashTool20250124: &sdk.ToolBash20250124Param{}})
+			out = append(out, BashTool())
 		case toolexec.EditorName:
-			p := &sdk.ToolTextEditor20250728Param{}
-			if d.MaxCharacters > 0 {
-				p.MaxCharacters = sdk.Int(int64(d.MaxCharacters))
-			}
-			out = append(out, sdk.ToolUnionParam{OfTextEditor20250728: p})
+			out = append(out, TextEditorTool(d.MaxCharacters))
 		case toolexec.MemoryName:
-			out = append(out, sdk.ToolUnionParam{OfMemoryTool20250818: &sdk.MemoryTool20250818Param{}})
+			out = append(out, MemoryTool())
 		default:
 			props, required := schemaParts(d.InputSchema)
 			out = append(out, sdk.ToolUnionParam{OfTool: &sdk.ToolParam{

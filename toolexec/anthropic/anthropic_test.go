@@ -77,6 +77,16 @@ func TestToolDefinitionsWire(t *testing.T) {
 			t.Errorf("BetaToolDefinitions()[%d] = %s, want %s", i, got, want[i])
 		}
 	}
+	for got, want := range map[string]string{
+		mustJSON(t, perimeter.BashTool()):            `{"name":"bash","type":"bash_20250124"}`,
+		mustJSON(t, perimeter.TextEditorTool(0)):     `{"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}`,
+		mustJSON(t, perimeter.TextEditorTool(12345)): `{"max_characters":12345,"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}`,
+		mustJSON(t, perimeter.MemoryTool()):          `{"name":"memory","type":"memory_20250818"}`,
+	} {
+		if got != want {
+			t.Errorf("builder gives %s, want %s", got, want)
+		}
+	}
 	var glob map[string]any
 	json.Unmarshal([]byte(mustJSON(t, perimeter.Tools(ts)[3])), &glob)
 	if glob["name"] != "glob" || glob["input_schema"].(map[string]any)["type"] != "object" {
