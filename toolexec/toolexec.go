@@ -304,6 +304,19 @@ func (ts *Toolset) Execute(ctx context.Context, use ToolUse) (ToolResult, error)
 	if err := checkObject(use.Input); err != nil {
 		return result(use.ID, fmt.Sprintf("Error: invalid input for tool '%s': %v", use.Name, err), true), nil
 	}
+	return ts.run(ctx, use, f)
+}
+
+// run calls one tool. A panic in a tool is a bug of this package; it is
+// reported as an error (and an is_error result) rather than taking the host
+// down.
+func (ts *Toolset) run(ctx context.Context, use ToolUse, f func(context.Context, json.RawMessage) (string, bool, error)) (res ToolResult, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("toolexec: internal error in tool %q: %v", use.Name, p)
+			res = result(use.ID, "Error: "+err.Error(), true)
+		}
+	}()
 	text, isErr, err := f(ctx, use.Input)
 	return result(use.ID, text, isErr), err
 }
