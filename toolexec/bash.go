@@ -53,10 +53,13 @@ type BashOptions struct {
 	Shell []string
 }
 
-// BashInput is the bash tool's input.
+// BashInput is the bash tool's input. TimeoutMS is not part of
+// bash_20250124; it is the optional per-call timeout of the Managed Agents
+// toolset's bash (agent_toolset_20260401), honoured when positive.
 type BashInput struct {
-	Command *string `json:"command,omitempty"`
-	Restart bool    `json:"restart,omitempty"`
+	Command   *string `json:"command,omitempty"`
+	Restart   bool    `json:"restart,omitempty"`
+	TimeoutMS int64   `json:"timeout_ms,omitempty"`
 }
 
 type bashTool struct {
@@ -122,7 +125,11 @@ func (t *bashTool) run(ctx context.Context, input json.RawMessage) (string, bool
 			t.sess = s
 		}
 	}
-	out, code, err := t.sess.exec(ctx, *in.Command, t.opts.Timeout)
+	timeout := t.opts.Timeout
+	if in.TimeoutMS > 0 {
+		timeout = time.Duration(in.TimeoutMS) * time.Millisecond
+	}
+	out, code, err := t.sess.exec(ctx, *in.Command, timeout)
 	if err != nil {
 		// The shell's state is unknown (a command may still be running and
 		// its output and sentinel would land in the next call): always

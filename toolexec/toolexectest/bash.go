@@ -115,6 +115,15 @@ func (h *harness) bash(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+	t.Run("timeout-ms-per-call", func(t *testing.T) {
+		e := h.env(t, nil)
+		start := time.Now()
+		e.want(e.call("bash", map[string]any{"command": "echo before; sleep 60", "timeout_ms": 1000}), "before\n\n[timed out]\nsession restarted after timeout", true)
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("a 1 s timeout_ms took %v", d)
+		}
+		e.want(e.call("bash", map[string]any{"command": "echo after"}), "after\n", false)
+	})
 	t.Run("restart", func(t *testing.T) {
 		e := h.env(t, nil)
 		e.call("bash", map[string]any{"command": "export GONE=1"})
