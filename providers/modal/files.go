@@ -18,6 +18,7 @@ import (
 
 	sdk "github.com/modal-labs/libmodal/modal-go"
 
+	"github.com/perimeter-sdk/perimeter/internal/posixfs"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -371,36 +372,7 @@ func parseStat(line, name string) (sandbox.FileInfo, error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return sandbox.FileInfo{}, fmt.Errorf("unexpected stat output %q: %w", line, err)
 	}
-	return sandbox.FileInfo{Name: name, Size: size, Mode: unixMode(uint32(raw)), ModTime: time.Unix(mtime, 0)}, nil
-}
-
-// unixMode converts a st_mode to an fs.FileMode.
-func unixMode(m uint32) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	switch m & 0o170000 {
-	case 0o040000:
-		mode |= fs.ModeDir
-	case 0o120000:
-		mode |= fs.ModeSymlink
-	case 0o010000:
-		mode |= fs.ModeNamedPipe
-	case 0o140000:
-		mode |= fs.ModeSocket
-	case 0o020000:
-		mode |= fs.ModeDevice | fs.ModeCharDevice
-	case 0o060000:
-		mode |= fs.ModeDevice
-	}
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
+	return sandbox.FileInfo{Name: name, Size: size, Mode: posixfs.Mode(uint32(raw)), ModTime: time.Unix(mtime, 0)}, nil
 }
 
 // ReadDir lists the named directory, sorted by name, with a shell loop and

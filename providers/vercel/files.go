@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/posixfs"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -302,38 +303,9 @@ func parseStat(out []byte) ([]sandbox.FileInfo, error) {
 		if err := errors.Join(err1, err2, err3); err != nil {
 			return nil, fmt.Errorf("bad stat record %q: %w", rec, err)
 		}
-		infos = append(infos, sandbox.FileInfo{Name: f[3], Size: size, Mode: unixMode(uint32(raw)), ModTime: time.Unix(mtime, 0)})
+		infos = append(infos, sandbox.FileInfo{Name: f[3], Size: size, Mode: posixfs.Mode(uint32(raw)), ModTime: time.Unix(mtime, 0)})
 	}
 	return infos, nil
-}
-
-// unixMode converts st_mode to an fs.FileMode.
-func unixMode(m uint32) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	switch m & 0o170000 {
-	case 0o040000:
-		mode |= fs.ModeDir
-	case 0o120000:
-		mode |= fs.ModeSymlink
-	case 0o010000:
-		mode |= fs.ModeNamedPipe
-	case 0o140000:
-		mode |= fs.ModeSocket
-	case 0o020000:
-		mode |= fs.ModeDevice | fs.ModeCharDevice
-	case 0o060000:
-		mode |= fs.ModeDevice
-	}
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
 }
 
 // MkdirAll runs `mkdir -p` (the API's mkdir is not recursive). perm applies
