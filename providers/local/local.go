@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"io/fs"
 	"iter"
+	"log/slog"
 	"maps"
 	"net/url"
 	"os"
@@ -67,7 +68,25 @@ func init() {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
 				fmt.Sprintf("URL %q names a host; want local:///ABSOLUTE/PATH or local://", u.String()))
 		}
-		return New(&Options{Root: u.Path})
+		opts := &Options{Root: u.Path}
+		q := u.Query()
+		switch v := q.Get("isolation"); v {
+		case "", "auto":
+		case "none":
+			opts.Unisolated, opts.AllowUnisolated = true, true
+		default:
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("isolation=%q; want auto or none", v))
+		}
+		if v := q.Get("require"); v != "" {
+			n, err := strconv.Atoi(strings.TrimPrefix(strings.ToUpper(v), "L"))
+			if err != nil || n < 0 || n > int(LevelFull) {
+				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+					fmt.Sprintf("require=%q; want a level 0-3", v))
+			}
+			opts.RequireLevel = Level(n)
+		}
+		return New(opts)
 	})
 }
 
@@ -76,11 +95,26 @@ type Options struct {
 	// Root is the directory that holds the sandboxes' workspaces. Empty means
 	// $TMPDIR/perimeter-local-UID. It is created if missing.
 	Root string
+	// AllowUnisolated lets the provider fall back to L0 (plain host
+	// processes) when this host cannot create namespaces. Without it, New
+	// fails and names the missing layer.
+	AllowUnisolated bool
+	// Unisolated always runs sandboxes at L0, the baseline mode. It is
+	// what local://...?isolation=none asks for.
+	Unisolated bool
+	// RequireLevel is the lowest isolation level to accept: New and Create
+	// fail closed, naming the missing layer, below it.
+	RequireLevel Level
+	// Logger receives the egress proxy's decisions; nil means slog.Default.
+	Logger *slog.Logger
 }
 
 // Provider creates sandboxes on the local host.
 type Provider struct {
-	root string
+	root       string
+	unisolated bool
+	require    Level
+	log        *slog.Logger
 
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox // live handles made by this process
@@ -102,11 +136,33 @@ func New(opts *Options) (*Provider, error) {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
 			fmt.Sprintf("root %q is not an absolute path", root))
 	}
+	p := &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}, require: opts.RequireLevel, log: opts.Logger}
+	if opts.Unisolated {
+		if opts.RequireLevel > LevelNone {
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("Unisolated contradicts RequireLevel %v", opts.RequireLevel))
+		}
+		p.unisolated = true
+	} else {
+		h := Probe()
+		want := max(opts.RequireLevel, LevelNamespaces)
+		if h.MaxLevel() < want {
+			if !opts.AllowUnisolated || opts.RequireLevel > LevelNone {
+				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
+					fmt.Sprintf("this host cannot isolate sandboxes at %v: missing %s; set Options.AllowUnisolated (URL local://?isolation=none) to run commands as plain host processes instead", want, h.missing(want)))
+			}
+			p.unisolated = true
+		}
+	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, sandbox.NewError(Name, "", "open", kindOf(err), err)
 	}
-	return &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}}, nil
+	return p, nil
 }
+
+// Isolated reports whether the provider's sandboxes are isolated (L2 or
+// higher) rather than plain host processes (L0).
+func (p *Provider) Isolated() bool { return !p.unisolated }
 
 // Root returns the directory that holds the sandboxes.
 func (p *Provider) Root() string { return p.root }
@@ -120,6 +176,8 @@ type meta struct {
 	Workdir string            `json:"workdir"`
 	Created time.Time         `json:"created"`
 	Expires time.Time         `json:"expires,omitzero"`
+	// Isolated sandboxes live with the process that created them.
+	Isolated bool `json:"isolated,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -134,7 +192,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := checkSpec(spec); err != nil {
+	if err := p.checkSpec(spec); err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
@@ -144,10 +202,17 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "provider is closed")
 	}
 	workdir := "/"
+	if !p.unisolated {
+		workdir = workspaceDir
+	}
 	if spec.Workdir != "" {
-		w, err := sandbox.CleanName("/", spec.Workdir)
+		w, err := sandbox.CleanName(workdir, spec.Workdir)
 		if err != nil {
 			return nil, sandbox.NewError(Name, "", "create", nil, err)
+		}
+		if !p.unisolated && !underWorkspace(w) {
+			return nil, sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("Spec.Workdir %q is outside %s", spec.Workdir, workspaceDir))
 		}
 		workdir = w
 	}
@@ -157,11 +222,12 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	}
 	dir := filepath.Join(p.root, id)
 	m := meta{
-		ID:      id,
-		Labels:  maps.Clone(spec.Labels),
-		Env:     maps.Clone(spec.Env),
-		Workdir: workdir,
-		Created: time.Now().UTC(),
+		ID:       id,
+		Labels:   maps.Clone(spec.Labels),
+		Env:      maps.Clone(spec.Env),
+		Workdir:  workdir,
+		Created:  time.Now().UTC(),
+		Isolated: !p.unisolated,
 	}
 	if spec.Timeout > 0 {
 		m.Expires = m.Created.Add(spec.Timeout)
@@ -170,7 +236,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
 	ws := filepath.Join(dir, "workspace")
-	if err := os.MkdirAll(filepath.Join(ws, filepath.FromSlash(workdir)), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(ws, filepath.FromSlash(wsRel(m.Isolated, workdir))), 0o700); err != nil {
 		os.RemoveAll(dir)
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
@@ -178,15 +244,60 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		os.RemoveAll(dir)
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
-	sb, err := p.open(dir, &m)
+	var st *isoState
+	if m.Isolated {
+		st, err = p.startIsolated(ctx, spec, id, dir)
+		if err == nil && st.iso.Level < p.require {
+			err = sandbox.Errorf(Name, id, "create", sandbox.ErrNotSupported,
+				fmt.Sprintf("sandbox isolated at %v, below the required %v: missing %s", st.iso.Level, p.require, Probe().missing(p.require)))
+		}
+		if err != nil {
+			if st != nil {
+				st.destroy()
+			}
+			removeAll(dir)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, sandbox.NewError(Name, id, "create", sandbox.ErrUnavailable, fmt.Errorf("isolated sandbox: %w", err))
+		}
+	}
+	sb, err := p.open(dir, &m, st)
 	if err != nil {
-		os.RemoveAll(dir)
+		if st != nil {
+			st.destroy()
+		}
+		removeAll(dir)
 		return nil, err
 	}
 	return sb, nil
 }
 
-func checkSpec(spec *sandbox.Spec) error {
+// workspaceDir is where an isolated sandbox's workspace is mounted.
+const workspaceDir = "/workspace"
+
+func underWorkspace(abs string) bool {
+	return abs == workspaceDir || strings.HasPrefix(abs, workspaceDir+"/")
+}
+
+// wsRel turns a clean absolute sandbox path into a path relative to the
+// workspace directory ("." for its root). For isolated sandboxes the path
+// must be under /workspace (the caller checks).
+func wsRel(isolated bool, abs string) string {
+	if isolated {
+		abs = strings.TrimPrefix(abs, workspaceDir)
+	}
+	abs = strings.TrimPrefix(abs, "/")
+	if abs == "" {
+		return "."
+	}
+	return abs
+}
+
+func (p *Provider) checkSpec(spec *sandbox.Spec) error {
+	if !p.unisolated {
+		return checkIsolatedSpec(spec)
+	}
 	var field string
 	switch {
 	case spec.Image != "":
@@ -213,15 +324,65 @@ func checkSpec(spec *sandbox.Spec) error {
 	return nil
 }
 
+func checkIsolatedSpec(spec *sandbox.Spec) error {
+	var field string
+	switch {
+	case spec.Image != "":
+		field = "Image (use Spec.RootFS for a root filesystem on the host)"
+	case spec.Snapshot != "":
+		field = "Snapshot"
+	case spec.Resources.GPU != "":
+		field = "Resources.GPU"
+	}
+	if field != "" {
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "the local provider cannot honour Spec."+field)
+	}
+	r := spec.Resources
+	if r.CPU < 0 || r.Memory < 0 || r.Disk < 0 || r.PIDs < 0 {
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "negative Spec.Resources")
+	}
+	if r.Memory > 0 && r.Memory < 16<<20 {
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+			fmt.Sprintf("Spec.Resources.Memory %d is below the 16 MiB the sandbox's init needs", r.Memory))
+	}
+	if n := spec.Network; n != nil {
+		switch n.Mode {
+		case sandbox.NetworkNone, sandbox.NetworkOpen:
+			if len(n.Allow) > 0 {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+					fmt.Sprintf("Network.Allow is only for mode %q", sandbox.NetworkAllowlist))
+			}
+		case sandbox.NetworkAllowlist:
+			if _, err := parseAllowlist(n.Allow); err != nil {
+				return sandbox.NewError(Name, "", "create", sandbox.ErrInvalidArgument, err)
+			}
+		default:
+			return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("unknown network mode %q", n.Mode))
+		}
+	}
+	for _, port := range spec.Ports {
+		if port < 1 || port > 65535 {
+			return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("port %d out of range 1-65535", port))
+		}
+	}
+	return nil
+}
+
 // open returns the live handle for the sandbox in dir, making one if this
 // process has none.
-func (p *Provider) open(dir string, m *meta) (*Sandbox, error) {
+func (p *Provider) open(dir string, m *meta, st *isoState) (*Sandbox, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sb, ok := p.sandboxes[m.ID]; ok {
 		return sb, nil
 	}
-	sb, err := newSandbox(p, dir, m)
+	if m.Isolated && st == nil {
+		return nil, sandbox.Errorf(Name, m.ID, "get", sandbox.ErrNotFound,
+			"an isolated sandbox is reachable only from the process that created it")
+	}
+	sb, err := newSandbox(p, dir, m, st)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +413,7 @@ func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) 
 		}
 		return nil, sandbox.NewError(Name, id, "get", kindOf(err), err)
 	}
-	return p.open(dir, m)
+	return p.open(dir, m, nil)
 }
 
 // List yields the sandboxes under the provider's root that carry every label
@@ -303,7 +464,7 @@ func infoOf(root string, m *meta) sandbox.Info {
 		Labels:    maps.Clone(m.Labels),
 		Created:   m.Created,
 		Expires:   m.Expires,
-		Isolation: "none: commands run as plain host processes of the calling user in their own process group; only the file methods are confined, to the workspace " + filepath.Join(root, m.ID, "workspace"),
+		Isolation: infoIsolation(root, m),
 	}
 }
 
@@ -354,4 +515,11 @@ func readMeta(dir string) (*meta, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, metaFile), err)
 	}
 	return &m, nil
+}
+
+func infoIsolation(root string, m *meta) string {
+	if m.Isolated {
+		return "isolated (details available from the creating process)"
+	}
+	return Isolation{}.String() + " " + filepath.Join(root, m.ID, "workspace")
 }

@@ -25,11 +25,13 @@ type Sandbox struct {
 	dir  string // the sandbox's directory: metadata and workspace
 	ws   string // the workspace: "/" in sandbox names
 	root *os.Root
+	iso  *isoState // nil at L0
 
 	mu         sync.Mutex
 	meta       meta
 	terminated bool
 	procs      map[*process]struct{}
+	isoProcs   map[*isoProcess]struct{}
 	tunnels    map[*forwarder]struct{}
 	expiry     *time.Timer
 }
@@ -40,16 +42,17 @@ var (
 	_ sandbox.TimeoutExtender = (*Sandbox)(nil)
 )
 
-func newSandbox(p *Provider, dir string, m *meta) (*Sandbox, error) {
+func newSandbox(p *Provider, dir string, m *meta, st *isoState) (*Sandbox, error) {
 	ws := filepath.Join(dir, "workspace")
 	root, err := os.OpenRoot(ws)
 	if err != nil {
 		return nil, sandbox.NewError(Name, m.ID, "open", kindOf(err), err)
 	}
 	sb := &Sandbox{
-		p: p, id: m.ID, dir: dir, ws: ws, root: root, meta: *m,
-		procs:   map[*process]struct{}{},
-		tunnels: map[*forwarder]struct{}{},
+		p: p, id: m.ID, dir: dir, ws: ws, root: root, meta: *m, iso: st,
+		procs:    map[*process]struct{}{},
+		isoProcs: map[*isoProcess]struct{}{},
+		tunnels:  map[*forwarder]struct{}{},
 	}
 	if !m.Expires.IsZero() {
 		sb.expiry = time.AfterFunc(time.Until(m.Expires), sb.expire)
@@ -62,11 +65,36 @@ func (s *Sandbox) expire() { s.Terminate(context.Background()) }
 // ID returns the sandbox's identifier.
 func (s *Sandbox) ID() string { return s.id }
 
-// Workspace returns the host directory that is "/" in the sandbox's names.
+// Workspace returns the host directory that is /workspace inside an isolated
+// sandbox, and "/" in an L0 sandbox's names.
 func (s *Sandbox) Workspace() string { return s.ws }
 
-// Capabilities reports what the baseline local provider does.
-func (s *Sandbox) Capabilities() sandbox.Capabilities { return capabilities }
+// Isolation reports the layers that separate the sandbox from its host.
+func (s *Sandbox) Isolation() Isolation {
+	if s.iso == nil {
+		return Isolation{Level: LevelNone, Cgroup: "none", RootFS: "none", Network: "host"}
+	}
+	return s.iso.iso
+}
+
+// Capabilities reports what the sandbox can do: an isolated sandbox adds
+// PTY and the none and allowlist network modes to the baseline's.
+func (s *Sandbox) Capabilities() sandbox.Capabilities {
+	if s.iso != nil {
+		return isoCapabilities
+	}
+	return capabilities
+}
+
+var isoCapabilities = sandbox.Capabilities{
+	Stdin:         true,
+	Signal:        true,
+	PTY:           true,
+	Expose:        true,
+	Dial:          true,
+	ExtendTimeout: true,
+	NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen},
+}
 
 var capabilities = sandbox.Capabilities{
 	Stdin:         true,
@@ -85,7 +113,11 @@ func (s *Sandbox) Info(ctx context.Context) (sandbox.Info, error) {
 	s.mu.Lock()
 	m := s.meta
 	s.mu.Unlock()
-	return infoOf(s.p.root, &m), nil
+	info := infoOf(s.p.root, &m)
+	if s.iso != nil {
+		info.Isolation = s.iso.iso.String()
+	}
+	return info, nil
 }
 
 // live returns an error if ctx is done or the sandbox is terminated.
@@ -98,6 +130,9 @@ func (s *Sandbox) live(ctx context.Context, op string) error {
 	s.mu.Unlock()
 	if dead {
 		return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
+	}
+	if s.iso != nil && !s.iso.alive() {
+		return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, errors.New("the sandbox's init has exited"))
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, metaFile)); errors.Is(err, fs.ErrNotExist) {
 		// Terminated by another process sharing the root.
@@ -148,6 +183,10 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	for pr := range s.procs {
 		procs = append(procs, pr)
 	}
+	isoProcs := make([]*isoProcess, 0, len(s.isoProcs))
+	for pr := range s.isoProcs {
+		isoProcs = append(isoProcs, pr)
+	}
 	tunnels := make([]*forwarder, 0, len(s.tunnels))
 	for f := range s.tunnels {
 		tunnels = append(tunnels, f)
@@ -166,6 +205,13 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	for _, pr := range procs {
 		<-pr.done
 	}
+	var isoErr error
+	if s.iso != nil {
+		isoErr = s.iso.destroy()
+		for _, pr := range isoProcs {
+			<-pr.done
+		}
+	}
 	s.p.forget(s.id)
 	s.root.Close()
 	// Remove the metadata first so that a concurrent Get or List stops seeing
@@ -175,6 +221,9 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	}
 	if err := removeAll(s.dir); err != nil {
 		return sandbox.NewError(Name, s.id, "terminate", kindOf(err), err)
+	}
+	if isoErr != nil {
+		return sandbox.NewError(Name, s.id, "terminate", sandbox.ErrUnavailable, isoErr)
 	}
 	return nil
 }
@@ -203,10 +252,19 @@ func (s *Sandbox) rel(op, name string) (string, error) {
 	if err != nil {
 		return "", sandbox.NewError(Name, s.id, op, nil, err)
 	}
-	if abs == "/" {
-		return ".", nil
+	if s.iso != nil && !underWorkspace(abs) {
+		return "", sandbox.Errorf(Name, s.id, op, sandbox.ErrPermissionDenied,
+			fmt.Sprintf("%s is outside %s, the only directory the files API reaches", abs, workspaceDir))
 	}
-	return strings.TrimPrefix(abs, "/"), nil
+	return wsRel(s.iso != nil, abs), nil
+}
+
+// own gives a file the host's side created in the workspace to the
+// sandbox's root user, so that commands can change it.
+func (s *Sandbox) own(rel string) {
+	if s.iso != nil && os.Getuid() == 0 {
+		s.root.Lchown(rel, s.iso.uidBase, s.iso.uidBase)
+	}
 }
 
 func (s *Sandbox) fileErr(op string, err error) error {
@@ -288,6 +346,9 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	_, err = io.Copy(f, &ctxSource{ctx: ctx, r: r})
 	if err == nil {
 		err = f.Chmod(perm)
+	}
+	if err == nil && s.iso != nil && os.Getuid() == 0 {
+		err = f.Chown(s.iso.uidBase, s.iso.uidBase)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -382,6 +443,12 @@ func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) e
 	}
 	if err := s.root.MkdirAll(rel, perm); err != nil {
 		return s.fileErr(op, err)
+	}
+	if rel != "." {
+		parts := strings.Split(rel, "/")
+		for i := range parts {
+			s.own(path.Join(parts[:i+1]...))
+		}
 	}
 	return nil
 }

@@ -1,0 +1,487 @@
+package local
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// agent is a sandbox's PID 1: it serves the host's requests on the agent
+// socket, starts commands from its hardened spawner thread, and reaps every
+// process of the sandbox, its own commands' and orphans alike.
+type agent struct {
+	ln    net.Listener
+	proxy bool
+	spawn chan spawnRequest
+
+	mu      sync.Mutex
+	waiters map[int]chan unix.WaitStatus // pid -> its exit status, once
+	procs   map[int]*agentProc
+}
+
+type agentProc struct {
+	pgid   int
+	master *os.File // the PTY's master, if any
+
+	mu     sync.Mutex
+	exited bool
+}
+
+// kill signals the command's process group unless it has been reaped (its
+// group id could then belong to someone else).
+func (p *agentProc) kill(sig unix.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited {
+		unix.Kill(-p.pgid, sig)
+	}
+}
+
+type spawnRequest struct {
+	path  string
+	args  []string
+	attr  *syscall.ProcAttr
+	reply chan spawnResult
+}
+
+type spawnResult struct {
+	pid  int
+	wait chan unix.WaitStatus
+	err  error
+}
+
+func newAgent(ln net.Listener, proxy bool) *agent {
+	return &agent{
+		ln: ln, proxy: proxy,
+		spawn:   make(chan spawnRequest),
+		waiters: map[int]chan unix.WaitStatus{},
+		procs:   map[int]*agentProc{},
+	}
+}
+
+// startSpawner starts the thread every command is forked from, hardens it,
+// and returns what the hardening achieved. Any failure is fatal: a sandbox
+// is never left half-hardened.
+func (a *agent) startSpawner() (initReport, error) {
+	type result struct {
+		rep initReport
+		err error
+	}
+	ready := make(chan result, 1)
+	go func() {
+		// The thread is never unlocked: when this goroutine ends (never, in
+		// practice) the runtime throws the thread away instead of reusing it.
+		runtime.LockOSThread()
+		var rep initReport
+		if err := dropCapabilities(); err != nil {
+			ready <- result{err: err}
+			return
+		}
+		rep.CapsDropped = true
+		abi, err := applyLandlock([]string{"/workspace", "/tmp", "/dev"})
+		if err != nil {
+			ready <- result{err: err}
+			return
+		}
+		rep.LandlockABI, rep.NoNewPrivs = abi, true
+		if err := applySeccomp(); err != nil {
+			ready <- result{err: err}
+			return
+		}
+		rep.Seccomp = true
+		ready <- result{rep: rep}
+		for req := range a.spawn {
+			a.mu.Lock()
+			pid, err := syscall.ForkExec(req.path, req.args, req.attr)
+			var wait chan unix.WaitStatus
+			if err == nil {
+				wait = make(chan unix.WaitStatus, 1)
+				a.waiters[pid] = wait
+			}
+			a.mu.Unlock()
+			req.reply <- spawnResult{pid: pid, wait: wait, err: err}
+		}
+	}()
+	r := <-ready
+	return r.rep, r.err
+}
+
+// reap collects every exited child: the status of a command goes to its
+// waiter; an orphan's is dropped.
+func (a *agent) reap() {
+	for {
+		a.mu.Lock()
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err != nil || pid <= 0 {
+			a.mu.Unlock()
+			return
+		}
+		if ch, ok := a.waiters[pid]; ok {
+			delete(a.waiters, pid)
+			ch <- ws
+		}
+		a.mu.Unlock()
+	}
+}
+
+// serve runs the agent until the sandbox is killed.
+func (a *agent) serve() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGCHLD)
+	// Signals from inside the sandbox must not end PID 1 (Landlock's signal
+	// scope blocks them where available; this covers older kernels).
+	signal.Ignore(unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	go func() {
+		for range sigs {
+			a.reap()
+		}
+	}()
+	if a.proxy {
+		go a.relayProxy()
+	}
+	for {
+		c, err := a.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go a.handle(c)
+	}
+}
+
+// proxyAddr is where commands find the egress proxy in allowlist mode.
+const proxyAddr = "127.0.0.1:3128"
+
+// relayProxy listens on proxyAddr inside the sandbox's network namespace and
+// relays each connection to the host's proxy socket.
+func (a *agent) relayProxy() {
+	ln, err := net.Listen("tcp", proxyAddr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "perimeter agent: proxy relay: %v\n", err)
+		return
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			up, err := net.Dial("unix", "/run/perimeter/proxy.sock")
+			if err != nil {
+				c.Close()
+				return
+			}
+			pipeConns(c, up)
+		}()
+	}
+}
+
+// pipeConns copies both ways until both directions end, then closes both.
+func pipeConns(a, b net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(b, a)
+		closeWrite(b)
+		close(done)
+	}()
+	io.Copy(a, b)
+	closeWrite(a)
+	<-done
+	a.Close()
+	b.Close()
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		c.Close()
+	}
+}
+
+func (a *agent) handle(c net.Conn) {
+	var buf []byte
+	typ, p, err := readFrame(c, &buf)
+	if err != nil || typ != frameRequest {
+		c.Close()
+		return
+	}
+	var req agentRequest
+	if err := json.Unmarshal(p, &req); err != nil {
+		c.Close()
+		return
+	}
+	fw := &frameWriter{w: c}
+	switch req.Op {
+	case "ping":
+		fw.write(frameStarted, nil)
+		c.Close()
+	case "exec":
+		a.exec(c, fw, &req)
+		c.Close()
+	case "signal", "resize":
+		a.mu.Lock()
+		pr := a.procs[req.Pid]
+		a.mu.Unlock()
+		switch {
+		case pr == nil:
+			fw.write(frameStarted, nil) // exited: not an error
+		case req.Op == "signal":
+			pr.kill(unix.Signal(req.Signal))
+			fw.write(frameStarted, nil)
+		case pr.master == nil:
+			fw.write(frameError, []byte("the process has no terminal"))
+		case req.TTY == nil:
+			fw.write(frameError, []byte("no size given"))
+		default:
+			if err := pty.Setsize(pr.master, &pty.Winsize{Rows: uint16(req.TTY.Rows), Cols: uint16(req.TTY.Cols)}); err != nil {
+				fw.write(frameError, []byte(err.Error()))
+			} else {
+				fw.write(frameStarted, nil)
+			}
+		}
+		c.Close()
+	case "dial":
+		up, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(req.Port)), 10*time.Second)
+		if err != nil {
+			fw.write(frameError, []byte(err.Error()))
+			c.Close()
+			return
+		}
+		if fw.write(frameStarted, nil) != nil {
+			up.Close()
+			c.Close()
+			return
+		}
+		pipeConns(c, up)
+	default:
+		fw.write(frameError, []byte("unknown request "+strconv.Quote(req.Op)))
+		c.Close()
+	}
+}
+
+// exec runs one command for the host and streams it back on c.
+func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
+	if len(req.Args) == 0 {
+		fw.write(frameError, []byte("empty command"))
+		return
+	}
+	prog, code, lookErr := lookPath(req.Args[0], req.Dir, envValue(req.Env, "PATH"))
+	if lookErr != nil {
+		fw.write(frameStarted, []byte("0"))
+		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], lookErr)))
+		fw.writeJSON(frameExit, exitReport{Code: code})
+		return
+	}
+
+	var (
+		child   []*os.File // the child's ends, closed here once it started
+		outputs []*os.File // our read ends of its stdout and stderr (or the PTY)
+		stdinW  *os.File
+		master  *os.File
+	)
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			f.Close()
+		}
+	}
+	sys := &syscall.SysProcAttr{}
+	var files []uintptr
+	if req.TTY != nil {
+		m, s, err := pty.Open()
+		if err != nil {
+			fw.write(frameError, []byte("open a terminal: "+err.Error()))
+			return
+		}
+		pty.Setsize(m, &pty.Winsize{Rows: uint16(req.TTY.Rows), Cols: uint16(req.TTY.Cols)})
+		master = m
+		child = []*os.File{s}
+		files = []uintptr{s.Fd(), s.Fd(), s.Fd()}
+		sys.Setsid, sys.Setctty, sys.Ctty = true, true, 0
+	} else {
+		sys.Setpgid = true
+		var in *os.File
+		if req.Stdin {
+			r, w, err := os.Pipe()
+			if err != nil {
+				fw.write(frameError, []byte(err.Error()))
+				return
+			}
+			in, stdinW = r, w
+		} else {
+			f, err := os.Open(os.DevNull)
+			if err != nil {
+				fw.write(frameError, []byte(err.Error()))
+				return
+			}
+			in = f
+		}
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			in.Close()
+			fw.write(frameError, []byte(err.Error()))
+			return
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			closeAll([]*os.File{in, outR, outW})
+			fw.write(frameError, []byte(err.Error()))
+			return
+		}
+		child = []*os.File{in, outW, errW}
+		outputs = []*os.File{outR, errR}
+		files = []uintptr{in.Fd(), outW.Fd(), errW.Fd()}
+	}
+	reply := make(chan spawnResult, 1)
+	a.spawn <- spawnRequest{path: prog, args: req.Args, reply: reply, attr: &syscall.ProcAttr{
+		Dir: req.Dir, Env: req.Env, Files: files, Sys: sys,
+	}}
+	res := <-reply
+	closeAll(child)
+	if res.err != nil {
+		closeAll(outputs)
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		if master != nil {
+			master.Close()
+		}
+		code := 126
+		if errors.Is(res.err, unix.ENOENT) {
+			code = 127
+		}
+		fw.write(frameStarted, []byte("0"))
+		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], res.err)))
+		fw.writeJSON(frameExit, exitReport{Code: code})
+		return
+	}
+	pr := &agentProc{pgid: res.pid, master: master}
+	a.mu.Lock()
+	a.procs[res.pid] = pr
+	a.mu.Unlock()
+	// Commands should be the OOM killer's choice, not the agent.
+	os.WriteFile("/proc/"+strconv.Itoa(res.pid)+"/oom_score_adj", []byte("500"), 0)
+	fw.write(frameStarted, []byte(strconv.Itoa(res.pid)))
+
+	// Output.
+	var copies sync.WaitGroup
+	copyOut := func(f *os.File, typ byte) {
+		defer copies.Done()
+		b := make([]byte, 32<<10)
+		for {
+			n, err := f.Read(b)
+			if n > 0 {
+				fw.write(typ, b[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	if master != nil {
+		copies.Add(1)
+		go copyOut(master, frameStdout)
+	} else {
+		copies.Add(2)
+		go copyOut(outputs[0], frameStdout)
+		go copyOut(outputs[1], frameStderr)
+	}
+	// Input, and the host going away.
+	go func() {
+		var buf []byte
+		for {
+			typ, p, err := readFrame(c, &buf)
+			if err != nil {
+				pr.kill(unix.SIGKILL)
+				if stdinW != nil {
+					stdinW.Close()
+				}
+				return
+			}
+			switch typ {
+			case frameStdin:
+				switch {
+				case stdinW != nil:
+					stdinW.Write(p)
+				case master != nil:
+					master.Write(p)
+				}
+			case frameStdinEOF:
+				switch {
+				case stdinW != nil:
+					stdinW.Close()
+				case master != nil:
+					master.Write([]byte{4}) // ^D: end of input on a terminal
+				}
+			}
+		}
+	}()
+
+	var timedOut bool
+	var ws unix.WaitStatus
+	if req.TimeoutMS > 0 {
+		t := time.NewTimer(time.Duration(req.TimeoutMS) * time.Millisecond)
+		select {
+		case ws = <-res.wait:
+		case <-t.C:
+			timedOut = true
+			pr.kill(unix.SIGKILL)
+			ws = <-res.wait
+		}
+		t.Stop()
+	} else {
+		ws = <-res.wait
+	}
+	if ws.Signaled() || timedOut {
+		// Take the group with the leader, as the host-side provider does.
+		unix.Kill(-pr.pgid, unix.SIGKILL)
+	}
+	// Wait for the output, then a grace period for background processes
+	// that still hold it.
+	copied := make(chan struct{})
+	go func() { copies.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(outputGrace):
+		closeAll(outputs)
+		if master != nil {
+			master.Close()
+		}
+		<-copied
+	}
+	pr.mu.Lock()
+	pr.exited = true
+	pr.mu.Unlock()
+	a.mu.Lock()
+	delete(a.procs, res.pid)
+	a.mu.Unlock()
+	closeAll(outputs)
+	if master != nil {
+		master.Close()
+	}
+	if stdinW != nil {
+		stdinW.Close()
+	}
+	rep := exitReport{Code: ws.ExitStatus(), TimedOut: timedOut}
+	if ws.Signaled() {
+		rep.Code = -1
+		rep.Signal = unix.SignalName(ws.Signal())
+	}
+	fw.writeJSON(frameExit, rep)
+}

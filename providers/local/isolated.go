@@ -1,0 +1,643 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// isoState is the host's side of an isolated sandbox: its init process, the
+// agent socket, cgroups and egress proxy.
+type isoState struct {
+	iso     Isolation
+	sock    string // the agent socket
+	uidBase int
+
+	init     *exec.Cmd
+	initDone chan struct{}
+	initErr  *bytes.Buffer // the init's stderr, for errors
+	cg       *cgroupSet
+	proxy    *egressProxy
+	env      map[string]string // added to every command (proxy variables)
+}
+
+// uid ranges in use by this process's sandboxes.
+var (
+	uidMu   sync.Mutex
+	uidUsed = map[int]bool{}
+)
+
+func allocUIDBase() int {
+	if os.Getuid() != 0 {
+		return os.Getuid()
+	}
+	uidMu.Lock()
+	defer uidMu.Unlock()
+	for {
+		b := uidRangeStart + rand.IntN(uidRangeSlots)*uidRangeSize
+		if !uidUsed[b] {
+			uidUsed[b] = true
+			return b
+		}
+	}
+}
+
+func freeUIDBase(b int) {
+	uidMu.Lock()
+	delete(uidUsed, b)
+	uidMu.Unlock()
+}
+
+// startIsolated builds an isolated sandbox in dir: it starts the init in new
+// namespaces, puts it in its cgroups, hands it its configuration and waits
+// until its agent answers.
+func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, dir string) (st *isoState, err error) {
+	host := Probe()
+	netMode := "none"
+	if spec.Network != nil {
+		switch spec.Network.Mode {
+		case sandbox.NetworkNone, "":
+		case sandbox.NetworkAllowlist:
+			netMode = "proxy"
+		case sandbox.NetworkOpen:
+			netMode = "host"
+		}
+	}
+	st = &isoState{
+		sock:     filepath.Join(dir, "control", agentSocket),
+		uidBase:  allocUIDBase(),
+		initDone: make(chan struct{}),
+		initErr:  &bytes.Buffer{},
+	}
+	st.iso = Isolation{
+		UserNS: true, MountNS: true, PIDNS: true, UTSNS: true, IPCNS: true,
+		NetNS:   netMode != "host",
+		UIDBase: st.uidBase,
+		Cgroup:  host.Cgroup,
+		RootFS:  "host",
+		Network: netMode,
+	}
+	defer func() {
+		if err != nil {
+			st.destroy()
+		}
+	}()
+	chown := func(path string) error {
+		if os.Getuid() == 0 {
+			return os.Lchown(path, st.uidBase, st.uidBase)
+		}
+		return nil
+	}
+	ctl := filepath.Join(dir, "control")
+	if err := os.Mkdir(ctl, 0o700); err != nil {
+		return st, err
+	}
+	if err := chown(ctl); err != nil {
+		return st, err
+	}
+	if err := chown(filepath.Join(dir, "workspace")); err != nil {
+		return st, err
+	}
+
+	files := map[int]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	cfg := initConfig{Hostname: "sandbox", NetNS: netMode != "host", TmpBytes: spec.Resources.Disk}
+	// open passes the directory path to the init as a detached mount (as
+	// root), or as a path the init clones itself (as another user, whose
+	// own directories the init can reach).
+	open := func(fd int, path string) error {
+		mfd, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		if err == nil {
+			files[fd] = os.NewFile(uintptr(mfd), path)
+			return nil
+		}
+		if !errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("clone a mount of %s: %w", path, err)
+		}
+		if cfg.Paths == nil {
+			cfg.Paths = map[int]string{}
+		}
+		cfg.Paths[fd] = path
+		f, err := os.Open(os.DevNull) // keeps the descriptor slot taken
+		if err != nil {
+			return err
+		}
+		files[fd] = f
+		return nil
+	}
+	if err := open(fdWorkspace, filepath.Join(dir, "workspace")); err != nil {
+		return st, err
+	}
+	if f, err := os.OpenFile(ctl, os.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
+		return st, err
+	} else {
+		files[fdControl] = f
+	}
+	if spec.RootFS != "" {
+		root, err := p.prepareRootFS(spec.RootFS, dir)
+		if err != nil {
+			return st, err
+		}
+		if err := open(fdRootFS, root); err != nil {
+			return st, fmt.Errorf("rootfs: %w", err)
+		}
+		cfg.RootFS = true
+		st.iso.RootFS = "image"
+	}
+	if netMode == "proxy" {
+		netDir := filepath.Join(dir, "net")
+		if err := os.Mkdir(netDir, 0o755); err != nil {
+			return st, err
+		}
+		ln, err := net.Listen("unix", filepath.Join(netDir, "proxy.sock"))
+		if err != nil {
+			return st, err
+		}
+		os.Chmod(filepath.Join(netDir, "proxy.sock"), 0o666)
+		st.proxy, err = newEgressProxy(id, spec.Network.Allow, ln, p.log)
+		if err != nil {
+			ln.Close()
+			return st, sandbox.NewError(Name, id, "create", sandbox.ErrInvalidArgument, err)
+		}
+		if err := open(fdNet, netDir); err != nil {
+			return st, err
+		}
+		cfg.Proxy = true
+		u := "http://" + proxyAddr
+		st.env = map[string]string{
+			"HTTP_PROXY": u, "HTTPS_PROXY": u, "ALL_PROXY": u,
+			"http_proxy": u, "https_proxy": u, "all_proxy": u,
+			"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
+		}
+	}
+	if host.Cgroup != "none" {
+		st.cg, err = newCgroups(host.Cgroup, id, spec.Resources)
+		if err != nil {
+			return st, fmt.Errorf("cgroups: %w", err)
+		}
+		st.iso.Level = LevelFull
+	} else {
+		st.iso.Level = LevelNamespaces
+		st.iso.Rlimits = true
+		if spec.Resources.PIDs > 0 {
+			cfg.RlimitNPROC = uint64(spec.Resources.PIDs)
+		}
+		if spec.Resources.Memory > 0 {
+			cfg.RlimitAS = uint64(spec.Resources.Memory)
+		}
+	}
+	if host.LandlockABI == 0 && st.iso.Level > LevelNamespaces {
+		st.iso.Level = LevelNamespaces
+	}
+
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return st, err
+	}
+	files[fdConfig] = cfgR
+	defer cfgW.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return st, err
+	}
+	files[fdReady] = readyW
+	defer readyR.Close()
+
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{"perimeter-local-init", id}
+	cmd.Env = []string{initEnv + "=sandbox", "GOMAXPROCS=2", "GOTRACEBACK=single"}
+	cmd.Stderr = &limitedWriter{w: st.initErr, n: 64 << 10}
+	extra := make([]*os.File, fdRootFS-2)
+	for fd, f := range files {
+		extra[fd-3] = f
+	}
+	cmd.ExtraFiles = extra
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: nsFlags(netMode != "host"),
+		Pdeathsig:  syscall.SIGKILL,
+		Setsid:     true,
+	}
+	setIDMaps(cmd.SysProcAttr, st.uidBase)
+	if st.cg != nil {
+		if d := st.cg.cloneDir(); d != "" {
+			cgfd, err := os.Open(d)
+			if err != nil {
+				return st, err
+			}
+			defer cgfd.Close()
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(cgfd.Fd())
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return st, fmt.Errorf("start the sandbox's init: %w", err)
+	}
+	st.init = cmd
+	go func() {
+		cmd.Wait()
+		close(st.initDone)
+	}()
+	for _, f := range files {
+		f.Close()
+	}
+	clear(files)
+	if st.cg != nil {
+		if err := st.cg.join(cmd.Process.Pid); err != nil {
+			return st, err
+		}
+	}
+	if err := json.NewEncoder(cfgW).Encode(&cfg); err != nil {
+		return st, fmt.Errorf("configure the sandbox's init: %w", err)
+	}
+	cfgW.Close()
+
+	// Wait for the init's report, bounded by ctx.
+	repCh := make(chan initReport, 1)
+	go func() {
+		var rep initReport
+		if err := json.NewDecoder(readyR).Decode(&rep); err != nil {
+			rep.Error = "the sandbox's init exited before it was ready"
+		}
+		repCh <- rep
+	}()
+	var rep initReport
+	select {
+	case rep = <-repCh:
+	case <-ctx.Done():
+		return st, ctx.Err()
+	}
+	if rep.Error != "" {
+		<-st.initDone
+		msg := rep.Error
+		if s := bytes.TrimSpace(st.initErr.Bytes()); len(s) > 0 {
+			msg += ": " + string(s)
+		}
+		return st, errors.New(msg)
+	}
+	st.iso.LandlockABI = rep.LandlockABI
+	st.iso.Seccomp = rep.Seccomp
+	st.iso.NoNewPrivs = rep.NoNewPrivs
+	st.iso.CapsDropped = rep.CapsDropped
+	return st, nil
+}
+
+// destroy kills everything in the sandbox and releases the host-side
+// resources: cgroups, the proxy and the uid range. Mounts live in the
+// sandbox's mount namespace and go with it.
+func (st *isoState) destroy() error {
+	var errs []error
+	if st.init != nil {
+		if st.cg != nil {
+			st.cg.kill()
+		}
+		st.init.Process.Kill() // PID 1: the kernel kills the whole pid namespace
+		<-st.initDone
+	}
+	if st.proxy != nil {
+		st.proxy.Close()
+	}
+	if st.cg != nil {
+		if err := st.cg.remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	freeUIDBase(st.uidBase)
+	return errors.Join(errs...)
+}
+
+// alive reports whether the init still runs.
+func (st *isoState) alive() bool {
+	select {
+	case <-st.initDone:
+		return false
+	default:
+		return true
+	}
+}
+
+// dial opens a connection to the agent and sends req.
+func (st *isoState) dial(ctx context.Context, req *agentRequest) (net.Conn, *frameWriter, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", st.sock)
+	if err != nil {
+		return nil, nil, err
+	}
+	fw := &frameWriter{w: c}
+	if err := fw.writeJSON(frameRequest, req); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, fw, nil
+}
+
+// call sends a one-shot request and waits for its answer.
+func (st *isoState) call(ctx context.Context, req *agentRequest) error {
+	c, _, err := st.dial(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	var buf []byte
+	typ, p, err := readFrame(c, &buf)
+	if err != nil {
+		return err
+	}
+	if typ == frameError {
+		return errors.New(string(p))
+	}
+	return nil
+}
+
+type limitedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+	n  int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.n - l.w.Len(); room > 0 {
+		l.w.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
+
+// isoProcess is a command run by a sandbox's agent.
+type isoProcess struct {
+	sb   *Sandbox
+	st   *isoState
+	conn net.Conn
+	fw   *frameWriter
+	pid  int
+	tty  bool
+
+	oomBefore int64
+	done      chan struct{}
+	status    sandbox.ExitStatus
+	err       error
+
+	mu     sync.Mutex
+	ctxErr error
+	exited bool
+}
+
+var _ sandbox.Resizer = (*isoProcess)(nil)
+
+// startIsolatedCmd sends cmd to the agent. dir is the sandbox path of the
+// working directory and env the full environment.
+func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir string, env []string) (sandbox.Process, error) {
+	const op = "exec"
+	st := s.iso
+	req := &agentRequest{Op: "exec", Args: cmd.Args, Dir: dir, Env: env, Stdin: cmd.Stdin != nil}
+	if cmd.Timeout > 0 {
+		req.TimeoutMS = max(1, cmd.Timeout.Milliseconds())
+	}
+	if cmd.TTY != nil {
+		if cmd.TTY.Rows <= 0 || cmd.TTY.Cols <= 0 || cmd.TTY.Rows > 65535 || cmd.TTY.Cols > 65535 {
+			return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
+				fmt.Sprintf("terminal size %dx%d out of range 1-65535", cmd.TTY.Rows, cmd.TTY.Cols))
+		}
+		req.TTY = &ttySize{Rows: cmd.TTY.Rows, Cols: cmd.TTY.Cols}
+	}
+	var oom int64
+	if st.cg != nil {
+		oom = st.cg.oomKills()
+	}
+	c, fw, err := st.dial(ctx, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !st.alive() {
+			return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, errors.New("the sandbox's init has exited"))
+		}
+		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrUnavailable, err)
+	}
+	var buf []byte
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
+	typ, p, err := readFrame(c, &buf)
+	stopped := stop()
+	if err != nil || typ != frameStarted {
+		c.Close()
+		if !stopped || ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err == nil {
+			err = fmt.Errorf("agent: %s", p)
+			return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrInvalidArgument, err)
+		}
+		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrUnavailable, err)
+	}
+	pid, _ := strconv.Atoi(string(p))
+	pr := &isoProcess{sb: s, st: st, conn: c, fw: fw, pid: pid, tty: cmd.TTY != nil, oomBefore: oom, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.terminated {
+		s.mu.Unlock()
+		c.Close()
+		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
+	}
+	s.isoProcs[pr] = struct{}{}
+	s.mu.Unlock()
+
+	if cmd.Stdin != nil {
+		go pr.feed(cmd.Stdin)
+	}
+	go pr.read(writerOr(cmd.Stdout), writerOr(cmd.Stderr))
+	if ctx.Done() != nil {
+		go func() {
+			select {
+			case <-ctx.Done():
+				pr.mu.Lock()
+				pr.ctxErr = ctx.Err()
+				pr.mu.Unlock()
+				pr.signal(context.Background(), unix.SIGKILL)
+			case <-pr.done:
+			}
+		}()
+	}
+	return pr, nil
+}
+
+// feed copies r to the command's stdin. It ends when r's Read returns after
+// the command is done.
+func (pr *isoProcess) feed(r io.Reader) {
+	b := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(b)
+		if n > 0 {
+			if pr.fw.write(frameStdin, b[:n]) != nil {
+				return
+			}
+		}
+		if err != nil {
+			pr.fw.write(frameStdinEOF, nil)
+			return
+		}
+		select {
+		case <-pr.done:
+			return
+		default:
+		}
+	}
+}
+
+// read copies the command's output until its exit frame.
+func (pr *isoProcess) read(stdout, stderr io.Writer) {
+	var buf []byte
+	st := sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL}
+	var err error
+	for {
+		var typ byte
+		var p []byte
+		typ, p, err = readFrame(pr.conn, &buf)
+		if err != nil {
+			break
+		}
+		switch typ {
+		case frameStdout:
+			stdout.Write(p)
+		case frameStderr:
+			stderr.Write(p)
+		case frameExit:
+			var rep exitReport
+			if err = json.Unmarshal(p, &rep); err == nil {
+				st = sandbox.ExitStatus{Code: rep.Code, Signal: sandbox.Signal(rep.Signal), TimedOut: rep.TimedOut}
+			}
+		}
+		if typ == frameExit {
+			break
+		}
+	}
+	pr.conn.Close()
+	if err != nil && !pr.st.alive() {
+		// The sandbox was terminated under the command.
+		pr.err = sandbox.NewError(Name, pr.sb.id, "wait", sandbox.ErrTerminated, nil)
+	}
+	if st.Signal == sandbox.SIGKILL && pr.st.cg != nil && pr.st.cg.oomKills() > pr.oomBefore {
+		st.OOMKilled = true
+	}
+	pr.mu.Lock()
+	if pr.ctxErr != nil {
+		pr.err = pr.ctxErr
+		st.Code, st.Signal = -1, sandbox.SIGKILL
+	}
+	pr.exited = true
+	pr.mu.Unlock()
+	pr.status = st
+	pr.sb.mu.Lock()
+	delete(pr.sb.isoProcs, pr)
+	pr.sb.mu.Unlock()
+	close(pr.done)
+}
+
+// Wait waits for the command and its output.
+func (pr *isoProcess) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
+	select {
+	case <-pr.done:
+		return pr.status, pr.err
+	case <-ctx.Done():
+		return sandbox.ExitStatus{}, ctx.Err()
+	}
+}
+
+// Signal sends sig to the command's process group inside the sandbox.
+func (pr *isoProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	num := unix.SignalNum(string(sig))
+	if num == 0 {
+		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, fmt.Sprintf("unknown signal %q", sig))
+	}
+	return pr.signal(ctx, num)
+}
+
+func (pr *isoProcess) signal(ctx context.Context, num unix.Signal) error {
+	pr.mu.Lock()
+	exited := pr.exited
+	pr.mu.Unlock()
+	if exited || pr.pid == 0 {
+		return nil
+	}
+	if err := pr.st.call(ctx, &agentRequest{Op: "signal", Pid: pr.pid, Signal: int(num)}); err != nil {
+		if !pr.st.alive() {
+			return nil // the sandbox, and the process, are gone
+		}
+		return sandbox.NewError(Name, pr.sb.id, "signal", sandbox.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Resize changes the size of the command's terminal.
+func (pr *isoProcess) Resize(ctx context.Context, rows, cols int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !pr.tty {
+		return sandbox.Errorf(Name, pr.sb.id, "resize", sandbox.ErrInvalidArgument, "the command has no terminal (Cmd.TTY was nil)")
+	}
+	if rows <= 0 || cols <= 0 || rows > 65535 || cols > 65535 {
+		return sandbox.Errorf(Name, pr.sb.id, "resize", sandbox.ErrInvalidArgument,
+			fmt.Sprintf("terminal size %dx%d out of range 1-65535", rows, cols))
+	}
+	pr.mu.Lock()
+	exited := pr.exited
+	pr.mu.Unlock()
+	if exited {
+		return nil
+	}
+	if err := pr.st.call(ctx, &agentRequest{Op: "resize", Pid: pr.pid, TTY: &ttySize{Rows: rows, Cols: cols}}); err != nil {
+		return sandbox.NewError(Name, pr.sb.id, "resize", sandbox.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// dialIsolated connects to port inside the sandbox's network namespace
+// through the agent.
+func (s *Sandbox) dialIsolated(ctx context.Context, port int) (net.Conn, error) {
+	c, _, err := s.iso.dial(ctx, &agentRequest{Op: "dial", Port: port})
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
+	var buf []byte
+	typ, p, err := readFrame(c, &buf)
+	stopped := stop()
+	if !stopped {
+		c.Close()
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if typ != frameStarted {
+		c.Close()
+		return nil, fmt.Errorf("port %d in the sandbox: %s", port, p)
+	}
+	return c, nil
+}
