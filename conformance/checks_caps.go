@@ -1,0 +1,461 @@
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// ---- files: escapes
+
+func checkSymlinkEscape(c *C) {
+	sb := c.NewSandbox(nil)
+	// A canary file on the machine running the suite, outside any sandbox. A
+	// sandbox whose filesystem is separate from this machine's cannot see
+	// it at all; one whose files live on this machine must not reach it.
+	dir, err := os.MkdirTemp("", "perimeter-conformance-canary-")
+	if err != nil {
+		c.Fatalf("making the canary directory: %v", err)
+	}
+	c.Cleanup(func() { os.RemoveAll(dir) })
+	canary := filepath.Join(dir, "canary")
+	secret := fmt.Sprintf("canary-%x", randomBytes(uint64(time.Now().UnixNano()), 8))
+	if err := os.WriteFile(canary, []byte(secret), 0o644); err != nil {
+		c.Fatalf("writing the canary: %v", err)
+	}
+	rel := strings.Repeat("../", 40) + strings.TrimPrefix(canary, "/")
+	c.sh(sb, fmt.Sprintf("ln -s %q link-abs && ln -s %q link-rel && ln -s %q link-dir && ln -s / link-root",
+		canary, rel, dir))
+
+	for _, name := range []string{"link-abs", "link-rel", "link-dir/canary", "link-root" + canary} {
+		got, err := c.readFile(sb, name)
+		if err == nil && bytes.Contains(got, []byte(secret)) {
+			c.Errorf("ReadFile(%q) read the host file %s outside the sandbox", name, canary)
+		}
+	}
+	for _, name := range []string{"link-abs", "link-rel", "link-dir/canary", "link-dir/new-file"} {
+		sb.WriteFile(c.ctx, name, strings.NewReader("overwritten through "+name), 0o644)
+		if got, _ := os.ReadFile(canary); string(got) != secret {
+			c.Fatalf("WriteFile(%q) changed the host file %s outside the sandbox to %q", name, canary, got)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "new-file")); err == nil {
+			c.Fatalf("WriteFile(%q) created a file in the host directory %s outside the sandbox", name, dir)
+		}
+	}
+	sb.RemoveAll(c.ctx, "link-dir/canary")
+	sb.Rename(c.ctx, "link-dir/canary", "stolen")
+	if _, err := os.Stat(canary); err != nil {
+		c.Errorf("file methods through link-dir removed or moved the host file %s: %v", canary, err)
+	}
+	if _, err := sb.ReadDir(c.ctx, "link-dir"); err == nil {
+		if list, _ := sb.ReadDir(c.ctx, "link-dir"); strings.Contains(fileNames(list), "canary") {
+			c.Errorf("ReadDir(link-dir) listed the host directory %s outside the sandbox", dir)
+		}
+	}
+}
+
+// ---- errors
+
+func checkUnknownID(c *C) {
+	_, err := c.r.h.Provider.Get(c.ctx, "perimeter-conformance-no-such-sandbox")
+	c.wantKind("Get of an unknown ID", err, sandbox.ErrNotFound)
+}
+
+func checkErrorMessage(c *C) {
+	sb := c.NewSandbox(nil)
+	_, err := sb.ReadFile(c.ctx, "no-such-file")
+	if err == nil {
+		c.Fatalf("ReadFile of a missing file returned no error")
+	}
+	var e *sandbox.Error
+	if !errors.As(err, &e) {
+		c.Fatalf("ReadFile error %v (%T) is not a *sandbox.Error", err, err)
+	}
+	if e.Provider == "" || e.Op == "" {
+		c.Errorf("error %+v does not name its provider and operation", e)
+	}
+	if e.Sandbox != sb.ID() {
+		c.Errorf("error names sandbox %q, want %q", e.Sandbox, sb.ID())
+	}
+	if !strings.Contains(err.Error(), sb.ID()) {
+		c.Errorf("error message %q does not name the sandbox %s", err, sb.ID())
+	}
+}
+
+func checkNativeError(c *C) {
+	if c.r.h.NativeError == nil {
+		c.Logf("the harness declares no native error type; nothing to reach")
+		return
+	}
+	sb := c.NewSandbox(nil)
+	_, err := sb.ReadFile(c.ctx, "no-such-file")
+	target := c.r.h.NativeError()
+	if err == nil || !errors.As(err, target) {
+		c.Errorf("errors.As(%v, %T) = false, want the provider's native error", err, target)
+	}
+}
+
+// ---- ports
+
+// serve starts the harness's HTTP server in a new sandbox with ports in its
+// spec, and returns the sandbox, the port, and the body it serves at /probe.
+func (c *C) serve() (sandbox.Sandbox, int, string) {
+	port := freePort()
+	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Ports = append(s.Ports, port) })
+	body := fmt.Sprintf("perimeter conformance %x", randomBytes(uint64(port), 8))
+	if err := sb.MkdirAll(c.ctx, "www", 0o755); err != nil {
+		c.Fatalf("MkdirAll www: %v", err)
+	}
+	c.writeFile(sb, "www/probe", []byte(body))
+	return sb, port, body
+}
+
+func (c *C) startServer(sb sandbox.Sandbox, port int) *syncBuffer {
+	logs := newSyncBuffer()
+	c.background(sb, &sandbox.Cmd{Args: c.httpServerArgs(port), Dir: "www", Stdout: logs, Stderr: logs})
+	return logs
+}
+
+func checkExpose(c *C) {
+	sb, port, body := c.serve()
+	if !sb.Capabilities().Expose {
+		_, err := sb.Expose(c.ctx, port, nil)
+		c.wantKind("Expose, Expose unclaimed", err, sandbox.ErrNotSupported)
+		return
+	}
+	logs := c.startServer(sb, port)
+	tun, err := sb.Expose(c.ctx, port, nil)
+	if err != nil {
+		c.Fatalf("Expose(%d): %v", port, err)
+	}
+	defer tun.Close()
+	url := strings.TrimSuffix(tun.URL(), "/") + "/probe"
+	var got string
+	var lastErr error
+	ok := c.eventually(60*time.Second, func() bool {
+		req, _ := http.NewRequestWithContext(c.ctx, "GET", url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			lastErr = err
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got = string(b)
+		lastErr = fmt.Errorf("HTTP %s", resp.Status)
+		return resp.StatusCode == 200
+	})
+	if !ok {
+		c.Fatalf("GET %s never answered 200: %v; server output: %q", url, lastErr, logs.String())
+	}
+	if got != body {
+		c.Errorf("GET %s = %q, want %q", url, got, body)
+	}
+	if err := tun.Close(); err != nil {
+		c.Errorf("Tunnel.Close: %v", err)
+	}
+	if err := tun.Close(); err != nil {
+		c.Errorf("second Tunnel.Close: %v, want nil", err)
+	}
+}
+
+func checkDial(c *C) {
+	sb, port, body := c.serve()
+	if !sb.Capabilities().Dial {
+		_, err := sandbox.Dial(c.ctx, sb, port)
+		c.wantKind("Dial, Dial unclaimed", err, sandbox.ErrNotSupported)
+		return
+	}
+	logs := c.startServer(sb, port)
+	var got string
+	var lastErr error
+	ok := c.eventually(60*time.Second, func() bool {
+		conn, err := sandbox.Dial(c.ctx, sb, port)
+		if err != nil {
+			lastErr = err
+			return false
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /probe HTTP/1.0\r\nHost: sandbox\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			lastErr = err
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got = string(b)
+		return resp.StatusCode == 200
+	})
+	if !ok {
+		c.Fatalf("HTTP through Dial(%d) never answered 200: %v; server output: %q", port, lastErr, logs.String())
+	}
+	if got != body {
+		c.Errorf("HTTP through Dial = %q, want %q", got, body)
+	}
+}
+
+// ---- pty
+
+func checkPTY(c *C) {
+	sb := c.NewSandbox(nil)
+	cmd := &sandbox.Cmd{
+		Args: []string{"sh", "-c", `stty size; if [ -t 0 ] && [ -t 1 ]; then echo on-a-tty; fi`},
+		TTY:  &sandbox.TTY{Rows: 33, Cols: 111},
+	}
+	if !sb.Capabilities().PTY {
+		_, err := sb.Start(c.ctx, cmd)
+		c.wantKind("Start with TTY, PTY unclaimed", err, sandbox.ErrNotSupported)
+		return
+	}
+	res := c.run(sb, cmd)
+	out := strings.ReplaceAll(string(res.Stdout), "\r", "")
+	if !strings.Contains(out, "33 111\n") || !strings.Contains(out, "on-a-tty") {
+		c.Errorf("on a 33x111 TTY the command printed %q, want \"33 111\" and on-a-tty", out)
+	}
+	if !res.Status.Success() {
+		c.Errorf("status %v", res.Status)
+	}
+}
+
+func checkPTYResize(c *C) {
+	sb := c.NewSandbox(nil)
+	if !sb.Capabilities().PTY {
+		p, err := sb.Start(c.ctx, &sandbox.Cmd{Args: []string{"true"}})
+		if err != nil {
+			c.Fatalf("Start: %v", err)
+		}
+		p.Wait(c.ctx)
+		c.wantKind("Resize of a process without a TTY, PTY unclaimed",
+			sandbox.Resize(c.ctx, p, 10, 10), sandbox.ErrNotSupported, sandbox.ErrInvalidArgument)
+		return
+	}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	out := newSyncBuffer()
+	p, err := sb.Start(c.ctx, &sandbox.Cmd{
+		Args:   []string{"sh", "-c", `stty -echo; echo ready; read line; stty size`},
+		TTY:    &sandbox.TTY{Rows: 20, Cols: 70},
+		Stdin:  pr,
+		Stdout: out,
+	})
+	if err != nil {
+		c.Fatalf("Start with TTY: %v", err)
+	}
+	if !c.eventually(20*time.Second, func() bool { return strings.Contains(out.String(), "ready") }) {
+		c.Fatalf("the command never printed ready; output %q", out.String())
+	}
+	if err := sandbox.Resize(c.ctx, p, 44, 132); err != nil {
+		c.Fatalf("Resize: %v", err)
+	}
+	io.WriteString(pw, "go\n")
+	st, err := p.Wait(c.ctx)
+	if err != nil || !st.Success() {
+		c.Errorf("Wait: %v, %v", st, err)
+	}
+	if got := strings.ReplaceAll(out.String(), "\r", ""); !strings.Contains(got, "44 132\n") {
+		c.Errorf("after Resize(44, 132) stty size printed %q", got)
+	}
+}
+
+// ---- network
+
+// listener is a TCP listener on this machine's loopback that counts the
+// connections it accepts.
+type listener struct {
+	ln       net.Listener
+	accepted atomic.Int64
+}
+
+func (c *C) listen() *listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.Fatalf("listening on loopback: %v", err)
+	}
+	l := &listener{ln: ln}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l.accepted.Add(1)
+			conn.Close()
+		}
+	}()
+	c.Cleanup(func() { ln.Close(); <-done })
+	return l
+}
+
+func (l *listener) port() int { return l.ln.Addr().(*net.TCPAddr).Port }
+
+// checkBlocked runs the connect command to l from sb and fails the check if
+// the connection got through or the command could not run at all.
+func (c *C) checkBlocked(sb sandbox.Sandbox, l *listener, what string) {
+	res := c.run(sb, &sandbox.Cmd{Args: c.connectArgs("127.0.0.1", l.port()), Timeout: 30 * time.Second})
+	switch {
+	case res.Status.Code == 126 || res.Status.Code == 127:
+		c.Errorf("%s: the connect command %q could not run (%v; stderr %q), so nothing was proven",
+			what, c.connectArgs("127.0.0.1", l.port()), res.Status, res.Stderr)
+	case res.Status.Success() && l.accepted.Load() > 0:
+		c.Errorf("%s: a connection from the sandbox reached a listener on the host's 127.0.0.1:%d", what, l.port())
+	case res.Status.Success():
+		c.Errorf("%s: the connect command to 127.0.0.1:%d succeeded (reaching something other than the host's listener)", what, l.port())
+	}
+	if n := l.accepted.Load(); n > 0 {
+		c.Errorf("%s: the host's listener accepted %d connection(s) from the sandbox", what, n)
+	}
+}
+
+// caps returns the capabilities of the provider's sandboxes, read from a
+// sandbox made for the purpose.
+func (c *C) caps() sandbox.Capabilities {
+	return c.NewSandbox(nil).Capabilities()
+}
+
+func checkNetworkNone(c *C) {
+	edit := func(s *sandbox.Spec) { s.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone} }
+	if !c.caps().SupportsNetwork(sandbox.NetworkNone) {
+		_, err := c.create(edit)
+		c.wantKind("Create with NetworkNone, unclaimed", err, sandbox.ErrNotSupported)
+		return
+	}
+	l := c.listen()
+	c.checkBlocked(c.NewSandbox(edit), l, "NetworkNone")
+}
+
+func checkNetworkAllowlist(c *C) {
+	edit := func(s *sandbox.Spec) {
+		s.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"allowed.perimeter.invalid"}}
+	}
+	if !c.caps().SupportsNetwork(sandbox.NetworkAllowlist) {
+		_, err := c.create(edit)
+		c.wantKind("Create with NetworkAllowlist, unclaimed", err, sandbox.ErrNotSupported)
+		return
+	}
+	l := c.listen()
+	c.checkBlocked(c.NewSandbox(edit), l, "NetworkAllowlist without 127.0.0.1")
+}
+
+func checkNetworkOpen(c *C) {
+	edit := func(s *sandbox.Spec) { s.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen} }
+	if !c.caps().SupportsNetwork(sandbox.NetworkOpen) {
+		_, err := c.create(edit)
+		c.wantKind("Create with NetworkOpen, unclaimed", err, sandbox.ErrNotSupported)
+		return
+	}
+	sb, err := c.create(edit)
+	if err != nil {
+		c.Fatalf("Create with NetworkOpen, claimed: %v", err)
+	}
+	c.sh(sb, "true")
+}
+
+func checkUpdateNetwork(c *C) {
+	sb := c.NewSandbox(nil)
+	caps := sb.Capabilities()
+	policy := &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}
+	err := sandbox.UpdateNetwork(c.ctx, sb, policy)
+	if !caps.UpdateNetwork {
+		c.wantKind("UpdateNetwork, unclaimed", err, sandbox.ErrNotSupported)
+		return
+	}
+	if !caps.SupportsNetwork(sandbox.NetworkNone) {
+		if err == nil {
+			c.Errorf("UpdateNetwork to NetworkNone succeeded, but NetworkNone is not among the claimed modes")
+		}
+		return
+	}
+	if err != nil {
+		c.Fatalf("UpdateNetwork(none): %v", err)
+	}
+	c.checkBlocked(sb, c.listen(), "after UpdateNetwork(NetworkNone)")
+}
+
+// ---- optional abilities
+
+func checkPause(c *C) {
+	sb := c.NewSandbox(nil)
+	err := sandbox.Pause(c.ctx, sb)
+	if !sb.Capabilities().Pause {
+		c.wantKind("Pause, unclaimed", err, sandbox.ErrNotSupported)
+		c.wantKind("Resume, unclaimed", sandbox.Resume(c.ctx, sb), sandbox.ErrNotSupported)
+		return
+	}
+	if err != nil {
+		c.Fatalf("Pause: %v", err)
+	}
+	if info, err := sb.Info(c.ctx); err != nil || info.State != sandbox.StatePaused {
+		c.Errorf("Info after Pause: state %q, %v; want paused", info.State, err)
+	}
+	if err := sandbox.Resume(c.ctx, sb); err != nil {
+		c.Fatalf("Resume: %v", err)
+	}
+	if out := c.sh(sb, "echo resumed"); out != "resumed\n" {
+		c.Errorf("after Resume, echo printed %q", out)
+	}
+}
+
+func checkSnapshot(c *C) {
+	sb := c.NewSandbox(nil)
+	if !sb.Capabilities().Snapshot {
+		_, err := sandbox.Snapshot(c.ctx, sb)
+		c.wantKind("Snapshot, unclaimed", err, sandbox.ErrNotSupported)
+		_, err = c.create(func(s *sandbox.Spec) { s.Snapshot = "perimeter-conformance-no-such-snapshot" })
+		if err == nil {
+			c.Errorf("Create with Spec.Snapshot succeeded although Snapshot is unclaimed")
+		}
+		return
+	}
+	c.writeFile(sb, "snap.txt", []byte("kept by the snapshot"))
+	id, err := sandbox.Snapshot(c.ctx, sb)
+	if err != nil {
+		c.Fatalf("Snapshot: %v", err)
+	}
+	if id == "" {
+		c.Fatalf("Snapshot returned an empty ID")
+	}
+	restored := c.NewSandbox(func(s *sandbox.Spec) { s.Snapshot = id })
+	if got := c.mustRead(restored, "snap.txt"); string(got) != "kept by the snapshot" {
+		c.Errorf("in the sandbox restored from the snapshot, snap.txt = %q", got)
+	}
+}
+
+func checkExtendTimeout(c *C) {
+	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Timeout = 30 * time.Minute })
+	if !sb.Capabilities().ExtendTimeout {
+		c.wantKind("ExtendTimeout, unclaimed", sandbox.ExtendTimeout(c.ctx, sb, time.Minute), sandbox.ErrNotSupported)
+		return
+	}
+	before, err := sb.Info(c.ctx)
+	if err != nil {
+		c.Fatalf("Info: %v", err)
+	}
+	if err := sandbox.ExtendTimeout(c.ctx, sb, 10*time.Minute); err != nil {
+		c.Fatalf("ExtendTimeout: %v", err)
+	}
+	after, err := sb.Info(c.ctx)
+	if err != nil {
+		c.Fatalf("Info: %v", err)
+	}
+	if before.Expires.IsZero() {
+		c.Errorf("Info.Expires is zero for a sandbox created with Spec.Timeout 30m")
+	} else if !after.Expires.After(before.Expires) {
+		c.Errorf("Expires went from %v to %v after ExtendTimeout(10m)", before.Expires, after.Expires)
+	}
+	c.sh(sb, "true")
+}

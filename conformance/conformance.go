@@ -1,0 +1,413 @@
+// Package conformance is the public test battery every Perimeter provider
+// passes. A provider's whole conformance test is a harness and one call:
+//
+//	func TestConformance(t *testing.T) {
+//		p, err := myprovider.New(ctx, nil)
+//		if err != nil {
+//			t.Fatal(err)
+//		}
+//		t.Cleanup(func() { p.Close() })
+//		conformance.Run(t, &conformance.Harness{Provider: p}, nil)
+//	}
+//
+// Each check has a stable ID (group/name, such as "exec/stdin") and a level:
+// a MUST failure fails the test; a SHOULD failure is logged. Capabilities are
+// verified both ways: an ability the provider claims must work, and one it does
+// not claim must fail with sandbox.ErrNotSupported. No check is ever skipped.
+//
+// [RunChecks] runs the same battery without the testing package and returns a
+// [Report], which prints as a table or as JSON; the perimeter CLI's
+// "conformance" command uses it.
+//
+// The checks assume a POSIX userland inside the sandbox: sh, cat, printf,
+// head, ln, sleep, and stty for the PTY checks. The ports checks start an HTTP
+// server with python3 and the network checks connect with bash; a harness can
+// change both commands.
+//
+// Every sandbox the suite creates carries the labels "perimeter.conformance"
+// and "perimeter.conformance.run" (the run's ID), and is terminated when its
+// check ends, pass or fail; at the end of a run, leftovers carrying the run's
+// label are terminated too.
+package conformance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// Harness is the provider under test and how to exercise it.
+type Harness struct {
+	// Provider is the provider under test. The suite does not close it.
+	Provider sandbox.Provider
+
+	// Spec, if set, returns the base spec of the sandboxes the suite creates
+	// (an image with a POSIX userland, say). The suite adds its labels and,
+	// per check, the fields it exercises.
+	Spec func() *sandbox.Spec
+
+	// NativeError, if set, returns a pointer to a variable of the provider's
+	// native error type (such as **fs.PathError); the errors/native check
+	// asserts that a missing file's error reaches it with errors.As.
+	NativeError func() any
+
+	// HTTPServer returns the argv of a command that serves the files of its
+	// working directory over HTTP on port, on all interfaces. Nil means
+	// python3 -m http.server.
+	HTTPServer func(port int) []string
+
+	// Connect returns the argv of a command that exits 0 if and only if a TCP
+	// connection to host:port succeeds. Nil means bash's /dev/tcp.
+	Connect func(host string, port int) []string
+}
+
+// Level says how binding a check is.
+type Level string
+
+// Levels, as in RFC 2119.
+const (
+	MUST   Level = "MUST"
+	SHOULD Level = "SHOULD"
+)
+
+// Options configures a run. Nil means defaults.
+type Options struct {
+	// Run, if set, is a regular expression; only checks whose ID matches it
+	// run.
+	Run string
+	// Timeout bounds each check; zero means 3 minutes.
+	Timeout time.Duration
+	// OnStart and OnResult, if set, are called as each check starts and ends
+	// (from the goroutine that called RunChecks).
+	OnStart  func(CheckInfo)
+	OnResult func(Result)
+}
+
+// CheckInfo describes a check.
+type CheckInfo struct {
+	ID    string `json:"id"`
+	Level Level  `json:"level"`
+	Title string `json:"title"`
+}
+
+type check struct {
+	CheckInfo
+	fn func(c *C)
+}
+
+// Checks lists every check in the order they run.
+func Checks() []CheckInfo {
+	out := make([]CheckInfo, len(allChecks))
+	for i, ch := range allChecks {
+		out[i] = ch.CheckInfo
+	}
+	return out
+}
+
+// Run runs the battery as subtests of t, one per check, named by check ID. A
+// MUST failure fails its subtest; a SHOULD failure is logged.
+func Run(t *testing.T, h *Harness, opts *Options) {
+	t.Helper()
+	if opts == nil {
+		opts = &Options{}
+	}
+	checks, err := selectChecks(opts.Run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(h, opts)
+	t.Cleanup(func() {
+		if err := r.sweep(); err != nil {
+			t.Errorf("conformance: sweeping leftovers: %v", err)
+		}
+	})
+	for _, ch := range checks {
+		t.Run(ch.ID, func(t *testing.T) {
+			res := r.run(ch)
+			for _, l := range res.Log {
+				t.Log(l)
+			}
+			if res.Passed {
+				return
+			}
+			if ch.Level == MUST {
+				t.Errorf("%s %s: %s", ch.Level, ch.ID, res.Message)
+			} else {
+				t.Logf("SHOULD-level check failed (not failing the test): %s", res.Message)
+			}
+		})
+	}
+}
+
+// RunChecks runs the battery without the testing package and reports every
+// check's outcome. The error is for a run that could not start (a bad
+// Options.Run); failed checks are in the report.
+func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	checks, err := selectChecks(opts.Run)
+	if err != nil {
+		return nil, err
+	}
+	r := newRunner(h, opts)
+	r.parent = ctx
+	rep := &Report{RunID: r.runID, Started: time.Now().UTC()}
+	for _, ch := range checks {
+		if ctx.Err() != nil {
+			break
+		}
+		if opts.OnStart != nil {
+			opts.OnStart(ch.CheckInfo)
+		}
+		res := r.run(ch)
+		rep.Results = append(rep.Results, res)
+		if opts.OnResult != nil {
+			opts.OnResult(res)
+		}
+	}
+	if err := r.sweep(); err != nil {
+		rep.SweepError = err.Error()
+	}
+	rep.Finished = time.Now().UTC()
+	return rep, ctx.Err()
+}
+
+func selectChecks(pattern string) ([]check, error) {
+	if pattern == "" {
+		return allChecks, nil
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("conformance: Options.Run: %w", err)
+	}
+	var out []check
+	for _, ch := range allChecks {
+		if re.MatchString(ch.ID) {
+			out = append(out, ch)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("conformance: Options.Run %q matches no check", pattern)
+	}
+	return out, nil
+}
+
+// Labels the suite puts on every sandbox it creates.
+const (
+	LabelSuite = "perimeter.conformance"
+	LabelRun   = "perimeter.conformance.run"
+)
+
+type runner struct {
+	h      *Harness
+	opts   *Options
+	runID  string
+	parent context.Context
+}
+
+func newRunner(h *Harness, opts *Options) *runner {
+	var b [6]byte
+	rand.Read(b[:])
+	return &runner{h: h, opts: opts, runID: hex.EncodeToString(b[:]), parent: context.Background()}
+}
+
+// run executes one check in its own goroutine, so that C.Fatalf can end it
+// with runtime.Goexit, then runs its cleanups.
+func (r *runner) run(ch check) Result {
+	timeout := r.opts.Timeout
+	if timeout <= 0 {
+		timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(r.parent, timeout)
+	defer cancel()
+	c := &C{r: r, ctx: ctx, id: ch.ID}
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if v := recover(); v != nil {
+				buf := make([]byte, 4096)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.fail(fmt.Sprintf("panic: %v\n%s", v, buf))
+			}
+		}()
+		ch.fn(c)
+	}()
+	<-done
+	c.runCleanups()
+	if ctx.Err() == context.DeadlineExceeded && !c.failed() {
+		c.fail(fmt.Sprintf("check did not finish within %v", timeout))
+	}
+	res := Result{
+		CheckInfo: ch.CheckInfo,
+		Passed:    !c.failed(),
+		Message:   strings.Join(c.errs, "; "),
+		Log:       c.logs,
+		Duration:  time.Since(start),
+	}
+	return res
+}
+
+// sweep terminates sandboxes of this run that are still listed.
+func (r *runner) sweep() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var errs []string
+	for info, err := range r.h.Provider.List(ctx, &sandbox.ListOptions{Labels: map[string]string{LabelRun: r.runID}}) {
+		if err != nil {
+			errs = append(errs, "list: "+err.Error())
+			break
+		}
+		if info.State == sandbox.StateTerminated {
+			continue
+		}
+		sb, err := r.h.Provider.Get(ctx, info.ID)
+		if err != nil {
+			continue
+		}
+		if err := sb.Terminate(ctx); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// C is the state of one running check: its context, its verdict and its
+// cleanups. Fatalf ends the check.
+type C struct {
+	r   *runner
+	ctx context.Context
+	id  string
+
+	mu       sync.Mutex
+	errs     []string
+	logs     []string
+	cleanups []func()
+}
+
+// Context returns the check's context, which ends at the check's timeout.
+func (c *C) Context() context.Context { return c.ctx }
+
+func (c *C) fail(msg string) {
+	c.mu.Lock()
+	c.errs = append(c.errs, msg)
+	c.mu.Unlock()
+}
+
+func (c *C) failed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.errs) > 0
+}
+
+// Errorf records a failure and lets the check go on.
+func (c *C) Errorf(format string, args ...any) { c.fail(fmt.Sprintf(format, args...)) }
+
+// Fatalf records a failure and ends the check. It must be called from the
+// check's own goroutine.
+func (c *C) Fatalf(format string, args ...any) {
+	c.fail(fmt.Sprintf(format, args...))
+	runtime.Goexit()
+}
+
+// Logf records a note shown with the result.
+func (c *C) Logf(format string, args ...any) {
+	c.mu.Lock()
+	c.logs = append(c.logs, fmt.Sprintf(format, args...))
+	c.mu.Unlock()
+}
+
+// Cleanup registers f to run when the check ends, last registered first.
+func (c *C) Cleanup(f func()) {
+	c.mu.Lock()
+	c.cleanups = append(c.cleanups, f)
+	c.mu.Unlock()
+}
+
+func (c *C) runCleanups() {
+	for {
+		c.mu.Lock()
+		n := len(c.cleanups)
+		if n == 0 {
+			c.mu.Unlock()
+			return
+		}
+		f := c.cleanups[n-1]
+		c.cleanups = c.cleanups[:n-1]
+		c.mu.Unlock()
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					c.fail(fmt.Sprintf("panic in cleanup: %v", v))
+				}
+			}()
+			f()
+		}()
+	}
+}
+
+// spec returns the harness's base spec with the suite's labels.
+func (c *C) spec() *sandbox.Spec {
+	var s sandbox.Spec
+	if c.r.h.Spec != nil {
+		if base := c.r.h.Spec(); base != nil {
+			s = *base
+		}
+	}
+	labels := map[string]string{}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	labels[LabelSuite] = "1"
+	labels[LabelRun] = c.r.runID
+	s.Labels = labels
+	return &s
+}
+
+// NewSandbox creates a sandbox from the harness's spec, changed by edit if not
+// nil, and terminates it when the check ends. A failure to create ends the
+// check; a failure to terminate fails it.
+func (c *C) NewSandbox(edit func(*sandbox.Spec)) sandbox.Sandbox {
+	sb, err := c.create(edit)
+	if err != nil {
+		c.Fatalf("Create: %v", err)
+	}
+	return sb
+}
+
+// create is NewSandbox returning the Create error instead of ending the check.
+func (c *C) create(edit func(*sandbox.Spec)) (sandbox.Sandbox, error) {
+	spec := c.spec()
+	if edit != nil {
+		edit(spec)
+	}
+	sb, err := c.r.h.Provider.Create(c.ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	if sb == nil {
+		c.Fatalf("Create returned a nil sandbox and a nil error")
+	}
+	c.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := sb.Terminate(ctx); err != nil {
+			c.Errorf("Terminate in cleanup: %v", err)
+		}
+	})
+	return sb, nil
+}

@@ -1,0 +1,192 @@
+package sandbox_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"iter"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+func TestErrorMatchesKindAndCause(t *testing.T) {
+	cause := &fs.PathError{Op: "open", Path: "x", Err: fs.ErrNotExist}
+	err := sandbox.NewError("demo", "sb-1", "read file", sandbox.ErrNotFound, cause)
+	assert.ErrorIs(t, err, sandbox.ErrNotFound)
+	assert.NotErrorIs(t, err, sandbox.ErrTerminated)
+	var pe *fs.PathError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "x", pe.Path)
+	assert.Equal(t, "demo: sandbox sb-1: read file: not found: open x: file does not exist", err.Error())
+	assert.Equal(t, sandbox.ErrNotFound, sandbox.KindOf(err))
+}
+
+func TestNewErrorPassesContextErrorsAndEOF(t *testing.T) {
+	for _, e := range []error{context.Canceled, context.DeadlineExceeded, io.EOF} {
+		assert.Equal(t, e, sandbox.NewError("demo", "sb", "op", sandbox.ErrUnavailable, e))
+	}
+}
+
+func TestNewErrorTakesKindFromCause(t *testing.T) {
+	_, cause := sandbox.CleanName("/", "../x")
+	err := sandbox.NewError("demo", "sb-2", "stat", nil, cause)
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "demo: sandbox sb-2: stat: invalid argument")
+	// A cause with no kind is reported as unavailable, never without one.
+	err = sandbox.NewError("demo", "", "list", nil, errors.New("boom"))
+	assert.ErrorIs(t, err, sandbox.ErrUnavailable)
+}
+
+func TestCleanName(t *testing.T) {
+	for _, tc := range []struct{ dir, name, want string }{
+		{"/", "a/b", "/a/b"},
+		{"/work", "a//b/./c", "/work/a/b/c"},
+		{"/work", "/abs", "/abs"},
+		{"", "x", "/x"},
+		{"/work", ".", "/work"},
+	} {
+		got, err := sandbox.CleanName(tc.dir, tc.name)
+		require.NoError(t, err, tc.name)
+		assert.Equal(t, tc.want, got, "%q in %q", tc.name, tc.dir)
+	}
+	for _, bad := range []string{"", "..", "../x", "a/../b", "/..", "a/..", "x\x00y"} {
+		_, err := sandbox.CleanName("/work", bad)
+		assert.ErrorIs(t, err, sandbox.ErrInvalidArgument, "%q", bad)
+	}
+}
+
+func TestCappedBufferHead(t *testing.T) {
+	b := sandbox.NewCappedBuffer(5, false)
+	for _, s := range []string{"ab", "cdef", "gh"} {
+		n, err := b.Write([]byte(s))
+		require.NoError(t, err)
+		assert.Equal(t, len(s), n)
+	}
+	assert.Equal(t, "abcde", string(b.Bytes()))
+	assert.EqualValues(t, 3, b.Omitted())
+	assert.Equal(t, "abcde\n[perimeter: 3 bytes of stdout omitted]\n", string(b.BytesWithMarker("stdout")))
+}
+
+func TestCappedBufferTail(t *testing.T) {
+	b := sandbox.NewCappedBuffer(4, true)
+	b.Write([]byte("abc"))
+	b.Write([]byte("de"))
+	assert.Equal(t, "bcde", string(b.Bytes()))
+	b.Write([]byte("0123456789"))
+	assert.Equal(t, "6789", string(b.Bytes()))
+	assert.EqualValues(t, 11, b.Omitted())
+	assert.Equal(t, "[perimeter: 11 bytes of stderr omitted]\n6789", string(b.BytesWithMarker("stderr")))
+}
+
+func TestCappedBufferUnlimitedAndExact(t *testing.T) {
+	b := sandbox.NewCappedBuffer(-1, false)
+	b.Write([]byte(strings.Repeat("x", 10000)))
+	assert.Len(t, b.Bytes(), 10000)
+	assert.Zero(t, b.Omitted())
+	e := sandbox.NewCappedBuffer(3, false)
+	e.Write([]byte("abc"))
+	assert.Equal(t, "abc", string(e.BytesWithMarker("stdout")), "no marker when nothing was dropped")
+}
+
+// scripted is an Executor whose processes print fixed output.
+type scripted struct{ out, errOut string }
+
+func (s scripted) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+	if len(cmd.Args) == 0 {
+		return nil, sandbox.Errorf("scripted", "", "exec", sandbox.ErrInvalidArgument, "empty command")
+	}
+	io.WriteString(cmd.Stdout, s.out)
+	io.WriteString(cmd.Stderr, s.errOut)
+	return done{sandbox.ExitStatus{Code: 3}}, nil
+}
+
+type done struct{ st sandbox.ExitStatus }
+
+func (d done) Wait(context.Context) (sandbox.ExitStatus, error) { return d.st, nil }
+func (d done) Signal(context.Context, sandbox.Signal) error     { return nil }
+
+func TestRunCapturesWithCapAndTees(t *testing.T) {
+	var whole strings.Builder
+	res, err := sandbox.Run(context.Background(), scripted{out: "0123456789", errOut: "e"},
+		&sandbox.Cmd{Args: []string{"x"}, Stdout: &whole}, &sandbox.RunOptions{OutputLimit: 4})
+	require.NoError(t, err)
+	assert.Equal(t, 3, res.Status.Code)
+	assert.Equal(t, "0123\n[perimeter: 6 bytes of stdout omitted]\n", string(res.Stdout))
+	assert.EqualValues(t, 6, res.StdoutOmitted)
+	assert.Equal(t, "e", string(res.Stderr))
+	assert.Equal(t, "0123456789", whole.String(), "the caller's writer gets everything")
+
+	_, err = sandbox.Run(context.Background(), scripted{}, &sandbox.Cmd{}, nil)
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+}
+
+func TestExitStatusString(t *testing.T) {
+	assert.Equal(t, "exit status 0", sandbox.ExitStatus{}.String())
+	assert.True(t, sandbox.ExitStatus{}.Success())
+	assert.Equal(t, "killed by SIGTERM", sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGTERM}.String())
+	assert.Equal(t, "timed out", sandbox.ExitStatus{Code: -1, TimedOut: true}.String())
+	assert.False(t, sandbox.ExitStatus{TimedOut: true}.Success())
+	assert.Equal(t, "killed: out of memory", sandbox.ExitStatus{Code: -1, OOMKilled: true}.String())
+}
+
+type nopProvider struct{}
+
+func (nopProvider) Create(context.Context, *sandbox.Spec) (sandbox.Sandbox, error) { return nil, nil }
+func (nopProvider) Get(context.Context, string) (sandbox.Sandbox, error)           { return nil, nil }
+func (nopProvider) List(context.Context, *sandbox.ListOptions) iter.Seq2[sandbox.Info, error] {
+	return func(func(sandbox.Info, error) bool) {}
+}
+func (nopProvider) Close() error { return nil }
+
+func TestRegistry(t *testing.T) {
+	var gotURL *url.URL
+	sandbox.Register("registrytest", func(ctx context.Context, u *url.URL) (sandbox.Provider, error) {
+		gotURL = u
+		return nopProvider{}, nil
+	})
+	assert.Contains(t, sandbox.Schemes(), "registrytest")
+	p, err := sandbox.Open(context.Background(), "registrytest://host/path")
+	require.NoError(t, err)
+	assert.NotNil(t, p)
+	assert.Equal(t, "host", gotURL.Host)
+
+	_, err = sandbox.Open(context.Background(), "nosuch://x")
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.ErrorContains(t, err, `unknown provider scheme "nosuch"`)
+	assert.ErrorContains(t, err, "registrytest")
+	assert.ErrorContains(t, err, "forgotten import")
+
+	_, err = sandbox.Open(context.Background(), "no-scheme")
+	assert.ErrorContains(t, err, "has no scheme")
+
+	assert.Panics(t, func() {
+		sandbox.Register("registrytest", func(context.Context, *url.URL) (sandbox.Provider, error) { return nil, nil })
+	})
+}
+
+// bare is a Sandbox with none of the optional interfaces.
+type bare struct{ sandbox.Sandbox }
+
+func (bare) ID() string { return "sb-bare" }
+
+func TestOptionalAbilitiesReportNotSupported(t *testing.T) {
+	ctx := context.Background()
+	var sb sandbox.Sandbox = bare{}
+	assert.ErrorIs(t, sandbox.Pause(ctx, sb), sandbox.ErrNotSupported)
+	assert.ErrorIs(t, sandbox.Resume(ctx, sb), sandbox.ErrNotSupported)
+	_, err := sandbox.Snapshot(ctx, sb)
+	assert.ErrorIs(t, err, sandbox.ErrNotSupported)
+	assert.ErrorIs(t, sandbox.UpdateNetwork(ctx, sb, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}), sandbox.ErrNotSupported)
+	assert.ErrorIs(t, sandbox.ExtendTimeout(ctx, sb, 1), sandbox.ErrNotSupported)
+	_, err = sandbox.Dial(ctx, sb, 80)
+	assert.ErrorIs(t, err, sandbox.ErrNotSupported)
+	assert.ErrorContains(t, err, "sb-bare")
+	assert.ErrorIs(t, sandbox.Resize(ctx, done{}, 1, 1), sandbox.ErrNotSupported)
+}
