@@ -142,8 +142,15 @@ func (a *agent) serve() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGCHLD)
 	// Signals from inside the sandbox must not end PID 1 (Landlock's signal
-	// scope blocks them where available; this covers older kernels).
-	signal.Ignore(unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	// scope blocks them where available; this covers older kernels). They
+	// are caught and dropped rather than ignored: an ignored disposition
+	// would be inherited by every command across exec.
+	drop := make(chan os.Signal, 8)
+	signal.Notify(drop, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	go func() {
+		for range drop {
+		}
+	}()
 	go func() {
 		for range sigs {
 			a.reap()
