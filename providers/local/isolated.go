@@ -537,7 +537,9 @@ func (pr *isoProcess) read(stdout, stderr io.Writer) {
 		// The sandbox was terminated under the command.
 		pr.err = sandbox.NewError(Name, pr.sb.id, "wait", sandbox.ErrTerminated, nil)
 	}
-	if st.Signal == sandbox.SIGKILL && pr.st.cg != nil && pr.st.cg.oomKills() > pr.oomBefore {
+	// Killed (or a shell reporting its child killed, 128+9) while the
+	// sandbox's OOM-kill count rose: the kernel killed it for memory.
+	if (st.Signal == sandbox.SIGKILL || st.Code == 128+9) && pr.st.cg != nil && pr.st.cg.oomKills() > pr.oomBefore {
 		st.OOMKilled = true
 	}
 	pr.mu.Lock()

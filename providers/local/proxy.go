@@ -223,12 +223,13 @@ func parseAllowlist(entries []string) (allowlist, error) {
 			al.prefixes = append(al.prefixes, pfx.Masked())
 		case strings.HasPrefix(e, "*."):
 			al.suffixes = append(al.suffixes, e[1:])
-		case strings.ContainsAny(e, "*:?#@ "):
-			return al, fmt.Errorf("allowlist entry %q is neither a domain, a *.domain nor a CIDR", e)
 		default:
 			if a, err := netip.ParseAddr(e); err == nil {
 				al.prefixes = append(al.prefixes, netip.PrefixFrom(a, a.BitLen()))
 				continue
+			}
+			if strings.ContainsAny(e, "*:?#@/ ") {
+				return al, fmt.Errorf("allowlist entry %q is neither a domain, a *.domain, an IP nor a CIDR", e)
 			}
 			al.names[strings.TrimSuffix(e, ".")] = true
 		}
