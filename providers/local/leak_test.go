@@ -1,0 +1,113 @@
+package local
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// snapshot is what a sandbox could leave behind on the host.
+type snapshot struct {
+	fds, goroutines, mounts int
+	children                []string
+	cgroups                 []string
+}
+
+func takeSnapshot(t *testing.T) snapshot {
+	t.Helper()
+	var s snapshot
+	fds, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	s.fds = len(fds)
+	s.goroutines = runtime.NumGoroutine()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	s.mounts = strings.Count(string(b), "\n")
+	// Processes whose parent is this test process.
+	me := strconv.Itoa(os.Getpid())
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		stat, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+			f := strings.Fields(string(stat[i+1:]))
+			if len(f) > 1 && f[1] == me {
+				s.children = append(s.children, p.Name()+" "+string(stat[:i+1]))
+			}
+		}
+	}
+	for _, pattern := range []string{
+		filepath.Join(cgroupRoot, "*", "*", cgroupParent, "sb-*"),
+		filepath.Join(cgroupRoot, "*", "*", "*", cgroupParent, "sb-*"),
+		filepath.Join(cgroupRoot, "*", cgroupParent, "sb-*"),
+		filepath.Join(cgroupRoot, cgroupParent, "sb-*"),
+	} {
+		m, _ := filepath.Glob(pattern)
+		s.cgroups = append(s.cgroups, m...)
+	}
+	return s
+}
+
+// TestNothingLeaks runs create/exec/terminate cycles and checks that no
+// process, mount, cgroup, descriptor, goroutine or directory is left. It
+// runs 500 cycles, or 50 with -short.
+func TestNothingLeaks(t *testing.T) {
+	cycles := 500
+	if testing.Short() {
+		cycles = 50
+	}
+	ctx := context.Background()
+	root := t.TempDir()
+	p, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	defer p.Close()
+	cycle := func(i int) {
+		spec := &sandbox.Spec{Resources: sandbox.Resources{Memory: 256 << 20, PIDs: 128}}
+		if i%3 == 1 {
+			spec.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"example.com"}}
+		}
+		sb, err := p.Create(ctx, spec)
+		require.NoError(t, err, "cycle %d", i)
+		// A background process that outlives its command, and one that
+		// leaves its process group.
+		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "sleep 60 >/dev/null 2>&1 & setsid sleep 60 >/dev/null 2>&1 & echo ok"}}, nil)
+		require.NoError(t, err)
+		require.Equal(t, "ok\n", string(res.Stdout), "cycle %d", i)
+		require.NoError(t, sb.Terminate(ctx), "cycle %d", i)
+	}
+	cycle(-1) // warm up lazily made resources (the probe, cgroup parents)
+	before := takeSnapshot(t)
+	start := time.Now()
+	for i := range cycles {
+		cycle(i)
+	}
+	t.Logf("%d cycles in %v (%v each)", cycles, time.Since(start).Round(time.Millisecond), (time.Since(start) / time.Duration(cycles)).Round(time.Microsecond))
+	var after snapshot
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after = takeSnapshot(t)
+		if after.goroutines <= before.goroutines && after.fds <= before.fds || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.LessOrEqual(t, after.fds, before.fds, "file descriptors leaked")
+	require.LessOrEqual(t, after.goroutines, before.goroutines, "goroutines leaked")
+	require.Equal(t, before.mounts, after.mounts, "host mounts leaked")
+	require.Empty(t, after.children, "processes left behind")
+	require.Empty(t, after.cgroups, "cgroups left behind")
+	entries, err := os.ReadDir(root)
+	require.NoError(t, err)
+	require.Empty(t, entries, "sandbox directories left behind")
+}
