@@ -1,0 +1,131 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// Run side by side:
+//
+//	go test -run '^$' -bench . -benchtime 200x ./providers/local/
+//
+// BenchmarkExec compares one exec round trip of /bin/true through an
+// isolated sandbox's agent with plain os/exec, the L0 mode and bubblewrap.
+
+func BenchmarkExec(b *testing.B) {
+	ctx := context.Background()
+	b.Run("os-exec", func(b *testing.B) {
+		for b.Loop() {
+			if err := exec.Command("/bin/true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	run := func(b *testing.B, sb sandbox.Sandbox) {
+		for b.Loop() {
+			res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
+			if err != nil || !res.Status.Success() {
+				b.Fatal(err, res)
+			}
+		}
+	}
+	b.Run("isolated", func(b *testing.B) {
+		run(b, create(b, newIsolated(b), nil))
+	})
+	b.Run("unisolated-L0", func(b *testing.B) {
+		p, err := New(&Options{Root: b.TempDir(), Unisolated: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, create(b, p, nil))
+	})
+	b.Run("bwrap", func(b *testing.B) {
+		bw, err := exec.LookPath("bwrap")
+		if err != nil {
+			b.Skip("bubblewrap (bwrap) is not installed on this machine: no comparison")
+		}
+		for b.Loop() {
+			if err := exec.Command(bw, "--unshare-all", "--unshare-user", "--uid", "1000", "--cap-drop", "ALL",
+				"--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+				"--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "/bin/true").Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkCreate measures creating an isolated sandbox until its agent
+// answers, and reports the median and 99th percentile.
+func BenchmarkCreate(b *testing.B) {
+	ctx := context.Background()
+	p := newIsolated(b)
+	var times []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		sb, err := p.Create(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		times = append(times, time.Since(start))
+		b.StopTimer()
+		sb.Terminate(ctx)
+		b.StartTimer()
+	}
+	reportPercentiles(b, times, "create")
+}
+
+// BenchmarkCreateExecTerminate is a sandbox's whole life with one command,
+// the figure to hold against one `runc run` of true (about 80 ms here).
+func BenchmarkCreateExecTerminate(b *testing.B) {
+	ctx := context.Background()
+	p := newIsolated(b)
+	var times []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		sb, err := p.Create(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := sb.Terminate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		times = append(times, time.Since(start))
+	}
+	reportPercentiles(b, times, "life")
+}
+
+// BenchmarkWriteFile64MiB writes 64 MiB into an isolated sandbox's workspace
+// through the files API.
+func BenchmarkWriteFile64MiB(b *testing.B) {
+	ctx := context.Background()
+	sb := create(b, newIsolated(b), nil)
+	data := bytes.Repeat([]byte("perimeter"), (64<<20)/9+1)[:64<<20]
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if err := sb.WriteFile(ctx, "big.bin", bytes.NewReader(data), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func reportPercentiles(b *testing.B, times []time.Duration, name string) {
+	if len(times) == 0 {
+		return
+	}
+	slices.Sort(times)
+	pct := func(p float64) float64 {
+		i := int(p * float64(len(times)-1))
+		return float64(times[i].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), name+"-p50-ms")
+	b.ReportMetric(pct(0.99), name+"-p99-ms")
+}
