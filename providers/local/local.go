@@ -1,40 +1,83 @@
-// Package local is Perimeter's reference provider: sandboxes on the host that
-// runs it, with no daemon and no cloud account.
+// Package local is Perimeter's reference provider: sandboxes on the Linux host
+// that runs it, with no daemon, no cgo and no external binary.
 //
 // # Isolation
 //
-// This is the baseline provider. Each sandbox is a private workspace directory
-// under the provider's root; commands run as plain host processes, as the
-// calling user, in their own process group, with the workspace as their working
-// directory and a clean environment (nothing of the host's environment is
-// passed on but what Spec.Env and Cmd.Env name, plus PATH, HOME and LANG). It
-// isolates nothing else: commands see the host's filesystem, processes and
-// network, and Info.Isolation says so. What the baseline does guarantee:
+// By default each sandbox is isolated (levels L2 and L3, see [Level]):
 //
-//   - the file methods are confined to the workspace: names with ".." elements
-//     are refused, and symbolic links that lead out of the workspace are not
-//     followed (the methods go through [os.Root]);
-//   - a cancelled context, a Cmd.Timeout and Terminate kill the command's whole
-//     process group;
-//   - Terminate removes the workspace.
+//   - Namespaces: user, mount, pid, network, uts and ipc. As root, the
+//     sandbox's ids 0-65535 map to a range of unnamed host ids from 2^30 up,
+//     one range per sandbox, so root inside is nobody outside; as another
+//     user, root inside is that user.
+//   - Root filesystem, built with pivot_root on a tmpfs: the host's /usr,
+//     /bin, /sbin, /lib*, /etc read-only, with /etc/shadow, /etc/gshadow,
+//     /etc/sudoers and /etc/ssh masked; or, with Spec.RootFS (a directory or
+//     a .tar/.tar.gz), that tree as the read-only lower layer of an overlay
+//     with a per-sandbox writable tmpfs layer. A private /tmp, a minimal
+//     /dev (null, zero, full, random, urandom, tty, a private devpts, shm),
+//     a fresh /proc and a read-write /workspace: the host directory the
+//     file methods work on.
+//   - A PID-1 agent in each sandbox: it reaps orphans and runs commands sent
+//     over a Unix socket (stdout and stderr streamed separately, stdin,
+//     signals to the process group, a PTY with resize, timeouts), so an exec
+//     costs one fork, not a new Go runtime.
+//   - Hardening of every command: no capabilities (bounding set emptied,
+//     securebits locked), no_new_privs, Landlock (read and execute
+//     everywhere, write only in /workspace, /tmp and /dev; signals and
+//     abstract sockets scoped, ABI 6+), a seccomp deny list (mount family,
+//     namespaces, ptrace, process_vm_*, bpf, perf, keyrings, modules, kexec,
+//     userfaultfd, io_uring, clock and host settings), and a non-dumpable
+//     agent so /proc/1 cannot be followed.
+//   - Resource limits from Spec.Resources through cgroups (v2, or v1 and
+//     hybrid hierarchies, nested under the caller's own cgroup); rlimits
+//     where no cgroup is writable (L2). An OOM kill is reported in
+//     ExitStatus.OOMKilled. Resources.Disk bounds the tmpfs layers (/tmp and
+//     the overlay's writable layer), not /workspace.
+//   - Network from Spec.Network: none (the default: an empty network
+//     namespace with loopback up), allowlist (the same, plus an HTTP/CONNECT
+//     proxy on the host that refuses everything not on the list and logs
+//     each decision with log/slog; the agent relays it at 127.0.0.1:3128 and
+//     HTTP_PROXY, HTTPS_PROXY and ALL_PROXY point there), or open (the
+//     host's network: reported as not isolated).
 //
-// A process that leaves its process group (setsid) escapes the kill; that and
-// everything else a security boundary needs is the isolated mode's job.
+// The levels a host supports are probed once per process ([Probe]); every
+// sandbox reports its layers in [Sandbox.Isolation] and Info.Isolation.
+// Options.RequireLevel fails closed, naming the missing layer. Where
+// namespaces are unavailable (inside Docker's default seccomp profile, under
+// Ubuntu's AppArmor user-namespace restriction), New fails with the reason
+// unless Options.AllowUnisolated is set.
+//
+// The sandbox's init is this very binary, started again: the package takes
+// over in its init function when started that way, so any program that
+// imports it works; [Init] makes the hand-over explicit at the top of main.
+// A sandbox lives with the process that created it (its init has
+// Pdeathsig), and Get finds it only there.
+//
+// L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
+// is the baseline: each sandbox is a workspace directory; commands run as
+// plain host processes of the calling user in their own process group. Only
+// the file methods are confined to the workspace.
 //
 // # URLs
 //
-//	local://            sandboxes under $TMPDIR/perimeter-local-UID
-//	local:///var/lib/p  sandboxes under /var/lib/p
+//	local://                   isolated sandboxes under $TMPDIR/perimeter-local-UID
+//	local:///var/lib/p         isolated sandboxes under /var/lib/p
+//	local:///p?require=L3      fail unless cgroup limits are available
+//	local:///p?isolation=none  L0: plain host processes
 //
 // # Capabilities
 //
-// Stdin, Signal, Expose and Dial (a forwarder on host loopback), and
-// ExtendTimeout. Not: PTY, Pause, Snapshot, network policy (the network is the
-// host's; only NetworkOpen is accepted), resource limits, images.
+// Isolated: Stdin, Signal, PTY (its Process implements sandbox.Resizer),
+// Expose and Dial (through the agent into the sandbox's network
+// namespace), ExtendTimeout, network modes none, allowlist and open. L0: the
+// same without PTY, and only the open network mode. Neither: Pause,
+// Snapshot, UpdateNetwork, Spec.Image, GPUs.
 //
 // # Names
 //
-// File names and Cmd.Dir are sandbox paths: "/" is the workspace directory.
+// In an isolated sandbox, file names and Cmd.Dir are paths inside it and
+// relative names start at /workspace; the file methods reach only
+// /workspace. At L0, "/" is the workspace directory.
 package local
 
 import (
@@ -178,6 +221,8 @@ type meta struct {
 	Expires time.Time         `json:"expires,omitzero"`
 	// Isolated sandboxes live with the process that created them.
 	Isolated bool `json:"isolated,omitempty"`
+	// Isolation describes an isolated sandbox's layers, once it runs.
+	Isolation string `json:"isolation,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -260,6 +305,14 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 				return nil, ctx.Err()
 			}
 			return nil, sandbox.NewError(Name, id, "create", sandbox.ErrUnavailable, fmt.Errorf("isolated sandbox: %w", err))
+		}
+	}
+	if st != nil {
+		m.Isolation = st.iso.String()
+		if err := writeMeta(dir, &m); err != nil {
+			st.destroy()
+			removeAll(dir)
+			return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 		}
 	}
 	sb, err := p.open(dir, &m, st)
@@ -519,7 +572,10 @@ func readMeta(dir string) (*meta, error) {
 
 func infoIsolation(root string, m *meta) string {
 	if m.Isolated {
-		return "isolated (details available from the creating process)"
+		if m.Isolation != "" {
+			return m.Isolation
+		}
+		return "isolated (starting)"
 	}
 	return Isolation{}.String() + " " + filepath.Join(root, m.ID, "workspace")
 }
