@@ -24,6 +24,7 @@ import (
 type agent struct {
 	ln    net.Listener
 	proxy bool
+	l1    *l1Config // set at L1
 	spawn chan spawnRequest
 
 	mu      sync.Mutex
@@ -85,6 +86,15 @@ func (a *agent) startSpawner() (initReport, error) {
 		// practice) the runtime throws the thread away instead of reusing it.
 		runtime.LockOSThread()
 		var rep initReport
+		if a.l1 != nil {
+			r, err := hardenL1(a.l1)
+			ready <- result{rep: r, err: err}
+			if err != nil {
+				return
+			}
+			a.spawnLoop()
+			return
+		}
 		if err := dropCapabilities(); err != nil {
 			ready <- result{err: err}
 			return
@@ -102,6 +112,15 @@ func (a *agent) startSpawner() (initReport, error) {
 		}
 		rep.Seccomp = true
 		ready <- result{rep: rep}
+		a.spawnLoop()
+	}()
+	r := <-ready
+	return r.rep, r.err
+}
+
+// spawnLoop forks the commands, on the hardened thread.
+func (a *agent) spawnLoop() {
+	{
 		for req := range a.spawn {
 			a.mu.Lock()
 			pid, err := syscall.ForkExec(req.path, req.args, req.attr)
@@ -113,9 +132,7 @@ func (a *agent) startSpawner() (initReport, error) {
 			a.mu.Unlock()
 			req.reply <- spawnResult{pid: pid, wait: wait, err: err}
 		}
-	}()
-	r := <-ready
-	return r.rep, r.err
+	}
 }
 
 // reap collects every exited child: the status of a command goes to its
@@ -237,6 +254,10 @@ func (a *agent) handle(c net.Conn) {
 	fw := &frameWriter{w: c}
 	switch req.Op {
 	case "ping":
+		fw.write(frameStarted, nil)
+		c.Close()
+	case "killall":
+		killDescendants(time.Now().Add(5 * time.Second))
 		fw.write(frameStarted, nil)
 		c.Close()
 	case "exec":

@@ -75,9 +75,12 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 			fmt.Sprintf("working directory %q is not a directory", cmd.Dir))
 	}
 	if s.iso != nil {
-		dir := workspaceDir
+		dir, home := workspaceDir, workspaceDir
 		if rel != "." {
 			dir += "/" + rel
+		}
+		if s.iso.l1 != nil {
+			dir, home = filepath.Join(s.ws, filepath.FromSlash(rel)), s.ws
 		}
 		s.mu.Lock()
 		var extra map[string]string
@@ -88,7 +91,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 			}
 			extra = map[string]string{"TERM": term}
 		}
-		env := environ(workspaceDir, s.iso.env, s.meta.Env, extra, cmd.Env)
+		env := environ(home, s.iso.env, s.meta.Env, extra, cmd.Env)
 		s.mu.Unlock()
 		return s.startIsolatedCmd(ctx, cmd, dir, env)
 	}

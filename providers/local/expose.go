@@ -20,6 +20,9 @@ func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOpti
 	if err := s.live(ctx, op); err != nil {
 		return nil, err
 	}
+	if s.iso != nil && s.iso.l1 != nil {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "an L1 sandbox (no network namespace) cannot serve ports")
+	}
 	if port < 1 || port > 65535 {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
 			fmt.Sprintf("port %d out of range 1-65535", port))
@@ -66,6 +69,9 @@ func (s *Sandbox) DialContext(ctx context.Context, port int) (net.Conn, error) {
 	const op = "dial"
 	if err := s.live(ctx, op); err != nil {
 		return nil, err
+	}
+	if s.iso != nil && s.iso.l1 != nil {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "an L1 sandbox (no network namespace) cannot serve ports")
 	}
 	if port < 1 || port > 65535 {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,

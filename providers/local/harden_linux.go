@@ -137,7 +137,10 @@ var deniedSyscalls = []string{
 // applySeccomp installs the deny list on the calling thread. clone with any
 // namespace flag is refused (EPERM), and clone3, whose flags a filter cannot
 // read, answers ENOSYS so that C libraries and Go fall back to clone.
-func applySeccomp() error {
+func applySeccomp() error { return applySeccompWith(nil) }
+
+// applySeccompWith is applySeccomp with extra groups.
+func applySeccompWith(extra []seccomp.SyscallGroup) error {
 	const nsFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET |
 		unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWCGROUP
 	eperm := seccomp.ActionErrno | seccomp.Action(unix.EPERM)
@@ -157,6 +160,7 @@ func applySeccomp() error {
 			Action: eperm,
 		})
 	}
+	groups = append(groups, extra...)
 	f := seccomp.Filter{
 		NoNewPrivs: true,
 		Flag:       seccomp.FilterFlag(0), // this thread only

@@ -43,12 +43,18 @@ func init() {
 //	}
 func Init() {
 	mode := os.Getenv(initEnv)
-	if mode == "" || os.Getpid() != 1 {
+	if mode == "" || (mode != "l1" && os.Getpid() != 1) {
 		return
 	}
 	os.Unsetenv(initEnv)
 	switch mode {
 	case "probe":
+		os.Exit(0)
+	case "l1":
+		if err := runInitL1(); err != nil {
+			report(initReport{Error: err.Error()})
+			os.Exit(1)
+		}
 		os.Exit(0)
 	case "sandbox":
 		if err := runInit(); err != nil {
@@ -74,6 +80,8 @@ type initConfig struct {
 	// Rlimits are applied to commands when no cgroup is available.
 	RlimitNPROC uint64 `json:"rlimit_nproc,omitempty"`
 	RlimitAS    uint64 `json:"rlimit_as,omitempty"`
+	// L1 is set for a sandbox without namespaces.
+	L1 *l1Config `json:"l1,omitempty"`
 }
 
 // initReport is what a sandbox's init answers once ready, or on failure.

@@ -35,6 +35,7 @@ type isoState struct {
 	cg       *cgroupSet
 	proxy    *egressProxy
 	env      map[string]string // added to every command (proxy variables)
+	l1       *l1Config         // set at L1: no namespaces
 }
 
 // uid ranges in use by this process's sandboxes.
@@ -85,6 +86,7 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		initDone: make(chan struct{}),
 		initErr:  &bytes.Buffer{},
 	}
+	l1 := p.level == LevelLandlock
 	st.iso = Isolation{
 		UserNS: true, MountNS: true, PIDNS: true, UTSNS: true, IPCNS: true,
 		NetNS:   netMode != "host",
@@ -92,6 +94,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		Cgroup:  host.Cgroup,
 		RootFS:  "host",
 		Network: netMode,
+	}
+	if l1 {
+		st.iso = Isolation{UIDBase: st.uidBase, Cgroup: host.Cgroup, RootFS: "none", Network: netMode}
 	}
 	defer func() {
 		if err != nil {
@@ -145,7 +150,36 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		files[fd] = f
 		return nil
 	}
-	if err := open(fdWorkspace, filepath.Join(dir, "workspace")); err != nil {
+	if l1 {
+		// The init reaches the workspace by its path: as root the sandbox
+		// runs as its own uid, which needs to search the directories above
+		// (0711: no listing) to get there.
+		if os.Getuid() == 0 {
+			for d := filepath.Dir(p.root); ; d = filepath.Dir(d) {
+				if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+					return st, fmt.Errorf("without namespaces (L1) the sandbox's uid must reach its workspace by path, but %s is not searchable by other users (chmod o+x %s, or choose another Options.Root)", d, d)
+				}
+				if d == "/" {
+					break
+				}
+			}
+			for _, d := range []string{p.root, dir} {
+				if err := os.Chmod(d, 0o711); err != nil {
+					return st, err
+				}
+			}
+		}
+		tmp := filepath.Join(dir, "tmp")
+		if err := os.Mkdir(tmp, 0o700); err != nil {
+			return st, err
+		}
+		if err := chown(tmp); err != nil {
+			return st, err
+		}
+		st.l1 = &l1Config{Workspace: filepath.Join(dir, "workspace"), Tmp: tmp, Network: netMode}
+		cfg.L1 = st.l1
+		st.env = map[string]string{"TMPDIR": tmp}
+	} else if err := open(fdWorkspace, filepath.Join(dir, "workspace")); err != nil {
 		return st, err
 	}
 	if f, err := os.OpenFile(ctl, os.O_RDONLY|unix.O_DIRECTORY, 0); err != nil {
@@ -164,7 +198,22 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		cfg.RootFS = true
 		st.iso.RootFS = "image"
 	}
-	if netMode == "proxy" {
+	if netMode == "proxy" && l1 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return st, err
+		}
+		st.proxy, err = newEgressProxy(id, spec.Network.Allow, ln, p.log)
+		if err != nil {
+			ln.Close()
+			return st, sandbox.NewError(Name, id, "create", sandbox.ErrInvalidArgument, err)
+		}
+		st.l1.ProxyPort = ln.Addr().(*net.TCPAddr).Port
+		u := "http://" + ln.Addr().String()
+		for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"} {
+			st.env[k] = u
+		}
+	} else if netMode == "proxy" {
 		netDir := filepath.Join(dir, "net")
 		if err := os.Mkdir(netDir, 0o755); err != nil {
 			return st, err
@@ -190,13 +239,14 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 			"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
 		}
 	}
-	if host.Cgroup != "none" {
+	if host.Cgroup != "none" && p.level != LevelNamespaces {
 		st.cg, err = newCgroups(host.Cgroup, id, spec.Resources)
 		if err != nil {
 			return st, fmt.Errorf("cgroups: %w", err)
 		}
 		st.iso.Level = LevelFull
 	} else {
+		st.iso.Cgroup = "none"
 		st.iso.Level = LevelNamespaces
 		st.iso.Rlimits = true
 		if spec.Resources.PIDs > 0 {
@@ -208,6 +258,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	}
 	if host.LandlockABI == 0 && st.iso.Level > LevelNamespaces {
 		st.iso.Level = LevelNamespaces
+	}
+	if l1 {
+		st.iso.Level = LevelLandlock
 	}
 
 	cfgR, cfgW, err := os.Pipe()
@@ -226,6 +279,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{"perimeter-local-init", id}
 	cmd.Env = []string{initEnv + "=sandbox", "GOMAXPROCS=2", "GOTRACEBACK=single"}
+	if l1 {
+		cmd.Env[0] = initEnv + "=l1"
+	}
 	cmd.Stderr = &limitedWriter{w: st.initErr, n: 64 << 10}
 	extra := make([]*os.File, fdRootFS-2)
 	for fd, f := range files {
@@ -237,7 +293,14 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		Pdeathsig:  syscall.SIGKILL,
 		Setsid:     true,
 	}
-	setIDMaps(cmd.SysProcAttr, st.uidBase)
+	if l1 {
+		cmd.SysProcAttr.Cloneflags = 0
+		if os.Getuid() == 0 {
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(st.uidBase), Gid: uint32(st.uidBase), Groups: []uint32{}}
+		}
+	} else {
+		setIDMaps(cmd.SysProcAttr, st.uidBase)
+	}
 	if st.cg != nil {
 		if d := st.cg.cloneDir(); d != "" {
 			cgfd, err := os.Open(d)
@@ -307,6 +370,13 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 func (st *isoState) destroy() error {
 	var errs []error
 	if st.init != nil {
+		if st.l1 != nil && st.alive() {
+			// No pid namespace: the agent (a subreaper) kills every
+			// descendant before it goes.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			st.call(ctx, &agentRequest{Op: "killall"})
+			cancel()
+		}
 		if st.cg != nil {
 			st.cg.kill()
 		}

@@ -25,10 +25,13 @@ const (
 	// LevelNone (L0): plain host processes in a workspace directory. Only
 	// with Options.AllowUnisolated.
 	LevelNone Level = 0
-	// LevelLandlock (L1) would confine plain host processes with Landlock,
-	// seccomp and rlimits where namespaces are unavailable. This provider
-	// does not implement it yet: where namespaces fail, Create fails unless
-	// L0 is allowed.
+	// LevelLandlock (L1): where namespaces are unavailable, commands run as
+	// host processes of an unprivileged uid (as root: the sandbox's own),
+	// confined by Landlock (reads: system directories; writes: the
+	// workspace and a private tmp; TCP: nothing, or the proxy's port),
+	// seccomp (the L2 list plus IP sockets, UDP or Unix sockets by network
+	// mode), no_new_privs, and cgroups or rlimits. No pid, mount or network
+	// namespace: commands see the host's processes and directory layout.
 	LevelLandlock Level = 1
 	// LevelNamespaces (L2): user, mount, pid, ipc, uts and network
 	// namespaces, a pivot_root into a minimal root, no capabilities,
@@ -86,7 +89,11 @@ func (i Isolation) String() string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s namespaces(%s) uid0=host:%d rootfs=%s network=%s", i.Level, strings.Join(ns, ","), i.UIDBase, i.RootFS, i.Network)
+	if i.Level == LevelLandlock {
+		fmt.Fprintf(&b, "%s no namespaces (host processes of uid %d; the host's process list and directory layout are visible) rootfs=%s network=%s", i.Level, i.UIDBase, i.RootFS, i.Network)
+	} else {
+		fmt.Fprintf(&b, "%s namespaces(%s) uid0=host:%d rootfs=%s network=%s", i.Level, strings.Join(ns, ","), i.UIDBase, i.RootFS, i.Network)
+	}
 	if i.Network == "host" {
 		b.WriteString(" (network NOT isolated)")
 	}
@@ -112,7 +119,11 @@ type HostSupport struct {
 // MaxLevel is the highest level the host supports.
 func (h HostSupport) MaxLevel() Level {
 	switch {
-	case h.Namespaces != nil || !h.Seccomp:
+	case !h.Seccomp:
+		return LevelNone
+	case h.Namespaces != nil && h.LandlockABI > 0:
+		return LevelLandlock
+	case h.Namespaces != nil:
 		return LevelNone
 	case h.Cgroup == "none" || h.LandlockABI == 0:
 		return LevelNamespaces
@@ -124,19 +135,17 @@ func (h HostSupport) MaxLevel() Level {
 // missing names the layers between the host's support and level want.
 func (h HostSupport) missing(want Level) string {
 	var m []string
-	if h.Namespaces != nil {
+	if h.LandlockABI == 0 && want >= LevelLandlock {
+		m = append(m, "landlock")
+	}
+	if h.Namespaces != nil && want >= LevelNamespaces {
 		m = append(m, "namespaces ("+h.Namespaces.Error()+")")
 	}
 	if !h.Seccomp {
 		m = append(m, "seccomp")
 	}
-	if want >= LevelFull {
-		if h.Cgroup == "none" {
-			m = append(m, fmt.Sprintf("cgroups (%v)", h.CgroupErr))
-		}
-		if h.LandlockABI == 0 {
-			m = append(m, "landlock")
-		}
+	if want >= LevelFull && h.Cgroup == "none" {
+		m = append(m, fmt.Sprintf("cgroups (%v)", h.CgroupErr))
 	}
 	return strings.Join(m, ", ")
 }

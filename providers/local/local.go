@@ -148,6 +148,11 @@ type Options struct {
 	// RequireLevel is the lowest isolation level to accept: New and Create
 	// fail closed, naming the missing layer, below it.
 	RequireLevel Level
+	// Level, if not zero, is the level to run at, below the highest the
+	// host supports (LevelLandlock, say, to run without namespaces on a
+	// host that has them). Zero means the highest. A level the host cannot
+	// reach is an error.
+	Level Level
 	// Logger receives the egress proxy's decisions; nil means slog.Default.
 	Logger *slog.Logger
 }
@@ -156,6 +161,7 @@ type Options struct {
 type Provider struct {
 	root       string
 	unisolated bool
+	level      Level // the level sandboxes are made at
 	require    Level
 	log        *slog.Logger
 
@@ -188,14 +194,24 @@ func New(opts *Options) (*Provider, error) {
 		p.unisolated = true
 	} else {
 		h := Probe()
-		want := max(opts.RequireLevel, LevelNamespaces)
-		if h.MaxLevel() < want {
-			if !opts.AllowUnisolated || opts.RequireLevel > LevelNone {
+		level := h.MaxLevel()
+		if opts.Level != LevelNone {
+			if opts.Level > level {
 				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
-					fmt.Sprintf("this host cannot isolate sandboxes at %v: missing %s; set Options.AllowUnisolated (URL local://?isolation=none) to run commands as plain host processes instead", want, h.missing(want)))
+					fmt.Sprintf("Options.Level %v: this host reaches %v; missing %s", opts.Level, level, h.missing(opts.Level)))
 			}
-			p.unisolated = true
+			level = opts.Level
 		}
+		if level < opts.RequireLevel {
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
+				fmt.Sprintf("this host isolates sandboxes at %v, below the required %v: missing %s", level, opts.RequireLevel, h.missing(opts.RequireLevel)))
+		}
+		if level == LevelNone && !opts.AllowUnisolated {
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
+				fmt.Sprintf("this host cannot isolate sandboxes: missing %s; set Options.AllowUnisolated (URL local://?isolation=none) to run commands as plain host processes instead", h.missing(LevelLandlock)))
+		}
+		p.level = level
+		p.unisolated = level == LevelNone
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, sandbox.NewError(Name, "", "open", kindOf(err), err)
@@ -203,9 +219,18 @@ func New(opts *Options) (*Provider, error) {
 	return p, nil
 }
 
-// Isolated reports whether the provider's sandboxes are isolated (L2 or
+// Isolated reports whether the provider's sandboxes are isolated (L1 or
 // higher) rather than plain host processes (L0).
 func (p *Provider) Isolated() bool { return !p.unisolated }
+
+// Level returns the highest level the provider makes sandboxes at; a
+// sandbox's own level ([Sandbox.Isolation]) may be lower (L2 without a
+// writable cgroup).
+func (p *Provider) Level() Level { return p.level }
+
+// nsNames reports whether sandboxes of this provider use namespaced names
+// (/workspace) rather than the workspace as "/".
+func (p *Provider) nsNames() bool { return p.level >= LevelNamespaces }
 
 // Root returns the directory that holds the sandboxes.
 func (p *Provider) Root() string { return p.root }
@@ -221,6 +246,8 @@ type meta struct {
 	Expires time.Time         `json:"expires,omitzero"`
 	// Isolated sandboxes live with the process that created them.
 	Isolated bool `json:"isolated,omitempty"`
+	// NSNames: file names are paths inside the sandbox (/workspace/...).
+	NSNames bool `json:"ns_names,omitempty"`
 	// Isolation describes an isolated sandbox's layers, once it runs.
 	Isolation string `json:"isolation,omitempty"`
 }
@@ -247,7 +274,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "provider is closed")
 	}
 	workdir := "/"
-	if !p.unisolated {
+	if p.nsNames() {
 		workdir = workspaceDir
 	}
 	if spec.Workdir != "" {
@@ -255,7 +282,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		if err != nil {
 			return nil, sandbox.NewError(Name, "", "create", nil, err)
 		}
-		if !p.unisolated && !underWorkspace(w) {
+		if p.nsNames() && !underWorkspace(w) {
 			return nil, sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
 				fmt.Sprintf("Spec.Workdir %q is outside %s", spec.Workdir, workspaceDir))
 		}
@@ -273,6 +300,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		Workdir:  workdir,
 		Created:  time.Now().UTC(),
 		Isolated: !p.unisolated,
+		NSNames:  p.nsNames(),
 	}
 	if spec.Timeout > 0 {
 		m.Expires = m.Created.Add(spec.Timeout)
@@ -281,7 +309,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
 	ws := filepath.Join(dir, "workspace")
-	if err := os.MkdirAll(filepath.Join(ws, filepath.FromSlash(wsRel(m.Isolated, workdir))), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(ws, filepath.FromSlash(wsRel(m.NSNames, workdir))), 0o700); err != nil {
 		os.RemoveAll(dir)
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
@@ -349,7 +377,18 @@ func wsRel(isolated bool, abs string) string {
 
 func (p *Provider) checkSpec(spec *sandbox.Spec) error {
 	if !p.unisolated {
-		return checkIsolatedSpec(spec)
+		if err := checkIsolatedSpec(spec); err != nil {
+			return err
+		}
+		if p.level == LevelLandlock {
+			if spec.RootFS != "" {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Spec.RootFS needs a mount namespace, which this provider runs without (L1)")
+			}
+			if n := spec.Network; n != nil && n.Mode == sandbox.NetworkAllowlist && Probe().LandlockABI < 4 {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Network allowlist without namespaces needs Landlock ABI 4 (TCP rules)")
+			}
+		}
+		return nil
 	}
 	var field string
 	switch {

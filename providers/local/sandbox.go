@@ -81,9 +81,21 @@ func (s *Sandbox) Isolation() Isolation {
 // PTY and the none and allowlist network modes to the baseline's.
 func (s *Sandbox) Capabilities() sandbox.Capabilities {
 	if s.iso != nil {
+		if s.iso.l1 != nil {
+			return l1Capabilities
+		}
 		return isoCapabilities
 	}
 	return capabilities
+}
+
+// l1Capabilities: no network namespace to expose ports from.
+var l1Capabilities = sandbox.Capabilities{
+	Stdin:         true,
+	Signal:        true,
+	PTY:           true,
+	ExtendTimeout: true,
+	NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen},
 }
 
 var isoCapabilities = sandbox.Capabilities{
@@ -252,11 +264,11 @@ func (s *Sandbox) rel(op, name string) (string, error) {
 	if err != nil {
 		return "", sandbox.NewError(Name, s.id, op, nil, err)
 	}
-	if s.iso != nil && !underWorkspace(abs) {
+	if s.meta.NSNames && !underWorkspace(abs) {
 		return "", sandbox.Errorf(Name, s.id, op, sandbox.ErrPermissionDenied,
 			fmt.Sprintf("%s is outside %s, the only directory the files API reaches", abs, workspaceDir))
 	}
-	return wsRel(s.iso != nil, abs), nil
+	return wsRel(s.meta.NSNames, abs), nil
 }
 
 // own gives a file the host's side created in the workspace to the
