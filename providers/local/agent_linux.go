@@ -120,18 +120,16 @@ func (a *agent) startSpawner() (initReport, error) {
 
 // spawnLoop forks the commands, on the hardened thread.
 func (a *agent) spawnLoop() {
-	{
-		for req := range a.spawn {
-			a.mu.Lock()
-			pid, err := syscall.ForkExec(req.path, req.args, req.attr)
-			var wait chan unix.WaitStatus
-			if err == nil {
-				wait = make(chan unix.WaitStatus, 1)
-				a.waiters[pid] = wait
-			}
-			a.mu.Unlock()
-			req.reply <- spawnResult{pid: pid, wait: wait, err: err}
+	for req := range a.spawn {
+		a.mu.Lock()
+		pid, err := syscall.ForkExec(req.path, req.args, req.attr)
+		var wait chan unix.WaitStatus
+		if err == nil {
+			wait = make(chan unix.WaitStatus, 1)
+			a.waiters[pid] = wait
 		}
+		a.mu.Unlock()
+		req.reply <- spawnResult{pid: pid, wait: wait, err: err}
 	}
 }
 

@@ -255,11 +255,12 @@ func (cg *cgroupSet) kill() bool {
 func (cg *cgroupSet) remove() error {
 	var errs []error
 	deadline := time.Now().Add(5 * time.Second)
-	for key, d := range cg.dirs {
+	// cg.dirs is not changed: other goroutines may still read counters
+	// (which then read as zero).
+	for _, d := range cg.dirs {
 		for {
 			err := os.Remove(d)
 			if err == nil || errors.Is(err, os.ErrNotExist) {
-				delete(cg.dirs, key)
 				break
 			}
 			if time.Now().After(deadline) {

@@ -44,8 +44,12 @@
 // sandbox reports its layers in [Sandbox.Isolation] and Info.Isolation.
 // Options.RequireLevel fails closed, naming the missing layer. Where
 // namespaces are unavailable (inside Docker's default seccomp profile, under
-// Ubuntu's AppArmor user-namespace restriction), New fails with the reason
-// unless Options.AllowUnisolated is set.
+// Ubuntu's AppArmor user-namespace restriction), sandboxes run at L1
+// ([LevelLandlock]: Landlock, seccomp and cgroups or rlimits on plain host
+// processes of the sandbox's own uid, without Expose or Spec.RootFS); where
+// Landlock is missing too, New fails with the reason unless
+// Options.AllowUnisolated is set. Options.Level picks a lower level on
+// purpose.
 //
 // The sandbox's init is this very binary, started again: the package takes
 // over in its init function when started that way, so any program that
@@ -70,14 +74,16 @@
 // Isolated: Stdin, Signal, PTY (its Process implements sandbox.Resizer),
 // Expose and Dial (through the agent into the sandbox's network
 // namespace), ExtendTimeout, network modes none, allowlist and open. L0: the
-// same without PTY, and only the open network mode. Neither: Pause,
+// same without PTY, and only the open network mode. L1: the isolated set
+// without Expose and Dial. None: Pause,
 // Snapshot, UpdateNetwork, Spec.Image, GPUs.
 //
 // # Names
 //
 // In an isolated sandbox, file names and Cmd.Dir are paths inside it and
 // relative names start at /workspace; the file methods reach only
-// /workspace. At L0, "/" is the workspace directory.
+// /workspace. At L1 and L0, "/" is the workspace directory, which commands
+// see at its host path.
 package local
 
 import (
