@@ -25,6 +25,10 @@ type agent struct {
 	ln    net.Listener
 	proxy bool
 	l1    *l1Config // set at L1
+	// rlimitAS bounds each command's address space where no cgroup limits
+	// memory. The agent, a Go program, cannot live under it itself, so it
+	// is set on each command as soon as it has started.
+	rlimitAS uint64
 	spawn chan spawnRequest
 
 	mu      sync.Mutex
@@ -396,6 +400,10 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], res.err)))
 		fw.writeJSON(frameExit, exitReport{Code: code})
 		return
+	}
+	if a.rlimitAS > 0 {
+		lim := unix.Rlimit{Cur: a.rlimitAS, Max: a.rlimitAS}
+		unix.Prlimit(res.pid, unix.RLIMIT_AS, &lim, nil)
 	}
 	pr := &agentProc{pgid: res.pid, master: master}
 	a.mu.Lock()

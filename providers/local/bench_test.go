@@ -38,6 +38,9 @@ func BenchmarkExec(b *testing.B) {
 	b.Run("isolated", func(b *testing.B) {
 		run(b, create(b, newIsolated(b), nil))
 	})
+	b.Run("isolated-L1", func(b *testing.B) {
+		run(b, create(b, newL1(b), nil))
+	})
 	b.Run("unisolated-L0", func(b *testing.B) {
 		p, err := New(&Options{Root: b.TempDir(), Unisolated: true})
 		if err != nil {

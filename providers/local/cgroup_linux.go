@@ -59,6 +59,9 @@ func probeCgroup() (string, error) {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return "none", fmt.Errorf("cgroup v2: %w", err)
 			}
+			if err := canCreate(dir); err != nil {
+				return "none", fmt.Errorf("cgroup v2: %w", err)
+			}
 			// Delegate the controllers to the sandboxes' cgroups.
 			if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +pids"), 0); err != nil {
 				return "none", fmt.Errorf("cgroup v2: enable memory and pids in %s: %w", dir, err)
@@ -72,8 +75,20 @@ func probeCgroup() (string, error) {
 		if err := os.MkdirAll(cgroupDir(c, c), 0o755); err != nil {
 			return "none", fmt.Errorf("cgroup v1 %s: %w", c, err)
 		}
+		if err := canCreate(cgroupDir(c, c)); err != nil {
+			return "none", fmt.Errorf("cgroup v1 %s: %w", c, err)
+		}
 	}
 	return "v1", nil
+}
+
+// canCreate checks that a sandbox's cgroup could be made in dir.
+func canCreate(dir string) error {
+	probe := filepath.Join(dir, "probe-"+strconv.Itoa(os.Getpid()))
+	if err := os.Mkdir(probe, 0o755); err != nil {
+		return err
+	}
+	return os.Remove(probe)
 }
 
 func has(list []string, s string) bool {

@@ -134,15 +134,13 @@ func runInit() error {
 	if cfg.RlimitNPROC > 0 {
 		unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: cfg.RlimitNPROC, Max: cfg.RlimitNPROC})
 	}
-	if cfg.RlimitAS > 0 {
-		unix.Setrlimit(unix.RLIMIT_AS, &unix.Rlimit{Cur: cfg.RlimitAS, Max: cfg.RlimitAS})
-	}
 	// Commands run as the same uid as the agent; without this, they could
 	// open /proc/1/fd and /proc/1/root.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return fmt.Errorf("set not dumpable: %w", err)
 	}
 	a := newAgent(ln, cfg.Proxy)
+	a.rlimitAS = cfg.RlimitAS
 	hr, err := a.startSpawner()
 	if err != nil {
 		return err

@@ -603,9 +603,16 @@ func (pr *isoProcess) read(stdout, stderr io.Writer) {
 		}
 	}
 	pr.conn.Close()
-	if err != nil && !pr.st.alive() {
-		// The sandbox was terminated under the command.
-		pr.err = sandbox.NewError(Name, pr.sb.id, "wait", sandbox.ErrTerminated, nil)
+	if err != nil {
+		// The connection broke before the exit frame: the agent died, which
+		// only happens when the sandbox is killed. Wait for the init to be
+		// reaped to tell.
+		select {
+		case <-pr.st.initDone:
+			pr.err = sandbox.NewError(Name, pr.sb.id, "wait", sandbox.ErrTerminated, errors.New("the sandbox ended while the command ran"))
+		case <-time.After(2 * time.Second):
+			pr.err = sandbox.NewError(Name, pr.sb.id, "wait", sandbox.ErrUnavailable, fmt.Errorf("lost the agent: %w", err))
+		}
 	}
 	// Killed (or a shell reporting its child killed, 128+9) while the
 	// sandbox's OOM-kill count rose: the kernel killed it for memory.

@@ -404,3 +404,86 @@ func TestRootFSImageIsAnOverlay(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(img, "marker"))
 	assert.Equal(t, "image", string(b), "a write inside reached the image (the lower layer)")
 }
+
+func TestTerminateDuringACommand(t *testing.T) {
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), nil)
+	var out syncBuffer
+	p, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sh", "-c", "echo started; sleep 60"}, Stdout: &out})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return out.String() == "started\n" }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, sb.Terminate(ctx))
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err = p.Wait(wctx)
+	assert.ErrorIs(t, err, sandbox.ErrTerminated)
+	_, err = sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}})
+	assert.ErrorIs(t, err, sandbox.ErrTerminated)
+	assert.NoError(t, sb.Terminate(ctx), "Terminate is idempotent")
+}
+
+func TestCreateHonoursACancelledContext(t *testing.T) {
+	root := t.TempDir()
+	p, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = p.Create(ctx, nil)
+	assert.ErrorIs(t, err, context.Canceled)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if _, err := p.Create(ctx, nil); err != nil {
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		if e.IsDir() {
+			// a sandbox that won the race is fine; a half-made one is not
+			_, err := os.Stat(filepath.Join(root, e.Name(), metaFile))
+			assert.NoError(t, err, "a half-created sandbox directory %s was left behind", e.Name())
+		}
+	}
+	for info, err := range p.List(context.Background(), nil) {
+		require.NoError(t, err)
+		sb, err := p.Get(context.Background(), info.ID)
+		require.NoError(t, err)
+		sb.Terminate(context.Background())
+	}
+}
+
+func TestOutputIsBinarySafeAndSeparate(t *testing.T) {
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), nil)
+	var stdout, stderr bytes.Buffer
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{
+		Args:   []string{"sh", "-c", "head -c 3000000 /dev/urandom > r.bin; cat r.bin; printf 'e\\000rr' >&2; exit 3"},
+		Stdout: &stdout, Stderr: &stderr,
+	}, &sandbox.RunOptions{OutputLimit: -1})
+	require.NoError(t, err)
+	assert.Equal(t, 3, res.Status.Code)
+	assert.Equal(t, "e\x00rr", stderr.String())
+	rc, err := sb.ReadFile(ctx, "r.bin")
+	require.NoError(t, err)
+	want, _ := io.ReadAll(rc)
+	rc.Close()
+	assert.True(t, bytes.Equal(want, stdout.Bytes()), "stdout (%d bytes) differs from the file (%d bytes)", stdout.Len(), len(want))
+}
+
+// TestL2LimitsWithRlimits runs without cgroups, as on a host where none is
+// writable: limits fall back to rlimits.
+func TestL2LimitsWithRlimits(t *testing.T) {
+	ctx := context.Background()
+	p, err := New(&Options{Root: t.TempDir(), Level: LevelNamespaces})
+	require.NoError(t, err)
+	sb := create(t, p, &sandbox.Spec{Resources: sandbox.Resources{Memory: 128 << 20, PIDs: 32}})
+	iso := sb.Isolation()
+	assert.Equal(t, LevelNamespaces, iso.Level)
+	assert.True(t, iso.Rlimits)
+	assert.Equal(t, "none", iso.Cgroup)
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"python3", "-c", "b = b'x' * (400 << 20)"}, Timeout: time.Minute}, nil)
+	require.NoError(t, err)
+	assert.False(t, res.Status.Success(), "400 MB under a 128 MiB address-space limit succeeded")
+	_, out, _ := sh(t, sb, "for i in $(seq 100); do sleep 3 >/dev/null 2>&1 & done 2>/dev/null; jobs -p | wc -l")
+	n, _ := strconv.Atoi(strings.TrimSpace(out))
+	assert.Less(t, n, 100, "100 processes started under an NPROC limit of 32")
+}

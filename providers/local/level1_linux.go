@@ -65,9 +65,6 @@ func runInitL1() error {
 	if cfg.RlimitNPROC > 0 {
 		unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: cfg.RlimitNPROC, Max: cfg.RlimitNPROC})
 	}
-	if cfg.RlimitAS > 0 {
-		unix.Setrlimit(unix.RLIMIT_AS, &unix.Rlimit{Cur: cfg.RlimitAS, Max: cfg.RlimitAS})
-	}
 	// Orphans of commands become the agent's children, so that Terminate
 	// can find and kill every one of them.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -77,6 +74,7 @@ func runInitL1() error {
 		return fmt.Errorf("set not dumpable: %w", err)
 	}
 	a := newAgent(ln, false)
+	a.rlimitAS = cfg.RlimitAS
 	a.l1 = cfg.L1
 	hr, err := a.startSpawner()
 	if err != nil {
