@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -29,10 +30,12 @@ type agent struct {
 	// memory. The agent, a Go program, cannot live under it itself, so it
 	// is set on each command as soon as it has started.
 	rlimitAS uint64
-	spawn chan spawnRequest
+	devNull  int // /dev/null, the stdin of commands given none
+	spawn    chan spawnRequest
 
 	mu      sync.Mutex
 	waiters map[int]chan unix.WaitStatus // pid -> its exit status, once
+	reapNow chan struct{}
 	procs   map[int]*agentProc
 }
 
@@ -68,8 +71,14 @@ type spawnResult struct {
 }
 
 func newAgent(ln net.Listener, proxy bool) *agent {
+	devNull, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		devNull = -1
+	}
 	return &agent{
-		ln: ln, proxy: proxy,
+		devNull: devNull,
+		reapNow: make(chan struct{}, 1),
+		ln:      ln, proxy: proxy,
 		spawn:   make(chan spawnRequest),
 		waiters: map[int]chan unix.WaitStatus{},
 		procs:   map[int]*agentProc{},
@@ -131,28 +140,63 @@ func (a *agent) spawnLoop() {
 		if err == nil {
 			wait = make(chan unix.WaitStatus, 1)
 			a.waiters[pid] = wait
+			go a.waitFor(pid, wait)
 		}
 		a.mu.Unlock()
 		req.reply <- spawnResult{pid: pid, wait: wait, err: err}
 	}
 }
 
-// reap collects every exited child: the status of a command goes to its
-// waiter; an orphan's is dropped.
-func (a *agent) reap() {
+// Reaping: each command's own goroutine waits for it with a blocking wait4,
+// which wakes as soon as it exits; reapOrphans, run on SIGCHLD and after
+// each command, collects every other child (orphans re-parented to PID 1,
+// or to the agent as a subreaper at L1) without touching the commands'.
+
+// waitFor waits for the command pid and delivers its status.
+func (a *agent) waitFor(pid int, ch chan unix.WaitStatus) {
+	var ws unix.WaitStatus
 	for {
-		a.mu.Lock()
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if err != nil || pid <= 0 {
-			a.mu.Unlock()
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	a.mu.Lock()
+	delete(a.waiters, pid)
+	a.mu.Unlock()
+	ch <- ws
+	a.nudge()
+}
+
+// nudge asks reapOrphans to run.
+func (a *agent) nudge() {
+	select {
+	case a.reapNow <- struct{}{}:
+	default:
+	}
+}
+
+// reapOrphans reaps exited children that are not commands.
+func (a *agent) reapOrphans() {
+	for {
+		var info unix.Siginfo
+		if err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
 			return
 		}
-		if ch, ok := a.waiters[pid]; ok {
-			delete(a.waiters, pid)
-			ch <- ws
+		// si_pid follows si_signo, si_errno, si_code and padding; Linux
+		// leaves it zero when no child is waitable.
+		pid := int(*(*int32)(unsafe.Add(unsafe.Pointer(&info), 16)))
+		if pid <= 0 {
+			return
 		}
+		a.mu.Lock()
+		_, tracked := a.waiters[pid]
 		a.mu.Unlock()
+		if tracked {
+			return // its own goroutine reaps it, then nudges
+		}
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 	}
 }
 
@@ -171,8 +215,12 @@ func (a *agent) serve() {
 		}
 	}()
 	go func() {
-		for range sigs {
-			a.reap()
+		for {
+			select {
+			case <-sigs:
+			case <-a.reapNow:
+			}
+			a.reapOrphans()
 		}
 	}()
 	if a.proxy {
@@ -355,28 +403,33 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 			}
 			in, stdinW = r, w
 		} else {
-			f, err := os.Open(os.DevNull)
-			if err != nil {
-				fw.write(frameError, []byte(err.Error()))
-				return
-			}
-			in = f
+			in = nil // a.devNull
 		}
 		outR, outW, err := os.Pipe()
 		if err != nil {
-			in.Close()
+			if in != nil {
+				in.Close()
+			}
 			fw.write(frameError, []byte(err.Error()))
 			return
 		}
 		errR, errW, err := os.Pipe()
 		if err != nil {
-			closeAll([]*os.File{in, outR, outW})
+			if in != nil {
+				in.Close()
+			}
+			closeAll([]*os.File{outR, outW})
 			fw.write(frameError, []byte(err.Error()))
 			return
 		}
-		child = []*os.File{in, outW, errW}
 		outputs = []*os.File{outR, errR}
-		files = []uintptr{in.Fd(), outW.Fd(), errW.Fd()}
+		if in != nil {
+			child = []*os.File{in, outW, errW}
+			files = []uintptr{in.Fd(), outW.Fd(), errW.Fd()}
+		} else {
+			child = []*os.File{outW, errW}
+			files = []uintptr{uintptr(a.devNull), outW.Fd(), errW.Fd()}
+		}
 	}
 	reply := make(chan spawnResult, 1)
 	a.spawn <- spawnRequest{path: prog, args: req.Args, reply: reply, attr: &syscall.ProcAttr{
@@ -409,8 +462,6 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 	a.mu.Lock()
 	a.procs[res.pid] = pr
 	a.mu.Unlock()
-	// Commands should be the OOM killer's choice, not the agent.
-	os.WriteFile("/proc/"+strconv.Itoa(res.pid)+"/oom_score_adj", []byte("500"), 0)
 	fw.write(frameStarted, []byte(strconv.Itoa(res.pid)))
 
 	// Output.

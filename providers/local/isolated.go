@@ -465,6 +465,7 @@ type isoProcess struct {
 	pid  int
 	tty  bool
 
+	watchOOM  bool
 	oomBefore int64
 	done      chan struct{}
 	status    sandbox.ExitStatus
@@ -493,8 +494,10 @@ func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir st
 		}
 		req.TTY = &ttySize{Rows: cmd.TTY.Rows, Cols: cmd.TTY.Cols}
 	}
+	// A memory cgroup kills for memory only under a limit.
 	var oom int64
-	if st.cg != nil {
+	watchOOM := st.cg != nil && s.memLimit > 0
+	if watchOOM {
 		oom = st.cg.oomKills()
 	}
 	c, fw, err := st.dial(ctx, req)
@@ -523,7 +526,7 @@ func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir st
 		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrUnavailable, err)
 	}
 	pid, _ := strconv.Atoi(string(p))
-	pr := &isoProcess{sb: s, st: st, conn: c, fw: fw, pid: pid, tty: cmd.TTY != nil, oomBefore: oom, done: make(chan struct{})}
+	pr := &isoProcess{sb: s, st: st, conn: c, fw: fw, pid: pid, tty: cmd.TTY != nil, watchOOM: watchOOM, oomBefore: oom, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.terminated {
 		s.mu.Unlock()
@@ -616,7 +619,7 @@ func (pr *isoProcess) read(stdout, stderr io.Writer) {
 	}
 	// Killed (or a shell reporting its child killed, 128+9) while the
 	// sandbox's OOM-kill count rose: the kernel killed it for memory.
-	if (st.Signal == sandbox.SIGKILL || st.Code == 128+9) && pr.st.cg != nil && pr.st.cg.oomKills() > pr.oomBefore {
+	if (st.Signal == sandbox.SIGKILL || st.Code == 128+9) && pr.watchOOM && pr.st.cg.oomKills() > pr.oomBefore {
 		st.OOMKilled = true
 	}
 	pr.mu.Lock()

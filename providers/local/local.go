@@ -350,6 +350,9 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		}
 	}
 	sb, err := p.open(dir, &m, st)
+	if err == nil {
+		sb.memLimit = spec.Resources.Memory
+	}
 	if err != nil {
 		if st != nil {
 			st.destroy()

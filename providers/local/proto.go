@@ -61,25 +61,22 @@ type exitReport struct {
 
 // frameWriter writes frames to w; it is safe for concurrent use.
 type frameWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu  sync.Mutex
+	w   io.Writer
+	buf []byte
 }
 
 func (fw *frameWriter) write(typ byte, p []byte) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
 	for {
+		// One write per frame: header and payload together.
 		n := min(len(p), maxFrame)
-		var hdr [5]byte
-		hdr[0] = typ
-		binary.BigEndian.PutUint32(hdr[1:], uint32(n))
-		if _, err := fw.w.Write(hdr[:]); err != nil {
+		fw.buf = append(fw.buf[:0], typ, 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(fw.buf[1:], uint32(n))
+		fw.buf = append(fw.buf, p[:n]...)
+		if _, err := fw.w.Write(fw.buf); err != nil {
 			return err
-		}
-		if n > 0 {
-			if _, err := fw.w.Write(p[:n]); err != nil {
-				return err
-			}
 		}
 		p = p[n:]
 		if len(p) == 0 {

@@ -26,6 +26,8 @@ type Sandbox struct {
 	ws   string // the workspace: "/" in sandbox names
 	root *os.Root
 	iso  *isoState // nil at L0
+	// memLimit is Spec.Resources.Memory (isolated sandboxes).
+	memLimit int64
 
 	mu         sync.Mutex
 	meta       meta
@@ -143,8 +145,12 @@ func (s *Sandbox) live(ctx context.Context, op string) error {
 	if dead {
 		return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
 	}
-	if s.iso != nil && !s.iso.alive() {
-		return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, errors.New("the sandbox's init has exited"))
+	if s.iso != nil {
+		// An isolated sandbox lives with this process: its init tells.
+		if !s.iso.alive() {
+			return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, errors.New("the sandbox's init has exited"))
+		}
+		return nil
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, metaFile)); errors.Is(err, fs.ErrNotExist) {
 		// Terminated by another process sharing the root.
