@@ -487,3 +487,19 @@ func TestL2LimitsWithRlimits(t *testing.T) {
 	n, _ := strconv.Atoi(strings.TrimSpace(out))
 	assert.Less(t, n, 100, "100 processes started under an NPROC limit of 32")
 }
+
+func TestOrphansAreReaped(t *testing.T) {
+	sb := create(t, newIsolated(t), nil)
+	for i := 0; i < 5; i++ {
+		st, _, errs := sh(t, sb, "(sleep 0.05 >/dev/null 2>&1 &) ; sh -c 'sleep 0.05 >/dev/null 2>&1 & exit 0'")
+		require.True(t, st.Success(), errs)
+	}
+	time.Sleep(300 * time.Millisecond)
+	_, out, _ := sh(t, sb, "for s in /proc/[0-9]*/stat; do cut -d' ' -f1-3 $s; done")
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[2] == "Z" {
+			t.Errorf("zombie left unreaped in the sandbox: %s", line)
+		}
+	}
+}
