@@ -236,7 +236,9 @@ func TestNetworkAllowlist(t *testing.T) {
 	var logs bytes.Buffer
 	p, err := New(&Options{Root: t.TempDir(), RequireLevel: LevelNamespaces, Logger: newTestLogger(&logs)})
 	require.NoError(t, err)
-	sb := create(t, p, &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"localhost"}}})
+	// localhost resolves to loopback, which a domain alone does not open:
+	// the test allows 127.0.0.1 explicitly.
+	sb := create(t, p, &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"localhost", "127.0.0.1"}}})
 	assert.Equal(t, "proxy", sb.Isolation().Network)
 
 	st, out, errs := sh(t, sb, fmt.Sprintf("curl -sS --max-time 10 --noproxy '' http://localhost:%d/", port))
@@ -249,6 +251,15 @@ func TestNetworkAllowlist(t *testing.T) {
 	assert.False(t, st.Success(), "CONNECT to a destination outside the allowlist got through")
 	st, _, _ = sh(t, sb, fmt.Sprintf("curl -sS --max-time 5 --noproxy '*' http://127.0.0.1:%d/", port))
 	assert.False(t, st.Success(), "a direct connection, bypassing the proxy, got through")
+
+	// A domain on the list that resolves to an internal address is refused
+	// unless the address is allowed too.
+	narrow := create(t, p, &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"localhost"}}})
+	_, out, _ = sh(t, narrow, fmt.Sprintf("curl -sS --max-time 10 --noproxy '' -o /dev/null -w '%%{http_code}' http://localhost:%d/", port))
+	assert.Equal(t, "403", out, "an allowed name resolving to loopback reached the host")
+	st, _, _ = sh(t, narrow, fmt.Sprintf("curl -sS --max-time 10 --noproxy '' -p http://localhost:%d/", port))
+	assert.False(t, st.Success(), "CONNECT to an allowed name resolving to loopback got through")
+	assert.Contains(t, logs.String(), "an internal address no CIDR entry allows")
 
 	assert.Contains(t, logs.String(), "decision=allow")
 	assert.Contains(t, logs.String(), "decision=deny")

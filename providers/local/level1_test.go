@@ -100,7 +100,7 @@ func TestL1AllowlistAndLimits(t *testing.T) {
 
 	p := newL1(t)
 	sb := create(t, p, &sandbox.Spec{
-		Network:   &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"localhost"}},
+		Network:   &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"localhost", "127.0.0.1"}},
 		Resources: sandbox.Resources{Memory: 128 << 20, PIDs: 64},
 	})
 	st, out, errs := sh(t, sb, fmt.Sprintf("curl -sS --max-time 10 --noproxy '' http://localhost:%d/", port))

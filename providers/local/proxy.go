@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,19 +69,53 @@ func (p *egressProxy) Close() error {
 	return nil
 }
 
-// dialAllowed dials addr if the allowlist permits it. Names are resolved
-// here, on the host, and every resolved address must be allowed when the
-// list names CIDRs only.
+// errDenied is a destination the allowlist refuses.
+type errDenied struct{ why string }
+
+func (e *errDenied) Error() string { return e.why }
+
+// dialAllowed dials addr if the allowlist permits it. A name is resolved
+// here, on the host, and the connection goes to the address checked (no
+// second lookup). A name that resolves to a loopback, private, link-local
+// (cloud metadata), multicast or unspecified address is refused unless a
+// CIDR or IP entry allows that address too: an allowed domain must not
+// become a way into the host's own networks.
 func (p *egressProxy) dialAllowed(ctx context.Context, network, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
 	}
 	if !p.allow.permits(host) {
-		return nil, fmt.Errorf("%s is not on the allowlist", host)
+		return nil, &errDenied{host + " is not on the allowlist"}
 	}
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error = &errDenied{host + " has no address"}
+	for _, ip := range ips {
+		ip = ip.Unmap()
+		if internal(ip) && !p.allow.permitsIP(ip) {
+			lastErr = &errDenied{fmt.Sprintf("%s resolves to %s, an internal address no CIDR entry allows", host, ip)}
+			continue
+		}
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+func internal(ip netip.Addr) bool {
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() ||
+		netip.MustParsePrefix("100.64.0.0/10").Contains(ip) // carrier-grade NAT
 }
 
 func (p *egressProxy) decide(r *http.Request, host string, ok bool, why string) {
@@ -108,13 +143,19 @@ func (p *egressProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "perimeter: "+host+" is not on this sandbox's egress allowlist", http.StatusForbidden)
 		return
 	}
-	p.decide(r, host, true, "on the allowlist")
+	p.decide(r, host, true, "on the allowlist (addresses checked at connect)")
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.Header.Del("Proxy-Connection")
 	out.Header.Del("Proxy-Authorization")
 	resp, err := p.transport.RoundTrip(out)
 	if err != nil {
+		var denied *errDenied
+		if errors.As(err, &denied) {
+			p.decide(r, host, false, denied.why)
+			http.Error(w, "perimeter: "+denied.why, http.StatusForbidden)
+			return
+		}
 		http.Error(w, "perimeter: "+err.Error(), http.StatusBadGateway)
 		return
 	}
@@ -143,7 +184,12 @@ func (p *egressProxy) connect(w http.ResponseWriter, r *http.Request) {
 	up, err := p.dialAllowed(r.Context(), "tcp", r.Host)
 	if err != nil {
 		p.decide(r, host, false, err.Error())
-		http.Error(w, "perimeter: "+err.Error(), http.StatusBadGateway)
+		code := http.StatusBadGateway
+		var denied *errDenied
+		if errors.As(err, &denied) {
+			code = http.StatusForbidden
+		}
+		http.Error(w, "perimeter: "+err.Error(), code)
 		return
 	}
 	p.decide(r, host, true, "on the allowlist")
@@ -237,16 +283,20 @@ func parseAllowlist(entries []string) (allowlist, error) {
 	return al, nil
 }
 
+func (al allowlist) permitsIP(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range al.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 func (al allowlist) permits(host string) bool {
 	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
 	if a, err := netip.ParseAddr(host); err == nil {
-		a = a.Unmap()
-		for _, p := range al.prefixes {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
+		return al.permitsIP(a)
 	}
 	if al.names[host] {
 		return true
