@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ type isoState struct {
 	iso     Isolation
 	sock    string // the agent socket
 	uidBase int
+	uids    uidRange
 
 	init     *exec.Cmd
 	initDone chan struct{}
@@ -38,31 +38,45 @@ type isoState struct {
 	l1       *l1Config         // set at L1: no namespaces
 }
 
-// uid ranges in use by this process's sandboxes.
-var (
-	uidMu   sync.Mutex
-	uidUsed = map[int]bool{}
-)
+// uidLockDir holds one lock file per uid range in use, host-wide: a
+// provider holds an flock on its sandboxes' ranges while they live, so two
+// processes never hand out the same range, and a crashed process's locks go
+// with it.
+var uidLockDir = "/run/lock"
 
-func allocUIDBase() int {
-	if os.Getuid() != 0 {
-		return os.Getuid()
-	}
-	uidMu.Lock()
-	defer uidMu.Unlock()
-	for {
-		b := uidRangeStart + rand.IntN(uidRangeSlots)*uidRangeSize
-		if !uidUsed[b] {
-			uidUsed[b] = true
-			return b
-		}
-	}
+// uidRange is a range of host ids held for one sandbox.
+type uidRange struct {
+	base int
+	lock *os.File // nil when not root (the range is the caller's own uid)
 }
 
-func freeUIDBase(b int) {
-	uidMu.Lock()
-	delete(uidUsed, b)
-	uidMu.Unlock()
+// allocUIDRange takes the first free range, in order, so that the lock files
+// stay as few as the sandboxes that ever ran at once.
+func allocUIDRange() (uidRange, error) {
+	if os.Getuid() != 0 {
+		return uidRange{base: os.Getuid()}, nil
+	}
+	dir := uidLockDir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		dir = os.TempDir()
+	}
+	for slot := 0; slot < uidRangeSlots; slot++ {
+		f, err := os.OpenFile(filepath.Join(dir, "perimeter-uid-"+strconv.Itoa(slot)+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return uidRange{}, fmt.Errorf("uid range lock: %w", err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			return uidRange{base: uidRangeStart + slot*uidRangeSize, lock: f}, nil
+		}
+		f.Close()
+	}
+	return uidRange{}, errors.New("every uid range is in use")
+}
+
+func (r uidRange) free() {
+	if r.lock != nil {
+		r.lock.Close()
+	}
 }
 
 // startIsolated builds an isolated sandbox in dir: it starts the init in new
@@ -80,9 +94,14 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 			netMode = "host"
 		}
 	}
+	uids, err := allocUIDRange()
+	if err != nil {
+		return nil, err
+	}
 	st = &isoState{
+		uids:     uids,
+		uidBase:  uids.base,
 		sock:     filepath.Join(dir, "control", agentSocket),
-		uidBase:  allocUIDBase(),
 		initDone: make(chan struct{}),
 		initErr:  &bytes.Buffer{},
 	}
@@ -391,7 +410,7 @@ func (st *isoState) destroy() error {
 			errs = append(errs, err)
 		}
 	}
-	freeUIDBase(st.uidBase)
+	st.uids.free()
 	return errors.Join(errs...)
 }
 
