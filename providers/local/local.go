@@ -7,8 +7,9 @@
 //
 //   - Namespaces: user, mount, pid, network, uts and ipc. As root, the
 //     sandbox's ids 0-65535 map to a range of unnamed host ids from 2^30 up,
-//     one range per sandbox, so root inside is nobody outside; as another
-//     user, root inside is that user.
+//     one range per sandbox host-wide (held with an flock under /run/lock),
+//     so root inside is nobody outside; as another user, root inside is that
+//     user.
 //   - Root filesystem, built with pivot_root on a tmpfs: the host's /usr,
 //     /bin, /sbin, /lib*, /etc read-only, with /etc/shadow, /etc/gshadow,
 //     /etc/sudoers and /etc/ssh masked; or, with Spec.RootFS (a directory or
@@ -38,7 +39,9 @@
 //     proxy on the host that refuses everything not on the list and logs
 //     each decision with log/slog; the agent relays it at 127.0.0.1:3128 and
 //     HTTP_PROXY, HTTPS_PROXY and ALL_PROXY point there), or open (the
-//     host's network: reported as not isolated).
+//     host's network: reported as not isolated). The proxy resolves names
+//     itself and refuses an allowed name that resolves to an internal
+//     address (loopback, private, link-local) no IP or CIDR entry allows.
 //
 // The levels a host supports are probed once per process ([Probe]); every
 // sandbox reports its layers in [Sandbox.Isolation] and Info.Isolation.
