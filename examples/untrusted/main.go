@@ -12,6 +12,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -50,13 +51,15 @@ func main() {
 		}
 		body = string(b)
 	}
-	if err := run(ctx, body); err != nil {
+	if err := run(ctx, body, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "untrusted:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, body string) error {
+// run runs body in a fresh sandbox, writing what it printed to stdout and
+// stderr.
+func run(ctx context.Context, body string, stdout, stderr io.Writer) error {
 	p, err := local.New(&local.Options{RequireLevel: local.LevelNamespaces})
 	if err != nil {
 		return err
@@ -73,19 +76,17 @@ func run(ctx context.Context, body string) error {
 	if err := sb.WriteFile(ctx, "script.sh", strings.NewReader(body), 0o755); err != nil {
 		return err
 	}
-	fmt.Println("isolation:", sb.(*local.Sandbox).Isolation())
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "script.sh"}, Stdout: os.Stdout, Stderr: os.Stderr, Timeout: time.Minute}, nil)
+	fmt.Fprintln(stdout, "isolation:", sb.(*local.Sandbox).Isolation())
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "script.sh"}, Stdout: stdout, Stderr: stderr, Timeout: time.Minute}, nil)
 	if err != nil {
 		return err
 	}
-	fmt.Println("script:", res.Status)
+	fmt.Fprintln(stdout, "script:", res.Status)
 	rc, err := sb.ReadFile(ctx, "notes.txt")
 	if err == nil {
 		defer rc.Close()
-		fmt.Print("workspace notes.txt: ")
-		b := make([]byte, 256)
-		n, _ := rc.Read(b)
-		fmt.Print(string(b[:n]))
+		b, _ := io.ReadAll(io.LimitReader(rc, 256))
+		fmt.Fprintf(stdout, "workspace notes.txt: %s", b)
 	}
 	return nil
 }
