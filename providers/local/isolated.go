@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -135,7 +136,14 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	if err := chown(ctl); err != nil {
 		return st, err
 	}
-	if err := chown(filepath.Join(dir, "workspace")); err != nil {
+	// The workspace, and the working directory Create made in it, belong
+	// to the sandbox's root.
+	if err := filepath.WalkDir(filepath.Join(dir, "workspace"), func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return chown(path)
+	}); err != nil {
 		return st, err
 	}
 

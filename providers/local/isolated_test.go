@@ -535,3 +535,13 @@ func TestOrphansAreReaped(t *testing.T) {
 	}
 	assert.Empty(t, zombies, "zombies left unreaped in the sandbox")
 }
+
+func TestWorkdirBelongsToTheSandbox(t *testing.T) {
+	sb := create(t, newIsolated(t), &sandbox.Spec{Workdir: "/workspace/a/b"})
+	st, out, errs := sh(t, sb, "pwd && touch made-here && mkdir sub && echo ok")
+	require.True(t, st.Success(), "cannot write in the working directory Create made: %s", errs)
+	assert.Equal(t, "/workspace/a/b\nok\n", out)
+	fi, err := sb.Stat(context.Background(), "made-here")
+	require.NoError(t, err)
+	assert.Equal(t, "made-here", fi.Name)
+}
