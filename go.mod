@@ -3,6 +3,7 @@ module github.com/perimeter-sdk/perimeter
 go 1.26.0
 
 require (
+	github.com/coder/websocket v1.8.14
 	github.com/creack/pty v1.1.24
 	github.com/elastic/go-seccomp-bpf v1.6.0
 	github.com/stretchr/testify v1.12.1

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
@@ -24,7 +25,7 @@ var allChecks = []check{
 	{CheckInfo{"lifecycle/after-terminate", MUST, "every operation on a terminated sandbox fails with ErrTerminated or ErrNotFound"}, checkAfterTerminate},
 
 	{CheckInfo{"exec/exit-codes", MUST, "exit codes 0, 1, 42 and 127 (command not found) are results, not errors"}, checkExitCodes},
-	{CheckInfo{"exec/stdout-stderr", MUST, "stdout and stderr are kept apart and byte-exact"}, checkStdoutStderr},
+	{CheckInfo{"exec/stdout-stderr", MUST, "stdout and stderr are kept apart and byte-exact (UTF-8 text where TextOutput is declared)"}, checkStdoutStderr},
 	{CheckInfo{"exec/stdin", MUST, "1 MiB of random stdin is echoed back byte-exact (or ErrNotSupported when unclaimed)"}, checkStdin},
 	{CheckInfo{"exec/env", MUST, "Spec.Env and Cmd.Env reach the command, Cmd.Env winning"}, checkEnv},
 	{CheckInfo{"exec/dir", MUST, "Cmd.Dir and the default working directory agree with relative file names"}, checkDir},
@@ -205,10 +206,10 @@ func checkStdoutStderr(c *C) {
 	if !res.Status.Success() {
 		c.Fatalf("status %v, stderr %q", res.Status, res.Stderr)
 	}
-	if want := "out\x00\x01\xffline\nmore-out"; string(res.Stdout) != want {
+	if want := c.output(sb, "out\x00\x01\xffline\nmore-out"); string(res.Stdout) != want {
 		c.Errorf("stdout = %q, want %q", res.Stdout, want)
 	}
-	if want := "err\xfe\x00\n"; string(res.Stderr) != want {
+	if want := c.output(sb, "err\xfe\x00\n"); string(res.Stderr) != want {
 		c.Errorf("stderr = %q, want %q", res.Stderr, want)
 	}
 }
@@ -230,6 +231,26 @@ func checkStdin(c *C) {
 		c.Errorf("cat echoed %d bytes, want the %d bytes given, byte-exact (first difference at %d)",
 			len(res.Stdout), len(data), firstDiff(res.Stdout, data))
 	}
+}
+
+// output returns what a command printing want delivers: want itself, or,
+// for a provider declaring Capabilities.TextOutput, want with each invalid
+// UTF-8 byte replaced by U+FFFD.
+func (c *C) output(sb sandbox.Sandbox, want string) string {
+	if !sb.Capabilities().TextOutput {
+		return want
+	}
+	var b strings.Builder
+	for i := 0; i < len(want); {
+		r, n := utf8.DecodeRuneInString(want[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(want[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func firstDiff(a, b []byte) int {
@@ -499,8 +520,9 @@ func checkBinaryRoundtrip(c *C) {
 		c.Errorf("ReadFile returned %d bytes, want the %d written (first difference at %d)", len(got), len(data), firstDiff(got, data))
 	}
 	res := c.run(sb, &sandbox.Cmd{Args: []string{"cat", "binary.bin"}})
-	if !bytes.Equal(res.Stdout, data) {
-		c.Errorf("cat of the written file printed %d bytes, want the %d written", len(res.Stdout), len(data))
+	if want := c.output(sb, string(data)); string(res.Stdout) != want {
+		c.Errorf("cat of the written file printed %d bytes, want %d (first difference at %d)",
+			len(res.Stdout), len(want), firstDiff(res.Stdout, []byte(want)))
 	}
 	c.run(sb, &sandbox.Cmd{Args: []string{"sh", "-c", `printf 'a\000b\377' > from-exec.bin`}})
 	if got := c.mustRead(sb, "from-exec.bin"); string(got) != "a\x00b\xff" {

@@ -184,6 +184,9 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 				return r.Start(ctx, &c)
 			}}
 		}},
+		{"TextOutput declared by a byte-exact provider", "exec/stdout-stderr", func(r sandbox.Sandbox) *sb {
+			return &sb{Sandbox: r, caps: func(c sandbox.Capabilities) sandbox.Capabilities { c.TextOutput = true; return c }}
+		}},
 		{"env ignored", "exec/env", func(r sandbox.Sandbox) *sb {
 			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
 				c := *cmd

@@ -373,6 +373,12 @@ type Capabilities struct {
 	NetworkModes []NetworkMode `json:"network_modes,omitempty"`
 	// UpdateNetwork: the sandbox implements NetworkUpdater.
 	UpdateNetwork bool `json:"update_network"`
+	// TextOutput declares a limitation rather than an ability: the provider
+	// carries command output as UTF-8 text, so each byte of stdout or stderr
+	// that is not valid UTF-8 arrives as U+FFFD. When false, output is
+	// byte-exact. Files moved with ReadFile and WriteFile are byte-exact
+	// either way.
+	TextOutput bool `json:"text_output,omitempty"`
 }
 
 // SupportsNetwork reports whether mode is among c.NetworkModes.

@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	_ "github.com/perimeter-sdk/perimeter/providers/local"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 

@@ -1,0 +1,79 @@
+package vercel
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/perimeter-sdk/perimeter/providers/vercel/vercelfake"
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// newFake starts a fake and a provider pointed at it, with fast retries.
+func newFake(t testing.TB, fo *vercelfake.Options) (*vercelfake.Server, *Provider) {
+	t.Helper()
+	f := vercelfake.New(fo)
+	t.Cleanup(f.Close)
+	p, err := New(&Options{
+		TeamID: f.TeamID(), ProjectID: f.ProjectID(), Token: StaticToken(f.Token()),
+		BaseURL: f.URL(), RetryBackoff: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return f, p
+}
+
+func newSandbox(t testing.TB, p *Provider, spec *sandbox.Spec) *Sandbox {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sb, err := p.CreateWith(ctx, spec, nil)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() { sb.Terminate(context.Background()) })
+	return sb
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func run(t testing.TB, sb sandbox.Sandbox, args ...string) *sandbox.Result {
+	t.Helper()
+	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{Args: args}, nil)
+	if err != nil {
+		t.Fatalf("Run %q: %v", args, err)
+	}
+	return res
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once, that
+// signals its first write.
+type syncBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	first chan struct{}
+	once  sync.Once
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{first: make(chan struct{})} }
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.once.Do(func() { close(b.first) })
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

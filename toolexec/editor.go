@@ -1,0 +1,539 @@
+package toolexec
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+)
+
+// Text editor defaults.
+const (
+	// DefaultViewCharacters is how many characters of a file a view shows
+	// when neither the tool definition nor EditorOptions sets
+	// max_characters (the reference executor's limit).
+	DefaultViewCharacters = 16000
+	// DefaultMaxEditBytes is the largest file str_replace and insert load
+	// unless EditorOptions.MaxFileBytes says otherwise. view streams files
+	// of any size.
+	DefaultMaxEditBytes = 64 << 20
+)
+
+// truncatedNote follows a view cut short, as the reference executor says it.
+const truncatedNote = "<response clipped><NOTE>To save on context only part of this file has been shown to you. You should retry this tool after you have searched inside the file with `grep -n` in order to find the line numbers of what you are looking for.</NOTE>"
+
+// EditorOptions configures the text editor tool.
+type EditorOptions struct {
+	// Roots are the sandbox directories the editor may touch; nil means
+	// ["/"], the whole sandbox (itself the boundary). With narrower roots a
+	// path through a symbolic link is refused, since the link's target
+	// cannot be checked through the sandbox contract.
+	Roots []string
+	// AllowOverwrite lets create replace an existing file. The documentation
+	// leaves overwriting unspecified; the reference executor refuses, and so
+	// does the default.
+	AllowOverwrite bool
+	// MaxCharacters caps a view's length and is sent in the tool definition;
+	// zero means DefaultViewCharacters and no max_characters field.
+	MaxCharacters int
+	// MaxFileBytes is the largest file str_replace and insert load; zero
+	// means DefaultMaxEditBytes.
+	MaxFileBytes int64
+}
+
+// EditorInput is the text editor tool's input (text_editor_20250728). Insert
+// accepts InsertText and, from older tool versions, NewStr.
+type EditorInput struct {
+	Command    string  `json:"command"`
+	Path       *string `json:"path,omitempty"`
+	ViewRange  []int   `json:"view_range,omitempty"`
+	FileText   *string `json:"file_text,omitempty"`
+	OldStr     *string `json:"old_str,omitempty"`
+	NewStr     *string `json:"new_str,omitempty"`
+	InsertLine *int    `json:"insert_line,omitempty"`
+	InsertText *string `json:"insert_text,omitempty"`
+}
+
+type editorTool struct {
+	fsys  FS
+	opts  EditorOptions
+	roots []string
+}
+
+func newEditorTool(fsys FS, opts EditorOptions) *editorTool {
+	roots := cleanRoots(opts.Roots)
+	if opts.MaxFileBytes <= 0 {
+		opts.MaxFileBytes = DefaultMaxEditBytes
+	}
+	return &editorTool{fsys: fsys, opts: opts, roots: roots}
+}
+
+func cleanRoots(in []string) []string {
+	if len(in) == 0 {
+		return []string{"/"}
+	}
+	out := make([]string, 0, len(in))
+	for _, r := range in {
+		out = append(out, path.Clean("/"+r))
+	}
+	return out
+}
+
+// toolErr is an is_error text for the model.
+type toolErr string
+
+func (e toolErr) Error() string { return string(e) }
+
+// infraErr marks a failure of the sandbox rather than of the model's input.
+type infraErr struct{ err error }
+
+func (e infraErr) Error() string { return e.err.Error() }
+func (e infraErr) Unwrap() error { return e.err }
+
+// outcome turns a command's text or error into the tool's return values.
+func outcome(text string, err error) (string, bool, error) {
+	if err == nil {
+		return text, false, nil
+	}
+	var te toolErr
+	if errors.As(err, &te) {
+		return string(te), true, nil
+	}
+	var ie infraErr
+	if errors.As(err, &ie) {
+		return "Error: " + ie.err.Error(), true, ie.err
+	}
+	return "Error: " + err.Error(), true, err
+}
+
+// isInfra reports whether err is a failure of the sandbox or of ctx rather
+// than an answer about the file.
+func isInfra(err error) bool {
+	k := sandbox.KindOf(err)
+	return k == nil || k == sandbox.ErrUnavailable || k == sandbox.ErrTerminated || k == sandbox.ErrTimeout
+}
+
+func (t *editorTool) run(ctx context.Context, input json.RawMessage) (string, bool, error) {
+	var in EditorInput
+	if msg, bad := decode("str_replace_based_edit_tool", input, &in); bad {
+		return msg, true, nil
+	}
+	return outcome(t.do(ctx, &in))
+}
+
+func (t *editorTool) do(ctx context.Context, in *EditorInput) (string, error) {
+	switch in.Command {
+	case "":
+		return "", toolErr("Parameter `command` is required")
+	case "view", "create", "str_replace", "insert":
+	case "undo_edit":
+		return "", toolErr("undo_edit command is not supported in Claude 4")
+	default:
+		return "", toolErr(fmt.Sprintf("Unrecognized command %s. The allowed commands for the %s tool are: view, create, str_replace, insert", in.Command, EditorName))
+	}
+	if in.Path == nil {
+		return "", toolErr("Parameter `path` is required for command: " + in.Command)
+	}
+	p := *in.Path
+	if !strings.HasPrefix(p, "/") {
+		return "", toolErr(fmt.Sprintf("The path %s is not an absolute path, it should start with `/`. Maybe you meant %s?", p, p))
+	}
+	if err := confine(ctx, t.fsys, t.roots, p); err != nil {
+		return "", err
+	}
+	fi, statErr := t.fsys.Stat(ctx, p)
+	exists := statErr == nil
+	if statErr != nil && !errors.Is(statErr, sandbox.ErrNotFound) {
+		if isInfra(statErr) {
+			return "", infraErr{statErr}
+		}
+		return "", toolErr("Error: " + statErr.Error())
+	}
+	switch in.Command {
+	case "view":
+		if !exists {
+			return "", toolErr(fmt.Sprintf("The path %s does not exist. Please provide a valid path.", p))
+		}
+		if fi.IsDir() {
+			if in.ViewRange != nil {
+				return "", toolErr("The `view_range` parameter is not allowed when `path` points to a directory.")
+			}
+			return viewDir(ctx, t.fsys, p)
+		}
+		limit := t.opts.MaxCharacters
+		if limit <= 0 {
+			limit = DefaultViewCharacters
+		}
+		return viewFile(ctx, t.fsys, p, in.ViewRange, limit)
+	case "create":
+		if in.FileText == nil {
+			return "", toolErr("Parameter `file_text` is required for command: create")
+		}
+		if exists && fi.IsDir() {
+			return "", toolErr(fmt.Sprintf("The path %s is a directory and only the `view` command can be used on directories", p))
+		}
+		if exists && !t.opts.AllowOverwrite {
+			return "", toolErr(fmt.Sprintf("File already exists at: %s. Cannot overwrite files using command `create`.", p))
+		}
+		if err := t.fsys.MkdirAll(ctx, path.Dir(p), 0o755); err != nil {
+			return "", writeFailure(err)
+		}
+		if err := writeAll(ctx, t.fsys, p, []byte(*in.FileText), 0o644); err != nil {
+			return "", writeFailure(err)
+		}
+		return "File created successfully at: " + p, nil
+	}
+	// str_replace and insert edit an existing file.
+	if !exists {
+		return "", toolErr("Error: File not found")
+	}
+	if fi.IsDir() {
+		return "", toolErr(fmt.Sprintf("The path %s is a directory and only the `view` command can be used on directories", p))
+	}
+	if in.Command == "str_replace" {
+		if in.OldStr == nil {
+			return "", toolErr("Parameter `old_str` is required for command: str_replace")
+		}
+	} else {
+		if in.InsertLine == nil {
+			return "", toolErr("Parameter `insert_line` is required for command: insert")
+		}
+		if in.InsertText == nil && in.NewStr == nil {
+			return "", toolErr("Parameter `insert_text` is required for command: insert")
+		}
+	}
+	data, err := t.load(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	var out []byte
+	var msg string
+	if in.Command == "str_replace" {
+		old := []byte(*in.OldStr)
+		n := 0
+		if len(old) > 0 {
+			n = bytes.Count(data, old)
+		}
+		switch {
+		case n == 0:
+			return "", toolErr("Error: No match found for replacement. Please check your text and try again.")
+		case n > 1:
+			return "", toolErr(fmt.Sprintf("Error: Found %d matches for replacement text. Please provide more context to make a unique match.", n))
+		}
+		newStr := ""
+		if in.NewStr != nil {
+			newStr = *in.NewStr
+		}
+		out = bytes.Replace(data, old, []byte(newStr), 1)
+		msg = "Successfully replaced text at exactly one location."
+	} else {
+		text := in.InsertText
+		if text == nil {
+			text = in.NewStr
+		}
+		lines := countLines(data)
+		n := *in.InsertLine
+		if n < 0 || n > lines {
+			return "", toolErr(fmt.Sprintf("Invalid `insert_line` parameter: %d. It should be within the range of lines of the file: [0, %d]", n, lines))
+		}
+		out = insertAfter(data, n, *text)
+		msg = fmt.Sprintf("The file %s has been edited. ", p) +
+			numbered(snippet(out, max(1, n-3), n+strings.Count(strings.TrimSuffix(*text, "\n"), "\n")+5), "a snippet of the edited file", max(1, n-3)) +
+			"Review the changes and make sure they are as expected (correct indentation, no duplicate lines, etc). Edit the file again if necessary."
+	}
+	if err := writeAll(ctx, t.fsys, p, out, 0o644); err != nil {
+		return "", writeFailure(err)
+	}
+	return msg, nil
+}
+
+// load reads a file for editing, refusing one over the size limit.
+func (t *editorTool) load(ctx context.Context, p string) ([]byte, error) {
+	data, tooBig, err := readAll(ctx, t.fsys, p, t.opts.MaxFileBytes)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrNotFound) {
+			return nil, toolErr("Error: File not found")
+		}
+		if errors.Is(err, sandbox.ErrPermissionDenied) {
+			return nil, toolErr("Error: Permission denied. Cannot read file.")
+		}
+		if isInfra(err) {
+			return nil, infraErr{err}
+		}
+		return nil, toolErr("Error: " + err.Error())
+	}
+	if tooBig {
+		return nil, toolErr(fmt.Sprintf("Error: %s is larger than the %d-byte limit for editing; view it with view_range or change it with the bash tool.", p, t.opts.MaxFileBytes))
+	}
+	return data, nil
+}
+
+func writeFailure(err error) error {
+	if errors.Is(err, sandbox.ErrPermissionDenied) {
+		return toolErr("Error: Permission denied. Cannot write to file.")
+	}
+	if isInfra(err) {
+		return infraErr{err}
+	}
+	return toolErr("Error: " + err.Error())
+}
+
+// confine refuses a path outside roots, with a ".." element, or (when roots
+// are narrower than the whole sandbox) through a symbolic link.
+func confine(ctx context.Context, fsys FS, roots []string, p string) error {
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return toolErr(fmt.Sprintf("Error: the path %s has a \"..\" element, which is not allowed", p))
+		}
+	}
+	clean := path.Clean(p)
+	var root string
+	for _, r := range roots {
+		if r == "/" || clean == r || strings.HasPrefix(clean, r+"/") {
+			root = r
+			break
+		}
+	}
+	if root == "" {
+		return toolErr(fmt.Sprintf("Error: the path %s is outside the directories this tool may access: %s", p, strings.Join(roots, ", ")))
+	}
+	if root == "/" {
+		return nil
+	}
+	// Check every component from the root down; stop at the first missing
+	// one (nothing below it exists to be a link).
+	cur := root
+	for _, el := range strings.Split(strings.TrimPrefix(clean, root), "/") {
+		if el == "" {
+			continue
+		}
+		cur = path.Join(cur, el)
+		fi, err := fsys.Stat(ctx, cur)
+		if err != nil {
+			if errors.Is(err, sandbox.ErrNotFound) {
+				return nil
+			}
+			if isInfra(err) {
+				return infraErr{err}
+			}
+			return toolErr("Error: " + err.Error())
+		}
+		if fi.Mode&fs.ModeSymlink != 0 {
+			return toolErr(fmt.Sprintf("Error: the path %s goes through the symbolic link %s, which this tool does not follow", p, cur))
+		}
+	}
+	return nil
+}
+
+// viewDir lists a directory two levels deep, hidden entries excluded, as the
+// reference executor's find does (sorted here).
+func viewDir(ctx context.Context, fsys FS, p string) (string, error) {
+	var lines []string
+	lines = append(lines, p)
+	var walk func(dir string, depth int) error
+	walk = func(dir string, depth int) error {
+		entries, err := fsys.ReadDir(ctx, dir)
+		if err != nil {
+			if isInfra(err) {
+				return infraErr{err}
+			}
+			return nil // unreadable: listed without its contents
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name, ".") {
+				continue
+			}
+			child := strings.TrimSuffix(dir, "/") + "/" + e.Name
+			lines = append(lines, child)
+			if e.IsDir() && depth < 2 {
+				if err := walk(child, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk(p, 1); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("Here's the files and directories up to 2 levels deep in %s, excluding hidden items:\n%s\n", p, strings.Join(lines, "\n")), nil
+}
+
+// viewFile shows a file with cat -n style line numbers, streaming it so that
+// files of any size can be viewed; it keeps at most limit characters of the
+// selected text.
+func viewFile(ctx context.Context, fsys FS, p string, viewRange []int, limit int) (string, error) {
+	rc, err := fsys.ReadFile(ctx, p)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrNotFound) {
+			return "", toolErr(fmt.Sprintf("The path %s does not exist. Please provide a valid path.", p))
+		}
+		if errors.Is(err, sandbox.ErrPermissionDenied) {
+			return "", toolErr("Error: Permission denied. Cannot read file.")
+		}
+		if isInfra(err) {
+			return "", infraErr{err}
+		}
+		return "", toolErr("Error: " + err.Error())
+	}
+	defer rc.Close()
+	br := bufio.NewReaderSize(rc, 64<<10)
+	if head, _ := br.Peek(8 << 10); bytes.IndexByte(head, 0) >= 0 || !utf8.Valid(trimPartialRune(head)) {
+		return "", toolErr(fmt.Sprintf("Error: %s is a binary file; the `view` command shows text files only.", p))
+	}
+	start, end := 1, -1
+	if viewRange != nil {
+		if len(viewRange) != 2 {
+			return "", toolErr("Invalid `view_range`. It should be a list of two integers.")
+		}
+		start, end = viewRange[0], viewRange[1]
+	}
+	var sel []string // selected lines
+	chars, clipped := 0, false
+	total := 0
+	for {
+		line, err := br.ReadString('\n')
+		if len(line) > 0 {
+			total++
+			if total >= start && (end == -1 || total <= end) && !clipped {
+				text := strings.TrimSuffix(line, "\n")
+				n := utf8.RuneCountInString(text) + 1
+				if chars+n > limit {
+					text = truncateRunes(text, limit-chars)
+					clipped = true
+				}
+				chars += n
+				sel = append(sel, text)
+			}
+			if clipped && viewRange == nil {
+				break // no range to validate: stop reading
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if isInfra(err) {
+				return "", infraErr{err}
+			}
+			return "", toolErr("Error: " + err.Error())
+		}
+	}
+	if viewRange != nil {
+		if start < 1 || start > total {
+			return "", toolErr(fmt.Sprintf("Invalid `view_range`: [%d, %d]. Its first element `%d` should be within the range of lines of the file: [1, %d]", start, end, start, total))
+		}
+		if end > total {
+			return "", toolErr(fmt.Sprintf("Invalid `view_range`: [%d, %d]. Its second element `%d` should be smaller than the number of lines in the file: `%d`", start, end, end, total))
+		}
+		if end != -1 && end < start {
+			return "", toolErr(fmt.Sprintf("Invalid `view_range`: [%d, %d]. Its second element `%d` should be larger or equal than its first `%d`", start, end, end, start))
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Here's the result of running `cat -n` on %s:\n", p)
+	for i, l := range sel {
+		if clipped && i == len(sel)-1 {
+			fmt.Fprintf(&b, "%6d\t%s%s\n", start+i, l, truncatedNote)
+			continue
+		}
+		fmt.Fprintf(&b, "%6d\t%s\n", start+i, l)
+	}
+	return b.String(), nil
+}
+
+func trimPartialRune(b []byte) []byte {
+	for i := 0; i < utf8.UTFMax && len(b) > 0; i++ {
+		r, size := utf8.DecodeLastRune(b)
+		if r != utf8.RuneError || size != 1 {
+			break
+		}
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func truncateRunes(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
+	}
+	return s
+}
+
+// countLines counts lines, a final newline ending the last line rather than
+// starting an empty one.
+func countLines(data []byte) int {
+	if len(data) == 0 {
+		return 0
+	}
+	n := bytes.Count(data, []byte("\n"))
+	if data[len(data)-1] != '\n' {
+		n++
+	}
+	return n
+}
+
+// insertAfter inserts text as whole lines after line n (0: at the top),
+// leaving every other byte of data as it was.
+func insertAfter(data []byte, n int, text string) []byte {
+	if !strings.HasSuffix(text, "\n") {
+		text += "\n"
+	}
+	off := 0
+	for i := 0; i < n; i++ {
+		j := bytes.IndexByte(data[off:], '\n')
+		if j < 0 {
+			off = len(data)
+			break
+		}
+		off += j + 1
+	}
+	out := make([]byte, 0, len(data)+len(text)+1)
+	out = append(out, data[:off]...)
+	if off > 0 && out[len(out)-1] != '\n' {
+		out = append(out, '\n')
+	}
+	out = append(out, text...)
+	return append(out, data[off:]...)
+}
+
+// snippet returns lines from..to (1-based, inclusive, clipped) of data.
+func snippet(data []byte, from, to int) []string {
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if from < 1 {
+		from = 1
+	}
+	if to > len(lines) {
+		to = len(lines)
+	}
+	if from > to {
+		return nil
+	}
+	return lines[from-1 : to]
+}
+
+// numbered formats lines as the reference executor's _make_output does.
+func numbered(lines []string, what string, first int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Here's the result of running `cat -n` on %s:\n", what)
+	for i, l := range lines {
+		fmt.Fprintf(&b, "%6d\t%s\n", first+i, l)
+	}
+	return b.String()
+}

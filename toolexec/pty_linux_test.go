@@ -1,0 +1,181 @@
+//go:build linux
+
+package toolexec_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/perimeter-sdk/perimeter/providers/local"
+	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/toolexec/toolexectest"
+)
+
+// ptySandbox is a TEST-ONLY stand-in for a provider with Capabilities.PTY:
+// it wraps a local sandbox (files, and commands without a TTY) and runs
+// commands that ask for a TTY on a real pseudo-terminal on the host, in the
+// sandbox's workspace, with a clean environment. It exists so that the bash
+// tool's PTY path runs in tests although the local baseline has no PTY.
+type ptySandbox struct {
+	*local.Sandbox
+}
+
+func (s *ptySandbox) Capabilities() sandbox.Capabilities {
+	c := s.Sandbox.Capabilities()
+	c.PTY = true
+	return c
+}
+
+func (s *ptySandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+	if cmd.TTY == nil {
+		return s.Sandbox.Start(ctx, cmd)
+	}
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, err
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, err
+	}
+	slave, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, err
+	}
+	unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(cmd.TTY.Rows), Col: uint16(cmd.TTY.Cols)})
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + s.Workspace(), "TERM=" + cmd.TTY.Term}
+	for k, v := range cmd.Env {
+		env = append(env, k+"="+v)
+	}
+	c := exec.Command(cmd.Args[0], cmd.Args[1:]...)
+	c.Dir, c.Env = s.Workspace(), env
+	c.Stdin, c.Stdout, c.Stderr = slave, slave, slave
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := c.Start(); err != nil {
+		master.Close()
+		slave.Close()
+		return nil, err
+	}
+	slave.Close()
+	p := &ptyProcess{cmd: c, master: master, done: make(chan struct{})}
+	var copies sync.WaitGroup
+	copies.Add(1)
+	go func() { // output: ends when the terminal closes
+		defer copies.Done()
+		if cmd.Stdout != nil {
+			io.Copy(cmd.Stdout, master)
+		} else {
+			io.Copy(io.Discard, master)
+		}
+	}()
+	if cmd.Stdin != nil {
+		go func() { // input: ends when the caller's reader ends or the terminal closes
+			io.Copy(master, cmd.Stdin)
+		}()
+	}
+	go func() {
+		waited := make(chan error, 1)
+		go func() { waited <- c.Wait() }()
+		select {
+		case <-waited:
+		case <-ctx.Done():
+			unix.Kill(-c.Process.Pid, unix.SIGKILL)
+			<-waited
+			p.err = ctx.Err()
+		}
+		unix.Kill(-c.Process.Pid, unix.SIGKILL) // the rest of the session
+		master.Close()
+		copies.Wait()
+		if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			p.status = sandbox.ExitStatus{Code: -1, Signal: sandbox.Signal(unix.SignalName(ws.Signal()))}
+		} else {
+			p.status = sandbox.ExitStatus{Code: c.ProcessState.ExitCode()}
+		}
+		close(p.done)
+	}()
+	return p, nil
+}
+
+type ptyProcess struct {
+	cmd    *exec.Cmd
+	master *os.File
+	done   chan struct{}
+	status sandbox.ExitStatus
+	err    error
+}
+
+func (p *ptyProcess) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
+	select {
+	case <-p.done:
+		return p.status, p.err
+	case <-ctx.Done():
+		return sandbox.ExitStatus{}, ctx.Err()
+	}
+}
+
+func (p *ptyProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
+	n := unix.SignalNum(string(sig))
+	if n == 0 {
+		return errors.New(fmt.Sprint("unknown signal ", sig))
+	}
+	err := unix.Kill(-p.cmd.Process.Pid, n)
+	if err == unix.ESRCH {
+		return nil
+	}
+	return err
+}
+
+// TestBatteryOnPTY runs the battery with the bash tool on a pseudo-terminal.
+func TestBatteryOnPTY(t *testing.T) {
+	if _, err := os.Stat("/dev/ptmx"); err != nil {
+		t.Skip("no /dev/ptmx on this host: the PTY path cannot be exercised")
+	}
+	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
+		return &ptySandbox{newSandbox(t).(*local.Sandbox)}
+	}, nil)
+}
+
+// noStdinSandbox is a TEST-ONLY stand-in for a provider that can neither
+// feed stdin nor give a terminal: it declares both false and refuses them
+// as the contract requires, so the bash tool falls back to its stateless
+// emulation.
+type noStdinSandbox struct {
+	*local.Sandbox
+}
+
+func (s *noStdinSandbox) Capabilities() sandbox.Capabilities {
+	c := s.Sandbox.Capabilities()
+	c.Stdin, c.PTY = false, false
+	return c
+}
+
+func (s *noStdinSandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+	if cmd.Stdin != nil || cmd.TTY != nil {
+		return nil, sandbox.Errorf("nostdin", s.ID(), "exec", sandbox.ErrNotSupported, "no stdin and no PTY")
+	}
+	return s.Sandbox.Start(ctx, cmd)
+}
+
+// TestBatteryWithoutStdin runs the battery on a sandbox without stdin or
+// PTY, where bash state persists through a state file.
+func TestBatteryWithoutStdin(t *testing.T) {
+	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
+		return &noStdinSandbox{newSandbox(t).(*local.Sandbox)}
+	}, nil)
+}

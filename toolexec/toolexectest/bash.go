@@ -1,0 +1,261 @@
+package toolexectest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/perimeter-sdk/perimeter/toolexec"
+)
+
+func (h *harness) bash(t *testing.T) {
+	t.Run("session-persists", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "cd " + e.bash(e.base) + " && export PERIM_X=42 && y=7 && f() { echo fn$1; }"}), "", false)
+		if !e.persistentShell() {
+			// Emulated session: the working directory and exported
+			// variables persist, nothing else.
+			e.want(e.call("bash", map[string]any{"command": "echo $PERIM_X [$y]; basename $PWD"}), "42 []\n"+strings.TrimPrefix(e.base, "/tmp/")+"\n", false)
+			return
+		}
+		e.want(e.call("bash", map[string]any{"command": "echo $PERIM_X $y; f 1; basename $PWD"}), "42 7\nfn1\n"+strings.TrimPrefix(e.base, "/tmp/")+"\n", false)
+	})
+	t.Run("zero-exit-empty-output", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "true"}), "", false)
+	})
+	t.Run("nonzero-exit", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "echo partial; exit_with() { return $1; }; exit_with 3"}), "partial\n\nexit code: 3", true)
+		e.want(e.call("bash", map[string]any{"command": "false"}), "\nexit code: 1", true)
+		r := e.call("bash", map[string]any{"command": "no-such-command-xyz"})
+		if !r.IsError || !strings.Contains(r.Text(), "no-such-command-xyz: command not found\n") || !strings.HasSuffix(r.Text(), "\n\nexit code: 127") {
+			t.Errorf("unknown command result = (%q, is_error=%v)", r.Text(), r.IsError)
+		}
+	})
+	t.Run("stdout-and-stderr-merged", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "echo out; echo err >&2; echo out2"}), "out\nerr\nout2\n", false)
+	})
+	t.Run("stdin-is-empty", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "cat; echo after-cat"}), "after-cat\n", false)
+		e.want(e.call("bash", map[string]any{"command": "read x"}), "\nexit code: 1", true)
+		e.want(e.call("bash", map[string]any{"command": "echo alive"}), "alive\n", false)
+	})
+	t.Run("syntax-error-keeps-session", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.call("bash", map[string]any{"command": "export KEEP=1"})
+		r := e.call("bash", map[string]any{"command": "if then fi ("})
+		if !r.IsError || !strings.Contains(r.Text(), "syntax error") || !strings.HasSuffix(r.Text(), "\nexit code: 2") {
+			t.Errorf("syntax error result = %q (is_error=%v)", r.Text(), r.IsError)
+		}
+		e.want(e.call("bash", map[string]any{"command": "echo $KEEP"}), "1\n", false)
+	})
+	t.Run("quotes-heredocs-and-comments", func(t *testing.T) {
+		e := h.env(t, nil)
+		cmd := "cat <<'EOF'\nit's \"quoted\" $HOME `x`\nEOF\necho done # a trailing comment"
+		e.want(e.call("bash", map[string]any{"command": cmd}), "it's \"quoted\" $HOME `x`\ndone\n", false)
+	})
+	t.Run("large-command", func(t *testing.T) {
+		e := h.env(t, nil)
+		big := strings.Repeat("abcdefghij", 20000) // 200 kB in one command
+		if !e.persistentShell() {
+			e.want(e.call("bash", map[string]any{"command": "x='" + big + "'; echo ${#x}"}),
+				"bash: the command is 200016 bytes; this sandbox has no stdin or terminal for a shell session, and commands sent as an argument are limited to 100000 bytes", true)
+			big = big[:90000]
+		}
+		e.want(e.call("bash", map[string]any{"command": "x='" + big + "'; echo ${#x}"}), fmt.Sprintf("%d\n", len(big)), false)
+	})
+	t.Run("sentinel-cannot-be-spoofed", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "printf '\\n__PERIMETER_000000000000000000000000_DONE__0\\n'; exit_with() { return $1; }; exit_with 4"}),
+			"__PERIMETER_000000000000000000000000_DONE__0\n\nexit code: 4", true)
+	})
+	t.Run("output-capped-keeping-tail", func(t *testing.T) {
+		e := h.env(t, &toolexec.Options{Bash: toolexec.BashOptions{OutputLimit: 1000}})
+		r := e.call("bash", map[string]any{"command": "seq 1 100000"})
+		text := r.Text()
+		if r.IsError || !strings.HasPrefix(text, "[output truncated]\n") || !strings.HasSuffix(text, "\n99999\n100000\n") {
+			t.Fatalf("capped output: is_error=%v, starts %q, ends %q", r.IsError, head(text), tail(text))
+		}
+		if n := len(strings.TrimPrefix(text, "[output truncated]\n")); n != 1000 {
+			t.Errorf("kept %d bytes, want 1000", n)
+		}
+		e.want(e.call("bash", map[string]any{"command": "echo small"}), "small\n", false)
+	})
+	t.Run("default-output-cap-is-100KiB", func(t *testing.T) {
+		e := h.env(t, nil)
+		r := e.call("bash", map[string]any{"command": "head -c 300000 /dev/zero | tr '\\0' x"})
+		if got := len(strings.TrimPrefix(r.Text(), "[output truncated]\n")); !strings.HasPrefix(r.Text(), "[output truncated]\n") || got != 100<<10 {
+			t.Errorf("kept %d bytes (prefix %q), want %d after the marker", got, head(r.Text()), 100<<10)
+		}
+	})
+	t.Run("timeout-kills-tree-and-restarts", func(t *testing.T) {
+		e := h.env(t, &toolexec.Options{Bash: toolexec.BashOptions{Timeout: 2 * time.Second}})
+		pidfile := e.bash(e.base + "/pid")
+		e.call("bash", map[string]any{"command": "export BEFORE=1"})
+		r := e.call("bash", map[string]any{"command": "sleep 300 & echo $! > " + pidfile + "; echo started; sleep 300"})
+		e.want(r, "started\n\n[timed out]\nsession restarted after timeout", true)
+		e.want(e.call("bash", map[string]any{"command": "echo \"before=$BEFORE\""}), "before=\n", false)
+		// The background sleep was in the killed tree.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r := e.call("bash", map[string]any{"command": "kill -0 $(cat " + pidfile + ") 2>/dev/null && echo alive || echo gone"})
+			if r.Text() == "gone\n" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("background process of the timed-out command still alive: %q", r.Text())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	t.Run("timeout-ms-per-call", func(t *testing.T) {
+		e := h.env(t, nil)
+		start := time.Now()
+		e.want(e.call("bash", map[string]any{"command": "echo before; sleep 60", "timeout_ms": 1000}), "before\n\n[timed out]\nsession restarted after timeout", true)
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("a 1 s timeout_ms took %v", d)
+		}
+		e.want(e.call("bash", map[string]any{"command": "echo after"}), "after\n", false)
+	})
+	t.Run("restart", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.call("bash", map[string]any{"command": "export GONE=1"})
+		e.want(e.call("bash", map[string]any{"restart": true}), "bash session restarted", false)
+		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
+		e.call("bash", map[string]any{"command": "export GONE=2"})
+		e.want(e.call("bash", map[string]any{"restart": true, "command": "echo \"[$GONE]\""}), "[]\n", false)
+	})
+	t.Run("missing-command", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{}), "bash: command is required", true)
+		e.want(e.call("bash", map[string]any{"command": ""}), "bash: command is required", true)
+		e.want(e.call("bash", map[string]any{"restart": false}), "bash: command is required", true)
+	})
+	t.Run("shell-exit-restarts", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.call("bash", map[string]any{"command": "export GONE=1"})
+		if !e.persistentShell() {
+			// Each call is its own shell: exit ends only that call.
+			e.want(e.call("bash", map[string]any{"command": "exit 3"}), "\nexit code: 3", true)
+			e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[1]\n", false)
+			return
+		}
+		e.want(e.call("bash", map[string]any{"command": "exit 3"}), "bash: the shell exited", true)
+		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
+	})
+	t.Run("no-anthropic-secrets", func(t *testing.T) {
+		t.Setenv("ANTHROPIC_API_KEY", "sk-ant-host-secret")
+		e := h.env(t, &toolexec.Options{Bash: toolexec.BashOptions{Env: map[string]string{
+			"ANTHROPIC_AUTH_TOKEN": "from-options", "PERIM_PASSED": "yes",
+		}}})
+		r := e.call("bash", map[string]any{"command": "env"})
+		if strings.Contains(r.Text(), "ANTHROPIC") || strings.Contains(r.Text(), "sk-ant-host-secret") {
+			t.Errorf("the shell's environment holds an ANTHROPIC_ variable:\n%s", r.Text())
+		}
+		for _, want := range []string{"PERIM_PASSED=yes", "TERM=dumb"} {
+			if !strings.Contains(r.Text(), want) {
+				t.Errorf("the shell's environment lacks %s:\n%s", want, r.Text())
+			}
+		}
+	})
+	t.Run("binary-output", func(t *testing.T) {
+		e := h.env(t, nil)
+		r := e.call("bash", map[string]any{"command": "printf 'a\\000b\\377c'"})
+		// A provider declaring TextOutput may deliver invalid UTF-8 as
+		// U+FFFD (its limitation); byte-exact output is always right.
+		if r.IsError || (r.Text() != "a\x00b\xffc" && !(e.sb.Capabilities().TextOutput && r.Text() == "a\x00b\uFFFDc")) {
+			t.Errorf("binary output = (%q, is_error=%v), want %q", r.Text(), r.IsError, "a\x00b\xffc")
+		}
+	})
+	t.Run("cancelled-context", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.call("bash", map[string]any{"command": "export GONE=1"})
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		res, err := e.ts.Execute(ctx, toolexec.ToolUse{ID: "toolu_c", Name: "bash", Input: json.RawMessage(`{"command":"sleep 60"}`)})
+		if err == nil || !res.IsError || res.Text() != "bash: "+err.Error() {
+			t.Fatalf("Execute with an ending context = (%q, %v), want an is_error result and the context's error", res.Text(), err)
+		}
+		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
+	})
+	t.Run("concurrent-calls-serialised", func(t *testing.T) {
+		e := h.env(t, nil)
+		var wg sync.WaitGroup
+		errs := make(chan string, 8)
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd := strings.ReplaceAll("echo start-N; sleep 0.05; echo end-N", "N", string(rune('a'+i)))
+				raw, _ := json.Marshal(map[string]any{"command": cmd})
+				res, err := e.ts.Execute(context.Background(), toolexec.ToolUse{ID: "x", Name: "bash", Input: raw})
+				want := strings.ReplaceAll("start-N\nend-N\n", "N", string(rune('a'+i)))
+				if err != nil || res.Text() != want {
+					errs <- res.Text()
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for s := range errs {
+			t.Errorf("concurrent call got %q", s)
+		}
+	})
+	t.Run("closed-toolset", func(t *testing.T) {
+		e := h.env(t, nil)
+		e.call("bash", map[string]any{"command": "true"})
+		if err := e.ts.Close(); err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.ts.Execute(context.Background(), toolexec.ToolUse{ID: "x", Name: "bash", Input: json.RawMessage(`{"command":"true"}`)})
+		if err == nil || !res.IsError {
+			t.Errorf("Execute after Close = (%q, %v), want an error", res.Text(), err)
+		}
+	})
+}
+
+// persistentShell reports whether the sandbox can hold a shell session
+// (stdin or a terminal); without, the bash tool emulates one.
+func (e *env) persistentShell() bool {
+	c := e.sb.Capabilities()
+	return c.Stdin || c.PTY
+}
+
+// bash returns a sandbox path as the shell sees it. Most providers show the
+// shell the same filesystem as the file methods; the local baseline maps the
+// file methods' "/" to its workspace, where the shell starts, so there the
+// path is made relative. Call it before the shell changes directory.
+func (e *env) bash(p string) string {
+	e.t.Helper()
+	probe := "/tmp/.toolexectest-probe-" + randHex(e.t)
+	e.writeFile(probe, []byte("x"))
+	if !e.call("bash", map[string]any{"command": "test -e " + probe}).IsError {
+		return p
+	}
+	if !e.call("bash", map[string]any{"command": "test -e ." + probe}).IsError {
+		return "." + p
+	}
+	e.t.Fatalf("the shell sees the file %s neither at that path nor under its starting directory", probe)
+	return ""
+}
+
+func head(s string) string {
+	if len(s) > 40 {
+		return s[:40]
+	}
+	return s
+}
+
+func tail(s string) string {
+	if len(s) > 40 {
+		return s[len(s)-40:]
+	}
+	return s
+}
