@@ -75,9 +75,9 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 			fmt.Sprintf("working directory %q is not a directory", cmd.Dir))
 	}
 	if s.iso != nil {
-		dir, home := workspaceDir, workspaceDir
-		if rel != "." {
-			dir += "/" + rel
+		dir, home := "/"+rel, workspaceDir
+		if rel == "." {
+			dir = "/"
 		}
 		if s.iso.l1 != nil {
 			dir, home = filepath.Join(s.ws, filepath.FromSlash(rel)), s.ws

@@ -296,7 +296,8 @@ func buildRoot(cfg *initConfig) (net.Listener, error) {
 	}
 	if !cfg.RootFS {
 		// The root itself (a directory of mount points) is read-only.
-		// Only the root mount itself: the mounts on it keep their own flags.
+		// The root itself (a tmpfs of mount points) is read-only: only the
+		// root mount, the mounts on it keep their own flags.
 		if err := unix.MountSetattr(unix.AT_FDCWD, "/", 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}); err != nil {
 			return nil, fmt.Errorf("make / read-only: %w", err)
 		}

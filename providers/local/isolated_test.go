@@ -85,8 +85,23 @@ func TestWorkspaceIsSharedWithTheFilesAPI(t *testing.T) {
 	b, _ := io.ReadAll(rc)
 	rc.Close()
 	assert.Equal(t, "host\ninside\n", string(b))
-	_, err = sb.ReadFile(ctx, "/etc/hostname")
-	assert.ErrorIs(t, err, sandbox.ErrPermissionDenied, "the files API reaches only /workspace")
+
+	// Absolute names are the sandbox's view, with its permissions.
+	require.NoError(t, sb.WriteFile(ctx, "/tmp/t.txt", strings.NewReader("tmp"), 0o644))
+	_, out, _ = sh(t, sb, "cat /tmp/t.txt")
+	assert.Equal(t, "tmp", out)
+	rc, err = sb.ReadFile(ctx, "/etc/shadow")
+	if err == nil {
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		assert.Empty(t, b, "the files API read the host's /etc/shadow")
+	}
+	err = sb.WriteFile(ctx, "/usr/perimeter-escape", strings.NewReader("x"), 0o644)
+	assert.ErrorIs(t, err, sandbox.ErrPermissionDenied, "the files API wrote to the read-only /usr")
+	err = sb.WriteFile(ctx, "/perimeter-escape", strings.NewReader("x"), 0o644)
+	assert.ErrorIs(t, err, sandbox.ErrPermissionDenied, "the files API wrote to the read-only root")
+	_, err = os.Stat("/perimeter-escape")
+	assert.True(t, errors.Is(err, os.ErrNotExist), "a file appeared in the host's /")
 }
 
 // TestEscapeBattery tries the ways out of a sandbox; every one must be
@@ -544,4 +559,25 @@ func TestWorkdirBelongsToTheSandbox(t *testing.T) {
 	fi, err := sb.Stat(context.Background(), "made-here")
 	require.NoError(t, err)
 	assert.Equal(t, "made-here", fi.Name)
+}
+
+func TestWorkdirOutsideTheWorkspace(t *testing.T) {
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), &sandbox.Spec{Workdir: "/tmp/w"})
+	require.NoError(t, sb.WriteFile(ctx, "f.txt", strings.NewReader("x"), 0o644))
+	st, out, errs := sh(t, sb, "pwd; cat f.txt")
+	require.True(t, st.Success(), errs)
+	assert.Equal(t, "/tmp/w\nx", out)
+	_, err := newIsolated(t).Create(ctx, &sandbox.Spec{Workdir: "/usr/w"})
+	assert.ErrorIs(t, err, sandbox.ErrPermissionDenied, "a working directory on a read-only mount")
+}
+
+func TestReadFileRefusesAFIFOWithoutBlocking(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sb := create(t, newIsolated(t), nil)
+	st, _, errs := sh(t, sb, "mkfifo pipe")
+	require.True(t, st.Success(), errs)
+	_, err := sb.ReadFile(ctx, "pipe")
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
 }

@@ -83,10 +83,14 @@
 //
 // # Names
 //
-// In an isolated sandbox, file names and Cmd.Dir are paths inside it and
-// relative names start at /workspace; the file methods reach only
-// /workspace. At L1 and L0, "/" is the workspace directory, which commands
-// see at its host path.
+// With namespaces (L2, L3), file names and Cmd.Dir are paths inside the
+// sandbox, relative names start at the working directory (/workspace by
+// default), and the file methods see exactly what commands see, with their
+// permissions: they go through the init's /proc/PID/root with the
+// sandbox's root user's filesystem ids, so they can read the read-only host
+// directories but not /etc/shadow, and write only where commands can
+// (/workspace, /tmp). At L1 and L0, "/" is the workspace directory, which
+// commands see at its host path.
 package local
 
 import (
@@ -291,10 +295,6 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		if err != nil {
 			return nil, sandbox.NewError(Name, "", "create", nil, err)
 		}
-		if p.nsNames() && !underWorkspace(w) {
-			return nil, sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("Spec.Workdir %q is outside %s", spec.Workdir, workspaceDir))
-		}
 		workdir = w
 	}
 	id, err := newID()
@@ -318,7 +318,14 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
 	ws := filepath.Join(dir, "workspace")
-	if err := os.MkdirAll(filepath.Join(ws, filepath.FromSlash(wsRel(m.NSNames, workdir))), 0o700); err != nil {
+	// The working directory is made here when it is in the workspace, and
+	// through the sandbox's own root once it runs otherwise.
+	hostWorkdir := !m.NSNames || underWorkspace(workdir)
+	wd := ws
+	if hostWorkdir {
+		wd = filepath.Join(ws, filepath.FromSlash(wsRel(m.NSNames, workdir)))
+	}
+	if err := os.MkdirAll(wd, 0o700); err != nil {
 		os.RemoveAll(dir)
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
@@ -355,6 +362,13 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	sb, err := p.open(dir, &m, st)
 	if err == nil {
 		sb.memLimit = spec.Resources.Memory
+		if !hostWorkdir {
+			err = sb.MkdirAll(ctx, workdir, 0o755)
+			if err != nil {
+				sb.Terminate(context.Background())
+				return nil, err
+			}
+		}
 	}
 	if err != nil {
 		if st != nil {
@@ -374,8 +388,8 @@ func underWorkspace(abs string) bool {
 }
 
 // wsRel turns a clean absolute sandbox path into a path relative to the
-// workspace directory ("." for its root). For isolated sandboxes the path
-// must be under /workspace (the caller checks).
+// workspace directory ("." for its root), or, with isolated false, relative
+// to "/". With isolated set the path must be under /workspace.
 func wsRel(isolated bool, abs string) string {
 	if isolated {
 		abs = strings.TrimPrefix(abs, workspaceDir)

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,7 +25,7 @@ type Sandbox struct {
 	id   string
 	dir  string // the sandbox's directory: metadata and workspace
 	ws   string // the workspace: "/" in sandbox names
-	root *os.Root
+	root fsRoot
 	iso  *isoState // nil at L0
 	// memLimit is Spec.Resources.Memory (isolated sandboxes).
 	memLimit int64
@@ -46,9 +47,20 @@ var (
 
 func newSandbox(p *Provider, dir string, m *meta, st *isoState) (*Sandbox, error) {
 	ws := filepath.Join(dir, "workspace")
-	root, err := os.OpenRoot(ws)
+	// With namespaces, the file methods work on the sandbox's own root, as
+	// its commands see it, reached through its init's /proc/PID/root; an
+	// os.Root resolves every name and symbolic link inside it.
+	top := ws
+	if st != nil && st.l1 == nil && st.init != nil {
+		top = "/proc/" + strconv.Itoa(st.init.Process.Pid) + "/root"
+	}
+	r, err := os.OpenRoot(top)
 	if err != nil {
 		return nil, sandbox.NewError(Name, m.ID, "open", kindOf(err), err)
+	}
+	root := fsRoot{r: r, uid: -1}
+	if st != nil && os.Getuid() == 0 {
+		root.uid = st.uidBase
 	}
 	sb := &Sandbox{
 		p: p, id: m.ID, dir: dir, ws: ws, root: root, meta: *m, iso: st,
@@ -270,19 +282,9 @@ func (s *Sandbox) rel(op, name string) (string, error) {
 	if err != nil {
 		return "", sandbox.NewError(Name, s.id, op, nil, err)
 	}
-	if s.meta.NSNames && !underWorkspace(abs) {
-		return "", sandbox.Errorf(Name, s.id, op, sandbox.ErrPermissionDenied,
-			fmt.Sprintf("%s is outside %s, the only directory the files API reaches", abs, workspaceDir))
-	}
-	return wsRel(s.meta.NSNames, abs), nil
-}
-
-// own gives a file the host's side created in the workspace to the
-// sandbox's root user, so that commands can change it.
-func (s *Sandbox) own(rel string) {
-	if s.iso != nil && os.Getuid() == 0 {
-		s.root.Lchown(rel, s.iso.uidBase, s.iso.uidBase)
-	}
+	// s.root is the workspace (L0, L1) or the sandbox's own root (L2+):
+	// either way, the name relative to "/".
+	return wsRel(false, abs), nil
 }
 
 func (s *Sandbox) fileErr(op string, err error) error {
@@ -299,7 +301,9 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 	if err != nil {
 		return nil, err
 	}
-	f, err := s.root.Open(rel)
+	// O_NONBLOCK: a FIFO the sandbox left under the name must not block
+	// the host; it is then refused as not a regular file.
+	f, err := s.root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, s.fileErr(op, err)
 	}
@@ -364,9 +368,6 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	_, err = io.Copy(f, &ctxSource{ctx: ctx, r: r})
 	if err == nil {
 		err = f.Chmod(perm)
-	}
-	if err == nil && s.iso != nil && os.Getuid() == 0 {
-		err = f.Chown(s.iso.uidBase, s.iso.uidBase)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -462,12 +463,6 @@ func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) e
 	if err := s.root.MkdirAll(rel, perm); err != nil {
 		return s.fileErr(op, err)
 	}
-	if rel != "." {
-		parts := strings.Split(rel, "/")
-		for i := range parts {
-			s.own(path.Join(parts[:i+1]...))
-		}
-	}
 	return nil
 }
 
@@ -550,6 +545,8 @@ func kindOf(err error) error {
 			return sandbox.ErrNotFound
 		case syscall.EISDIR, syscall.ENOTEMPTY, syscall.EINVAL, syscall.ELOOP, syscall.ENAMETOOLONG, syscall.EXDEV:
 			return sandbox.ErrInvalidArgument
+		case syscall.EROFS, syscall.EACCES, syscall.EPERM:
+			return sandbox.ErrPermissionDenied
 		case syscall.ENOSPC, syscall.EDQUOT, syscall.EMFILE, syscall.ENFILE:
 			return sandbox.ErrResourceExhausted
 		}
