@@ -62,6 +62,7 @@ func probeCgroup() (string, error) {
 			if err := canCreate(dir); err != nil {
 				return "none", fmt.Errorf("cgroup v2: %w", err)
 			}
+			sweepStale(dir)
 			// Delegate the controllers to the sandboxes' cgroups.
 			if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +pids"), 0); err != nil {
 				return "none", fmt.Errorf("cgroup v2: enable memory and pids in %s: %w", dir, err)
@@ -78,8 +79,31 @@ func probeCgroup() (string, error) {
 		if err := canCreate(cgroupDir(c, c)); err != nil {
 			return "none", fmt.Errorf("cgroup v1 %s: %w", c, err)
 		}
+		sweepStale(cgroupDir(c, c))
 	}
+	sweepStale(cgroupDir("unified", ""))
 	return "v1", nil
+}
+
+// sweepStale removes sandbox cgroups left by processes that died without
+// terminating their sandboxes: empty (the kernel refuses to remove others)
+// and older than a minute (so that a cgroup another process is about to
+// start a sandbox in is left alone).
+func sweepStale(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "sb-") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < time.Minute {
+			continue
+		}
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
 }
 
 // canCreate checks that a sandbox's cgroup could be made in dir.

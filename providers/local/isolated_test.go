@@ -396,11 +396,13 @@ func TestSpecValidation(t *testing.T) {
 		"tiny memory":   {Resources: sandbox.Resources{Memory: 1 << 20}},
 		"bad mode":      {Network: &sandbox.NetworkPolicy{Mode: "sometimes"}},
 		"bad allow":     {Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"a b"}}},
-		"workdir out":   {Workdir: "/etc"},
+		"workdir ro":    {Workdir: "/usr/perimeter-nonexistent"},
 		"relative root": {RootFS: "rootfs"},
 	} {
-		_, err := p.Create(ctx, spec)
-		assert.Error(t, err, name)
+		sb, err := p.Create(ctx, spec)
+		if !assert.Error(t, err, name) {
+			sb.Terminate(ctx)
+		}
 	}
 }
 
@@ -580,4 +582,11 @@ func TestReadFileRefusesAFIFOWithoutBlocking(t *testing.T) {
 	require.True(t, st.Success(), errs)
 	_, err := sb.ReadFile(ctx, "pipe")
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+}
+
+func TestDiskBoundsTheWritableLayers(t *testing.T) {
+	sb := create(t, newIsolated(t), &sandbox.Spec{Resources: sandbox.Resources{Disk: 8 << 20}})
+	st, _, errs := sh(t, sb, "head -c 20000000 /dev/zero > /tmp/big")
+	assert.False(t, st.Success(), "20 MB fitted in /tmp under an 8 MiB disk limit")
+	assert.Contains(t, errs, "No space left on device")
 }

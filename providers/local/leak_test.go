@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,9 +106,33 @@ func TestNothingLeaks(t *testing.T) {
 	require.LessOrEqual(t, after.fds, before.fds, "file descriptors leaked")
 	require.LessOrEqual(t, after.goroutines, before.goroutines, "goroutines leaked")
 	require.Equal(t, before.mounts, after.mounts, "host mounts leaked")
-	require.Empty(t, after.children, "processes left behind")
+	var left []string
+	for _, c := range after.children {
+		if !slices.Contains(before.children, c) {
+			left = append(left, c)
+		}
+	}
+	require.Empty(t, left, "processes left behind")
 	require.Empty(t, after.cgroups, "cgroups left behind")
 	entries, err := os.ReadDir(root)
 	require.NoError(t, err)
 	require.Empty(t, entries, "sandbox directories left behind")
+}
+
+func TestSweepStaleRemovesOnlyOldSandboxCgroups(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"sb-old", "sb-new", "other"} {
+		require.NoError(t, os.Mkdir(filepath.Join(dir, n), 0o755))
+	}
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, os.Chtimes(filepath.Join(dir, "sb-old"), old, old))
+	require.NoError(t, os.Chtimes(filepath.Join(dir, "other"), old, old))
+	sweepStale(dir)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	require.Equal(t, []string{"other", "sb-new"}, names)
 }
