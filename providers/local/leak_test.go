@@ -136,3 +136,31 @@ func TestSweepStaleRemovesOnlyOldSandboxCgroups(t *testing.T) {
 	}
 	require.Equal(t, []string{"other", "sb-new"}, names)
 }
+
+// TestListSweepsSandboxesOfADeadProcess simulates a host that died without
+// terminating its sandbox: another provider on the same root must not list
+// it, and removes what it left.
+func TestListSweepsSandboxesOfADeadProcess(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	p1, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	sb := create(t, p1, nil)
+	p2, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	n := 0
+	for _, err := range p2.List(ctx, nil) {
+		require.NoError(t, err)
+		n++
+	}
+	require.Equal(t, 1, n, "a live sandbox of another provider is listed")
+	// Its init dies, as it would with its creating process.
+	sb.iso.init.Process.Kill()
+	<-sb.iso.initDone
+	for info, err := range p2.List(ctx, nil) {
+		require.NoError(t, err)
+		t.Errorf("sandbox %s of a dead init is still listed", info.ID)
+	}
+	_, err = os.Stat(filepath.Join(root, sb.ID()))
+	require.True(t, os.IsNotExist(err), "the dead sandbox's directory was left")
+}

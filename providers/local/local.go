@@ -261,6 +261,10 @@ type meta struct {
 	Isolated bool `json:"isolated,omitempty"`
 	// NSNames: file names are paths inside the sandbox (/workspace/...).
 	NSNames bool `json:"ns_names,omitempty"`
+	// InitPID and InitStart (its start time in clock ticks) identify an
+	// isolated sandbox's init, so that one whose process died is known.
+	InitPID   int    `json:"init_pid,omitempty"`
+	InitStart uint64 `json:"init_start,omitempty"`
 	// Isolation describes an isolated sandbox's layers, once it runs.
 	Isolation string `json:"isolation,omitempty"`
 }
@@ -353,6 +357,8 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	}
 	if st != nil {
 		m.Isolation = st.iso.String()
+		m.InitPID = st.init.Process.Pid
+		m.InitStart = procStart(m.InitPID)
 		if err := writeMeta(dir, &m); err != nil {
 			st.destroy()
 			removeAll(dir)
@@ -555,6 +561,12 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 			if err != nil {
 				continue // terminated or being created meanwhile
 			}
+			if p.stale(m) {
+				// Its init died with the process that made it, which could
+				// not clean up: remove what it left.
+				removeAll(filepath.Join(p.root, m.ID))
+				continue
+			}
 			if opts != nil && !hasLabels(m.Labels, opts.Labels) {
 				continue
 			}
@@ -643,4 +655,38 @@ func infoIsolation(root string, m *meta) string {
 		return "isolated (starting)"
 	}
 	return Isolation{}.String() + " " + filepath.Join(root, m.ID, "workspace")
+}
+
+// stale reports whether m is an isolated sandbox whose init no longer runs
+// (its creating process died without terminating it).
+func (p *Provider) stale(m *meta) bool {
+	if !m.Isolated || m.InitPID == 0 {
+		return false
+	}
+	p.mu.Lock()
+	_, mine := p.sandboxes[m.ID]
+	p.mu.Unlock()
+	if mine {
+		return false
+	}
+	return procStart(m.InitPID) != m.InitStart
+}
+
+// procStart returns the start time of process pid (field 22 of its stat
+// file), or 0 if it does not exist.
+func procStart(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[19], 10, 64)
+	return n
 }
