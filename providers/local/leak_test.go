@@ -20,7 +20,6 @@ import (
 type snapshot struct {
 	fds, goroutines, mounts int
 	children                []string
-	cgroups                 []string
 }
 
 func takeSnapshot(t *testing.T) snapshot {
@@ -48,16 +47,23 @@ func takeSnapshot(t *testing.T) snapshot {
 			}
 		}
 	}
+	return s
+}
+
+// sandboxCgroups lists the cgroups of sandbox id in every hierarchy (other
+// packages' tests may run sandboxes at the same time: only ours count).
+func sandboxCgroups(id string) []string {
+	var out []string
 	for _, pattern := range []string{
-		filepath.Join(cgroupRoot, "*", "*", cgroupParent, "sb-*"),
-		filepath.Join(cgroupRoot, "*", "*", "*", cgroupParent, "sb-*"),
-		filepath.Join(cgroupRoot, "*", cgroupParent, "sb-*"),
-		filepath.Join(cgroupRoot, cgroupParent, "sb-*"),
+		filepath.Join(cgroupRoot, "*", "*", "*", cgroupParent, id),
+		filepath.Join(cgroupRoot, "*", "*", cgroupParent, id),
+		filepath.Join(cgroupRoot, "*", cgroupParent, id),
+		filepath.Join(cgroupRoot, cgroupParent, id),
 	} {
 		m, _ := filepath.Glob(pattern)
-		s.cgroups = append(s.cgroups, m...)
+		out = append(out, m...)
 	}
-	return s
+	return out
 }
 
 // TestNothingLeaks runs create/exec/terminate cycles and checks that no
@@ -73,6 +79,7 @@ func TestNothingLeaks(t *testing.T) {
 	p, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
 	require.NoError(t, err)
 	defer p.Close()
+	var ids []string
 	cycle := func(i int) {
 		spec := &sandbox.Spec{Resources: sandbox.Resources{Memory: 256 << 20, PIDs: 128}}
 		if i%3 == 1 {
@@ -80,6 +87,7 @@ func TestNothingLeaks(t *testing.T) {
 		}
 		sb, err := p.Create(ctx, spec)
 		require.NoError(t, err, "cycle %d", i)
+		ids = append(ids, sb.ID())
 		// A background process that outlives its command, and one that
 		// leaves its process group.
 		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "sleep 60 >/dev/null 2>&1 & setsid sleep 60 >/dev/null 2>&1 & echo ok"}}, nil)
@@ -113,7 +121,11 @@ func TestNothingLeaks(t *testing.T) {
 		}
 	}
 	require.Empty(t, left, "processes left behind")
-	require.Empty(t, after.cgroups, "cgroups left behind")
+	var cgroups []string
+	for _, id := range ids {
+		cgroups = append(cgroups, sandboxCgroups(id)...)
+	}
+	require.Empty(t, cgroups, "cgroups left behind")
 	entries, err := os.ReadDir(root)
 	require.NoError(t, err)
 	require.Empty(t, entries, "sandbox directories left behind")
