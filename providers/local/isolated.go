@@ -26,7 +26,8 @@ import (
 // agent socket, cgroups and egress proxy.
 type isoState struct {
 	iso     Isolation
-	sock    string // the agent socket
+	sock    string // the agent socket, as a short path (see shortPath)
+	ctlDir  *os.File
 	uidBase int
 	uids    uidRange
 
@@ -102,7 +103,6 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	st = &isoState{
 		uids:     uids,
 		uidBase:  uids.base,
-		sock:     filepath.Join(dir, "control", agentSocket),
 		initDone: make(chan struct{}),
 		initErr:  &bytes.Buffer{},
 	}
@@ -136,6 +136,12 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	if err := chown(ctl); err != nil {
 		return st, err
 	}
+	// Unix socket paths are limited to 107 bytes, which a deep root
+	// exceeds: reach the socket through a descriptor of its directory.
+	if st.ctlDir, err = os.Open(ctl); err != nil {
+		return st, err
+	}
+	st.sock = shortPath(st.ctlDir, agentSocket)
 	// The workspace, and the working directory Create made in it, belong
 	// to the sandbox's root.
 	if err := filepath.WalkDir(filepath.Join(dir, "workspace"), func(path string, _ fs.DirEntry, err error) error {
@@ -245,11 +251,20 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		if err := os.Mkdir(netDir, 0o755); err != nil {
 			return st, err
 		}
-		ln, err := net.Listen("unix", filepath.Join(netDir, "proxy.sock"))
+		nd, err := os.Open(netDir)
 		if err != nil {
 			return st, err
 		}
-		os.Chmod(filepath.Join(netDir, "proxy.sock"), 0o666)
+		ln, err := net.Listen("unix", shortPath(nd, "proxy.sock"))
+		nd.Close()
+		if err != nil {
+			return st, err
+		}
+		ln.(*net.UnixListener).SetUnlinkOnClose(false) // removed with the directory
+		if err := os.Chmod(filepath.Join(netDir, "proxy.sock"), 0o666); err != nil {
+			ln.Close()
+			return st, err
+		}
 		st.proxy, err = newEgressProxy(id, spec.Network.Allow, ln, p.log)
 		if err != nil {
 			ln.Close()
@@ -419,7 +434,16 @@ func (st *isoState) destroy() error {
 		}
 	}
 	st.uids.free()
+	if st.ctlDir != nil {
+		st.ctlDir.Close()
+	}
 	return errors.Join(errs...)
+}
+
+// shortPath names file in the directory d by a path short enough for a
+// Unix socket address, however deep d is: /proc/self/fd/N/file.
+func shortPath(d *os.File, file string) string {
+	return "/proc/self/fd/" + strconv.Itoa(int(d.Fd())) + "/" + file
 }
 
 // alive reports whether the init still runs.

@@ -590,3 +590,14 @@ func TestDiskBoundsTheWritableLayers(t *testing.T) {
 	assert.False(t, st.Success(), "20 MB fitted in /tmp under an 8 MiB disk limit")
 	assert.Contains(t, errs, "No space left on device")
 }
+
+func TestDeepRootsWork(t *testing.T) {
+	// Far beyond the 107 bytes of a Unix socket address.
+	root := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	p, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	sb := create(t, p, &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"example.com"}}})
+	st, out, errs := sh(t, sb, "echo ok")
+	require.True(t, st.Success(), errs)
+	assert.Equal(t, "ok\n", out)
+}

@@ -114,6 +114,10 @@ func TestNothingLeaks(t *testing.T) {
 	require.LessOrEqual(t, after.fds, before.fds, "file descriptors leaked")
 	require.LessOrEqual(t, after.goroutines, before.goroutines, "goroutines leaked")
 	require.Equal(t, before.mounts, after.mounts, "host mounts leaked")
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	require.NotContains(t, string(mi), root, "a mount of a sandbox's directory is left on the host")
+	require.NotContains(t, string(mi), "perimeter-local", "a sandbox mount is left on the host")
 	var left []string
 	for _, c := range after.children {
 		if !slices.Contains(before.children, c) {
