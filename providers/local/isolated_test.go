@@ -601,3 +601,15 @@ func TestDeepRootsWork(t *testing.T) {
 	require.True(t, st.Success(), errs)
 	assert.Equal(t, "ok\n", out)
 }
+
+func TestLargeArgvAndEnvironment(t *testing.T) {
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), nil)
+	big := strings.Repeat("abcdefghij", 12000) // 120 kB each: past one 64 KiB frame, under the kernel's 128 KiB per string
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{
+		Args: []string{"sh", "-c", `printf '%s' "$1" | wc -c; printf '%s' "$BIG" | wc -c`, "sh", big},
+		Env:  map[string]string{"BIG": big},
+	}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "120000\n120000\n", string(res.Stdout), string(res.Stderr))
+}

@@ -31,8 +31,13 @@ const (
 	frameError    = 'N'
 )
 
-// maxFrame bounds a frame's payload; larger writes are split.
-const maxFrame = 1 << 16
+// maxFrame bounds a data frame's payload (output, input); larger writes
+// are split. maxRequest bounds a JSON frame, which is never split: a
+// command's argv and environment can be as large as the kernel's ARG_MAX.
+const (
+	maxFrame   = 1 << 16
+	maxRequest = 8 << 20
+)
 
 type agentRequest struct {
 	Op        string   `json:"op"`
@@ -90,7 +95,19 @@ func (fw *frameWriter) writeJSON(typ byte, v any) error {
 	if err != nil {
 		return err
 	}
-	return fw.write(typ, b)
+	if len(b) > maxRequest {
+		return fmt.Errorf("agent protocol: request of %d bytes exceeds %d", len(b), maxRequest)
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	fw.buf = append(fw.buf[:0], typ, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(fw.buf[1:], uint32(len(b)))
+	fw.buf = append(fw.buf, b...)
+	_, err = fw.w.Write(fw.buf)
+	if cap(fw.buf) > 2*maxFrame+5 {
+		fw.buf = nil // do not keep a large request's buffer
+	}
+	return err
 }
 
 // readFrame reads one frame into buf (grown as needed) and returns its type
@@ -101,8 +118,8 @@ func readFrame(r io.Reader, buf *[]byte) (byte, []byte, error) {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[1:])
-	if n > maxFrame {
-		return 0, nil, fmt.Errorf("agent protocol: frame of %d bytes exceeds %d", n, maxFrame)
+	if n > maxRequest {
+		return 0, nil, fmt.Errorf("agent protocol: frame of %d bytes exceeds %d", n, maxRequest)
 	}
 	if cap(*buf) < int(n) {
 		*buf = make([]byte, n)
