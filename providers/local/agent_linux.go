@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -291,28 +292,37 @@ func closeWrite(c net.Conn) {
 
 func (a *agent) handle(c net.Conn) {
 	var buf []byte
-	typ, p, err := readFrame(c, &buf)
-	if err != nil || typ != frameRequest {
-		c.Close()
-		return
+	for {
+		typ, p, err := readFrame(c, &buf)
+		if err != nil || typ != frameRequest {
+			c.Close()
+			return
+		}
+		var req agentRequest
+		if err := json.Unmarshal(p, &req); err != nil {
+			c.Close()
+			return
+		}
+		if !a.serveRequest(c, &req) {
+			c.Close()
+			return
+		}
+		// The host may send another request on the same connection.
 	}
-	var req agentRequest
-	if err := json.Unmarshal(p, &req); err != nil {
-		c.Close()
-		return
-	}
+}
+
+// serveRequest answers one request and reports whether the connection can
+// carry another.
+func (a *agent) serveRequest(c net.Conn, req *agentRequest) bool {
 	fw := &frameWriter{w: c}
 	switch req.Op {
 	case "ping":
-		fw.write(frameStarted, nil)
-		c.Close()
+		return fw.write(frameStarted, nil) == nil
 	case "killall":
 		killDescendants(time.Now().Add(5 * time.Second))
-		fw.write(frameStarted, nil)
-		c.Close()
+		return fw.write(frameStarted, nil) == nil
 	case "exec":
-		a.exec(c, fw, &req)
-		c.Close()
+		return a.exec(c, fw, req)
 	case "signal", "resize":
 		a.mu.Lock()
 		pr := a.procs[req.Pid]
@@ -334,38 +344,39 @@ func (a *agent) handle(c net.Conn) {
 				fw.write(frameStarted, nil)
 			}
 		}
-		c.Close()
+		return false
 	case "dial":
 		up, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(req.Port)), 10*time.Second)
 		if err != nil {
 			fw.write(frameError, []byte(err.Error()))
-			c.Close()
-			return
+			return false
 		}
 		if fw.write(frameStarted, nil) != nil {
 			up.Close()
-			c.Close()
-			return
+			return false
 		}
 		pipeConns(c, up)
+		return false
 	default:
 		fw.write(frameError, []byte("unknown request "+strconv.Quote(req.Op)))
-		c.Close()
+		return false
 	}
 }
 
 // exec runs one command for the host and streams it back on c.
-func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
+// It reports whether c can carry another request: after a command without
+// stdin or a terminal the connection is clean once its exit is reported
+// (the host sends nothing on it meanwhile).
+func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable bool) {
 	if len(req.Args) == 0 {
 		fw.write(frameError, []byte("empty command"))
-		return
+		return false
 	}
 	prog, code, lookErr := lookPath(req.Args[0], req.Dir, envValue(req.Env, "PATH"))
 	if lookErr != nil {
 		fw.write(frameStarted, []byte("0"))
 		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], lookErr)))
-		fw.writeJSON(frameExit, exitReport{Code: code})
-		return
+		return fw.writeJSON(frameExit, exitReport{Code: code}) == nil && !req.Stdin && req.TTY == nil
 	}
 
 	var (
@@ -385,7 +396,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 		m, s, err := pty.Open()
 		if err != nil {
 			fw.write(frameError, []byte("open a terminal: "+err.Error()))
-			return
+			return false
 		}
 		pty.Setsize(m, &pty.Winsize{Rows: uint16(req.TTY.Rows), Cols: uint16(req.TTY.Cols)})
 		master = m
@@ -411,7 +422,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 				in.Close()
 			}
 			fw.write(frameError, []byte(err.Error()))
-			return
+			return false
 		}
 		errR, errW, err := os.Pipe()
 		if err != nil {
@@ -420,7 +431,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 			}
 			closeAll([]*os.File{outR, outW})
 			fw.write(frameError, []byte(err.Error()))
-			return
+			return false
 		}
 		outputs = []*os.File{outR, errR}
 		if in != nil {
@@ -451,8 +462,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 		}
 		fw.write(frameStarted, []byte("0"))
 		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], res.err)))
-		fw.writeJSON(frameExit, exitReport{Code: code})
-		return
+		return fw.writeJSON(frameExit, exitReport{Code: code}) == nil && !req.Stdin && req.TTY == nil
 	}
 	if a.rlimitAS > 0 {
 		lim := unix.Rlimit{Cur: a.rlimitAS, Max: a.rlimitAS}
@@ -488,15 +498,20 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 		go copyOut(outputs[1], frameStderr)
 	}
 	// Input, and the host going away.
+	var recycling atomic.Bool
+	readerDone := make(chan error, 1)
 	go func() {
 		var buf []byte
 		for {
 			typ, p, err := readFrame(c, &buf)
 			if err != nil {
-				pr.kill(unix.SIGKILL)
+				if !recycling.Load() {
+					pr.kill(unix.SIGKILL)
+				}
 				if stdinW != nil {
 					stdinW.Close()
 				}
+				readerDone <- err
 				return
 			}
 			switch typ {
@@ -568,5 +583,17 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) {
 		rep.Code = -1
 		rep.Signal = unix.SignalName(ws.Signal())
 	}
-	fw.writeJSON(frameExit, rep)
+	if !req.Stdin && req.TTY == nil {
+		// Stop the reader before reporting the exit, after which the host
+		// may send its next request on this connection.
+		recycling.Store(true)
+		c.SetReadDeadline(time.Unix(1, 0))
+		err := <-readerDone
+		c.SetReadDeadline(time.Time{})
+		reusable = errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	if fw.writeJSON(frameExit, rep) != nil {
+		return false
+	}
+	return reusable
 }

@@ -38,6 +38,53 @@ type isoState struct {
 	proxy    *egressProxy
 	env      map[string]string // added to every command (proxy variables)
 	l1       *l1Config         // set at L1: no namespaces
+
+	idleMu sync.Mutex
+	idle   []net.Conn // clean agent connections, for the next exec
+	closed bool
+}
+
+// maxIdle bounds the agent connections kept for reuse.
+const maxIdle = 4
+
+// getConn returns an idle agent connection, or dials a new one.
+func (st *isoState) getConn(ctx context.Context) (c net.Conn, pooled bool, err error) {
+	st.idleMu.Lock()
+	if n := len(st.idle); n > 0 {
+		c = st.idle[n-1]
+		st.idle = st.idle[:n-1]
+	}
+	st.idleMu.Unlock()
+	if c != nil {
+		return c, true, nil
+	}
+	var d net.Dialer
+	c, err = d.DialContext(ctx, "unix", st.sock)
+	return c, false, err
+}
+
+// putConn keeps c for reuse, or closes it.
+func (st *isoState) putConn(c net.Conn) {
+	st.idleMu.Lock()
+	if !st.closed && len(st.idle) < maxIdle {
+		st.idle = append(st.idle, c)
+		c = nil
+	}
+	st.idleMu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// closeIdle closes the kept connections and stops keeping more.
+func (st *isoState) closeIdle() {
+	st.idleMu.Lock()
+	idle := st.idle
+	st.idle, st.closed = nil, true
+	st.idleMu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
 }
 
 // uidLockDir holds one lock file per uid range in use, host-wide: a
@@ -411,6 +458,7 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 // sandbox's mount namespace and go with it.
 func (st *isoState) destroy() error {
 	var errs []error
+	st.closeIdle()
 	if st.init != nil {
 		if st.l1 != nil && st.alive() {
 			// No pid namespace: the agent (a subreaper) kills every
@@ -515,6 +563,8 @@ type isoProcess struct {
 	fw   *frameWriter
 	pid  int
 	tty  bool
+	// reuse: the connection goes back to the pool after a clean exit.
+	reuse bool
 
 	watchOOM  bool
 	oomBefore int64
@@ -551,7 +601,23 @@ func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir st
 	if watchOOM {
 		oom = st.cg.oomKills()
 	}
-	c, fw, err := st.dial(ctx, req)
+	// A command without stdin or a terminal may use a kept connection: the
+	// agent leaves it clean after reporting the exit.
+	plain := req.TTY == nil && !req.Stdin
+	var c net.Conn
+	var fw *frameWriter
+	var err error
+	if plain {
+		c, _, err = st.getConn(ctx)
+		if err == nil {
+			fw = &frameWriter{w: c}
+			if err = fw.writeJSON(frameRequest, req); err != nil {
+				c.Close()
+			}
+		}
+	} else {
+		c, fw, err = st.dial(ctx, req)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -577,7 +643,7 @@ func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir st
 		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrUnavailable, err)
 	}
 	pid, _ := strconv.Atoi(string(p))
-	pr := &isoProcess{sb: s, st: st, conn: c, fw: fw, pid: pid, tty: cmd.TTY != nil, watchOOM: watchOOM, oomBefore: oom, done: make(chan struct{})}
+	pr := &isoProcess{sb: s, st: st, conn: c, fw: fw, pid: pid, tty: cmd.TTY != nil, reuse: plain, watchOOM: watchOOM, oomBefore: oom, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.terminated {
 		s.mu.Unlock()
@@ -656,7 +722,14 @@ func (pr *isoProcess) read(stdout, stderr io.Writer) {
 			break
 		}
 	}
-	pr.conn.Close()
+	pr.mu.Lock()
+	cancelled := pr.ctxErr != nil
+	pr.mu.Unlock()
+	if err == nil && pr.reuse && !cancelled {
+		pr.st.putConn(pr.conn)
+	} else {
+		pr.conn.Close()
+	}
 	if err != nil {
 		// The connection broke before the exit frame: the agent died, which
 		// only happens when the sandbox is killed. Wait for the init to be

@@ -613,3 +613,44 @@ func TestLargeArgvAndEnvironment(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "120000\n120000\n", string(res.Stdout), string(res.Stderr))
 }
+
+func TestAgentConnectionsAreReusedCleanly(t *testing.T) {
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), nil)
+	for i := 0; i < 20; i++ {
+		var script string
+		switch i % 4 {
+		case 0:
+			script = "echo out-%d; echo err-%d >&2"
+		case 1:
+			script = "echo out-%d; echo err-%d >&2; exit 3"
+		case 2:
+			script = "echo out-%d; echo err-%d >&2; sleep 5 >/dev/null 2>&1 &"
+		case 3:
+			script = "echo out-%d; echo err-%d >&2; kill -9 $$"
+		}
+		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", fmt.Sprintf(script, i, i)}}, nil)
+		require.NoError(t, err, "exec %d", i)
+		assert.Equal(t, fmt.Sprintf("out-%d\n", i), string(res.Stdout), "exec %d", i)
+		assert.Equal(t, fmt.Sprintf("err-%d\n", i), string(res.Stderr), "exec %d", i)
+		// A command with stdin in between uses a connection of its own.
+		res, err = sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("in")}, nil)
+		require.NoError(t, err)
+		assert.Equal(t, "in", string(res.Stdout))
+	}
+	sb.iso.idleMu.Lock()
+	n := len(sb.iso.idle)
+	sb.iso.idleMu.Unlock()
+	assert.Equal(t, 1, n, "sequential commands should share one kept connection")
+
+	// A cancelled command leaves no poisoned connection behind.
+	cctx, cancel := context.WithCancel(ctx)
+	p, err := sb.Start(cctx, &sandbox.Cmd{Args: []string{"sleep", "30"}})
+	require.NoError(t, err)
+	cancel()
+	_, err = p.Wait(ctx)
+	assert.ErrorIs(t, err, context.Canceled)
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"echo", "after"}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "after\n", string(res.Stdout))
+}
