@@ -10,7 +10,8 @@ import (
 )
 
 // The agent protocol: the host and the PID-1 agent inside a sandbox talk over
-// a Unix socket, one connection per request. Every message is a frame: one
+// a Unix socket. A connection carries one request, or, after an exec without
+// stdin or a terminal, the next one too. Every message is a frame: one
 // type byte, a 4-byte big-endian length, and the payload.
 //
 // A connection starts with a frameRequest carrying a JSON agentRequest. For
