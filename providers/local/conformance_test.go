@@ -10,8 +10,21 @@ import (
 	"github.com/perimeter-sdk/perimeter/providers/local"
 )
 
+// TestConformance runs the whole suite against isolated sandboxes (the
+// default), which claim PTY, ports and every network mode.
 func TestConformance(t *testing.T) {
-	p, err := local.New(&local.Options{Root: t.TempDir()})
+	p, err := local.New(&local.Options{Root: t.TempDir(), RequireLevel: local.LevelNamespaces})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	conformance.Run(t, &conformance.Harness{
+		Provider:    p,
+		NativeError: func() any { return new(*fs.PathError) },
+	}, nil)
+}
+
+// TestConformanceUnisolated runs the suite against the L0 mode.
+func TestConformanceUnisolated(t *testing.T) {
+	p, err := local.New(&local.Options{Root: t.TempDir(), Unisolated: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	conformance.Run(t, &conformance.Harness{

@@ -51,8 +51,8 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	if cmd == nil || len(cmd.Args) == 0 || cmd.Args[0] == "" {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "empty command (Cmd.Args)")
 	}
-	if cmd.TTY != nil {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "the baseline local provider has no PTY")
+	if cmd.TTY != nil && s.iso == nil {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "an unisolated (L0) local sandbox has no PTY")
 	}
 	if cmd.Timeout < 0 {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
@@ -73,6 +73,27 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	if !fi.IsDir() {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
 			fmt.Sprintf("working directory %q is not a directory", cmd.Dir))
+	}
+	if s.iso != nil {
+		dir, home := "/"+rel, workspaceDir
+		if rel == "." {
+			dir = "/"
+		}
+		if s.iso.l1 != nil {
+			dir, home = filepath.Join(s.ws, filepath.FromSlash(rel)), s.ws
+		}
+		s.mu.Lock()
+		var extra map[string]string
+		if cmd.TTY != nil {
+			term := cmd.TTY.Term
+			if term == "" {
+				term = "xterm-256color"
+			}
+			extra = map[string]string{"TERM": term}
+		}
+		env := environ(home, s.iso.env, s.meta.Env, extra, cmd.Env)
+		s.mu.Unlock()
+		return s.startIsolatedCmd(ctx, cmd, dir, env)
 	}
 	dir := filepath.Join(s.ws, filepath.FromSlash(rel))
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
@@ -18,6 +19,9 @@ func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOpti
 	const op = "expose"
 	if err := s.live(ctx, op); err != nil {
 		return nil, err
+	}
+	if s.iso != nil && s.iso.l1 != nil {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "an L1 sandbox (no network namespace) cannot serve ports")
 	}
 	if port < 1 || port > 65535 {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
@@ -41,6 +45,7 @@ func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOpti
 	f := &forwarder{
 		sb:     s,
 		ln:     ln,
+		port:   port,
 		target: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		url:    scheme + "://" + ln.Addr().String(),
 		conns:  map[net.Conn]struct{}{},
@@ -65,22 +70,38 @@ func (s *Sandbox) DialContext(ctx context.Context, port int) (net.Conn, error) {
 	if err := s.live(ctx, op); err != nil {
 		return nil, err
 	}
+	if s.iso != nil && s.iso.l1 != nil {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "an L1 sandbox (no network namespace) cannot serve ports")
+	}
 	if port < 1 || port > 65535 {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
 			fmt.Sprintf("port %d out of range 1-65535", port))
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	c, err := s.dial(ctx, port)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrUnavailable, err)
 	}
 	return c, nil
+}
+
+// dial connects to port where the sandbox's servers listen: inside its
+// network namespace through its agent, or on host loopback at L0.
+func (s *Sandbox) dial(ctx context.Context, port int) (net.Conn, error) {
+	if s.iso != nil {
+		return s.dialIsolated(ctx, port)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 }
 
 // forwarder is a Tunnel: a loopback listener relaying to a sandbox port.
 type forwarder struct {
 	sb     *Sandbox
 	ln     net.Listener
+	port   int
 	target string
 	url    string
 
@@ -149,7 +170,9 @@ func (f *forwarder) serve() {
 func (f *forwarder) relay(in net.Conn) {
 	defer f.wg.Done()
 	defer f.untrack(in)
-	out, err := net.Dial("tcp", f.target)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	out, err := f.sb.dial(ctx, f.port)
+	cancel()
 	if err != nil {
 		return
 	}
@@ -166,8 +189,6 @@ func (f *forwarder) relay(in net.Conn) {
 		close(done)
 	}()
 	io.Copy(in, out)
-	if tc, ok := in.(*net.TCPConn); ok {
-		tc.CloseWrite()
-	}
+	closeWrite(in)
 	<-done
 }

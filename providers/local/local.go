@@ -1,40 +1,96 @@
-// Package local is Perimeter's reference provider: sandboxes on the host that
-// runs it, with no daemon and no cloud account.
+// Package local is Perimeter's reference provider: sandboxes on the Linux host
+// that runs it, with no daemon, no cgo and no external binary.
 //
 // # Isolation
 //
-// This is the baseline provider. Each sandbox is a private workspace directory
-// under the provider's root; commands run as plain host processes, as the
-// calling user, in their own process group, with the workspace as their working
-// directory and a clean environment (nothing of the host's environment is
-// passed on but what Spec.Env and Cmd.Env name, plus PATH, HOME and LANG). It
-// isolates nothing else: commands see the host's filesystem, processes and
-// network, and Info.Isolation says so. What the baseline does guarantee:
+// By default each sandbox is isolated (levels L2 and L3, see [Level]):
 //
-//   - the file methods are confined to the workspace: names with ".." elements
-//     are refused, and symbolic links that lead out of the workspace are not
-//     followed (the methods go through [os.Root]);
-//   - a cancelled context, a Cmd.Timeout and Terminate kill the command's whole
-//     process group;
-//   - Terminate removes the workspace.
+//   - Namespaces: user, mount, pid, network, uts and ipc. As root, the
+//     sandbox's ids 0-65535 map to a range of unnamed host ids from 2^30 up,
+//     one range per sandbox host-wide (held with an flock under /run/lock),
+//     so root inside is nobody outside; as another user, root inside is that
+//     user.
+//   - Root filesystem, built with pivot_root on a tmpfs: the host's /usr,
+//     /bin, /sbin, /lib*, /etc read-only, with /etc/shadow, /etc/gshadow,
+//     /etc/sudoers and /etc/ssh masked; or, with Spec.RootFS (a directory or
+//     a .tar/.tar.gz), that tree as the read-only lower layer of an overlay
+//     with a per-sandbox writable tmpfs layer. A private /tmp, a minimal
+//     /dev (null, zero, full, random, urandom, tty, a private devpts, shm),
+//     a fresh /proc and a read-write /workspace: the host directory the
+//     file methods work on.
+//   - A PID-1 agent in each sandbox: it reaps orphans and runs commands sent
+//     over a Unix socket (stdout and stderr streamed separately, stdin,
+//     signals to the process group, a PTY with resize, timeouts), so an exec
+//     costs one fork, not a new Go runtime.
+//   - Hardening of every command: no capabilities (bounding set emptied,
+//     securebits locked), no_new_privs, Landlock (read and execute
+//     everywhere, write only in /workspace, /tmp and /dev; signals and
+//     abstract sockets scoped, ABI 6+), a seccomp deny list (mount family,
+//     namespaces, ptrace, process_vm_*, bpf, perf, keyrings, modules, kexec,
+//     userfaultfd, io_uring, clock and host settings), and a non-dumpable
+//     agent so /proc/1 cannot be followed.
+//   - Resource limits from Spec.Resources through cgroups (v2, or v1 and
+//     hybrid hierarchies, nested under the caller's own cgroup); rlimits
+//     where no cgroup is writable (L2). An OOM kill is reported in
+//     ExitStatus.OOMKilled. Resources.Disk bounds the tmpfs layers (/tmp and
+//     the overlay's writable layer), not /workspace.
+//   - Network from Spec.Network: none (the default: an empty network
+//     namespace with loopback up), allowlist (the same, plus an HTTP/CONNECT
+//     proxy on the host that refuses everything not on the list and logs
+//     each decision with log/slog; the agent relays it at 127.0.0.1:3128 and
+//     HTTP_PROXY, HTTPS_PROXY and ALL_PROXY point there), or open (the
+//     host's network: reported as not isolated). The proxy resolves names
+//     itself and refuses an allowed name that resolves to an internal
+//     address (loopback, private, link-local) no IP or CIDR entry allows.
 //
-// A process that leaves its process group (setsid) escapes the kill; that and
-// everything else a security boundary needs is the isolated mode's job.
+// The levels a host supports are probed once per process ([Probe]); every
+// sandbox reports its layers in [Sandbox.Isolation] and Info.Isolation.
+// Options.RequireLevel fails closed, naming the missing layer. Where
+// namespaces are unavailable (inside Docker's default seccomp profile, under
+// Ubuntu's AppArmor user-namespace restriction), sandboxes run at L1
+// ([LevelLandlock]: Landlock, seccomp and cgroups or rlimits on plain host
+// processes of the sandbox's own uid, without Expose or Spec.RootFS); where
+// Landlock is missing too, New fails with the reason unless
+// Options.AllowUnisolated is set. Options.Level picks a lower level on
+// purpose.
+//
+// The sandbox's init is this very binary, started again: the package takes
+// over in its init function when started that way, so any program that
+// imports it works; [Init] makes the hand-over explicit at the top of main.
+// A sandbox lives with the process that created it (its init has
+// Pdeathsig), and Get finds it only there.
+//
+// L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
+// is the baseline: each sandbox is a workspace directory; commands run as
+// plain host processes of the calling user in their own process group. Only
+// the file methods are confined to the workspace.
 //
 // # URLs
 //
-//	local://            sandboxes under $TMPDIR/perimeter-local-UID
-//	local:///var/lib/p  sandboxes under /var/lib/p
+//	local://                   isolated sandboxes under $TMPDIR/perimeter-local-UID
+//	local:///var/lib/p         isolated sandboxes under /var/lib/p
+//	local:///p?require=L3      fail unless cgroup limits are available
+//	local:///p?isolation=none  L0: plain host processes
 //
 // # Capabilities
 //
-// Stdin, Signal, Expose and Dial (a forwarder on host loopback), and
-// ExtendTimeout. Not: PTY, Pause, Snapshot, network policy (the network is the
-// host's; only NetworkOpen is accepted), resource limits, images.
+// Isolated: Stdin, Signal, PTY (its Process implements sandbox.Resizer),
+// Expose and Dial (through the agent into the sandbox's network
+// namespace), ExtendTimeout, network modes none, allowlist and open. L0: the
+// same without PTY, and only the open network mode. L1: the isolated set
+// without Expose and Dial. None: Pause,
+// Snapshot, UpdateNetwork, Spec.Image, GPUs.
 //
 // # Names
 //
-// File names and Cmd.Dir are sandbox paths: "/" is the workspace directory.
+// With namespaces (L2, L3), file names and Cmd.Dir are paths inside the
+// sandbox, relative names start at the working directory (/workspace by
+// default), and the file methods see exactly what commands see, with their
+// permissions: they go through the init's /proc/PID/root with the
+// sandbox's root user's filesystem ids, so they can read the read-only host
+// directories but not /etc/shadow, and write only where commands can
+// (/workspace, /tmp). At L1 and L0, "/" is the workspace directory, which
+// commands see at its host path.
 package local
 
 import (
@@ -46,6 +102,7 @@ import (
 	"fmt"
 	"io/fs"
 	"iter"
+	"log/slog"
 	"maps"
 	"net/url"
 	"os"
@@ -67,7 +124,25 @@ func init() {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
 				fmt.Sprintf("URL %q names a host; want local:///ABSOLUTE/PATH or local://", u.String()))
 		}
-		return New(&Options{Root: u.Path})
+		opts := &Options{Root: u.Path}
+		q := u.Query()
+		switch v := q.Get("isolation"); v {
+		case "", "auto":
+		case "none":
+			opts.Unisolated, opts.AllowUnisolated = true, true
+		default:
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("isolation=%q; want auto or none", v))
+		}
+		if v := q.Get("require"); v != "" {
+			n, err := strconv.Atoi(strings.TrimPrefix(strings.ToUpper(v), "L"))
+			if err != nil || n < 0 || n > int(LevelFull) {
+				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+					fmt.Sprintf("require=%q; want a level 0-3", v))
+			}
+			opts.RequireLevel = Level(n)
+		}
+		return New(opts)
 	})
 }
 
@@ -76,11 +151,32 @@ type Options struct {
 	// Root is the directory that holds the sandboxes' workspaces. Empty means
 	// $TMPDIR/perimeter-local-UID. It is created if missing.
 	Root string
+	// AllowUnisolated lets the provider fall back to L0 (plain host
+	// processes) when this host cannot create namespaces. Without it, New
+	// fails and names the missing layer.
+	AllowUnisolated bool
+	// Unisolated always runs sandboxes at L0, the baseline mode. It is
+	// what local://...?isolation=none asks for.
+	Unisolated bool
+	// RequireLevel is the lowest isolation level to accept: New and Create
+	// fail closed, naming the missing layer, below it.
+	RequireLevel Level
+	// Level, if not zero, is the level to run at, below the highest the
+	// host supports (LevelLandlock, say, to run without namespaces on a
+	// host that has them). Zero means the highest. A level the host cannot
+	// reach is an error.
+	Level Level
+	// Logger receives the egress proxy's decisions; nil means slog.Default.
+	Logger *slog.Logger
 }
 
 // Provider creates sandboxes on the local host.
 type Provider struct {
-	root string
+	root       string
+	unisolated bool
+	level      Level // the level sandboxes are made at
+	require    Level
+	log        *slog.Logger
 
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox // live handles made by this process
@@ -102,11 +198,52 @@ func New(opts *Options) (*Provider, error) {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
 			fmt.Sprintf("root %q is not an absolute path", root))
 	}
+	p := &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}, require: opts.RequireLevel, log: opts.Logger}
+	if opts.Unisolated {
+		if opts.RequireLevel > LevelNone {
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("Unisolated contradicts RequireLevel %v", opts.RequireLevel))
+		}
+		p.unisolated = true
+	} else {
+		h := Probe()
+		level := h.MaxLevel()
+		if opts.Level != LevelNone {
+			if opts.Level > level {
+				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
+					fmt.Sprintf("Options.Level %v: this host reaches %v; missing %s", opts.Level, level, h.missing(opts.Level)))
+			}
+			level = opts.Level
+		}
+		if level < opts.RequireLevel {
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
+				fmt.Sprintf("this host isolates sandboxes at %v, below the required %v: missing %s", level, opts.RequireLevel, h.missing(opts.RequireLevel)))
+		}
+		if level == LevelNone && !opts.AllowUnisolated {
+			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
+				fmt.Sprintf("this host cannot isolate sandboxes: missing %s; set Options.AllowUnisolated (URL local://?isolation=none) to run commands as plain host processes instead", h.missing(LevelLandlock)))
+		}
+		p.level = level
+		p.unisolated = level == LevelNone
+	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, sandbox.NewError(Name, "", "open", kindOf(err), err)
 	}
-	return &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}}, nil
+	return p, nil
 }
+
+// Isolated reports whether the provider's sandboxes are isolated (L1 or
+// higher) rather than plain host processes (L0).
+func (p *Provider) Isolated() bool { return !p.unisolated }
+
+// Level returns the highest level the provider makes sandboxes at; a
+// sandbox's own level ([Sandbox.Isolation]) may be lower (L2 without a
+// writable cgroup).
+func (p *Provider) Level() Level { return p.level }
+
+// nsNames reports whether sandboxes of this provider use namespaced names
+// (/workspace) rather than the workspace as "/".
+func (p *Provider) nsNames() bool { return p.level >= LevelNamespaces }
 
 // Root returns the directory that holds the sandboxes.
 func (p *Provider) Root() string { return p.root }
@@ -120,6 +257,16 @@ type meta struct {
 	Workdir string            `json:"workdir"`
 	Created time.Time         `json:"created"`
 	Expires time.Time         `json:"expires,omitzero"`
+	// Isolated sandboxes live with the process that created them.
+	Isolated bool `json:"isolated,omitempty"`
+	// NSNames: file names are paths inside the sandbox (/workspace/...).
+	NSNames bool `json:"ns_names,omitempty"`
+	// InitPID and InitStart (its start time in clock ticks) identify an
+	// isolated sandbox's init, so that one whose process died is known.
+	InitPID   int    `json:"init_pid,omitempty"`
+	InitStart uint64 `json:"init_start,omitempty"`
+	// Isolation describes an isolated sandbox's layers, once it runs.
+	Isolation string `json:"isolation,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -134,7 +281,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := checkSpec(spec); err != nil {
+	if err := p.checkSpec(spec); err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
@@ -144,8 +291,11 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "provider is closed")
 	}
 	workdir := "/"
+	if p.nsNames() {
+		workdir = workspaceDir
+	}
 	if spec.Workdir != "" {
-		w, err := sandbox.CleanName("/", spec.Workdir)
+		w, err := sandbox.CleanName(workdir, spec.Workdir)
 		if err != nil {
 			return nil, sandbox.NewError(Name, "", "create", nil, err)
 		}
@@ -157,11 +307,13 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	}
 	dir := filepath.Join(p.root, id)
 	m := meta{
-		ID:      id,
-		Labels:  maps.Clone(spec.Labels),
-		Env:     maps.Clone(spec.Env),
-		Workdir: workdir,
-		Created: time.Now().UTC(),
+		ID:       id,
+		Labels:   maps.Clone(spec.Labels),
+		Env:      maps.Clone(spec.Env),
+		Workdir:  workdir,
+		Created:  time.Now().UTC(),
+		Isolated: !p.unisolated,
+		NSNames:  p.nsNames(),
 	}
 	if spec.Timeout > 0 {
 		m.Expires = m.Created.Add(spec.Timeout)
@@ -170,7 +322,14 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
 	ws := filepath.Join(dir, "workspace")
-	if err := os.MkdirAll(filepath.Join(ws, filepath.FromSlash(workdir)), 0o700); err != nil {
+	// The working directory is made here when it is in the workspace, and
+	// through the sandbox's own root once it runs otherwise.
+	hostWorkdir := !m.NSNames || underWorkspace(workdir)
+	wd := ws
+	if hostWorkdir {
+		wd = filepath.Join(ws, filepath.FromSlash(wsRel(m.NSNames, workdir)))
+	}
+	if err := os.MkdirAll(wd, 0o700); err != nil {
 		os.RemoveAll(dir)
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
@@ -178,15 +337,91 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		os.RemoveAll(dir)
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 	}
-	sb, err := p.open(dir, &m)
+	var st *isoState
+	if m.Isolated {
+		st, err = p.startIsolated(ctx, spec, id, dir)
+		if err == nil && st.iso.Level < p.require {
+			err = sandbox.Errorf(Name, id, "create", sandbox.ErrNotSupported,
+				fmt.Sprintf("sandbox isolated at %v, below the required %v: missing %s", st.iso.Level, p.require, Probe().missing(p.require)))
+		}
+		if err != nil {
+			if st != nil {
+				st.destroy()
+			}
+			removeAll(dir)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, sandbox.NewError(Name, id, "create", sandbox.ErrUnavailable, fmt.Errorf("isolated sandbox: %w", err))
+		}
+	}
+	if st != nil {
+		m.Isolation = st.iso.String()
+		m.InitPID = st.init.Process.Pid
+		m.InitStart = procStart(m.InitPID)
+		if err := writeMeta(dir, &m); err != nil {
+			st.destroy()
+			removeAll(dir)
+			return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
+		}
+	}
+	sb, err := p.open(dir, &m, st)
+	if err == nil {
+		sb.memLimit = spec.Resources.Memory
+		if !hostWorkdir {
+			err = sb.MkdirAll(ctx, workdir, 0o755)
+			if err != nil {
+				sb.Terminate(context.Background())
+				return nil, err
+			}
+		}
+	}
 	if err != nil {
-		os.RemoveAll(dir)
+		if st != nil {
+			st.destroy()
+		}
+		removeAll(dir)
 		return nil, err
 	}
 	return sb, nil
 }
 
-func checkSpec(spec *sandbox.Spec) error {
+// workspaceDir is where an isolated sandbox's workspace is mounted.
+const workspaceDir = "/workspace"
+
+func underWorkspace(abs string) bool {
+	return abs == workspaceDir || strings.HasPrefix(abs, workspaceDir+"/")
+}
+
+// wsRel turns a clean absolute sandbox path into a path relative to the
+// workspace directory ("." for its root), or, with isolated false, relative
+// to "/". With isolated set the path must be under /workspace.
+func wsRel(isolated bool, abs string) string {
+	if isolated {
+		abs = strings.TrimPrefix(abs, workspaceDir)
+	}
+	abs = strings.TrimPrefix(abs, "/")
+	if abs == "" {
+		return "."
+	}
+	return abs
+}
+
+func (p *Provider) checkSpec(spec *sandbox.Spec) error {
+	if !p.unisolated {
+		if err := checkIsolatedSpec(spec); err != nil {
+			return err
+		}
+		if p.level == LevelLandlock {
+			if spec.RootFS != "" {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Spec.RootFS needs a mount namespace, which this provider runs without (L1)")
+			}
+			if n := spec.Network; n != nil && n.Mode == sandbox.NetworkAllowlist && Probe().LandlockABI < 4 {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Network allowlist without namespaces needs Landlock ABI 4 (TCP rules)")
+			}
+		}
+		return nil
+	}
 	var field string
 	switch {
 	case spec.Image != "":
@@ -213,15 +448,65 @@ func checkSpec(spec *sandbox.Spec) error {
 	return nil
 }
 
+func checkIsolatedSpec(spec *sandbox.Spec) error {
+	var field string
+	switch {
+	case spec.Image != "":
+		field = "Image (use Spec.RootFS for a root filesystem on the host)"
+	case spec.Snapshot != "":
+		field = "Snapshot"
+	case spec.Resources.GPU != "":
+		field = "Resources.GPU"
+	}
+	if field != "" {
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "the local provider cannot honour Spec."+field)
+	}
+	r := spec.Resources
+	if r.CPU < 0 || r.Memory < 0 || r.Disk < 0 || r.PIDs < 0 {
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "negative Spec.Resources")
+	}
+	if r.Memory > 0 && r.Memory < 16<<20 {
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+			fmt.Sprintf("Spec.Resources.Memory %d is below the 16 MiB the sandbox's init needs", r.Memory))
+	}
+	if n := spec.Network; n != nil {
+		switch n.Mode {
+		case sandbox.NetworkNone, sandbox.NetworkOpen:
+			if len(n.Allow) > 0 {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+					fmt.Sprintf("Network.Allow is only for mode %q", sandbox.NetworkAllowlist))
+			}
+		case sandbox.NetworkAllowlist:
+			if _, err := parseAllowlist(n.Allow); err != nil {
+				return sandbox.NewError(Name, "", "create", sandbox.ErrInvalidArgument, err)
+			}
+		default:
+			return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("unknown network mode %q", n.Mode))
+		}
+	}
+	for _, port := range spec.Ports {
+		if port < 1 || port > 65535 {
+			return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
+				fmt.Sprintf("port %d out of range 1-65535", port))
+		}
+	}
+	return nil
+}
+
 // open returns the live handle for the sandbox in dir, making one if this
 // process has none.
-func (p *Provider) open(dir string, m *meta) (*Sandbox, error) {
+func (p *Provider) open(dir string, m *meta, st *isoState) (*Sandbox, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if sb, ok := p.sandboxes[m.ID]; ok {
 		return sb, nil
 	}
-	sb, err := newSandbox(p, dir, m)
+	if m.Isolated && st == nil {
+		return nil, sandbox.Errorf(Name, m.ID, "get", sandbox.ErrNotFound,
+			"an isolated sandbox is reachable only from the process that created it")
+	}
+	sb, err := newSandbox(p, dir, m, st)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +537,7 @@ func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) 
 		}
 		return nil, sandbox.NewError(Name, id, "get", kindOf(err), err)
 	}
-	return p.open(dir, m)
+	return p.open(dir, m, nil)
 }
 
 // List yields the sandboxes under the provider's root that carry every label
@@ -275,6 +560,12 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 			m, err := readMeta(filepath.Join(p.root, e.Name()))
 			if err != nil {
 				continue // terminated or being created meanwhile
+			}
+			if p.stale(m) {
+				// Its init died with the process that made it, which could
+				// not clean up: remove what it left.
+				removeAll(filepath.Join(p.root, m.ID))
+				continue
 			}
 			if opts != nil && !hasLabels(m.Labels, opts.Labels) {
 				continue
@@ -303,7 +594,7 @@ func infoOf(root string, m *meta) sandbox.Info {
 		Labels:    maps.Clone(m.Labels),
 		Created:   m.Created,
 		Expires:   m.Expires,
-		Isolation: "none: commands run as plain host processes of the calling user in their own process group; only the file methods are confined, to the workspace " + filepath.Join(root, m.ID, "workspace"),
+		Isolation: infoIsolation(root, m),
 	}
 }
 
@@ -354,4 +645,48 @@ func readMeta(dir string) (*meta, error) {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, metaFile), err)
 	}
 	return &m, nil
+}
+
+func infoIsolation(root string, m *meta) string {
+	if m.Isolated {
+		if m.Isolation != "" {
+			return m.Isolation
+		}
+		return "isolated (starting)"
+	}
+	return Isolation{}.String() + " " + filepath.Join(root, m.ID, "workspace")
+}
+
+// stale reports whether m is an isolated sandbox whose init no longer runs
+// (its creating process died without terminating it).
+func (p *Provider) stale(m *meta) bool {
+	if !m.Isolated || m.InitPID == 0 {
+		return false
+	}
+	p.mu.Lock()
+	_, mine := p.sandboxes[m.ID]
+	p.mu.Unlock()
+	if mine {
+		return false
+	}
+	return procStart(m.InitPID) != m.InitStart
+}
+
+// procStart returns the start time of process pid (field 22 of its stat
+// file), or 0 if it does not exist.
+func procStart(pid int) uint64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[19], 10, 64)
+	return n
 }

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,12 +25,16 @@ type Sandbox struct {
 	id   string
 	dir  string // the sandbox's directory: metadata and workspace
 	ws   string // the workspace: "/" in sandbox names
-	root *os.Root
+	root fsRoot
+	iso  *isoState // nil at L0
+	// memLimit is Spec.Resources.Memory (isolated sandboxes).
+	memLimit int64
 
 	mu         sync.Mutex
 	meta       meta
 	terminated bool
 	procs      map[*process]struct{}
+	isoProcs   map[*isoProcess]struct{}
 	tunnels    map[*forwarder]struct{}
 	expiry     *time.Timer
 }
@@ -40,16 +45,28 @@ var (
 	_ sandbox.TimeoutExtender = (*Sandbox)(nil)
 )
 
-func newSandbox(p *Provider, dir string, m *meta) (*Sandbox, error) {
+func newSandbox(p *Provider, dir string, m *meta, st *isoState) (*Sandbox, error) {
 	ws := filepath.Join(dir, "workspace")
-	root, err := os.OpenRoot(ws)
+	// With namespaces, the file methods work on the sandbox's own root, as
+	// its commands see it, reached through its init's /proc/PID/root; an
+	// os.Root resolves every name and symbolic link inside it.
+	top := ws
+	if st != nil && st.l1 == nil && st.init != nil {
+		top = "/proc/" + strconv.Itoa(st.init.Process.Pid) + "/root"
+	}
+	r, err := os.OpenRoot(top)
 	if err != nil {
 		return nil, sandbox.NewError(Name, m.ID, "open", kindOf(err), err)
 	}
+	root := fsRoot{r: r, uid: -1}
+	if st != nil && os.Getuid() == 0 {
+		root.uid = st.uidBase
+	}
 	sb := &Sandbox{
-		p: p, id: m.ID, dir: dir, ws: ws, root: root, meta: *m,
-		procs:   map[*process]struct{}{},
-		tunnels: map[*forwarder]struct{}{},
+		p: p, id: m.ID, dir: dir, ws: ws, root: root, meta: *m, iso: st,
+		procs:    map[*process]struct{}{},
+		isoProcs: map[*isoProcess]struct{}{},
+		tunnels:  map[*forwarder]struct{}{},
 	}
 	if !m.Expires.IsZero() {
 		sb.expiry = time.AfterFunc(time.Until(m.Expires), sb.expire)
@@ -62,11 +79,48 @@ func (s *Sandbox) expire() { s.Terminate(context.Background()) }
 // ID returns the sandbox's identifier.
 func (s *Sandbox) ID() string { return s.id }
 
-// Workspace returns the host directory that is "/" in the sandbox's names.
+// Workspace returns the host directory that is /workspace inside an isolated
+// sandbox, and "/" in an L0 sandbox's names.
 func (s *Sandbox) Workspace() string { return s.ws }
 
-// Capabilities reports what the baseline local provider does.
-func (s *Sandbox) Capabilities() sandbox.Capabilities { return capabilities }
+// Isolation reports the layers that separate the sandbox from its host.
+func (s *Sandbox) Isolation() Isolation {
+	if s.iso == nil {
+		return Isolation{Level: LevelNone, Cgroup: "none", RootFS: "none", Network: "host"}
+	}
+	return s.iso.iso
+}
+
+// Capabilities reports what the sandbox can do: an isolated sandbox adds
+// PTY and the none and allowlist network modes to the baseline's.
+func (s *Sandbox) Capabilities() sandbox.Capabilities {
+	if s.iso != nil {
+		if s.iso.l1 != nil {
+			return l1Capabilities
+		}
+		return isoCapabilities
+	}
+	return capabilities
+}
+
+// l1Capabilities: no network namespace to expose ports from.
+var l1Capabilities = sandbox.Capabilities{
+	Stdin:         true,
+	Signal:        true,
+	PTY:           true,
+	ExtendTimeout: true,
+	NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen},
+}
+
+var isoCapabilities = sandbox.Capabilities{
+	Stdin:         true,
+	Signal:        true,
+	PTY:           true,
+	Expose:        true,
+	Dial:          true,
+	ExtendTimeout: true,
+	NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen},
+}
 
 var capabilities = sandbox.Capabilities{
 	Stdin:         true,
@@ -85,7 +139,11 @@ func (s *Sandbox) Info(ctx context.Context) (sandbox.Info, error) {
 	s.mu.Lock()
 	m := s.meta
 	s.mu.Unlock()
-	return infoOf(s.p.root, &m), nil
+	info := infoOf(s.p.root, &m)
+	if s.iso != nil {
+		info.Isolation = s.iso.iso.String()
+	}
+	return info, nil
 }
 
 // live returns an error if ctx is done or the sandbox is terminated.
@@ -98,6 +156,13 @@ func (s *Sandbox) live(ctx context.Context, op string) error {
 	s.mu.Unlock()
 	if dead {
 		return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
+	}
+	if s.iso != nil {
+		// An isolated sandbox lives with this process: its init tells.
+		if !s.iso.alive() {
+			return sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, errors.New("the sandbox's init has exited"))
+		}
+		return nil
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, metaFile)); errors.Is(err, fs.ErrNotExist) {
 		// Terminated by another process sharing the root.
@@ -148,6 +213,10 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	for pr := range s.procs {
 		procs = append(procs, pr)
 	}
+	isoProcs := make([]*isoProcess, 0, len(s.isoProcs))
+	for pr := range s.isoProcs {
+		isoProcs = append(isoProcs, pr)
+	}
 	tunnels := make([]*forwarder, 0, len(s.tunnels))
 	for f := range s.tunnels {
 		tunnels = append(tunnels, f)
@@ -166,6 +235,13 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	for _, pr := range procs {
 		<-pr.done
 	}
+	var isoErr error
+	if s.iso != nil {
+		isoErr = s.iso.destroy()
+		for _, pr := range isoProcs {
+			<-pr.done
+		}
+	}
 	s.p.forget(s.id)
 	s.root.Close()
 	// Remove the metadata first so that a concurrent Get or List stops seeing
@@ -175,6 +251,9 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 	}
 	if err := removeAll(s.dir); err != nil {
 		return sandbox.NewError(Name, s.id, "terminate", kindOf(err), err)
+	}
+	if isoErr != nil {
+		return sandbox.NewError(Name, s.id, "terminate", sandbox.ErrUnavailable, isoErr)
 	}
 	return nil
 }
@@ -203,10 +282,9 @@ func (s *Sandbox) rel(op, name string) (string, error) {
 	if err != nil {
 		return "", sandbox.NewError(Name, s.id, op, nil, err)
 	}
-	if abs == "/" {
-		return ".", nil
-	}
-	return strings.TrimPrefix(abs, "/"), nil
+	// s.root is the workspace (L0, L1) or the sandbox's own root (L2+):
+	// either way, the name relative to "/".
+	return wsRel(false, abs), nil
 }
 
 func (s *Sandbox) fileErr(op string, err error) error {
@@ -223,7 +301,9 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 	if err != nil {
 		return nil, err
 	}
-	f, err := s.root.Open(rel)
+	// O_NONBLOCK: a FIFO the sandbox left under the name must not block
+	// the host; it is then refused as not a regular file.
+	f, err := s.root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, s.fileErr(op, err)
 	}
@@ -465,6 +545,8 @@ func kindOf(err error) error {
 			return sandbox.ErrNotFound
 		case syscall.EISDIR, syscall.ENOTEMPTY, syscall.EINVAL, syscall.ELOOP, syscall.ENAMETOOLONG, syscall.EXDEV:
 			return sandbox.ErrInvalidArgument
+		case syscall.EROFS, syscall.EACCES, syscall.EPERM:
+			return sandbox.ErrPermissionDenied
 		case syscall.ENOSPC, syscall.EDQUOT, syscall.EMFILE, syscall.ENFILE:
 			return sandbox.ErrResourceExhausted
 		}

@@ -1,0 +1,599 @@
+package local
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// agent is a sandbox's PID 1: it serves the host's requests on the agent
+// socket, starts commands from its hardened spawner thread, and reaps every
+// process of the sandbox, its own commands' and orphans alike.
+type agent struct {
+	ln    net.Listener
+	proxy bool
+	l1    *l1Config // set at L1
+	// rlimitAS bounds each command's address space where no cgroup limits
+	// memory. The agent, a Go program, cannot live under it itself, so it
+	// is set on each command as soon as it has started.
+	rlimitAS uint64
+	devNull  int // /dev/null, the stdin of commands given none
+	spawn    chan spawnRequest
+
+	mu      sync.Mutex
+	waiters map[int]chan unix.WaitStatus // pid -> its exit status, once
+	reapNow chan struct{}
+	procs   map[int]*agentProc
+}
+
+type agentProc struct {
+	pgid   int
+	master *os.File // the PTY's master, if any
+
+	mu     sync.Mutex
+	exited bool
+}
+
+// kill signals the command's process group unless it has been reaped (its
+// group id could then belong to someone else).
+func (p *agentProc) kill(sig unix.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited {
+		unix.Kill(-p.pgid, sig)
+	}
+}
+
+type spawnRequest struct {
+	path  string
+	args  []string
+	attr  *syscall.ProcAttr
+	reply chan spawnResult
+}
+
+type spawnResult struct {
+	pid  int
+	wait chan unix.WaitStatus
+	err  error
+}
+
+func newAgent(ln net.Listener, proxy bool) *agent {
+	devNull, err := unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		devNull = -1
+	}
+	return &agent{
+		devNull: devNull,
+		reapNow: make(chan struct{}, 1),
+		ln:      ln, proxy: proxy,
+		spawn:   make(chan spawnRequest),
+		waiters: map[int]chan unix.WaitStatus{},
+		procs:   map[int]*agentProc{},
+	}
+}
+
+// startSpawner starts the thread every command is forked from, hardens it,
+// and returns what the hardening achieved. Any failure is fatal: a sandbox
+// is never left half-hardened.
+func (a *agent) startSpawner() (initReport, error) {
+	type result struct {
+		rep initReport
+		err error
+	}
+	ready := make(chan result, 1)
+	go func() {
+		// The thread is never unlocked: when this goroutine ends (never, in
+		// practice) the runtime throws the thread away instead of reusing it.
+		runtime.LockOSThread()
+		var rep initReport
+		if a.l1 != nil {
+			r, err := hardenL1(a.l1)
+			ready <- result{rep: r, err: err}
+			if err != nil {
+				return
+			}
+			a.spawnLoop()
+			return
+		}
+		if err := dropCapabilities(); err != nil {
+			ready <- result{err: err}
+			return
+		}
+		rep.CapsDropped = true
+		abi, err := applyLandlock([]string{"/workspace", "/tmp", "/dev"})
+		if err != nil {
+			ready <- result{err: err}
+			return
+		}
+		rep.LandlockABI, rep.NoNewPrivs = abi, true
+		if err := applySeccomp(); err != nil {
+			ready <- result{err: err}
+			return
+		}
+		rep.Seccomp = true
+		ready <- result{rep: rep}
+		a.spawnLoop()
+	}()
+	r := <-ready
+	return r.rep, r.err
+}
+
+// spawnLoop forks the commands, on the hardened thread.
+func (a *agent) spawnLoop() {
+	for req := range a.spawn {
+		a.mu.Lock()
+		pid, err := syscall.ForkExec(req.path, req.args, req.attr)
+		var wait chan unix.WaitStatus
+		if err == nil {
+			wait = make(chan unix.WaitStatus, 1)
+			a.waiters[pid] = wait
+			go a.waitFor(pid, wait)
+		}
+		a.mu.Unlock()
+		req.reply <- spawnResult{pid: pid, wait: wait, err: err}
+	}
+}
+
+// Reaping: each command's own goroutine waits for it with a blocking wait4,
+// which wakes as soon as it exits; reapOrphans, run on SIGCHLD and after
+// each command, collects every other child (orphans re-parented to PID 1,
+// or to the agent as a subreaper at L1) without touching the commands'.
+
+// waitFor waits for the command pid and delivers its status.
+func (a *agent) waitFor(pid int, ch chan unix.WaitStatus) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	a.mu.Lock()
+	delete(a.waiters, pid)
+	a.mu.Unlock()
+	ch <- ws
+	a.nudge()
+}
+
+// nudge asks reapOrphans to run.
+func (a *agent) nudge() {
+	select {
+	case a.reapNow <- struct{}{}:
+	default:
+	}
+}
+
+// reapOrphans reaps exited children that are not commands.
+func (a *agent) reapOrphans() {
+	for {
+		var info unix.Siginfo
+		if err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+			return
+		}
+		// si_pid follows si_signo, si_errno, si_code and padding; Linux
+		// leaves it zero when no child is waitable.
+		pid := int(*(*int32)(unsafe.Add(unsafe.Pointer(&info), 16)))
+		if pid <= 0 {
+			return
+		}
+		a.mu.Lock()
+		_, tracked := a.waiters[pid]
+		a.mu.Unlock()
+		if tracked {
+			return // its own goroutine reaps it, then nudges
+		}
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+	}
+}
+
+// serve runs the agent until the sandbox is killed.
+func (a *agent) serve() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGCHLD)
+	// Signals from inside the sandbox must not end PID 1 (Landlock's signal
+	// scope blocks them where available; this covers older kernels). They
+	// are caught and dropped rather than ignored: an ignored disposition
+	// would be inherited by every command across exec.
+	drop := make(chan os.Signal, 8)
+	signal.Notify(drop, unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1, unix.SIGUSR2, unix.SIGPIPE, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU)
+	go func() {
+		for range drop {
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-sigs:
+			case <-a.reapNow:
+			}
+			a.reapOrphans()
+		}
+	}()
+	if a.proxy {
+		go a.relayProxy()
+	}
+	for {
+		c, err := a.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go a.handle(c)
+	}
+}
+
+// proxyAddr is where commands find the egress proxy in allowlist mode.
+const proxyAddr = "127.0.0.1:3128"
+
+// relayProxy listens on proxyAddr inside the sandbox's network namespace and
+// relays each connection to the host's proxy socket.
+func (a *agent) relayProxy() {
+	ln, err := net.Listen("tcp", proxyAddr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "perimeter agent: proxy relay: %v\n", err)
+		return
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			up, err := net.Dial("unix", "/run/perimeter/proxy.sock")
+			if err != nil {
+				c.Close()
+				return
+			}
+			pipeConns(c, up)
+		}()
+	}
+}
+
+// pipeConns copies both ways until both directions end, then closes both.
+func pipeConns(a, b net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(b, a)
+		closeWrite(b)
+		close(done)
+	}()
+	io.Copy(a, b)
+	closeWrite(a)
+	<-done
+	a.Close()
+	b.Close()
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		c.Close()
+	}
+}
+
+func (a *agent) handle(c net.Conn) {
+	var buf []byte
+	for {
+		typ, p, err := readFrame(c, &buf)
+		if err != nil || typ != frameRequest {
+			c.Close()
+			return
+		}
+		var req agentRequest
+		if err := json.Unmarshal(p, &req); err != nil {
+			c.Close()
+			return
+		}
+		if !a.serveRequest(c, &req) {
+			c.Close()
+			return
+		}
+		// The host may send another request on the same connection.
+	}
+}
+
+// serveRequest answers one request and reports whether the connection can
+// carry another.
+func (a *agent) serveRequest(c net.Conn, req *agentRequest) bool {
+	fw := &frameWriter{w: c}
+	switch req.Op {
+	case "ping":
+		return fw.write(frameStarted, nil) == nil
+	case "killall":
+		killDescendants(time.Now().Add(5 * time.Second))
+		return fw.write(frameStarted, nil) == nil
+	case "exec":
+		return a.exec(c, fw, req)
+	case "signal", "resize":
+		a.mu.Lock()
+		pr := a.procs[req.Pid]
+		a.mu.Unlock()
+		switch {
+		case pr == nil:
+			fw.write(frameStarted, nil) // exited: not an error
+		case req.Op == "signal":
+			pr.kill(unix.Signal(req.Signal))
+			fw.write(frameStarted, nil)
+		case pr.master == nil:
+			fw.write(frameError, []byte("the process has no terminal"))
+		case req.TTY == nil:
+			fw.write(frameError, []byte("no size given"))
+		default:
+			if err := pty.Setsize(pr.master, &pty.Winsize{Rows: uint16(req.TTY.Rows), Cols: uint16(req.TTY.Cols)}); err != nil {
+				fw.write(frameError, []byte(err.Error()))
+			} else {
+				fw.write(frameStarted, nil)
+			}
+		}
+		return false
+	case "dial":
+		up, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(req.Port)), 10*time.Second)
+		if err != nil {
+			fw.write(frameError, []byte(err.Error()))
+			return false
+		}
+		if fw.write(frameStarted, nil) != nil {
+			up.Close()
+			return false
+		}
+		pipeConns(c, up)
+		return false
+	default:
+		fw.write(frameError, []byte("unknown request "+strconv.Quote(req.Op)))
+		return false
+	}
+}
+
+// exec runs one command for the host and streams it back on c.
+// It reports whether c can carry another request: after a command without
+// stdin or a terminal the connection is clean once its exit is reported
+// (the host sends nothing on it meanwhile).
+func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable bool) {
+	if len(req.Args) == 0 {
+		fw.write(frameError, []byte("empty command"))
+		return false
+	}
+	prog, code, lookErr := lookPath(req.Args[0], req.Dir, envValue(req.Env, "PATH"))
+	if lookErr != nil {
+		fw.write(frameStarted, []byte("0"))
+		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], lookErr)))
+		return fw.writeJSON(frameExit, exitReport{Code: code}) == nil && !req.Stdin && req.TTY == nil
+	}
+
+	var (
+		child   []*os.File // the child's ends, closed here once it started
+		outputs []*os.File // our read ends of its stdout and stderr (or the PTY)
+		stdinW  *os.File
+		master  *os.File
+	)
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			f.Close()
+		}
+	}
+	sys := &syscall.SysProcAttr{}
+	var files []uintptr
+	if req.TTY != nil {
+		m, s, err := pty.Open()
+		if err != nil {
+			fw.write(frameError, []byte("open a terminal: "+err.Error()))
+			return false
+		}
+		pty.Setsize(m, &pty.Winsize{Rows: uint16(req.TTY.Rows), Cols: uint16(req.TTY.Cols)})
+		master = m
+		child = []*os.File{s}
+		files = []uintptr{s.Fd(), s.Fd(), s.Fd()}
+		sys.Setsid, sys.Setctty, sys.Ctty = true, true, 0
+	} else {
+		sys.Setpgid = true
+		var in *os.File
+		if req.Stdin {
+			r, w, err := os.Pipe()
+			if err != nil {
+				fw.write(frameError, []byte(err.Error()))
+				return
+			}
+			in, stdinW = r, w
+		} else {
+			in = nil // a.devNull
+		}
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			if in != nil {
+				in.Close()
+			}
+			fw.write(frameError, []byte(err.Error()))
+			return false
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			if in != nil {
+				in.Close()
+			}
+			closeAll([]*os.File{outR, outW})
+			fw.write(frameError, []byte(err.Error()))
+			return false
+		}
+		outputs = []*os.File{outR, errR}
+		if in != nil {
+			child = []*os.File{in, outW, errW}
+			files = []uintptr{in.Fd(), outW.Fd(), errW.Fd()}
+		} else {
+			child = []*os.File{outW, errW}
+			files = []uintptr{uintptr(a.devNull), outW.Fd(), errW.Fd()}
+		}
+	}
+	reply := make(chan spawnResult, 1)
+	a.spawn <- spawnRequest{path: prog, args: req.Args, reply: reply, attr: &syscall.ProcAttr{
+		Dir: req.Dir, Env: req.Env, Files: files, Sys: sys,
+	}}
+	res := <-reply
+	closeAll(child)
+	if res.err != nil {
+		closeAll(outputs)
+		if stdinW != nil {
+			stdinW.Close()
+		}
+		if master != nil {
+			master.Close()
+		}
+		code := 126
+		if errors.Is(res.err, unix.ENOENT) {
+			code = 127
+		}
+		fw.write(frameStarted, []byte("0"))
+		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], res.err)))
+		return fw.writeJSON(frameExit, exitReport{Code: code}) == nil && !req.Stdin && req.TTY == nil
+	}
+	if a.rlimitAS > 0 {
+		lim := unix.Rlimit{Cur: a.rlimitAS, Max: a.rlimitAS}
+		unix.Prlimit(res.pid, unix.RLIMIT_AS, &lim, nil)
+	}
+	pr := &agentProc{pgid: res.pid, master: master}
+	a.mu.Lock()
+	a.procs[res.pid] = pr
+	a.mu.Unlock()
+	fw.write(frameStarted, []byte(strconv.Itoa(res.pid)))
+
+	// Output.
+	var copies sync.WaitGroup
+	copyOut := func(f *os.File, typ byte) {
+		defer copies.Done()
+		b := make([]byte, 32<<10)
+		for {
+			n, err := f.Read(b)
+			if n > 0 {
+				fw.write(typ, b[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	if master != nil {
+		copies.Add(1)
+		go copyOut(master, frameStdout)
+	} else {
+		copies.Add(2)
+		go copyOut(outputs[0], frameStdout)
+		go copyOut(outputs[1], frameStderr)
+	}
+	// Input, and the host going away.
+	var recycling atomic.Bool
+	readerDone := make(chan error, 1)
+	go func() {
+		var buf []byte
+		for {
+			typ, p, err := readFrame(c, &buf)
+			if err != nil {
+				if !recycling.Load() {
+					pr.kill(unix.SIGKILL)
+				}
+				if stdinW != nil {
+					stdinW.Close()
+				}
+				readerDone <- err
+				return
+			}
+			switch typ {
+			case frameStdin:
+				switch {
+				case stdinW != nil:
+					stdinW.Write(p)
+				case master != nil:
+					master.Write(p)
+				}
+			case frameStdinEOF:
+				switch {
+				case stdinW != nil:
+					stdinW.Close()
+				case master != nil:
+					master.Write([]byte{4}) // ^D: end of input on a terminal
+				}
+			}
+		}
+	}()
+
+	var timedOut bool
+	var ws unix.WaitStatus
+	if req.TimeoutMS > 0 {
+		t := time.NewTimer(time.Duration(req.TimeoutMS) * time.Millisecond)
+		select {
+		case ws = <-res.wait:
+		case <-t.C:
+			timedOut = true
+			pr.kill(unix.SIGKILL)
+			ws = <-res.wait
+		}
+		t.Stop()
+	} else {
+		ws = <-res.wait
+	}
+	if ws.Signaled() || timedOut {
+		// Take the group with the leader, as the host-side provider does.
+		unix.Kill(-pr.pgid, unix.SIGKILL)
+	}
+	// Wait for the output, then a grace period for background processes
+	// that still hold it.
+	copied := make(chan struct{})
+	go func() { copies.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(outputGrace):
+		closeAll(outputs)
+		if master != nil {
+			master.Close()
+		}
+		<-copied
+	}
+	pr.mu.Lock()
+	pr.exited = true
+	pr.mu.Unlock()
+	a.mu.Lock()
+	delete(a.procs, res.pid)
+	a.mu.Unlock()
+	closeAll(outputs)
+	if master != nil {
+		master.Close()
+	}
+	if stdinW != nil {
+		stdinW.Close()
+	}
+	rep := exitReport{Code: ws.ExitStatus(), TimedOut: timedOut}
+	if ws.Signaled() {
+		rep.Code = -1
+		rep.Signal = unix.SignalName(ws.Signal())
+	}
+	if !req.Stdin && req.TTY == nil {
+		// Stop the reader before reporting the exit, after which the host
+		// may send its next request on this connection.
+		recycling.Store(true)
+		c.SetReadDeadline(time.Unix(1, 0))
+		err := <-readerDone
+		c.SetReadDeadline(time.Time{})
+		reusable = errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	if fw.writeJSON(frameExit, rep) != nil {
+		return false
+	}
+	return reusable
+}
