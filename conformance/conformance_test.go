@@ -18,9 +18,12 @@ import (
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
+// newLocal returns the local provider in its unisolated mode: the broken
+// variants below claim abilities (a PTY, network none) that the isolated mode
+// really has, to prove the checks catch a claim that is not kept.
 func newLocal(t *testing.T) *local.Provider {
 	t.Helper()
-	p, err := local.New(&local.Options{Root: t.TempDir()})
+	p, err := local.New(&local.Options{Root: t.TempDir(), Unisolated: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	return p

@@ -41,8 +41,8 @@ func ExampleToolset() {
 	for _, block := range []string{
 		`{"type":"tool_use","id":"toolu_01","name":"bash","input":{"command":"export NAME=world"}}`,
 		`{"type":"tool_use","id":"toolu_02","name":"bash","input":{"command":"echo hello $NAME"}}`,
-		`{"type":"tool_use","id":"toolu_03","name":"str_replace_based_edit_tool","input":{"command":"create","path":"/hello.txt","file_text":"hi\n"}}`,
-		`{"type":"tool_use","id":"toolu_04","name":"str_replace_based_edit_tool","input":{"command":"str_replace","path":"/hello.txt","old_str":"bye","new_str":"x"}}`,
+		`{"type":"tool_use","id":"toolu_03","name":"str_replace_based_edit_tool","input":{"command":"create","path":"/workspace/hello.txt","file_text":"hi\n"}}`,
+		`{"type":"tool_use","id":"toolu_04","name":"str_replace_based_edit_tool","input":{"command":"str_replace","path":"/workspace/hello.txt","old_str":"bye","new_str":"x"}}`,
 	} {
 		var use toolexec.ToolUse
 		if err := json.Unmarshal([]byte(block), &use); err != nil {
@@ -58,6 +58,6 @@ func ExampleToolset() {
 	// Output:
 	// {"type":"tool_result","tool_use_id":"toolu_01","content":[]}
 	// {"type":"tool_result","tool_use_id":"toolu_02","content":[{"type":"text","text":"hello world\n"}]}
-	// {"type":"tool_result","tool_use_id":"toolu_03","content":[{"type":"text","text":"File created successfully at: /hello.txt"}]}
+	// {"type":"tool_result","tool_use_id":"toolu_03","content":[{"type":"text","text":"File created successfully at: /workspace/hello.txt"}]}
 	// {"type":"tool_result","tool_use_id":"toolu_04","content":[{"type":"text","text":"Error: No match found for replacement. Please check your text and try again."}],"is_error":true}
 }

@@ -13,10 +13,24 @@ import (
 	"github.com/perimeter-sdk/perimeter/toolexec"
 )
 
-// newSandbox returns a fresh local sandbox, terminated at the end of the test.
+// newSandbox returns a fresh local sandbox in the unisolated mode (the file
+// methods' "/" is the workspace, commands run on pipes), terminated at the end
+// of the test. The battery also runs on the isolated mode: TestBatteryLocal.
 func newSandbox(t testing.TB) sandbox.Sandbox {
 	t.Helper()
-	p, err := local.New(&local.Options{Root: t.TempDir()})
+	return newLocalSandbox(t, &local.Options{Root: t.TempDir(), Unisolated: true})
+}
+
+// newIsolatedSandbox returns a fresh sandbox of the local provider's default,
+// isolated mode (a PTY, "/workspace" as the working directory).
+func newIsolatedSandbox(t testing.TB) sandbox.Sandbox {
+	t.Helper()
+	return newLocalSandbox(t, &local.Options{Root: t.TempDir()})
+}
+
+func newLocalSandbox(t testing.TB, opts *local.Options) sandbox.Sandbox {
+	t.Helper()
+	p, err := local.New(opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -25,7 +25,8 @@ import (
 // it wraps a local sandbox (files, and commands without a TTY) and runs
 // commands that ask for a TTY on a real pseudo-terminal on the host, in the
 // sandbox's workspace, with a clean environment. It exists so that the bash
-// tool's PTY path runs in tests although the local baseline has no PTY.
+// tool's PTY path also runs against a second terminal implementation (the
+// isolated local provider's own PTY runs in TestBatteryLocal).
 type ptySandbox struct {
 	*local.Sandbox
 }

@@ -21,6 +21,8 @@ import (
 	"os/signal"
 	"slices"
 	"syscall"
+
+	"github.com/perimeter-sdk/perimeter/providers/local"
 )
 
 // command is one subcommand of the CLI.
@@ -43,6 +45,9 @@ func register(c *command) {
 }
 
 func main() {
+	// When this binary is started as a local sandbox's init, become it; the
+	// package's own init would do it too, this makes the hand-over visible.
+	local.Init()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

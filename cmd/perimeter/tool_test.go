@@ -18,8 +18,8 @@ func TestToolJSONLines(t *testing.T) {
 		`{"id":"toolu_2","name":"bash","input":{"command":"echo $X"}}`,
 		``,
 		`not json`,
-		`{"id":"toolu_3","name":"str_replace_based_edit_tool","input":{"command":"create","path":"/a.txt","file_text":"<hello>\n"}}`,
-		`{"id":"toolu_4","name":"str_replace_based_edit_tool","input":{"command":"view","path":"/a.txt"}}`,
+		`{"id":"toolu_3","name":"str_replace_based_edit_tool","input":{"command":"create","path":"/workspace/a.txt","file_text":"<hello>\n"}}`,
+		`{"id":"toolu_4","name":"str_replace_based_edit_tool","input":{"command":"view","path":"/workspace/a.txt"}}`,
 		`{"id":"toolu_5","name":"memory","input":{"command":"create","path":"/memories/m.md","file_text":"remember"}}`,
 		`{"id":"toolu_6","name":"nope","input":{}}`,
 	}, "\n")
@@ -29,8 +29,8 @@ func TestToolJSONLines(t *testing.T) {
 		`{"type":"tool_result","tool_use_id":"toolu_1","content":[]}`,
 		`{"type":"tool_result","tool_use_id":"toolu_2","content":[{"type":"text","text":"kept\n"}]}`,
 		`{"type":"tool_result","tool_use_id":"","content":[{"type":"text","text":"Error: line 4 is not a tool use: invalid character 'o' in literal null (expecting 'u')"}],"is_error":true}`,
-		`{"type":"tool_result","tool_use_id":"toolu_3","content":[{"type":"text","text":"File created successfully at: /a.txt"}]}`,
-		"{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_4\",\"content\":[{\"type\":\"text\",\"text\":\"Here's the result of running `cat -n` on /a.txt:\\n     1\\t<hello>\\n\"}]}",
+		`{"type":"tool_result","tool_use_id":"toolu_3","content":[{"type":"text","text":"File created successfully at: /workspace/a.txt"}]}`,
+		"{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_4\",\"content\":[{\"type\":\"text\",\"text\":\"Here's the result of running `cat -n` on /workspace/a.txt:\\n     1\\t<hello>\\n\"}]}",
 		`{"type":"tool_result","tool_use_id":"toolu_5","content":[{"type":"text","text":"File created successfully at: /memories/m.md"}]}`,
 		`{"type":"tool_result","tool_use_id":"toolu_6","content":[{"type":"text","text":"Error: Tool 'nope' not found"}],"is_error":true}`,
 	}, "\n") + "\n"
