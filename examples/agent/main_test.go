@@ -22,7 +22,7 @@ func TestAgentLoopAgainstFakeAPI(t *testing.T) {
 		{StopReason: "tool_use", Content: []map[string]any{
 			{"type": "text", "text": "I'll write the script."},
 			{"type": "tool_use", "id": "toolu_01", "name": "str_replace_based_edit_tool", "input": map[string]any{
-				"command": "create", "path": "/fizz.sh", "file_text": "for i in 1 2 3; do [ $((i % 3)) = 0 ] && echo fizz || echo $i; done\n"}},
+				"command": "create", "path": "/workspace/fizz.sh", "file_text": "for i in 1 2 3; do [ $((i % 3)) = 0 ] && echo fizz || echo $i; done\n"}},
 		}},
 		{StopReason: "tool_use", Content: []map[string]any{
 			{"type": "tool_use", "id": "toolu_02", "name": "bash", "input": map[string]any{"command": "bash fizz.sh"}},
@@ -60,7 +60,7 @@ func TestAgentLoopAgainstFakeAPI(t *testing.T) {
 			t.Errorf("request %d tool result %d =\n%s\nwant\n%s", req, i, b, want)
 		}
 	}
-	check(1, 0, `{"content":[{"text":"File created successfully at: /fizz.sh","type":"text"}],"tool_use_id":"toolu_01","type":"tool_result"}`)
+	check(1, 0, `{"content":[{"text":"File created successfully at: /workspace/fizz.sh","type":"text"}],"tool_use_id":"toolu_01","type":"tool_result"}`)
 	check(2, 0, `{"content":[{"text":"1\n2\nfizz\n","type":"text"}],"tool_use_id":"toolu_02","type":"tool_result"}`)
 	// The key is not in the sandbox: echo prints an empty line (1 byte).
 	check(2, 1, `{"content":[{"text":"1\n\nexit code: 3","type":"text"}],"is_error":true,"tool_use_id":"toolu_03","type":"tool_result"}`)
