@@ -93,7 +93,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		// sandbox's root is read-only; /workspace is writable).
 		System: []anthropic.TextBlockParam{{Text: "You work in a sandbox. Create files under your " +
 			"working directory (run pwd in bash to see it) or /tmp; other paths may be read-only."}},
-		Messages:  []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(cfg.Task))},
+		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(cfg.Task))},
 	}
 	for turn := 0; turn < cfg.MaxTurns; turn++ {
 		msg, err := client.Messages.New(ctx, params)
