@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/internal/bench"
-	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
 func init() {
@@ -36,18 +35,12 @@ func benchCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintln(stderr, "perimeter bench: -n must be at least 1")
 		return 2
 	}
-	p, err := sandbox.Open(ctx, *provider)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+	ss, ok := newSession(ctx, *provider, false, stderr)
+	if !ok {
 		return 1
 	}
-	defer p.Close()
-	sb, err := p.Create(ctx, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return 1
-	}
-	defer sb.Terminate(context.WithoutCancel(ctx))
+	defer ss.close(ctx, stderr)
+	p, sb := ss.p, ss.sb
 
 	execs, err := bench.Interleaved(*n,
 		func() error { return bench.OSExec(ctx, argv) },

@@ -21,8 +21,10 @@ import (
 	"os/signal"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/perimeter-sdk/perimeter/providers/local"
+	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
 // command is one subcommand of the CLI.
@@ -86,4 +88,45 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'perimeter COMMAND -h' for a command's flags.")
+}
+
+// session is a provider and one sandbox made for a command.
+type session struct {
+	p    sandbox.Provider
+	sb   sandbox.Sandbox
+	keep bool
+}
+
+// newSession opens the provider at url and creates a sandbox, printing the
+// error to stderr on failure. If keep is set, the sandbox's ID is printed
+// and close leaves it running.
+func newSession(ctx context.Context, url string, keep bool, stderr io.Writer) (*session, bool) {
+	p, err := sandbox.Open(ctx, url)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		return nil, false
+	}
+	sb, err := p.Create(ctx, nil)
+	if err != nil {
+		p.Close()
+		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		return nil, false
+	}
+	if keep {
+		fmt.Fprintf(stderr, "perimeter: sandbox %s\n", sb.ID())
+	}
+	return &session{p: p, sb: sb, keep: keep}, true
+}
+
+// close terminates the sandbox (unless kept) and closes the provider. It
+// works after ctx is done, as after Ctrl-C.
+func (s *session) close(ctx context.Context, stderr io.Writer) {
+	if !s.keep {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := s.sb.Terminate(tctx); err != nil {
+			fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		}
+	}
+	s.p.Close()
 }

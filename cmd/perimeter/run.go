@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -63,34 +62,18 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return 2
 	}
 
-	p, err := sandbox.Open(ctx, *provider)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+	// The sandbox is terminated on every path out, Ctrl-C included (ctx is
+	// done by then; close does not use it).
+	ss, ok := newSession(ctx, *provider, *keep, stderr)
+	if !ok {
 		return 1
 	}
-	defer p.Close()
-	sb, err := p.Create(ctx, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return 1
-	}
-	if *keep {
-		fmt.Fprintf(stderr, "perimeter: sandbox %s\n", sb.ID())
-	} else {
-		defer func() {
-			// Terminate even after Ctrl-C: ctx is done by then.
-			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if err := sb.Terminate(tctx); err != nil {
-				fmt.Fprintf(stderr, "perimeter: %v\n", err)
-			}
-		}()
-	}
+	defer ss.close(ctx, stderr)
 	cmd := &sandbox.Cmd{Args: argv, Dir: *dir, Env: env, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
 	if *interactive {
 		cmd.Stdin = stdin
 	}
-	proc, err := sb.Start(ctx, cmd)
+	proc, err := ss.sb.Start(ctx, cmd)
 	if err != nil {
 		fmt.Fprintf(stderr, "perimeter: %v\n", err)
 		return 1

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
-	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/toolexec"
 )
 
@@ -62,29 +60,12 @@ func toolCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		opts.Memory = store
 	}
 
-	p, err := sandbox.Open(ctx, *provider)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+	ss, ok := newSession(ctx, *provider, *keep, stderr)
+	if !ok {
 		return 1
 	}
-	defer p.Close()
-	sb, err := p.Create(ctx, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return 1
-	}
-	if *keep {
-		fmt.Fprintf(stderr, "perimeter: sandbox %s\n", sb.ID())
-	} else {
-		defer func() {
-			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if err := sb.Terminate(tctx); err != nil {
-				fmt.Fprintf(stderr, "perimeter: %v\n", err)
-			}
-		}()
-	}
-	ts, err := toolexec.New(sb, opts)
+	defer ss.close(ctx, stderr)
+	ts, err := toolexec.New(ss.sb, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "perimeter: %v\n", err)
 		return 2
