@@ -273,7 +273,16 @@ func removeAll(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-// rel turns a sandbox name into a path relative to the workspace root.
+// resolve checks that ctx is live and the sandbox not terminated, then turns
+// a sandbox name into a path relative to s.root.
+func (s *Sandbox) resolve(ctx context.Context, op, name string) (string, error) {
+	if err := s.live(ctx, op); err != nil {
+		return "", err
+	}
+	return s.rel(op, name)
+}
+
+// rel turns a sandbox name into a path relative to s.root.
 func (s *Sandbox) rel(op, name string) (string, error) {
 	s.mu.Lock()
 	wd := s.meta.Workdir
@@ -294,10 +303,7 @@ func (s *Sandbox) fileErr(op string, err error) error {
 // ReadFile opens the named file in the workspace.
 func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, error) {
 	const op = "read file"
-	if err := s.live(ctx, op); err != nil {
-		return nil, err
-	}
-	rel, err := s.rel(op, name)
+	rel, err := s.resolve(ctx, op, name)
 	if err != nil {
 		return nil, err
 	}
@@ -339,10 +345,7 @@ func (r *ctxReader) Close() error { return r.f.Close() }
 // place, so the file appears whole or not at all.
 func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm fs.FileMode) error {
 	const op = "write file"
-	if err := s.live(ctx, op); err != nil {
-		return err
-	}
-	rel, err := s.rel(op, name)
+	rel, err := s.resolve(ctx, op, name)
 	if err != nil {
 		return err
 	}
@@ -401,10 +404,7 @@ func (c *ctxSource) Read(p []byte) (int, error) {
 // Stat describes the named file without following a final symbolic link.
 func (s *Sandbox) Stat(ctx context.Context, name string) (sandbox.FileInfo, error) {
 	const op = "stat"
-	if err := s.live(ctx, op); err != nil {
-		return sandbox.FileInfo{}, err
-	}
-	rel, err := s.rel(op, name)
+	rel, err := s.resolve(ctx, op, name)
 	if err != nil {
 		return sandbox.FileInfo{}, err
 	}
@@ -422,10 +422,7 @@ func fileInfo(fi fs.FileInfo, name string) sandbox.FileInfo {
 // ReadDir lists the named directory, sorted by name.
 func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo, error) {
 	const op = "read dir"
-	if err := s.live(ctx, op); err != nil {
-		return nil, err
-	}
-	rel, err := s.rel(op, name)
+	rel, err := s.resolve(ctx, op, name)
 	if err != nil {
 		return nil, err
 	}
@@ -453,10 +450,7 @@ func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo,
 // MkdirAll creates the named directory and its missing parents.
 func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) error {
 	const op = "mkdir"
-	if err := s.live(ctx, op); err != nil {
-		return err
-	}
-	rel, err := s.rel(op, name)
+	rel, err := s.resolve(ctx, op, name)
 	if err != nil {
 		return err
 	}
@@ -469,10 +463,7 @@ func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) e
 // Remove removes the named file or empty directory.
 func (s *Sandbox) Remove(ctx context.Context, name string) error {
 	const op = "remove"
-	if err := s.live(ctx, op); err != nil {
-		return err
-	}
-	rel, err := s.rel(op, name)
+	rel, err := s.resolve(ctx, op, name)
 	if err != nil {
 		return err
 	}
@@ -488,10 +479,7 @@ func (s *Sandbox) Remove(ctx context.Context, name string) error {
 // RemoveAll removes the named file or directory tree.
 func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
 	const op = "remove all"
-	if err := s.live(ctx, op); err != nil {
-		return err
-	}
-	rel, err := s.rel(op, name)
+	rel, err := s.resolve(ctx, op, name)
 	if err != nil {
 		return err
 	}
@@ -507,10 +495,7 @@ func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
 // Rename moves oldname to newname.
 func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	const op = "rename"
-	if err := s.live(ctx, op); err != nil {
-		return err
-	}
-	from, err := s.rel(op, oldname)
+	from, err := s.resolve(ctx, op, oldname)
 	if err != nil {
 		return err
 	}
