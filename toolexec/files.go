@@ -32,8 +32,10 @@ const (
 
 // FilesOptions configures the read, write, edit, glob and grep tools.
 type FilesOptions struct {
-	// Workdir is the sandbox directory relative paths are resolved against;
-	// empty means "/" (the sandbox's root as its file methods see it).
+	// Workdir is the sandbox directory relative paths are resolved against.
+	// Empty means the sandbox's own working directory: relative paths are
+	// passed to the sandbox as they are (cleaned), and it resolves them, as
+	// it does for commands.
 	Workdir string
 	// Roots are further sandbox directories the tools may touch besides
 	// Workdir. As with the editor, when the permitted directories are
@@ -100,6 +102,7 @@ var fileToolDefinitions = map[string]Definition{
 
 type fileTools struct {
 	fsys    FS
+	ownWD   bool // no Workdir and no Roots: relative paths go to the sandbox as they are
 	workdir string
 	roots   []string // workdir first
 	extra   bool     // roots beyond workdir were given
@@ -117,12 +120,18 @@ func newFileTools(fsys FS, opts FilesOptions) *fileTools {
 	if opts.MaxFileBytes <= 0 {
 		opts.MaxFileBytes = DefaultMaxFileBytes
 	}
-	return &fileTools{fsys: fsys, workdir: wd, roots: roots, extra: len(roots) > 1, max: opts.MaxFileBytes}
+	return &fileTools{fsys: fsys, ownWD: opts.Workdir == "" && len(roots) == 1,
+		workdir: wd, roots: roots, extra: len(roots) > 1, max: opts.MaxFileBytes}
 }
 
 // resolve turns the model's path into a sandbox name inside the permitted
 // directories.
 func (f *fileTools) resolve(ctx context.Context, p string) (string, error) {
+	if f.ownWD && !strings.HasPrefix(p, "/") {
+		// Every path is permitted; the sandbox refuses a ".." that climbs
+		// out of its working directory's tree with ErrInvalidArgument.
+		return path.Clean(p), nil
+	}
 	abs := p
 	if !strings.HasPrefix(p, "/") {
 		abs = path.Join(f.workdir, p)

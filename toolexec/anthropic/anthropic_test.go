@@ -187,7 +187,7 @@ func TestToolRunnerExecutesBuiltinsThroughPerimeter(t *testing.T) {
 	srv := fakeapi.New([]fakeapi.Turn{
 		{StopReason: "tool_use", Content: []map[string]any{
 			{"type": "tool_use", "id": "toolu_1", "name": "bash", "input": map[string]any{"command": "echo via-runner"}},
-			{"type": "tool_use", "id": "toolu_2", "name": "str_replace_based_edit_tool", "input": map[string]any{"command": "create", "path": "/r.txt", "file_text": "x"}},
+			{"type": "tool_use", "id": "toolu_2", "name": "str_replace_based_edit_tool", "input": map[string]any{"command": "create", "path": "/workspace/r.txt", "file_text": "x"}},
 			{"type": "tool_use", "id": "toolu_3", "name": "bash", "input": map[string]any{}},
 		}},
 		{StopReason: "end_turn", Content: []map[string]any{{"type": "text", "text": "ok"}}},
@@ -226,13 +226,13 @@ func TestToolRunnerExecutesBuiltinsThroughPerimeter(t *testing.T) {
 	if !strings.Contains(results["toolu_1"], `"text":"via-runner\n"`) {
 		t.Errorf("bash result = %s", results["toolu_1"])
 	}
-	if !strings.Contains(results["toolu_2"], `"text":"File created successfully at: /r.txt"`) {
+	if !strings.Contains(results["toolu_2"], `"text":"File created successfully at: /workspace/r.txt"`) {
 		t.Errorf("editor result = %s", results["toolu_2"])
 	}
 	if !strings.Contains(results["toolu_3"], `"text":"Error: bash: command is required"`) || !strings.Contains(results["toolu_3"], `"is_error":true`) {
 		t.Errorf("bad bash input result = %s", results["toolu_3"])
 	}
-	if rc, err := sb.ReadFile(ctx, "/r.txt"); err != nil {
+	if rc, err := sb.ReadFile(ctx, "/workspace/r.txt"); err != nil {
 		t.Errorf("the editor did not write in the sandbox: %v", err)
 	} else {
 		rc.Close()
