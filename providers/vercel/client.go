@@ -30,6 +30,7 @@ type APIError struct {
 	Message string // the body's error.message
 }
 
+// Error reads as "HTTP 404 not_found: Sandbox not found: NAME".
 func (e *APIError) Error() string {
 	if e.Code == "" && e.Message == "" {
 		return "HTTP " + strconv.Itoa(e.Status)
@@ -98,8 +99,10 @@ func jsonBody(v any) (*body, error) {
 	}}, nil
 }
 
-// TeamID and ProjectID are the team and project the client acts for.
-func (c *Client) TeamID() string    { return c.team }
+// TeamID is the team the client acts for.
+func (c *Client) TeamID() string { return c.team }
+
+// ProjectID is the project the client acts for.
 func (c *Client) ProjectID() string { return c.project }
 
 // Do sends one API request: path is absolute ("/v2/sandboxes"), query gets
