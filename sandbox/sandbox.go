@@ -151,7 +151,9 @@ type Tunnel interface {
 	// URL returns where the endpoint answers, such as "http://127.0.0.1:41234"
 	// or "https://abc.example.dev".
 	URL() string
-	// Close withdraws the endpoint. It is idempotent.
+	// Close withdraws the endpoint and is idempotent. A provider whose
+	// endpoints live as long as the sandbox (Modal's tunnels) cannot
+	// withdraw one early; its package doc says so, and Terminate ends it.
 	Close() error
 }
 
