@@ -2,20 +2,34 @@
 # heavy SDKs out of the core module's dependencies.
 MODULES := $(shell find . -name go.mod -not -path './.git/*' -printf '%h\n' | sort)
 
-.PHONY: test vet fmt-check bench
+.PHONY: test test-short vet fmt-check bench
 
-# The test command the README gives and CI runs.
+# The test command the README gives and CI runs: every module, with the race
+# detector. A failing module does not stop the others; the failures are listed
+# at the end and the command exits non-zero.
 test:
-	@set -e; for m in $(MODULES); do \
+	@failed=""; for m in $(MODULES); do \
 		echo "== go test -race $$m"; \
-		(cd $$m && go test -race -count=1 -timeout 30m ./...); \
-	done
+		(cd $$m && go test -race -count=1 -timeout 30m ./...) || failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== FAILED modules:$$failed"; exit 1; fi; \
+	echo "== all modules passed"
+
+# The fast tier for the edit-test loop: go test -short in every module.
+test-short:
+	@failed=""; for m in $(MODULES); do \
+		echo "== go test -short $$m"; \
+		(cd $$m && go test -short -count=1 -timeout 10m ./...) || failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== FAILED modules:$$failed"; exit 1; fi; \
+	echo "== all modules passed"
 
 vet:
-	@set -e; for m in $(MODULES); do \
+	@failed=""; for m in $(MODULES); do \
 		echo "== go vet $$m"; \
-		(cd $$m && go vet ./...); \
-	done
+		(cd $$m && go vet ./...) || failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== go vet failed in:$$failed"; exit 1; fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
