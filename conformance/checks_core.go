@@ -236,7 +236,7 @@ func checkStdin(c *C) {
 // output returns what a command printing want delivers: want itself, or,
 // for a provider declaring Capabilities.TextOutput, want with each invalid
 // UTF-8 byte replaced by U+FFFD.
-func (c *C) output(sb sandbox.Sandbox, want string) string {
+func (c *C) output(sb *sandbox.Sandbox, want string) string {
 	if !sb.Capabilities().TextOutput {
 		return want
 	}
@@ -340,7 +340,7 @@ func heartbeat(file string) []string {
 }
 
 // checkStopped fails the check if file is still growing.
-func (c *C) checkStopped(sb sandbox.Sandbox, file, what string) {
+func (c *C) checkStopped(sb *sandbox.Sandbox, file, what string) {
 	fi1, err := sb.Stat(c.ctx, file)
 	if err != nil {
 		c.Fatalf("Stat %s: %v", file, err)
@@ -356,7 +356,7 @@ func (c *C) checkStopped(sb sandbox.Sandbox, file, what string) {
 	}
 }
 
-func (c *C) waitHeartbeat(sb sandbox.Sandbox, file string) {
+func (c *C) waitHeartbeat(sb *sandbox.Sandbox, file string) {
 	if !c.eventually(20*time.Second, func() bool {
 		fi, err := sb.Stat(c.ctx, file)
 		return err == nil && fi.Size > 2

@@ -48,7 +48,7 @@ import (
 // Harness is the provider under test and how to exercise it.
 type Harness struct {
 	// Provider is the provider under test. The suite does not close it.
-	Provider sandbox.Provider
+	Provider *sandbox.Provider
 
 	// Spec, if set, returns the base spec of the sandboxes the suite creates
 	// (an image with a POSIX userland, say). The suite adds its labels and,
@@ -381,7 +381,7 @@ func (c *C) spec() *sandbox.Spec {
 // NewSandbox creates a sandbox from the harness's spec, changed by edit if not
 // nil, and terminates it when the check ends. A failure to create ends the
 // check; a failure to terminate fails it.
-func (c *C) NewSandbox(edit func(*sandbox.Spec)) sandbox.Sandbox {
+func (c *C) NewSandbox(edit func(*sandbox.Spec)) *sandbox.Sandbox {
 	sb, err := c.create(edit)
 	if err != nil {
 		c.Fatalf("Create: %v", err)
@@ -390,7 +390,7 @@ func (c *C) NewSandbox(edit func(*sandbox.Spec)) sandbox.Sandbox {
 }
 
 // create is NewSandbox returning the Create error instead of ending the check.
-func (c *C) create(edit func(*sandbox.Spec)) (sandbox.Sandbox, error) {
+func (c *C) create(edit func(*sandbox.Spec)) (*sandbox.Sandbox, error) {
 	spec := c.spec()
 	if edit != nil {
 		edit(spec)

@@ -27,9 +27,9 @@ func BenchmarkExec(b *testing.B) {
 			}
 		}
 	})
-	run := func(b *testing.B, sb sandbox.Sandbox) {
+	run := func(b *testing.B, sb any) {
 		for b.Loop() {
-			res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
+			res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
 			if err != nil || !res.Status.Success() {
 				b.Fatal(err, res)
 			}
@@ -95,7 +95,7 @@ func BenchmarkCreateExecTerminate(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil); err != nil {
+		if _, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"/bin/true"}}, nil); err != nil {
 			b.Fatal(err)
 		}
 		if err := sb.Terminate(ctx); err != nil {
@@ -152,7 +152,7 @@ func BenchmarkExecInterleaved(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
 		if err != nil || !res.Status.Success() {
 			b.Fatal(err, res)
 		}

@@ -77,3 +77,11 @@ func (f fsRoot) RemoveAll(name string) error {
 func (f fsRoot) MkdirAll(name string, perm fs.FileMode) error {
 	return f.as(func() error { return f.r.MkdirAll(name, perm) })
 }
+
+func (f fsRoot) Mkdir(name string, perm fs.FileMode) error {
+	return f.as(func() error { return f.r.Mkdir(name, perm) })
+}
+
+func (f fsRoot) Chmod(name string, perm fs.FileMode) error {
+	return f.as(func() error { return f.r.Chmod(name, perm) })
+}
