@@ -132,11 +132,21 @@ func checkListLabels(c *C) {
 
 func checkTerminateTwice(c *C) {
 	sb := c.NewSandbox(nil)
+	// A second handle reaches the provider when the sandbox is already
+	// gone (the first handle's own second call is answered by the
+	// portable layer).
+	other, err := c.r.h.Provider.Get(c.ctx, sb.ID())
+	if err != nil {
+		c.Fatalf("Get: %v", err)
+	}
 	if err := sb.Terminate(c.ctx); err != nil {
 		c.Fatalf("first Terminate: %v", err)
 	}
 	if err := sb.Terminate(c.ctx); err != nil {
 		c.Errorf("second Terminate: %v, want nil (Terminate is idempotent)", err)
+	}
+	if err := other.Terminate(c.ctx); err != nil {
+		c.Errorf("Terminate through a second handle: %v, want nil (Terminate is idempotent)", err)
 	}
 }
 

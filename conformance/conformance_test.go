@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -287,16 +288,22 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 				return c
 			}}
 		}},
-		{"terminate not idempotent", "lifecycle/terminate-idempotent", func(r driver.Sandbox) *sb {
-			n := 0
-			return &sb{Sandbox: r, terminate: func(ctx context.Context) error {
-				n++
-				if n > 1 {
-					return errors.New("already terminated")
-				}
-				return r.Terminate(ctx)
-			}}
-		}},
+		{"terminate not idempotent", "lifecycle/terminate-idempotent", func() func(r driver.Sandbox) *sb {
+			var mu sync.Mutex
+			done := map[string]bool{} // shared by every handle
+			return func(r driver.Sandbox) *sb {
+				return &sb{Sandbox: r, terminate: func(ctx context.Context) error {
+					mu.Lock()
+					again := done[r.ID()]
+					done[r.ID()] = true
+					mu.Unlock()
+					if again {
+						return errors.New("already terminated")
+					}
+					return r.Terminate(ctx)
+				}}
+			}
+		}()},
 		{"file data truncated", "files/binary-roundtrip", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, readFile: truncatingRead(r)}
 		}},

@@ -525,11 +525,11 @@ func (s *Sandbox) Dial(ctx context.Context, port int) (net.Conn, error) {
 // Process is a command started by [Sandbox.Start]. It is safe for concurrent
 // use.
 type Process struct {
-	s   *Sandbox
-	d   driver.Process
-	tty bool
-	end func(Outcome) // reports the exec to the hooks; nil without hooks
-	fb  *firstByte
+	s    *Sandbox
+	d    driver.Process
+	tty  bool
+	end  func(Outcome) // reports the exec to the hooks; nil without hooks
+	fb   *firstByte
 	once sync.Once
 }
 
