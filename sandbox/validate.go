@@ -222,7 +222,7 @@ func checkCmd(cmd *Cmd, caps *Capabilities) (*Cmd, error) {
 		}
 		c.TTY = &tty
 	}
-	if c.Stdin != nil && !caps.Stdin {
+	if c.Stdin != nil && c.TTY == nil && !caps.Stdin {
 		return nil, errNotSupported("Cmd.Stdin: this sandbox does not take standard input (Capabilities.Stdin is false)")
 	}
 	return &c, nil

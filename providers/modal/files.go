@@ -20,6 +20,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/internal/posixfs"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // The SDK (v0.7.0) can open, read, write and close files. Every other file
@@ -159,12 +160,16 @@ func (s *Sandbox) fileOp(ctx context.Context, op, name string) (string, func(), 
 		end()
 		return "", nil, s.fail(ctx, op, err)
 	}
-	clean, err := sandbox.CleanName(s.workdir, name)
-	if err != nil {
-		end()
-		return "", nil, sandbox.NewError(Name, s.id, op, sandbox.ErrInvalidArgument, err)
+	return s.abs(name), end, nil
+}
+
+// abs resolves a name the portable layer checked (clean, without "..")
+// against the working directory.
+func (s *Sandbox) abs(name string) string {
+	if path.IsAbs(name) {
+		return name
 	}
-	return clean, end, nil
+	return path.Join(s.workdir, name)
 }
 
 // script runs one helper script with args and maps its failure.
@@ -267,12 +272,6 @@ func (r *fileReader) Close() error {
 // command, so the file appears whole or not at all.
 func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm fs.FileMode) error {
 	const op = "write file"
-	if perm&^fs.ModePerm != 0 {
-		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("perm %v has bits other than permissions", perm))
-	}
-	if r == nil {
-		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "nil reader")
-	}
 	clean, end, err := s.fileOp(ctx, op, name)
 	if err != nil {
 		return err
@@ -333,7 +332,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 		discard()
 		return err
 	}
-	_, err = s.script(ctx, op, name, commitScript, tmp, clean, strconv.FormatUint(uint64(perm.Perm()), 8))
+	_, err = s.script(ctx, op, name, commitScript, tmp, clean, strconv.FormatUint(uint64(driver.ChmodBits(perm)), 8))
 	if err != nil && ctx.Err() != nil {
 		discard()
 	}
@@ -440,15 +439,12 @@ func trim(s string) string {
 // the sandbox; perm applies to the last element.
 func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) error {
 	const op = "mkdir"
-	if perm&^fs.ModePerm != 0 {
-		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("perm %v has bits other than permissions", perm))
-	}
 	clean, end, err := s.fileOp(ctx, op, name)
 	if err != nil {
 		return err
 	}
 	defer end()
-	_, err = s.script(ctx, op, name, mkdirScript, clean, strconv.FormatUint(uint64(perm), 8))
+	_, err = s.script(ctx, op, name, mkdirScript, clean, strconv.FormatUint(uint64(driver.ChmodBits(perm)), 8))
 	return err
 }
 
@@ -491,10 +487,7 @@ func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 		return err
 	}
 	defer end()
-	to, err := sandbox.CleanName(s.workdir, newname)
-	if err != nil {
-		return sandbox.NewError(Name, s.id, op, sandbox.ErrInvalidArgument, err)
-	}
+	to := s.abs(newname)
 	if from == "/" || to == "/" {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot rename /")
 	}

@@ -16,7 +16,7 @@ import (
 func TestExecSeparatesStreamsAndReportsExitCodes(t *testing.T) {
 	_, p := newFake(t, nil)
 	sb := newSandbox(t, p, &sandbox.Spec{Env: map[string]string{"A": "spec", "B": "spec"}})
-	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{
+	res, err := sandbox.Run(ctxT(t), sb.Sandbox, &sandbox.Cmd{
 		Args: []string{"sh", "-c", `printf 'out %s %s' "$A" "$B"; printf 'err' >&2; exit 3`},
 		Env:  map[string]string{"B": "cmd"},
 	}, nil)
@@ -37,11 +37,11 @@ func TestExecDirAndWorkdir(t *testing.T) {
 	if err := sb.MkdirAll(ctxT(t), "sub", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{Args: []string{"pwd"}, Dir: "sub"}, nil)
+	res, err := sandbox.Run(ctxT(t), sb.Sandbox, &sandbox.Cmd{Args: []string{"pwd"}, Dir: "sub"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := sb.dir() + "/sub\n"; string(res.Stdout) != want || !strings.HasSuffix(want, "/work/space/sub\n") {
+	if want := sb.d.dir() + "/sub\n"; string(res.Stdout) != want || !strings.HasSuffix(want, "/work/space/sub\n") {
 		t.Errorf("pwd = %q, want %q", res.Stdout, want)
 	}
 	if _, err := sb.Start(ctxT(t), &sandbox.Cmd{Args: []string{"true"}, Dir: "missing"}); !errors.Is(err, sandbox.ErrInvalidArgument) {
@@ -66,10 +66,10 @@ func TestExecRefusesWhatVercelLacks(t *testing.T) {
 	if _, err := sb.Start(ctx, &sandbox.Cmd{}); !errors.Is(err, sandbox.ErrInvalidArgument) {
 		t.Errorf("empty argv: %v", err)
 	}
-	if err := sandbox.Pause(ctx, sb); !errors.Is(err, sandbox.ErrNotSupported) {
+	if err := sb.Pause(ctx); !errors.Is(err, sandbox.ErrNotSupported) {
 		t.Errorf("Pause: %v", err)
 	}
-	if _, err := sandbox.Dial(ctx, sb, 80); !errors.Is(err, sandbox.ErrNotSupported) {
+	if _, err := sb.Dial(ctx, 80); !errors.Is(err, sandbox.ErrNotSupported) {
 		t.Errorf("Dial: %v", err)
 	}
 	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sh"}, TTY: &sandbox.TTY{}}); !errors.Is(err, sandbox.ErrInvalidArgument) {
@@ -170,7 +170,7 @@ func TestExecTimeoutKillsAndSaysSo(t *testing.T) {
 	_, p := newFake(t, nil)
 	sb := newSandbox(t, p, nil)
 	start := time.Now()
-	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{Args: []string{"sleep", "30"}, Timeout: 300 * time.Millisecond}, nil)
+	res, err := sandbox.Run(ctxT(t), sb.Sandbox, &sandbox.Cmd{Args: []string{"sleep", "30"}, Timeout: 300 * time.Millisecond}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,11 +25,16 @@ func (s *Sandbox) clean(op, name string) (string, error) {
 	if err := s.checkLive(op); err != nil {
 		return "", err
 	}
-	p, err := sandbox.CleanName(s.dir(), name)
-	if err != nil {
-		return "", sandbox.NewError(providerName, s.name, op, sandbox.ErrInvalidArgument, err)
+	return s.abs(name), nil
+}
+
+// abs resolves a name the portable layer checked (clean, without "..")
+// against the working directory.
+func (s *Sandbox) abs(name string) string {
+	if path.IsAbs(name) {
+		return name
 	}
-	return p, nil
+	return path.Join(s.dir(), name)
 }
 
 // ReadFile reads the named file with POST …/fs/read; the body streams.
@@ -50,7 +55,7 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
 			// The API answers 400 for a directory; say so, checking it is one.
 			if fi, serr := s.Stat(ctx, p); serr == nil && fi.IsDir() {
-				return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, p+" is a directory")
+				return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "%s is a directory", p)
 			}
 		}
 		return nil, wrap(s.name, op, fmt.Errorf("%s: %w", p, err))
@@ -121,7 +126,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 			return err
 		}
 		if res.code != 0 {
-			return sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, "parent directory "+parent+" does not exist")
+			return sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, "%s", "parent directory "+parent+" does not exist")
 		}
 	}
 	b := &body{contentType: "application/gzip", header: http.Header{"X-Cwd": {"/"}},
@@ -217,7 +222,7 @@ func (s *Sandbox) failed(op, name string, res *result) error {
 	default:
 		kind = sandbox.ErrInvalidArgument
 	}
-	return sandbox.Errorf(providerName, s.name, op, kind, name+": "+msg)
+	return sandbox.Errorf(providerName, s.name, op, kind, "%s", name+": "+msg)
 }
 
 // statFormat prints size, raw mode in hex, modification time and name,
@@ -241,7 +246,7 @@ func (s *Sandbox) Stat(ctx context.Context, name string) (sandbox.FileInfo, erro
 	infos, err := parseStat(res.stdout)
 	if err != nil || len(infos) != 1 {
 		return sandbox.FileInfo{}, sandbox.Errorf(providerName, s.name, op, sandbox.ErrUnavailable,
-			fmt.Sprintf("%s: unexpected stat output %q", p, res.stdout))
+			"%s: unexpected stat output %q", p, res.stdout)
 	}
 	fi := infos[0]
 	fi.Name = path.Base(p)
@@ -269,9 +274,9 @@ func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo,
 	switch res.code {
 	case 0:
 	case 2:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, p+": no such directory")
+		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, "%s: no such directory", p)
 	case 3:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, p+" is not a directory")
+		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "%s is not a directory", p)
 	default:
 		return nil, s.failed(op, p, res)
 	}

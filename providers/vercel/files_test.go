@@ -11,7 +11,7 @@ import (
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
-func readAll(t *testing.T, sb sandbox.Sandbox, name string) ([]byte, error) {
+func readAll(t *testing.T, sb testSandbox, name string) ([]byte, error) {
 	t.Helper()
 	rc, err := sb.ReadFile(ctxT(t), name)
 	if err != nil {

@@ -44,7 +44,7 @@ func TestCreateMapsTheSpec(t *testing.T) {
 	var raw struct {
 		Sandbox map[string]any `json:"sandbox"`
 	}
-	resp, err := p.Client().Do(ctx, http.MethodGet, "/v2/sandboxes/"+sb.ID(), url.Values{"projectId": {p.Client().ProjectID()}}, nil)
+	resp, err := drv(p).Client().Do(ctx, http.MethodGet, "/v2/sandboxes/"+sb.ID(), url.Values{"projectId": {drv(p).Client().ProjectID()}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestCreateMapsTheSpec(t *testing.T) {
 func TestGetListAndTerminate(t *testing.T) {
 	_, p := newFake(t, &vercelfake.Options{PageSize: 2})
 	ctx := ctxT(t)
-	var all []*Sandbox
+	var all []testSandbox
 	for i := range 5 {
 		all = append(all, newSandbox(t, p, &sandbox.Spec{Labels: map[string]string{"i": fmt.Sprint(i % 2), "k": "v"}}))
 	}
@@ -125,7 +125,7 @@ func TestResumeAfterStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := sb.SessionID()
-	if err := sb.Stop(ctx); err != nil {
+	if err := sb.d.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if info, err := sb.Info(ctx); err != nil || info.State != sandbox.StateStopped {
@@ -156,7 +156,7 @@ func TestSnapshotRestoresAndStopsTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := sb.SessionID()
-	id, err := sandbox.Snapshot(ctx, sb)
+	id, err := sb.Snapshot(ctx)
 	if err != nil || !strings.HasPrefix(id, "snap_") {
 		t.Fatalf("Snapshot = %q, %v", id, err)
 	}
@@ -200,17 +200,17 @@ func TestExposeExtendAndNetwork(t *testing.T) {
 		t.Errorf("tcp: %v", err)
 	}
 	before, _ := sb.Info(ctx)
-	if err := sandbox.ExtendTimeout(ctx, sb, 5*time.Minute); err != nil {
+	if err := sb.ExtendTimeout(ctx, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := sb.Info(ctx)
 	if d := after.Expires.Sub(before.Expires); d != 5*time.Minute {
 		t.Errorf("expiry moved by %v, want 5m", d)
 	}
-	if err := sandbox.UpdateNetwork(ctx, sb, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}); err != nil {
+	if err := sb.UpdateNetwork(ctx, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := p.Client().Do(ctx, http.MethodGet, "/v2/sandboxes/sessions/"+sb.SessionID(), nil, nil)
+	resp, err := drv(p).Client().Do(ctx, http.MethodGet, "/v2/sandboxes/sessions/"+sb.SessionID(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestExposeExtendAndNetwork(t *testing.T) {
 	if s.Session.NetworkPolicy["mode"] != "deny-all" {
 		t.Errorf("session policy after UpdateNetwork(none) = %v", s.Session.NetworkPolicy)
 	}
-	if err := sandbox.UpdateNetwork(ctx, sb, nil); !errors.Is(err, sandbox.ErrInvalidArgument) {
+	if err := sb.UpdateNetwork(ctx, nil); !errors.Is(err, sandbox.ErrInvalidArgument) {
 		t.Errorf("nil policy: %v", err)
 	}
 }

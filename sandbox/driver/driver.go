@@ -102,7 +102,8 @@ type Sandbox interface {
 	// non-empty without '=' or NUL; Dir, if set, is a clean name as above;
 	// Timeout is not negative; TTY is nil, or has positive Rows and Cols
 	// and a non-empty Term, and is passed only when Capabilities.PTY is
-	// true; Stdin is passed only when Capabilities.Stdin is true.
+	// true; Stdin is passed without a TTY only when Capabilities.Stdin is
+	// true.
 	//
 	// ctx bounds the process's life: when it is done, the whole process
 	// tree must be killed. A program that cannot be found or executed is
@@ -259,8 +260,9 @@ type Cmd struct {
 	// '=' but not NUL.
 	Env map[string]string
 	// Stdin, if not nil, is copied to the process's standard input, which is
-	// closed at EOF. A nil Stdin reads as empty. A sandbox without
-	// Capabilities.Stdin refuses a non-nil Stdin with ErrNotSupported.
+	// closed at EOF. A nil Stdin reads as empty. Without a TTY, a sandbox
+	// without Capabilities.Stdin refuses a non-nil Stdin with
+	// ErrNotSupported.
 	Stdin io.Reader
 	// Stdout and Stderr receive the process's output as it is produced. Nil
 	// discards it. With a TTY, everything arrives on Stdout.
@@ -447,7 +449,8 @@ func (fi FileInfo) IsDir() bool { return fi.Mode.IsDir() }
 // conformance suite checks works; a false field means the portable layer
 // refuses the ability with ErrNotSupported without calling the driver.
 type Capabilities struct {
-	// Stdin: Cmd.Stdin reaches the process.
+	// Stdin: Cmd.Stdin reaches a process started without a TTY. (A
+	// process on a terminal, where PTY is true, always takes Stdin.)
 	Stdin bool `json:"stdin"`
 	// Signal: Process.Signal delivers signals.
 	Signal bool `json:"signal"`

@@ -59,9 +59,9 @@ func TestToolsFuncGivesEachSessionASandbox(t *testing.T) {
 	}
 }
 
-type brokenProvider struct{ sandbox.Provider }
+type brokenProvider struct{ *sandbox.Provider }
 
-func (brokenProvider) Create(context.Context, *sandbox.Spec) (sandbox.Sandbox, error) {
+func (brokenProvider) Create(context.Context, *sandbox.Spec) (*sandbox.Sandbox, error) {
 	return nil, errors.New("quota exceeded")
 }
 
