@@ -19,6 +19,7 @@ package sandboxotel
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -72,6 +73,32 @@ type hooks struct {
 	ttfb     metric.Float64Histogram
 	exits    metric.Int64Counter
 	bytes    metric.Int64Counter
+
+	// sets caches attribute sets by their values: building a set sorts and
+	// allocates, and the combinations are few.
+	sets sync.Map // setKey -> metric.MeasurementOption
+}
+
+type setKey struct{ provider, op, errType, outcome string }
+
+// set returns the measurement option for k's attributes (empty fields left
+// out).
+func (h *hooks) set(k setKey) metric.MeasurementOption {
+	if o, ok := h.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	kv := []attribute.KeyValue{AttrProvider.String(k.provider)}
+	if k.op != "" {
+		kv = append(kv, AttrOperation.String(k.op))
+	}
+	if k.errType != "" {
+		kv = append(kv, AttrErrorType.String(k.errType))
+	}
+	if k.outcome != "" {
+		kv = append(kv, AttrOutcome.String(k.outcome))
+	}
+	o, _ := h.sets.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kv...)))
+	return o.(metric.MeasurementOption)
 }
 
 // New returns hooks that report to OpenTelemetry. The error is from creating
@@ -112,32 +139,37 @@ func New(opts *Options) (sandbox.Hooks, error) {
 // metrics.
 func (h *hooks) Begin(ctx context.Context, op sandbox.Op) (context.Context, func(sandbox.Outcome)) {
 	start := time.Now()
-	attrs := []attribute.KeyValue{AttrProvider.String(op.Provider), AttrOperation.String(op.Name)}
-	ctx, span := h.tracer.Start(ctx, "sandbox "+op.Name, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attrs...))
-	if op.Sandbox != "" {
-		span.SetAttributes(AttrSandbox.String(op.Sandbox))
+	ctx, span := h.tracer.Start(ctx, "sandbox "+op.Name, trace.WithSpanKind(trace.SpanKindClient))
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(AttrProvider.String(op.Provider), AttrOperation.String(op.Name))
+		if op.Sandbox != "" {
+			span.SetAttributes(AttrSandbox.String(op.Sandbox))
+		}
 	}
 	return ctx, func(o sandbox.Outcome) {
 		defer span.End()
+		k := setKey{provider: op.Provider, op: op.Name}
 		if o.Err != nil {
-			kind := errorType(o.Err)
-			attrs = append(attrs, AttrErrorType.String(kind))
-			span.SetAttributes(AttrErrorType.String(kind))
-			span.SetStatus(codes.Error, kind)
+			k.errType = errorType(o.Err)
+			span.SetStatus(codes.Error, k.errType)
+			if recording {
+				span.SetAttributes(AttrErrorType.String(k.errType))
+			}
 		}
-		set := metric.WithAttributes(attrs...)
-		h.duration.Record(ctx, time.Since(start).Seconds(), set)
+		h.duration.Record(ctx, time.Since(start).Seconds(), h.set(k))
 		switch {
 		case o.Status != nil:
 			outcome := outcomeOf(*o.Status)
-			span.SetAttributes(AttrExitCode.Int(o.Status.Code), AttrOutcome.String(outcome))
-			h.exits.Add(ctx, 1, metric.WithAttributes(AttrProvider.String(op.Provider), AttrOutcome.String(outcome)))
+			if recording {
+				span.SetAttributes(AttrExitCode.Int(o.Status.Code), AttrOutcome.String(outcome))
+			}
+			h.exits.Add(ctx, 1, h.set(setKey{provider: op.Provider, outcome: outcome}))
 			if o.FirstByte > 0 {
-				h.ttfb.Record(ctx, o.FirstByte.Seconds(), metric.WithAttributes(AttrProvider.String(op.Provider)))
+				h.ttfb.Record(ctx, o.FirstByte.Seconds(), h.set(setKey{provider: op.Provider}))
 			}
 		case o.Bytes > 0:
-			h.bytes.Add(ctx, o.Bytes, set)
+			h.bytes.Add(ctx, o.Bytes, h.set(k))
 		}
 	}
 }

@@ -79,6 +79,7 @@ func (s *span) SetAttributes(kv ...attribute.KeyValue) {
 }
 func (s *span) SetStatus(c codes.Code, _ string) { s.status = c }
 func (s *span) End(...trace.SpanEndOption)       { s.ended = true }
+func (s *span) IsRecording() bool                { return true }
 
 type meterProvider struct {
 	metricnoop.MeterProvider
