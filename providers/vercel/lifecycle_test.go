@@ -265,6 +265,76 @@ func TestRetries(t *testing.T) {
 	}
 }
 
+// A request that is not idempotent is sent once: a lost answer to a command
+// start or a sandbox creation must not make it happen twice.
+func TestNonIdempotentRequestsAreNeverRetried(t *testing.T) {
+	f, p := newFake(t, nil)
+	ctx := ctxT(t)
+	sb := newSandbox(t, p, nil)
+	starts := func() int { return f.Hits("POST", "/cmd") }
+
+	before := starts()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/cmd", Status: 503, Code: "internal"})
+	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Errorf("a command start answered 503: %v, want ErrUnavailable", err)
+	}
+	if n := starts() - before; n != 1 {
+		t.Errorf("a command start answered 503 was sent %d times, want once", n)
+	}
+	before = starts()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/cmd", Drop: true})
+	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); err == nil {
+		t.Error("a command start whose connection dropped succeeded")
+	}
+	if n := starts() - before; n != 1 {
+		t.Errorf("a command start whose connection dropped was sent %d times, want once", n)
+	}
+
+	creates := func() int { return f.Hits("POST", "/v2/sandboxes") }
+	before = creates()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/v2/sandboxes", Status: 502, Code: "internal"})
+	if _, err := p.Create(ctx, nil); err == nil {
+		t.Error("a creation answered 502 succeeded")
+	}
+	if n := creates() - before; n != 1 {
+		t.Errorf("a creation answered 502 was sent %d times, want once", n)
+	}
+
+	// An idempotent POST (a read) is still retried.
+	reads := func() int { return f.Hits("POST", "/fs/read") }
+	require := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	require(sb.WriteFile(ctx, "f", strings.NewReader("x"), 0))
+	before = reads()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/fs/read", Status: 503, Code: "internal"})
+	rc, err := sb.ReadFile(ctx, "f")
+	require(err)
+	rc.Close()
+	if n := reads() - before; n != 2 {
+		t.Errorf("a read answered 503 once was sent %d times, want twice", n)
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/v2/sandboxes/x", true},
+		{"PATCH", "/v2/sandboxes/x", true},
+		{"POST", "/v2/sandboxes", false},
+		{"POST", "/v2/sandboxes/sessions/s/cmd", false},
+		{"POST", "/v2/sandboxes/sessions/s/snapshot", false},
+		{"POST", "/v2/sandboxes/sessions/s/extend-timeout", false},
+		{"POST", "/v2/sandboxes/sessions/s/cmd/c/kill", true},
+		{"POST", "/v2/sandboxes/sessions/s/fs/write", true},
+	} {
+		if got := Idempotent(tc.method, tc.path); got != tc.want {
+			t.Errorf("Idempotent(%s %s) = %v, want %v", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
+
 func TestRetryHonoursContext(t *testing.T) {
 	f := vercelfake.New(nil)
 	t.Cleanup(f.Close)
