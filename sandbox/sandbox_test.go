@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -146,4 +147,50 @@ func TestRegistry(t *testing.T) {
 	assert.Panics(t, func() {
 		sandbox.Register("registrytest", func(context.Context, *url.URL) (driver.Provider, error) { return nil, nil })
 	})
+}
+
+// naiveTail keeps the last limit bytes the obvious way, as the reference.
+func naiveTail(writes [][]byte, limit int) ([]byte, int64) {
+	var all []byte
+	for _, w := range writes {
+		all = append(all, w...)
+	}
+	if len(all) <= limit {
+		return all, 0
+	}
+	return all[len(all)-limit:], int64(len(all) - limit)
+}
+
+func TestCappedBufferTailMatchesTheReference(t *testing.T) {
+	sizes := []int{0, 1, 2, 3, 5, 7, 8, 9, 13, 30}
+	for _, limit := range []int{0, 1, 7, 8, 64} {
+		var writes [][]byte
+		b := sandbox.NewCappedBuffer(limit, true)
+		n := 0
+		for i := range 200 {
+			w := bytes.Repeat([]byte{byte('a' + i%26)}, sizes[(i*7)%len(sizes)])
+			for j := range w {
+				w[j] += byte(j % 3)
+			}
+			writes = append(writes, w)
+			b.Write(w)
+			n++
+			want, omitted := naiveTail(writes, limit)
+			require.Equal(t, string(want), string(b.Bytes()), "limit %d after %d writes", limit, n)
+			require.Equal(t, omitted, b.Omitted(), "limit %d after %d writes", limit, n)
+		}
+	}
+}
+
+// BenchmarkCappedBufferTail writes 64 MiB in 100-byte writes into a 1 MiB
+// tail; the cost per byte must not depend on the limit.
+func BenchmarkCappedBufferTail(b *testing.B) {
+	chunk := bytes.Repeat([]byte("x"), 100)
+	b.SetBytes(64 << 20)
+	for b.Loop() {
+		buf := sandbox.NewCappedBuffer(sandbox.DefaultOutputLimit, true)
+		for range (64 << 20) / 100 {
+			buf.Write(chunk)
+		}
+	}
 }

@@ -465,12 +465,16 @@ func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) e
 		if dir == "" || dir == "." {
 			continue
 		}
-		fi, err := s.root.Lstat(dir)
+		fi, err := s.root.Stat(dir) // a link to a directory is a directory here
 		if err == nil {
-			if !fi.IsDir() {
+			switch {
+			case fi.IsDir():
+				continue
+			case i == len(rel):
+				return sandbox.Errorf(Name, s.id, op, sandbox.ErrAlreadyExists, "%s exists and is not a directory", name)
+			default:
 				return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "%s is not a directory", "/"+dir)
 			}
-			continue
 		}
 		if err := s.root.Mkdir(dir, perm); err != nil && !errors.Is(err, fs.ErrExist) {
 			return s.fileErr(op, err)
