@@ -1,11 +1,16 @@
 // Package conformance is the public test battery every Perimeter provider
-// passes. A provider's whole conformance test is a harness and one call:
+// passes. It drives a provider's driver through the portable layer of package
+// sandbox, as host code does, so a third party implements the small
+// interfaces of package sandbox/driver and wraps them with
+// sandbox.NewProvider. A provider's whole conformance test is a harness and
+// one call:
 //
 //	func TestConformance(t *testing.T) {
-//		p, err := myprovider.New(ctx, nil)
+//		d, err := myprovider.NewDriver(ctx, nil)
 //		if err != nil {
 //			t.Fatal(err)
 //		}
+//		p := sandbox.NewProvider(d, nil)
 //		t.Cleanup(func() { p.Close() })
 //		conformance.Run(t, &conformance.Harness{Provider: p}, nil)
 //	}
@@ -47,7 +52,9 @@ import (
 
 // Harness is the provider under test and how to exercise it.
 type Harness struct {
-	// Provider is the provider under test. The suite does not close it.
+	// Provider is the provider under test: a driver wrapped by
+	// sandbox.NewProvider (or opened with sandbox.Open). The suite does not
+	// close it.
 	Provider *sandbox.Provider
 
 	// Spec, if set, returns the base spec of the sandboxes the suite creates

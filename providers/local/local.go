@@ -63,7 +63,10 @@
 // L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
 // is the baseline: each sandbox is a workspace directory; commands run as
 // plain host processes of the calling user in their own process group. Only
-// the file methods are confined to the workspace.
+// the file methods are confined to the workspace. Its commands share the
+// host's network, so it cannot honour the network mode none, which a nil
+// Spec.Network means on every provider: Create refuses it with
+// ErrNotSupported unless the spec asks for NetworkOpen.
 //
 // # URLs
 //
@@ -91,6 +94,17 @@
 // directories but not /etc/shadow, and write only where commands can
 // (/workspace, /tmp). At L1 and L0, "/" is the workspace directory, which
 // commands see at its host path.
+//
+// # Escape hatches
+//
+// [New] returns the portable *sandbox.Provider host code uses; [NewDriver]
+// returns this package's driver, for sandbox.NewProvider with hooks or a
+// logger. As on the portable types reaches the driver's own: a
+// (*sandbox.Provider).As accepts **local.Provider ([Provider.Level],
+// [Provider.Root]) and a (*sandbox.Sandbox).As accepts **local.Sandbox
+// ([Sandbox.Isolation], [Sandbox.Workspace]). Host code calls the portable
+// types' methods, not the driver's: only the portable layer validates
+// arguments.
 package local
 
 import (

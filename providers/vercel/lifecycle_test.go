@@ -335,6 +335,22 @@ func TestNonIdempotentRequestsAreNeverRetried(t *testing.T) {
 	}
 }
 
+func TestCreateWithTakesVercelsSettings(t *testing.T) {
+	_, p := newFake(t, nil)
+	ctx := ctxT(t)
+	sb, err := CreateWith(ctx, p, nil, &CreateOptions{Name: "perimeter-named"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Terminate(context.Background()) })
+	if sb.ID() != "perimeter-named" {
+		t.Errorf("ID = %q, want the name asked for", sb.ID())
+	}
+	if _, err := CreateWith(ctx, p, &sandbox.Spec{Timeout: -1}, nil); !errors.Is(err, sandbox.ErrInvalidArgument) {
+		t.Errorf("CreateWith with a bad spec: %v, want the layer's ErrInvalidArgument", err)
+	}
+}
+
 func TestRetryHonoursContext(t *testing.T) {
 	f := vercelfake.New(nil)
 	t.Cleanup(f.Close)
