@@ -288,7 +288,7 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 			}
 			if !yield(sandbox.Info{
 				ID: sb.SandboxID, Provider: Name, State: sandbox.StateRunning,
-				Labels: tags, Isolation: isolation,
+				Labels: tags, Isolation: isolation + "; network: as created (Modal does not report it)",
 			}, nil) {
 				return
 			}

@@ -40,6 +40,7 @@ type Sandbox struct {
 	expires time.Time
 	labels  map[string]string
 	specDir string // Spec.Workdir, if given
+	egress  string // Info.Isolation's network part
 
 	// opMu is held shared by every operation that uses sb, and exclusively
 	// by Terminate: the SDK's Sandbox is not safe against a concurrent
@@ -61,12 +62,26 @@ var (
 )
 
 func newSandbox(p *Provider, sb *sdk.Sandbox, spec *sandbox.Spec) *Sandbox {
-	s := &Sandbox{p: p, sb: sb, id: sb.SandboxID}
+	s := &Sandbox{p: p, sb: sb, id: sb.SandboxID, egress: "network: as created (Modal does not report it)"}
 	if spec != nil {
 		s.specDir = spec.Workdir
 		s.labels = spec.Labels
+		s.egress = egressOf(spec.Network)
 	}
 	return s
+}
+
+// egressOf describes the egress Create gave a sandbox.
+func egressOf(n *sandbox.NetworkPolicy) string {
+	switch {
+	case n == nil || n.Mode == sandbox.NetworkNone:
+		return "network: none (blocked)"
+	case n.Mode == sandbox.NetworkAllowlist && len(n.Allow) == 0:
+		return "network: none (an empty allowlist)"
+	case n.Mode == sandbox.NetworkAllowlist:
+		return "network: allowlist of CIDR ranges"
+	}
+	return "network: open"
 }
 
 // ID returns Modal's sandbox id ("sb-...").
@@ -233,7 +248,8 @@ func (s *Sandbox) Info(ctx context.Context) (sandbox.Info, error) {
 		return sandbox.Info{}, err
 	}
 	defer end()
-	info := sandbox.Info{ID: s.id, Provider: Name, State: sandbox.StateRunning, Created: s.created, Expires: s.expires, Isolation: isolation}
+	info := sandbox.Info{ID: s.id, Provider: Name, State: sandbox.StateRunning, Created: s.created, Expires: s.expires,
+		Isolation: isolation + "; " + s.egress}
 	code, err := s.sb.Poll(ctx)
 	if err != nil {
 		return sandbox.Info{}, wrap(ctx, s.id, op, err)

@@ -166,6 +166,7 @@ type wireSandbox struct {
 	Cwd              string            `json:"cwd"`
 	Timeout          int64             `json:"timeout"`
 	ExpiresAt        int64             `json:"expiresAt"`
+	NetworkPolicy    json.RawMessage   `json:"networkPolicy"`
 }
 
 type wireSession struct {
@@ -443,13 +444,33 @@ func hasLabels(tags, want map[string]string) bool {
 
 const isolation = "Firecracker microVM per sandbox (Vercel Sandbox)"
 
+// egressOf describes a wire network policy as Info.Isolation states it.
+func egressOf(raw json.RawMessage) string {
+	var p struct {
+		Mode  string          `json:"mode"`
+		Allow json.RawMessage `json:"allow"`
+	}
+	switch {
+	case len(raw) == 0 || json.Unmarshal(raw, &p) != nil:
+		return "network: not reported by Vercel"
+	case p.Mode == "allow-all":
+		return "network: open"
+	case p.Mode == "deny-all":
+		return "network: none"
+	case len(p.Allow) > 0:
+		return "network: allowlist"
+	}
+	return "network: " + p.Mode
+}
+
 func infoOf(w *wireSandbox, se *wireSession) sandbox.Info {
 	status := w.Status
 	if se != nil && se.Status != "" {
 		status = se.Status
 	}
 	info := sandbox.Info{
-		ID: w.Name, Provider: providerName, State: stateOf(status), Labels: w.Tags, Isolation: isolation,
+		ID: w.Name, Provider: providerName, State: stateOf(status), Labels: w.Tags,
+		Isolation: isolation + "; " + egressOf(w.NetworkPolicy),
 	}
 	if w.CreatedAt > 0 {
 		info.Created = time.UnixMilli(w.CreatedAt)
