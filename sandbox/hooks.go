@@ -16,8 +16,9 @@ type Hooks interface {
 	// Begin is called as op starts. It returns the context the operation
 	// continues with (ctx itself, or ctx carrying a span) and a function the
 	// layer calls exactly once with the outcome. An "exec" operation lasts
-	// from Start until Wait first returns the process's end; a "read file"
-	// lasts until the reader is closed.
+	// from Start until Wait first returns the process's end (it is never
+	// ended if no Wait does); a "read file" lasts until the reader is
+	// closed.
 	Begin(ctx context.Context, op Op) (context.Context, func(Outcome))
 }
 

@@ -194,3 +194,21 @@ func BenchmarkCappedBufferTail(b *testing.B) {
 		}
 	}
 }
+
+func TestErrorfIsPrintfStyleAndWraps(t *testing.T) {
+	cause := &fs.PathError{Op: "open", Path: "x", Err: fs.ErrNotExist}
+	err := sandbox.Errorf("demo", "sb-1", "read file", sandbox.ErrNotFound, "reading %q: %w", "x", cause)
+	assert.EqualError(t, err, `demo: sandbox sb-1: read file: not found: reading "x": open x: file does not exist`)
+	assert.ErrorIs(t, err, sandbox.ErrNotFound)
+	var pe *fs.PathError
+	assert.ErrorAs(t, err, &pe, "%w keeps the cause reachable")
+	assert.ErrorIs(t, sandbox.Errorf("demo", "", "op", nil, "no kind"), sandbox.ErrUnavailable)
+}
+
+func TestNewErrorPassesAnErrorThroughOnlyWithoutAKind(t *testing.T) {
+	inner := sandbox.NewError("demo", "sb-1", "stat", sandbox.ErrNotFound, nil)
+	assert.Same(t, inner, sandbox.NewError("other", "", "op", nil, inner), "an *Error with a nil kind is returned as it is")
+	outer := sandbox.NewError("other", "", "op", sandbox.ErrPermissionDenied, inner)
+	assert.NotSame(t, inner, outer)
+	assert.Equal(t, sandbox.ErrPermissionDenied, outer.(*sandbox.Error).Kind, "a kind given is the kind returned")
+}
