@@ -35,9 +35,10 @@ import (
 )
 
 // Provider creates and finds sandboxes of one kind. It must be safe for
-// concurrent use. The layer never calls a Provider's methods (nor those of the
-// sandboxes and processes it returned) after Close, except Sandbox.ID and
-// Sandbox.Capabilities.
+// concurrent use. After Close the layer calls no method of the Provider nor
+// of the sandboxes and processes it returned, except As and Tunnel.Close
+// (withdrawing an endpoint stays possible); a call already running when
+// Close is called may still finish.
 type Provider interface {
 	// Name returns the provider's short name, such as "local" or "modal",
 	// used in errors and telemetry. It must be constant.
