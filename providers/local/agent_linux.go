@@ -442,6 +442,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 			files = []uintptr{uintptr(a.devNull), outW.Fd(), errW.Fd()}
 		}
 	}
+	cloexecAll()
 	reply := make(chan spawnResult, 1)
 	a.spawn <- spawnRequest{path: prog, args: req.Args, reply: reply, attr: &syscall.ProcAttr{
 		Dir: req.Dir, Env: req.Env, Files: files, Sys: sys,

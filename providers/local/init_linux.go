@@ -47,6 +47,11 @@ func Init() {
 		return
 	}
 	os.Unsetenv(initEnv)
+	if mode == "l1" || mode == "sandbox" {
+		// Only descriptors 0-2 and the provider's 3-8 are meant for the
+		// init; anything else the host left inheritable goes now.
+		closeInheritedFDs(fdRootFS + 1)
+	}
 	switch mode {
 	case "probe":
 		os.Exit(0)
