@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -110,3 +111,46 @@ func TestHostDescriptorsDoNotReachCommands(t *testing.T) {
 }
 
 var _ = sandbox.ErrNotFound
+
+// TestInternalAddressesEmbeddedInIPv6 checks the proxy's internal-address
+// test on IPv6 forms that carry an IPv4 address to a translator or tunnel.
+func TestInternalAddressesEmbeddedInIPv6(t *testing.T) {
+	for _, c := range []struct {
+		addr     string
+		internal bool
+	}{
+		{"127.0.0.1", true},
+		{"10.1.2.3", true},
+		{"169.254.169.254", true},
+		{"8.8.8.8", false},
+		{"::ffff:127.0.0.1", true},           // IPv4-mapped
+		{"::ffff:169.254.169.254", true},     // IPv4-mapped metadata
+		{"64:ff9b::7f00:1", true},            // NAT64 of 127.0.0.1
+		{"64:ff9b::a9fe:a9fe", true},         // NAT64 of 169.254.169.254
+		{"64:ff9b::c0a8:101", true},          // NAT64 of 192.168.1.1
+		{"64:ff9b::808:808", false},          // NAT64 of 8.8.8.8
+		{"64:ff9b:1::808:808", true},         // local-use NAT64 prefix
+		{"2002:7f00:1::1", true},             // 6to4 of 127.0.0.1
+		{"2002:a00:1::", true},               // 6to4 of 10.0.0.1
+		{"2002:808:808::1", false},           // 6to4 of 8.8.8.8
+		{"::7f00:1", true},                   // IPv4-compatible 127.0.0.1
+		{"::a9fe:a9fe", true},                // IPv4-compatible metadata
+		{"::ffff:0:7f00:1", true},            // SIIT 127.0.0.1
+		{"::ffff:0:a00:1", true},             // SIIT 10.0.0.1
+		{"2001:0:808:808::80ff:fffe", true},  // Teredo, client 127.0.0.1 inverted
+		{"2001:0:a00:1::f7f7:f7f7", true},    // Teredo, server 10.0.0.1
+		{"2001:0:808:808::f7f7:f7f7", false}, // Teredo, server and client 8.8.8.8
+		{"fec0::1", true},                    // site-local
+		{"fd00::1", true},                    // unique local
+		{"2606:4700:4700::1111", false},      // public
+	} {
+		got := internal(netip.MustParseAddr(c.addr))
+		if got != c.internal {
+			if c.internal {
+				t.Errorf("%s got through the proxy's internal-address check (it reaches an internal IPv4 address)", c.addr)
+			} else {
+				t.Errorf("%s, a public address, is refused as internal", c.addr)
+			}
+		}
+	}
+}
