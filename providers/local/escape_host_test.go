@@ -154,3 +154,68 @@ func TestInternalAddressesEmbeddedInIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestUIDLocksRefuseSymlinksAndLooseDirectories plants a symbolic link where
+// a uid-range lock file goes, and tries a lock directory that is a link or
+// open to others: root must not create a file through the link, and must
+// refuse the directories.
+func TestUIDLocksRefuseSymlinksAndLooseDirectories(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("uid ranges (and their locks) are used only when the provider runs as root")
+	}
+	base := t.TempDir()
+	oldDir, oldLegacy := uidLockDir, legacyUIDLockDir
+	t.Cleanup(func() { uidLockDir, legacyUIDLockDir = oldDir, oldLegacy })
+	legacyUIDLockDir = filepath.Join(base, "legacy")
+
+	// A link planted at the first slot's lock file.
+	uidLockDir = filepath.Join(base, "uids")
+	require.NoError(t, os.Mkdir(uidLockDir, 0o700))
+	target := filepath.Join(base, "created-through-the-link")
+	require.NoError(t, os.Symlink(target, filepath.Join(uidLockDir, "0.lock")))
+	r, err := allocUIDRange()
+	if err == nil {
+		r.free()
+	}
+	if _, serr := os.Lstat(target); serr == nil {
+		t.Errorf("root created %s through a symbolic link planted as a uid lock file", target)
+	}
+	require.Error(t, err, "a symbolic link as a lock file was accepted")
+
+	// The lock directory itself a link to a directory others control.
+	elsewhere := filepath.Join(base, "elsewhere")
+	require.NoError(t, os.Mkdir(elsewhere, 0o700))
+	uidLockDir = filepath.Join(base, "link")
+	require.NoError(t, os.Symlink(elsewhere, uidLockDir))
+	r, err = allocUIDRange()
+	if err == nil {
+		r.free()
+		t.Errorf("a symbolic link as the uid lock directory was used")
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) > 0 {
+		t.Errorf("lock files were made through a linked lock directory: %v", entries)
+	}
+
+	// A lock directory others may write to.
+	uidLockDir = filepath.Join(base, "open")
+	require.NoError(t, os.Mkdir(uidLockDir, 0o777))
+	require.NoError(t, os.Chmod(uidLockDir, 0o1777))
+	r, err = allocUIDRange()
+	if err == nil {
+		r.free()
+		t.Errorf("a world-writable uid lock directory was used")
+	}
+
+	// A sound one works, and hands out distinct ranges.
+	uidLockDir = filepath.Join(base, "sound", "uids")
+	r1, err := allocUIDRange()
+	require.NoError(t, err)
+	defer r1.free()
+	r2, err := allocUIDRange()
+	require.NoError(t, err)
+	defer r2.free()
+	require.NotEqual(t, r1.base, r2.base)
+	fi, err := os.Stat(uidLockDir)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
+}

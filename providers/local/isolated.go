@@ -87,44 +87,19 @@ func (st *isoState) closeIdle() {
 	}
 }
 
-// uidLockDir holds one lock file per uid range in use, host-wide: a
-// provider holds an flock on its sandboxes' ranges while they live, so two
-// processes never hand out the same range, and a crashed process's locks go
-// with it.
-var uidLockDir = "/run/lock"
-
 // uidRange is a range of host ids held for one sandbox.
 type uidRange struct {
-	base int
-	lock *os.File // nil when not root (the range is the caller's own uid)
-}
-
-// allocUIDRange takes the first free range, in order, so that the lock files
-// stay as few as the sandboxes that ever ran at once.
-func allocUIDRange() (uidRange, error) {
-	if os.Getuid() != 0 {
-		return uidRange{base: os.Getuid()}, nil
-	}
-	dir := uidLockDir
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		dir = os.TempDir()
-	}
-	for slot := 0; slot < uidRangeSlots; slot++ {
-		f, err := os.OpenFile(filepath.Join(dir, "perimeter-uid-"+strconv.Itoa(slot)+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return uidRange{}, fmt.Errorf("uid range lock: %w", err)
-		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
-			return uidRange{base: uidRangeStart + slot*uidRangeSize, lock: f}, nil
-		}
-		f.Close()
-	}
-	return uidRange{}, errors.New("every uid range is in use")
+	base   int
+	lock   *os.File // nil when not root (the range is the caller's own uid)
+	legacy *os.File // the same slot's lock of earlier versions, if any
 }
 
 func (r uidRange) free() {
 	if r.lock != nil {
 		r.lock.Close()
+	}
+	if r.legacy != nil {
+		r.legacy.Close()
 	}
 }
 
