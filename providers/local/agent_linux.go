@@ -469,6 +469,9 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		lim := unix.Rlimit{Cur: a.rlimitAS, Max: a.rlimitAS}
 		unix.Prlimit(res.pid, unix.RLIMIT_AS, &lim, nil)
 	}
+	// The kernel's OOM killer must pick the command, never the agent (the
+	// sandbox's PID 1): commands are made its first choice.
+	setOOMScoreAdj(res.pid, commandOOMScoreAdj)
 	pr := &agentProc{pgid: res.pid, master: master}
 	a.mu.Lock()
 	a.procs[res.pid] = pr

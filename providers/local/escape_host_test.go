@@ -219,3 +219,112 @@ func TestUIDLocksRefuseSymlinksAndLooseDirectories(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o700), fi.Mode().Perm())
 }
+
+// cgroupValue reads a limit file of the sandbox's cgroups (v1 or v2).
+func cgroupValue(t *testing.T, sb *Sandbox, v1key, file string) string {
+	t.Helper()
+	key := v1key
+	if _, ok := sb.iso.cg.dirs["v2"]; ok {
+		key = "v2"
+	}
+	b, err := os.ReadFile(filepath.Join(sb.iso.cg.dirs[key], file))
+	require.NoError(t, err)
+	return strings.TrimSpace(string(b))
+}
+
+// TestSafeDefaultLimits: a sandbox created without Resources is bounded in
+// memory, processes and /tmp, and "unlimited" is an explicit choice.
+func TestSafeDefaultLimits(t *testing.T) {
+	if Probe().MaxLevel() < LevelFull {
+		t.Skipf("this host reaches only %v: no cgroup to read limits from", Probe().MaxLevel())
+	}
+	memFile, pidsFile := "memory.limit_in_bytes", "pids.max"
+	if Probe().Cgroup == "v2" {
+		memFile = "memory.max"
+	}
+	sb := create(t, newIsolated(t), nil)
+	if got := cgroupValue(t, sb, "memory", memFile); got != strconv.FormatInt(DefaultLimits.Memory, 10) {
+		t.Errorf("a sandbox without Resources has memory limit %s, want the default %d", got, DefaultLimits.Memory)
+	}
+	if got := cgroupValue(t, sb, "pids", pidsFile); got != strconv.Itoa(DefaultLimits.PIDs) {
+		t.Errorf("a sandbox without Resources has pids limit %s, want the default %d", got, DefaultLimits.PIDs)
+	}
+	st, out, errs := sh(t, sb, "df -k /tmp | tail -1")
+	require.True(t, st.Success(), errs)
+	if f := strings.Fields(out); len(f) < 2 || f[1] != strconv.FormatInt(DefaultLimits.Tmp>>10, 10) {
+		t.Errorf("a sandbox without Resources has a /tmp of %v KiB, want the default %d KiB", f, DefaultLimits.Tmp>>10)
+	}
+
+	// Overridden per provider, and unlimited only when asked for.
+	p, err := New(&Options{Root: t.TempDir(), Limits: &Limits{Memory: Unlimited, PIDs: 77, Tmp: 32 << 20}})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	sb2 := create(t, p, nil)
+	assert := require.New(t)
+	assert.Equal("77", cgroupValue(t, sb2, "pids", pidsFile))
+	mem := cgroupValue(t, sb2, "memory", memFile)
+	if mem != "max" {
+		n, _ := strconv.ParseInt(mem, 10, 64)
+		assert.Greater(n, int64(1<<50), "Limits.Memory Unlimited left a memory limit of %s", mem)
+	}
+	_, out, _ = sh(t, sb2, "df -k /tmp | tail -1")
+	assert.Equal(strconv.Itoa(32<<10), strings.Fields(out)[1])
+	// Spec.Resources wins over the provider's limits.
+	sb3 := create(t, p, &sandbox.Spec{Resources: sandbox.Resources{PIDs: 50}})
+	assert.Equal("50", cgroupValue(t, sb3, "pids", pidsFile))
+
+	_, err = New(&Options{Root: t.TempDir(), Limits: &Limits{Memory: 1 << 20}})
+	assert.ErrorIs(err, sandbox.ErrInvalidArgument, "a memory limit too small for the init was accepted")
+}
+
+// TestDiskBoundsTheWorkspace: with Resources.Disk, /workspace is a tmpfs of
+// that size, which the files API still reaches.
+func TestDiskBoundsTheWorkspace(t *testing.T) {
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), &sandbox.Spec{Resources: sandbox.Resources{Disk: 8 << 20}, Workdir: "/workspace/src"})
+	st, _, errs := sh(t, sb, "head -c 20000000 /dev/zero > /workspace/big; s=$?; rm -f /workspace/big; exit $s")
+	if st.Success() {
+		t.Errorf("20 MB fitted in /workspace under an 8 MiB disk limit")
+	}
+	require.Contains(t, errs, "No space left on device")
+	require.NoError(t, sb.WriteFile(ctx, "f.txt", strings.NewReader("via the files API"), 0o644))
+	_, out, _ := sh(t, sb, "pwd; cat /workspace/src/f.txt")
+	require.Equal(t, "/workspace/src\nvia the files API", out)
+	require.Empty(t, sb.Workspace(), "a tmpfs workspace has no host directory")
+}
+
+// TestL2TmpCountsAgainstMemory: without a cgroup to charge tmpfs pages to,
+// /tmp is no larger than the memory limit.
+func TestL2TmpCountsAgainstMemory(t *testing.T) {
+	p, err := New(&Options{Root: t.TempDir(), Level: LevelNamespaces})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	sb := create(t, p, &sandbox.Spec{Resources: sandbox.Resources{Memory: 32 << 20}})
+	st, _, errs := sh(t, sb, "head -c 100000000 /dev/zero > /tmp/big")
+	if st.Success() {
+		t.Errorf("100 MB fitted in /tmp at L2 under a 32 MiB memory limit")
+	}
+	require.Contains(t, errs, "No space left on device")
+}
+
+// TestOOMKillsTheCommandNotTheAgent fills /tmp (tmpfs, charged to the
+// sandbox's memory cgroup) past the memory limit: the command must be the
+// one killed, reported as OOMKilled, and the sandbox must keep working.
+func TestOOMKillsTheCommandNotTheAgent(t *testing.T) {
+	if Probe().MaxLevel() < LevelFull {
+		t.Skipf("this host reaches only %v: no memory cgroup", Probe().MaxLevel())
+	}
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), &sandbox.Spec{Resources: sandbox.Resources{Memory: 48 << 20}})
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M", "count=200"}}, nil)
+	if err != nil {
+		t.Fatalf("filling /tmp under a memory limit ended the sandbox (its agent was OOM-killed): %v", err)
+	}
+	require.False(t, res.Status.Success(), "200 MB of /tmp fitted in a 48 MiB memory limit")
+	require.True(t, res.Status.OOMKilled, "the command's status does not say OOMKilled: %+v (%s)", res.Status, res.Stderr)
+	require.NoError(t, sb.iso.call(ctx, &agentRequest{Op: "ping"}), "the agent died of the command's OOM")
+	require.NoError(t, sb.Remove(ctx, "/tmp/fill"))
+	st, out, errs := sh(t, sb, "cat /proc/self/oom_score_adj; (echo 0 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered; true")
+	require.True(t, st.Success(), errs)
+	require.Equal(t, strconv.Itoa(commandOOMScoreAdj)+"\n", out, "a command could lower its own oom_score_adj (or has the wrong one)")
+}

@@ -79,6 +79,9 @@ type initConfig struct {
 	Proxy    bool   `json:"proxy"`
 	RootFS   bool   `json:"rootfs"`    // mount fdRootFS as an overlay lower layer
 	TmpBytes int64  `json:"tmp_bytes"` // size of the writable tmpfs layers; 0 means half of RAM
+	// WorkspaceBytes, if not zero, makes /workspace a tmpfs of this size
+	// instead of the host's workspace directory (Resources.Disk).
+	WorkspaceBytes int64 `json:"workspace_bytes,omitempty"`
 	// Paths, by descriptor slot, that init must clone a mount of itself
 	// (when the host could not pass a mount: an unprivileged provider).
 	Paths map[int]string `json:"paths,omitempty"`
@@ -246,10 +249,16 @@ func buildRoot(cfg *initConfig) (net.Listener, error) {
 	if err := mk("workspace", 0o755); err != nil {
 		return nil, err
 	}
-	if err := attach(fdWorkspace, filepath.Join(r, "workspace")); err != nil {
-		return nil, fmt.Errorf("bind workspace: %w", err)
+	if cfg.WorkspaceBytes > 0 {
+		if err := unix.Mount("tmpfs", filepath.Join(r, "workspace"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"+sizeOpt(cfg.WorkspaceBytes)); err != nil {
+			return nil, fmt.Errorf("mount the workspace tmpfs: %w", err)
+		}
+	} else {
+		if err := attach(fdWorkspace, filepath.Join(r, "workspace")); err != nil {
+			return nil, fmt.Errorf("bind workspace: %w", err)
+		}
+		setattr(filepath.Join(r, "workspace"), unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 	}
-	setattr(filepath.Join(r, "workspace"), unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 	// /tmp: private.
 	if err := mk("tmp", 0o1777); err != nil {
 		return nil, err

@@ -38,6 +38,7 @@ type isoState struct {
 	proxy    *egressProxy
 	env      map[string]string // added to every command (proxy variables)
 	l1       *l1Config         // set at L1: no namespaces
+	limits   effective         // the resource limits applied
 
 	idleMu sync.Mutex
 	idle   []net.Conn // clean agent connections, for the next exec
@@ -181,7 +182,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 			f.Close()
 		}
 	}()
-	cfg := initConfig{Hostname: "sandbox", NetNS: netMode != "host", TmpBytes: spec.Resources.Disk}
+	useCgroup := host.Cgroup != "none" && p.level != LevelNamespaces
+	st.limits = p.limits.effective(spec.Resources, useCgroup)
+	cfg := initConfig{Hostname: "sandbox", NetNS: netMode != "host", TmpBytes: st.limits.Tmp, WorkspaceBytes: st.limits.Workspace}
 	// open passes the directory path to the init as a detached mount (as
 	// root), or as a path the init clones itself (as another user, whose
 	// own directories the init can reach).
@@ -303,8 +306,8 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 			"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
 		}
 	}
-	if host.Cgroup != "none" && p.level != LevelNamespaces {
-		st.cg, err = newCgroups(host.Cgroup, id, spec.Resources)
+	if useCgroup {
+		st.cg, err = newCgroups(host.Cgroup, id, st.limits.resources())
 		if err != nil {
 			return st, fmt.Errorf("cgroups: %w", err)
 		}
@@ -313,11 +316,11 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		st.iso.Cgroup = "none"
 		st.iso.Level = LevelNamespaces
 		st.iso.Rlimits = true
-		if spec.Resources.PIDs > 0 {
-			cfg.RlimitNPROC = uint64(spec.Resources.PIDs)
+		if st.limits.PIDs > 0 {
+			cfg.RlimitNPROC = uint64(st.limits.PIDs)
 		}
-		if spec.Resources.Memory > 0 {
-			cfg.RlimitAS = uint64(spec.Resources.Memory)
+		if st.limits.Memory > 0 {
+			cfg.RlimitAS = uint64(st.limits.Memory)
 		}
 	}
 	if host.LandlockABI == 0 && st.iso.Level > LevelNamespaces {

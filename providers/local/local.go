@@ -168,6 +168,10 @@ type Options struct {
 	Level Level
 	// Logger receives the egress proxy's decisions; nil means slog.Default.
 	Logger *slog.Logger
+	// Limits are the resource limits of isolated sandboxes for each field
+	// Spec.Resources leaves zero. Nil, or a zero field, means
+	// [DefaultLimits]; [Unlimited] leaves a resource unbounded.
+	Limits *Limits
 }
 
 // Provider creates sandboxes on the local host.
@@ -177,6 +181,7 @@ type Provider struct {
 	level      Level // the level sandboxes are made at
 	require    Level
 	log        *slog.Logger
+	limits     Limits
 
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox // live handles made by this process
@@ -198,7 +203,11 @@ func New(opts *Options) (*Provider, error) {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
 			fmt.Sprintf("root %q is not an absolute path", root))
 	}
-	p := &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}, require: opts.RequireLevel, log: opts.Logger}
+	limits, err := resolveLimits(opts.Limits)
+	if err != nil {
+		return nil, sandbox.NewError(Name, "", "open", sandbox.ErrInvalidArgument, err)
+	}
+	p := &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}, require: opts.RequireLevel, log: opts.Logger, limits: limits}
 	if opts.Unisolated {
 		if opts.RequireLevel > LevelNone {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
@@ -324,7 +333,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	ws := filepath.Join(dir, "workspace")
 	// The working directory is made here when it is in the workspace, and
 	// through the sandbox's own root once it runs otherwise.
-	hostWorkdir := !m.NSNames || underWorkspace(workdir)
+	hostWorkdir := !m.NSNames || (underWorkspace(workdir) && spec.Resources.Disk == 0)
 	wd := ws
 	if hostWorkdir {
 		wd = filepath.Join(ws, filepath.FromSlash(wsRel(m.NSNames, workdir)))
@@ -367,7 +376,9 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	}
 	sb, err := p.open(dir, &m, st)
 	if err == nil {
-		sb.memLimit = spec.Resources.Memory
+		if st != nil {
+			sb.memLimit = st.limits.Memory
+		}
 		if !hostWorkdir {
 			err = sb.MkdirAll(ctx, workdir, 0o755)
 			if err != nil {
@@ -415,6 +426,9 @@ func (p *Provider) checkSpec(spec *sandbox.Spec) error {
 		if p.level == LevelLandlock {
 			if spec.RootFS != "" {
 				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Spec.RootFS needs a mount namespace, which this provider runs without (L1)")
+			}
+			if spec.Resources.Disk > 0 {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Spec.Resources.Disk needs a mount namespace (tmpfs /tmp and /workspace of that size), which this provider runs without (L1)")
 			}
 			if n := spec.Network; n != nil && n.Mode == sandbox.NetworkAllowlist && Probe().LandlockABI < 4 {
 				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Network allowlist without namespaces needs Landlock ABI 4 (TCP rules)")
@@ -465,9 +479,9 @@ func checkIsolatedSpec(spec *sandbox.Spec) error {
 	if r.CPU < 0 || r.Memory < 0 || r.Disk < 0 || r.PIDs < 0 {
 		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "negative Spec.Resources")
 	}
-	if r.Memory > 0 && r.Memory < 16<<20 {
+	if r.Memory > 0 && r.Memory < minMemory {
 		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("Spec.Resources.Memory %d is below the 16 MiB the sandbox's init needs", r.Memory))
+			fmt.Sprintf("Spec.Resources.Memory %d is below the %d MiB the sandbox's init needs", r.Memory, minMemory>>20))
 	}
 	if n := spec.Network; n != nil {
 		switch n.Mode {

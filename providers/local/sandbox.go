@@ -80,8 +80,15 @@ func (s *Sandbox) expire() { s.Terminate(context.Background()) }
 func (s *Sandbox) ID() string { return s.id }
 
 // Workspace returns the host directory that is /workspace inside an isolated
-// sandbox, and "/" in an L0 sandbox's names.
-func (s *Sandbox) Workspace() string { return s.ws }
+// sandbox, and "/" in an L0 sandbox's names. It is empty when /workspace is
+// a tmpfs inside the sandbox (Spec.Resources.Disk at L2 and L3): the files
+// methods reach it, the host's filesystem does not.
+func (s *Sandbox) Workspace() string {
+	if s.iso != nil && s.iso.limits.Workspace > 0 {
+		return ""
+	}
+	return s.ws
+}
 
 // Isolation reports the layers that separate the sandbox from its host.
 func (s *Sandbox) Isolation() Isolation {
