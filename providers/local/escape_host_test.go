@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -327,4 +328,46 @@ func TestOOMKillsTheCommandNotTheAgent(t *testing.T) {
 	st, out, errs := sh(t, sb, "cat /proc/self/oom_score_adj; (echo 0 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered; true")
 	require.True(t, st.Success(), errs)
 	require.Equal(t, strconv.Itoa(commandOOMScoreAdj)+"\n", out, "a command could lower its own oom_score_adj (or has the wrong one)")
+}
+
+// TestFilesAPIRefusesMountPoints: the files API must not remove, rename or
+// replace the sandbox's mounts (/dev/null, /dev/pts, /tmp, ...).
+func TestFilesAPIRefusesMountPoints(t *testing.T) {
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), nil)
+	require.NoError(t, sb.WriteFile(ctx, "/tmp/x", strings.NewReader("x"), 0o644))
+	for _, c := range []struct {
+		what string
+		op   func() error
+	}{
+		{"Remove /dev/null", func() error { return sb.Remove(ctx, "/dev/null") }},
+		{"RemoveAll /dev/pts", func() error { return sb.RemoveAll(ctx, "/dev/pts") }},
+		{"RemoveAll /dev", func() error { return sb.RemoveAll(ctx, "/dev") }},
+		{"RemoveAll /tmp", func() error { return sb.RemoveAll(ctx, "/tmp") }},
+		{"Rename /dev/null away", func() error { return sb.Rename(ctx, "/dev/null", "/dev/gone") }},
+		{"Rename over /dev/null", func() error { return sb.Rename(ctx, "/tmp/x", "/dev/null") }},
+		{"WriteFile over /dev/null", func() error { return sb.WriteFile(ctx, "/dev/null", strings.NewReader("x"), 0o644) }},
+		{"Rename /workspace", func() error { return sb.Rename(ctx, "/workspace", "/tmp/ws") }},
+	} {
+		err := c.op()
+		if err == nil {
+			t.Errorf("%s succeeded: the files API changed a mount of the sandbox", c.what)
+			continue
+		}
+		if !errors.Is(err, sandbox.ErrPermissionDenied) {
+			t.Errorf("%s: %v, want ErrPermissionDenied", c.what, err)
+		}
+	}
+	// The mounts still work: /dev/null is the device, and a terminal opens.
+	st, out, errs := sh(t, sb, "stat -c %F /dev/null; echo x > /dev/null && ls /dev/pts/ptmx && cat /tmp/x")
+	require.True(t, st.Success(), errs)
+	require.Equal(t, "character special file\n/dev/pts/ptmx\nx", out)
+	var buf strings.Builder
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"tty"}, TTY: &sandbox.TTY{Rows: 24, Cols: 80}, Stdout: &buf}, nil)
+	require.NoError(t, err)
+	require.True(t, res.Status.Success(), "a PTY command failed: %q", buf.String()+string(res.Stdout))
+	// Ordinary files and directories still go.
+	require.NoError(t, sb.MkdirAll(ctx, "/workspace/a/b", 0o755))
+	require.NoError(t, sb.RemoveAll(ctx, "/workspace/a"))
+	require.NoError(t, sb.Remove(ctx, "/tmp/x"))
 }

@@ -366,6 +366,9 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	if fi, err := s.root.Lstat(rel); err == nil && fi.IsDir() {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, name+" is a directory")
 	}
+	if err := s.refuseMount(op, name, rel, false); err != nil {
+		return err
+	}
 	suffix, err := newID()
 	if err != nil {
 		return s.fileErr(op, err)
@@ -477,6 +480,9 @@ func (s *Sandbox) Remove(ctx context.Context, name string) error {
 	if rel == "." {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot remove the workspace root")
 	}
+	if err := s.refuseMount(op, name, rel, false); err != nil {
+		return err
+	}
 	if err := s.root.Remove(rel); err != nil {
 		return s.fileErr(op, err)
 	}
@@ -492,6 +498,9 @@ func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
 	}
 	if rel == "." {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot remove the workspace root")
+	}
+	if err := s.refuseMount(op, name, rel, true); err != nil {
+		return err
 	}
 	if err := s.root.RemoveAll(rel); err != nil {
 		return s.fileErr(op, err)
@@ -512,6 +521,12 @@ func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	}
 	if from == "." || to == "." {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot rename the workspace root")
+	}
+	if err := s.refuseMount(op, oldname, from, true); err != nil {
+		return err
+	}
+	if err := s.refuseMount(op, newname, to, false); err != nil {
+		return err
 	}
 	if err := s.root.Rename(from, to); err != nil {
 		return s.fileErr(op, err)
