@@ -109,6 +109,13 @@ func (a *agent) startSpawner() (initReport, error) {
 			a.spawnLoop()
 			return
 		}
+		// A cgroup namespace rooted at the sandbox's own cgroups (joined
+		// before the init was configured): commands see "/" in
+		// /proc/self/cgroup, not the host's cgroup paths.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			ready <- result{err: fmt.Errorf("cgroup namespace: %w", err)}
+			return
+		}
 		if err := dropCapabilities(); err != nil {
 			ready <- result{err: err}
 			return

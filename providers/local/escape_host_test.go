@@ -1,9 +1,11 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -370,4 +372,78 @@ func TestFilesAPIRefusesMountPoints(t *testing.T) {
 	require.NoError(t, sb.MkdirAll(ctx, "/workspace/a/b", 0o755))
 	require.NoError(t, sb.RemoveAll(ctx, "/workspace/a"))
 	require.NoError(t, sb.Remove(ctx, "/tmp/x"))
+}
+
+// TestFilesAPISeesWhatCommandsSee reads /proc entries that leak the host's
+// or the agent's secrets through the files API and with cat in the same
+// sandbox: both must give the same answer (the same bytes, or a refusal).
+func TestFilesAPISeesWhatCommandsSee(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("as another user the files API refuses /proc outright (checked by TestFilesAPIRefusesProcUnprivileged's reasoning in readProc)")
+	}
+	ctx := context.Background()
+	sb := create(t, newIsolated(t), nil)
+	for _, name := range []string{
+		"/proc/kallsyms", "/proc/keys", "/proc/key-users", "/proc/timer_list",
+		"/proc/sched_debug", "/proc/cmdline", "/proc/1/environ", "/proc/1/stack",
+		"/proc/1/syscall", "/proc/1/maps", "/proc/1/mem", "/proc/1/auxv",
+		"/proc/1/personality", "/proc/sys/kernel/random/boot_id", "/proc/loadavg",
+	} {
+		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"cat", name}}, nil)
+		require.NoError(t, err)
+		cmdOK := res.Status.Success()
+		var api []byte
+		rc, apiErr := sb.ReadFile(ctx, name)
+		if apiErr == nil {
+			api, apiErr = io.ReadAll(rc)
+			rc.Close()
+		}
+		switch {
+		case cmdOK && apiErr != nil:
+			t.Errorf("%s: commands read it, the files API got %v", name, apiErr)
+		case !cmdOK && apiErr == nil:
+			t.Errorf("%s: commands are refused (%s), the files API read %d bytes: %.200q", name, bytes.TrimSpace(res.Stderr), len(api), api)
+		case cmdOK && !bytes.Equal(api, res.Stdout) && name != "/proc/1/syscall":
+			t.Errorf("%s: the files API read %.200q, commands read %.200q", name, api, res.Stdout)
+		}
+	}
+	// Listing the agent's root and descriptors: what commands can.
+	for _, dir := range []string{"/proc/1/fd", "/proc/1/root", "/proc/1/map_files"} {
+		st, _, _ := sh(t, sb, "ls "+dir+" >/dev/null")
+		_, err := sb.ReadDir(ctx, dir)
+		if st.Success() != (err == nil) {
+			t.Errorf("listing %s: commands succeed=%t, the files API: %v", dir, st.Success(), err)
+		}
+	}
+}
+
+// TestProcShowsNoHostDetails: the kernel command line, load, boot id,
+// hardware and the host's cgroup paths are masked or the sandbox's own.
+func TestProcShowsNoHostDetails(t *testing.T) {
+	sb := create(t, newIsolated(t), nil)
+	hostBoot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	require.NoError(t, err)
+	hostCmdline, err := os.ReadFile("/proc/cmdline")
+	require.NoError(t, err)
+	st, out, errs := sh(t, sb, "echo cmdline=$(cat /proc/cmdline); echo boot=$(cat /proc/sys/kernel/random/boot_id); "+
+		"echo load=$(cat /proc/loadavg); echo kallsyms=$(wc -c < /proc/kallsyms); echo keys=$(wc -c < /proc/keys); "+
+		"echo timers=$(wc -c < /proc/timer_list); echo acpi=$(ls /proc/acpi 2>/dev/null | wc -l); "+
+		"cat /proc/self/cgroup")
+	require.True(t, st.Success(), errs)
+	if strings.Contains(out, strings.TrimSpace(string(hostCmdline))) {
+		t.Errorf("the host's kernel command line is visible in the sandbox:\n%s", out)
+	}
+	if strings.Contains(out, strings.TrimSpace(string(hostBoot))) {
+		t.Errorf("the host's boot id is visible in the sandbox:\n%s", out)
+	}
+	for _, want := range []string{"cmdline=\n", "load=0.00 0.00 0.00 1/1 1\n", "kallsyms=0\n", "keys=0\n", "timers=0\n", "acpi=0\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("/proc shows host details: want %q in\n%s", strings.TrimSpace(want), out)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out[strings.Index(out, "acpi="):]), "\n")[1:] {
+		if !strings.HasSuffix(line, ":/") {
+			t.Errorf("/proc/self/cgroup shows a host cgroup path: %q (want a cgroup namespace rooted at the sandbox)", line)
+		}
+	}
 }

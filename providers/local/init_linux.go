@@ -79,6 +79,8 @@ type initConfig struct {
 	Proxy    bool   `json:"proxy"`
 	RootFS   bool   `json:"rootfs"`    // mount fdRootFS as an overlay lower layer
 	TmpBytes int64  `json:"tmp_bytes"` // size of the writable tmpfs layers; 0 means half of RAM
+	// BootID is the sandbox's own /proc/sys/kernel/random/boot_id.
+	BootID string `json:"boot_id,omitempty"`
 	// WorkspaceBytes, if not zero, makes /workspace a tmpfs of this size
 	// instead of the host's workspace directory (Resources.Disk).
 	WorkspaceBytes int64 `json:"workspace_bytes,omitempty"`
@@ -272,6 +274,9 @@ func buildRoot(cfg *initConfig) (net.Listener, error) {
 	}
 	if err := unix.Mount("proc", filepath.Join(r, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return nil, fmt.Errorf("mount /proc: %w", err)
+	}
+	if err := maskProc(scratch, filepath.Join(r, "proc"), cfg.BootID); err != nil {
+		return nil, err
 	}
 	if err := buildDev(r); err != nil {
 		return nil, err

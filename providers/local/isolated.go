@@ -185,6 +185,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	useCgroup := host.Cgroup != "none" && p.level != LevelNamespaces
 	st.limits = p.limits.effective(spec.Resources, useCgroup)
 	cfg := initConfig{Hostname: "sandbox", NetNS: netMode != "host", TmpBytes: st.limits.Tmp, WorkspaceBytes: st.limits.Workspace}
+	if cfg.BootID, err = newBootID(); err != nil {
+		return st, err
+	}
 	// open passes the directory path to the init as a detached mount (as
 	// root), or as a path the init clones itself (as another user, whose
 	// own directories the init can reach).

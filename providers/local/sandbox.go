@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -330,6 +331,16 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
 			fmt.Sprintf("%s is not a regular file (%v)", name, fi.Mode().Type()))
 	}
+	if isProcFS(f) {
+		// Some /proc files check the reader's credentials at each read,
+		// not at open: read them whole, as the sandbox.
+		defer f.Close()
+		b, err := s.readProc(f)
+		if err != nil {
+			return nil, s.fileErr(op, err)
+		}
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
 	return &ctxReader{ctx: ctx, f: f}, nil
 }
 
@@ -436,22 +447,31 @@ func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo,
 	if err != nil {
 		return nil, err
 	}
-	f, err := s.root.Open(rel)
-	if err != nil {
-		return nil, s.fileErr(op, err)
-	}
-	defer f.Close()
-	entries, err := f.ReadDir(-1)
-	if err != nil {
-		return nil, s.fileErr(op, err)
-	}
-	out := make([]sandbox.FileInfo, 0, len(entries))
-	for _, e := range entries {
-		fi, err := e.Info()
+	var out []sandbox.FileInfo
+	// Listed and described with the sandbox's credentials, as /proc
+	// checks them at each call.
+	err = s.root.as(func() error {
+		f, err := s.root.r.Open(rel)
 		if err != nil {
-			continue // removed meanwhile
+			return err
 		}
-		out = append(out, fileInfo(fi, e.Name()))
+		defer f.Close()
+		entries, err := f.ReadDir(-1)
+		if err != nil {
+			return err
+		}
+		out = make([]sandbox.FileInfo, 0, len(entries))
+		for _, e := range entries {
+			fi, err := e.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			out = append(out, fileInfo(fi, e.Name()))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.fileErr(op, err)
 	}
 	slices.SortFunc(out, func(a, b sandbox.FileInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
