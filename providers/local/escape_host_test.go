@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -446,4 +449,77 @@ func TestProcShowsNoHostDetails(t *testing.T) {
 			t.Errorf("/proc/self/cgroup shows a host cgroup path: %q (want a cgroup namespace rooted at the sandbox)", line)
 		}
 	}
+}
+
+// TestProxyConnectionsAreBounded holds many connections to one sandbox's
+// egress proxy: past the per-sandbox bound they are refused (and logged)
+// while another sandbox still gets through; past the total bound every
+// sandbox is refused until connections close.
+func TestProxyConnectionsAreBounded(t *testing.T) {
+	oldPer, oldTotal := proxyConnsPerSandbox, proxyConnsTotal
+	t.Cleanup(func() { proxyConnsPerSandbox, proxyConnsTotal = oldPer, oldTotal })
+	proxyConnsPerSandbox, proxyConnsTotal = 4, 7+proxyConnsOpen.Load()
+
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(ln)
+	defer srv.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	var logs bytes.Buffer
+	p, err := New(&Options{Root: t.TempDir(), RequireLevel: LevelNamespaces, Logger: newTestLogger(&logs)})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	spec := &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"127.0.0.1"}}}
+	a, b := create(t, p, spec), create(t, p, spec)
+	dial := func(sb *Sandbox) net.Conn {
+		c, err := net.Dial("unix", filepath.Join(sb.dir, "net", "proxy.sock"))
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// A fetch through the proxy from inside the sandbox.
+	fetch := func(sb *Sandbox) string {
+		_, out, errs := sh(t, sb, fmt.Sprintf("curl -sS --max-time 30 --noproxy '' http://127.0.0.1:%d/ 2>&1", port))
+		return out + errs
+	}
+	refused := func(c net.Conn) string {
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+
+	var held []net.Conn
+	for range proxyConnsPerSandbox {
+		held = append(held, dial(a))
+	}
+	if got := refused(dial(a)); !strings.Contains(got, "503") {
+		t.Errorf("a connection past the per-sandbox bound (%d) was not refused: %q", proxyConnsPerSandbox, got)
+	}
+	if got := fetch(a); strings.Contains(got, "hello") {
+		t.Errorf("sandbox A got through its proxy past its bound of %d connections", proxyConnsPerSandbox)
+	}
+	if got := fetch(b); got != "hello" {
+		t.Errorf("another sandbox's egress failed while A held its bound: %q", got)
+	}
+	// The total bound: B's held connections bring it to the limit.
+	// (Dials that overtake the proxy's accepting are refused, not held.)
+	for proxyConnsOpen.Load() < proxyConnsTotal {
+		held = append(held, dial(b))
+	}
+	if got := refused(dial(b)); !strings.Contains(got, "across sandboxes") {
+		t.Errorf("a connection past the total bound (%d) was not refused: %q", proxyConnsTotal, got)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	// The proxy notices the closes (EOF) on its own goroutines.
+	open := func() int64 { return a.iso.proxy.ln.(*limitListener).open.Load() }
+	for deadline := time.Now().Add(30 * time.Second); open() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := fetch(a); got != "hello" {
+		t.Errorf("sandbox A's proxy did not recover once its connections closed: %q", got)
+	}
+	require.Contains(t, logs.String(), "too many open proxy connections from this sandbox")
 }

@@ -39,6 +39,7 @@ func newEgressProxy(sandboxID string, allow []string, ln net.Listener, log *slog
 	if log == nil {
 		log = slog.Default()
 	}
+	ln = newLimitListener(ln, sandboxID, log)
 	p := &egressProxy{sandboxID: sandboxID, allow: al, log: log, ln: ln, conns: map[net.Conn]struct{}{}}
 	p.transport = &http.Transport{
 		Proxy:               nil,
