@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -522,4 +523,83 @@ func TestProxyConnectionsAreBounded(t *testing.T) {
 		t.Errorf("sandbox A's proxy did not recover once its connections closed: %q", got)
 	}
 	require.Contains(t, logs.String(), "too many open proxy connections from this sandbox")
+}
+
+// TestSweepAtProviderStart: what sandboxes of dead processes left (their
+// directory, their cgroups) goes when a provider starts on the same root,
+// without waiting for a List; live sandboxes stay.
+func TestSweepAtProviderStart(t *testing.T) {
+	root := t.TempDir()
+	p1, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	t.Cleanup(func() { p1.Close() })
+	live := create(t, p1, nil)
+	dead := create(t, p1, nil)
+	var deadCgroups []string
+	if dead.iso.cg != nil {
+		for _, d := range dead.iso.cg.dirs {
+			deadCgroups = append(deadCgroups, d)
+		}
+	}
+	// The host "crashes" for one sandbox: its init dies, nobody cleans up.
+	dead.iso.init.Process.Kill()
+	<-dead.iso.initDone
+
+	// A Create whose process died before the init ran: only its metadata.
+	gone := exec.Command("true")
+	require.NoError(t, gone.Run())
+	half := filepath.Join(root, "sb-00000000000000aa")
+	require.NoError(t, os.MkdirAll(filepath.Join(half, "workspace"), 0o700))
+	require.NoError(t, writeMeta(half, &meta{ID: "sb-00000000000000aa", Isolated: true, NSNames: true, CreatorPID: gone.Process.Pid, CreatorStart: 1}))
+	// One being created right now by a live process (this one).
+	busy := filepath.Join(root, "sb-00000000000000bb")
+	require.NoError(t, os.MkdirAll(busy, 0o700))
+	require.NoError(t, writeMeta(busy, &meta{ID: "sb-00000000000000bb", Isolated: true, NSNames: true, CreatorPID: os.Getpid(), CreatorStart: procStart(os.Getpid())}))
+
+	p2, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	t.Cleanup(func() { p2.Close() })
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	if exists(dead.dir) {
+		t.Errorf("the directory of a sandbox whose init died was left after a provider started")
+	}
+	for _, d := range deadCgroups {
+		if exists(d) {
+			t.Errorf("the cgroup %s of a sandbox whose init died was left after a provider started", d)
+		}
+	}
+	if exists(half) {
+		t.Errorf("the directory of a Create whose process died was left after a provider started")
+	}
+	require.True(t, exists(live.dir), "a live sandbox's directory was swept")
+	require.True(t, exists(busy), "the directory of a sandbox being created by a live process was swept")
+	st, _, _ := sh(t, live, "true")
+	require.True(t, st.Success(), "a live sandbox stopped working after another provider's sweep")
+	require.NoError(t, os.RemoveAll(busy))
+}
+
+// TestFailedCreateLeavesNothing: every way Create can fail after making
+// the sandbox's directory removes it.
+func TestFailedCreateLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	p, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	for _, c := range []struct {
+		what string
+		spec *sandbox.Spec
+	}{
+		{"a missing RootFS", &sandbox.Spec{RootFS: filepath.Join(root, "no-such-rootfs")}},
+		{"a working directory that cannot be made", &sandbox.Spec{Workdir: "/proc/perimeter"}},
+		{"an allowlist sandbox with a missing RootFS", &sandbox.Spec{RootFS: "/nonexistent", Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"example.com"}}}},
+	} {
+		_, err := p.Create(ctx, c.spec)
+		require.Error(t, err, c.what)
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			t.Errorf("Create failing on %s left %s", c.what, e.Name())
+			os.RemoveAll(filepath.Join(root, e.Name()))
+		}
+	}
 }

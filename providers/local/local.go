@@ -238,6 +238,9 @@ func New(opts *Options) (*Provider, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, sandbox.NewError(Name, "", "open", kindOf(err), err)
 	}
+	if !p.unisolated {
+		p.sweep()
+	}
 	return p, nil
 }
 
@@ -276,6 +279,12 @@ type meta struct {
 	InitStart uint64 `json:"init_start,omitempty"`
 	// Isolation describes an isolated sandbox's layers, once it runs.
 	Isolation string `json:"isolation,omitempty"`
+	// CreatorPID and CreatorStart identify the process that created the
+	// sandbox, so that one whose creator died before its init ran is known.
+	CreatorPID   int    `json:"creator_pid,omitempty"`
+	CreatorStart uint64 `json:"creator_start,omitempty"`
+	// Cgroups are the sandbox's cgroup directories, removed with it.
+	Cgroups []string `json:"cgroups,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -324,6 +333,10 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		Isolated: !p.unisolated,
 		NSNames:  p.nsNames(),
 	}
+	if m.Isolated {
+		m.CreatorPID = os.Getpid()
+		m.CreatorStart = procStart(m.CreatorPID)
+	}
 	if spec.Timeout > 0 {
 		m.Expires = m.Created.Add(spec.Timeout)
 	}
@@ -368,6 +381,11 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		m.Isolation = st.iso.String()
 		m.InitPID = st.init.Process.Pid
 		m.InitStart = procStart(m.InitPID)
+		if st.cg != nil {
+			for _, d := range st.cg.dirs {
+				m.Cgroups = append(m.Cgroups, d)
+			}
+		}
 		if err := writeMeta(dir, &m); err != nil {
 			st.destroy()
 			removeAll(dir)
@@ -578,7 +596,7 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 			if p.stale(m) {
 				// Its init died with the process that made it, which could
 				// not clean up: remove what it left.
-				removeAll(filepath.Join(p.root, m.ID))
+				p.removeStale(m)
 				continue
 			}
 			if opts != nil && !hasLabels(m.Labels, opts.Labels) {
@@ -672,18 +690,69 @@ func infoIsolation(root string, m *meta) string {
 }
 
 // stale reports whether m is an isolated sandbox whose init no longer runs
-// (its creating process died without terminating it).
+// (its creating process died without terminating it), or one whose creator
+// died before its init ran. Processes are told by pid and start time, so a
+// reused pid does not keep a dead sandbox alive.
 func (p *Provider) stale(m *meta) bool {
-	if !m.Isolated || m.InitPID == 0 {
+	if !m.Isolated {
 		return false
 	}
 	p.mu.Lock()
 	_, mine := p.sandboxes[m.ID]
 	p.mu.Unlock()
-	if mine {
+	switch {
+	case mine:
 		return false
+	case m.InitPID != 0:
+		return procStart(m.InitPID) != m.InitStart
+	case m.CreatorPID != 0:
+		return procStart(m.CreatorPID) != m.CreatorStart
 	}
-	return procStart(m.InitPID) != m.InitStart
+	return false
+}
+
+// removeStale removes what a dead sandbox left: its cgroups (the kernel
+// refuses to remove one that still holds a process) and its directory.
+func (p *Provider) removeStale(m *meta) {
+	for _, d := range m.Cgroups {
+		if filepath.IsAbs(d) && strings.HasPrefix(d, cgroupRoot+"/") && filepath.Base(d) == m.ID {
+			os.Remove(d)
+		}
+	}
+	removeAll(filepath.Join(p.root, m.ID))
+}
+
+// orphanAge is how old a sandbox directory without metadata must be to be
+// swept: Create writes the metadata right after making the directory, so
+// only a process that died in between leaves one.
+const orphanAge = 10 * time.Minute
+
+// sweep removes, at provider start, what sandboxes of dead processes left
+// under the root (after a host crash, or a crash during Create). Live
+// sandboxes of other processes sharing the root are left alone.
+func (p *Provider) sweep() {
+	entries, err := os.ReadDir(p.root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !validID(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(p.root, e.Name())
+		m, err := readMeta(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > orphanAge {
+				if _, err := os.Stat(filepath.Join(dir, metaFile)); errors.Is(err, fs.ErrNotExist) {
+					removeAll(dir)
+				}
+			}
+			continue
+		}
+		if err == nil && m.ID == e.Name() && p.stale(m) {
+			p.removeStale(m)
+		}
+	}
 }
 
 // procStart returns the start time of process pid (field 22 of its stat
