@@ -7,7 +7,8 @@
 //
 //   - Namespaces: user, mount, pid, network, uts and ipc. As root, the
 //     sandbox's ids 0-65535 map to a range of unnamed host ids from 2^30 up,
-//     one range per sandbox host-wide (held with an flock under /run/lock),
+//     one range per sandbox host-wide (held with an flock in
+//     /run/perimeter/uids, a root-owned 0700 directory),
 //     so root inside is nobody outside; as another user, root inside is that
 //     user.
 //   - Root filesystem, built with pivot_root on a tmpfs: the host's /usr,
@@ -16,8 +17,13 @@
 //     a .tar/.tar.gz), that tree as the read-only lower layer of an overlay
 //     with a per-sandbox writable tmpfs layer. A private /tmp, a minimal
 //     /dev (null, zero, full, random, urandom, tty, a private devpts, shm),
-//     a fresh /proc and a read-write /workspace: the host directory the
-//     file methods work on.
+//     a fresh /proc whose host details (kernel command line and symbols,
+//     keyrings, timers, devices, load, boot id) are masked, a cgroup
+//     namespace, and a read-write /workspace: the host directory, or with
+//     Resources.Disk a tmpfs of that size.
+//   - No host descriptor reaches a sandbox: the init closes what it
+//     inherited beyond the provider's own, and the agent marks everything
+//     close-on-exec before each command.
 //   - A PID-1 agent in each sandbox: it reaps orphans and runs commands sent
 //     over a Unix socket (stdout and stderr streamed separately, stdin,
 //     signals to the process group, a PTY with resize, timeouts), so an exec
@@ -29,11 +35,14 @@
 //     namespaces, ptrace, process_vm_*, bpf, perf, keyrings, modules, kexec,
 //     userfaultfd, io_uring, clock and host settings), and a non-dumpable
 //     agent so /proc/1 cannot be followed.
-//   - Resource limits from Spec.Resources through cgroups (v2, or v1 and
-//     hybrid hierarchies, nested under the caller's own cgroup); rlimits
-//     where no cgroup is writable (L2). An OOM kill is reported in
-//     ExitStatus.OOMKilled. Resources.Disk bounds the tmpfs layers (/tmp and
-//     the overlay's writable layer), not /workspace.
+//   - Resource limits from Spec.Resources, or for fields it leaves zero
+//     Options.Limits and [DefaultLimits] (2 GiB of memory, 1024 processes,
+//     a 512 MiB /tmp), through cgroups (v2, or v1 and hybrid hierarchies,
+//     nested under the caller's own cgroup); rlimits where no cgroup is
+//     writable (L2). Commands get oom_score_adj 1000, so an OOM kill takes
+//     the command, not the agent, and is reported in ExitStatus.OOMKilled.
+//     Resources.Disk sizes /tmp, the overlay's writable layer and a tmpfs
+//     /workspace.
 //   - Network from Spec.Network: none (the default: an empty network
 //     namespace with loopback up), allowlist (the same, plus an HTTP/CONNECT
 //     proxy on the host that refuses everything not on the list and logs
@@ -41,7 +50,9 @@
 //     HTTP_PROXY, HTTPS_PROXY and ALL_PROXY point there), or open (the
 //     host's network: reported as not isolated). The proxy resolves names
 //     itself and refuses an allowed name that resolves to an internal
-//     address (loopback, private, link-local) no IP or CIDR entry allows.
+//     address (loopback, private, link-local, or an IPv6 form embedding
+//     one) no IP or CIDR entry allows, and bounds its connections per
+//     sandbox and in total.
 //
 // The levels a host supports are probed once per process ([Probe]); every
 // sandbox reports its layers in [Sandbox.Isolation] and Info.Isolation.
@@ -63,7 +74,8 @@
 // L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
 // is the baseline: each sandbox is a workspace directory; commands run as
 // plain host processes of the calling user in their own process group. Only
-// the file methods are confined to the workspace.
+// the file methods are confined to the workspace. Before each command
+// starts, the host process's descriptors are marked close-on-exec.
 //
 // # URLs
 //
@@ -86,10 +98,11 @@
 // With namespaces (L2, L3), file names and Cmd.Dir are paths inside the
 // sandbox, relative names start at the working directory (/workspace by
 // default), and the file methods see exactly what commands see, with their
-// permissions: they go through the init's /proc/PID/root with the
-// sandbox's root user's filesystem ids, so they can read the read-only host
-// directories but not /etc/shadow, and write only where commands can
-// (/workspace, /tmp). At L1 and L0, "/" is the workspace directory, which
+// permissions: they go through the init's /proc/PID/root on a thread that
+// has taken the sandbox root user's uid and gid (and so no capability), so
+// they can read the read-only host directories but not /etc/shadow or the
+// agent's /proc entries, write only where commands can (/workspace, /tmp),
+// and refuse to remove, rename or replace the sandbox's mount points. At L1 and L0, "/" is the workspace directory, which
 // commands see at its host path.
 package local
 
