@@ -383,7 +383,7 @@ func TestFilesAPIRefusesMountPoints(t *testing.T) {
 // sandbox: both must give the same answer (the same bytes, or a refusal).
 func TestFilesAPISeesWhatCommandsSee(t *testing.T) {
 	if os.Getuid() != 0 {
-		t.Skip("as another user the files API refuses /proc outright (checked by TestFilesAPIRefusesProcUnprivileged's reasoning in readProc)")
+		t.Skip("needs root: as another user the files API refuses to read /proc at all (see readProc), so there is nothing to compare")
 	}
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
