@@ -11,15 +11,16 @@ import (
 
 // procMasked are /proc files that describe the host rather than the
 // sandbox (its kernel's symbols and command line, keyrings, timers, the
-// scheduler, devices and memory layout): an empty read-only file is bound
-// over each that exists.
+// scheduler, devices, disks and memory layout): an empty read-only file is
+// bound over each that exists. Files only the host's root may read (mode
+// 0400: kpage*, slabinfo, vmallocinfo, pagetypeinfo) are closed to the
+// sandbox's root, which is not the host's, and are left as they are.
 var procMasked = []string{
 	"cmdline", "kallsyms", "keys", "key-users", "timer_list", "sched_debug",
 	"kcore", "latency_stats", "sysrq-trigger", "config.gz", "modules",
-	"vmallocinfo", "iomem", "ioports", "kpagecount", "kpageflags",
-	"kpagecgroup", "slabinfo", "mtrr", "dma", "interrupts", "softirqs",
-	"schedstat", "pagetypeinfo", "zoneinfo", "buddyinfo", "partitions",
-	"diskstats", "swaps", "consoles", "devices", "misc", "locks",
+	"iomem", "ioports", "dma", "interrupts", "softirqs", "schedstat",
+	"zoneinfo", "buddyinfo", "partitions", "diskstats", "swaps", "consoles",
+	"devices", "misc", "locks",
 }
 
 // procMaskedDirs are /proc directories of host hardware, hidden behind an
