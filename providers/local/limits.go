@@ -2,6 +2,7 @@ package local
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
@@ -75,6 +76,11 @@ type effective struct {
 	Workspace int64
 }
 
+//
+// Without a cgroup, the process limit is RLIMIT_NPROC, which counts every
+// process of the sandbox's uid: when that uid is the caller's own (a
+// provider that is not root), the default is not applied, only an explicit
+// Resources.PIDs.
 func (l Limits) effective(r sandbox.Resources, cgroup bool) effective {
 	pick := func(spec, def int64) int64 {
 		switch {
@@ -89,6 +95,9 @@ func (l Limits) effective(r sandbox.Resources, cgroup bool) effective {
 		Memory: pick(r.Memory, l.Memory),
 		PIDs:   int(pick(int64(r.PIDs), int64(l.PIDs))),
 		Tmp:    pick(r.Disk, l.Tmp),
+	}
+	if !cgroup && r.PIDs == 0 && os.Getuid() != 0 {
+		e.PIDs = 0
 	}
 	if r.CPU > 0 {
 		e.CPU = r.CPU
