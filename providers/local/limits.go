@@ -76,7 +76,6 @@ type effective struct {
 	Workspace int64
 }
 
-//
 // Without a cgroup, the process limit is RLIMIT_NPROC, which counts every
 // process of the sandbox's uid: when that uid is the caller's own (a
 // provider that is not root), the default is not applied, only an explicit
