@@ -64,8 +64,7 @@ func resolveLimits(l *Limits) (Limits, error) {
 // minMemory is the least memory a sandbox's init runs in.
 const minMemory = 16 << 20
 
-// effective is what a sandbox is given: r's fields, or the provider's
-// limits where r leaves them zero. Zero in the result means unbounded.
+// effective is what a sandbox is given. Zero means unbounded.
 type effective struct {
 	Memory int64
 	PIDs   int
@@ -76,6 +75,8 @@ type effective struct {
 	Workspace int64
 }
 
+// effective returns the limits of a sandbox created with r: r's fields, or
+// l's where r leaves them zero; cgroup tells whether a cgroup enforces them.
 // Without a cgroup, the process limit is RLIMIT_NPROC, which counts every
 // process of the sandbox's uid: when that uid is the caller's own (a
 // provider that is not root), the default is not applied, only an explicit
