@@ -31,6 +31,16 @@ func newIsolated(t testing.TB) *sandbox.Provider {
 
 func create(t testing.TB, p *sandbox.Provider, spec *sandbox.Spec) testSandbox {
 	t.Helper()
+	if !driverOf(p).Isolated() && (spec == nil || spec.Network == nil) {
+		// L0 shares the host's network and so refuses the default (none):
+		// its sandboxes ask for open egress.
+		s := sandbox.Spec{}
+		if spec != nil {
+			s = *spec
+		}
+		s.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}
+		spec = &s
+	}
 	sb, err := p.Create(context.Background(), spec)
 	require.NoError(t, err)
 	t.Cleanup(func() { sb.Terminate(context.Background()) })
