@@ -224,8 +224,11 @@ func TestExposeExtendAndNetwork(t *testing.T) {
 	if s.Session.NetworkPolicy["mode"] != "deny-all" {
 		t.Errorf("session policy after UpdateNetwork(none) = %v", s.Session.NetworkPolicy)
 	}
-	if err := sb.UpdateNetwork(ctx, nil); !errors.Is(err, sandbox.ErrInvalidArgument) {
-		t.Errorf("nil policy: %v", err)
+	if err := sb.UpdateNetwork(ctx, nil); err != nil {
+		t.Errorf("nil policy (none, as a nil Spec.Network): %v", err)
+	}
+	if err := sb.UpdateNetwork(ctx, &sandbox.NetworkPolicy{Mode: "host"}); !errors.Is(err, sandbox.ErrInvalidArgument) {
+		t.Errorf("unknown mode: %v", err)
 	}
 }
 
