@@ -481,7 +481,7 @@ func TestProxyConnectionsAreBounded(t *testing.T) {
 		return c
 	}
 	// A fetch through the proxy from inside the sandbox.
-	fetch := func(sb *Sandbox) string {
+	fetch := func(sb testSandbox) string {
 		_, out, errs := sh(t, sb, fmt.Sprintf("curl -sS --max-time 30 --noproxy '' http://127.0.0.1:%d/ 2>&1", port))
 		return out + errs
 	}
@@ -497,10 +497,10 @@ func TestProxyConnectionsAreBounded(t *testing.T) {
 	if got := refused(dial(a.d)); !strings.Contains(got, "503") {
 		t.Errorf("a connection past the per-sandbox bound (%d) was not refused: %q", proxyConnsPerSandbox, got)
 	}
-	if got := fetch(a.d); strings.Contains(got, "hello") {
+	if got := fetch(a); strings.Contains(got, "hello") {
 		t.Errorf("sandbox A got through its proxy past its bound of %d connections", proxyConnsPerSandbox)
 	}
-	if got := fetch(b.d); got != "hello" {
+	if got := fetch(b); got != "hello" {
 		t.Errorf("another sandbox's egress failed while A held its bound: %q", got)
 	}
 	// The total bound: B's held connections bring it to the limit.
@@ -519,7 +519,7 @@ func TestProxyConnectionsAreBounded(t *testing.T) {
 	for deadline := time.Now().Add(30 * time.Second); open() > 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := fetch(a.d); got != "hello" {
+	if got := fetch(a); got != "hello" {
 		t.Errorf("sandbox A's proxy did not recover once its connections closed: %q", got)
 	}
 	require.Contains(t, logs.String(), "too many open proxy connections from this sandbox")
