@@ -11,7 +11,6 @@ import (
 	"time"
 	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -207,37 +206,9 @@ func restrictLandlock(abi int, rules []llRule, netHandled uint64, ports []uint64
 	return nil
 }
 
-// applySeccompL1 is applySeccomp's list plus socket rules by network mode.
-func applySeccompL1(network string) error {
-	eperm := seccomp.ActionErrno | seccomp.Action(unix.EPERM)
-	var extra []seccomp.NameWithConditions
-	sock := func(domain uint64, typ ...uint64) {
-		if len(typ) == 0 {
-			extra = append(extra, seccomp.NameWithConditions{Name: "socket", Conditions: seccomp.ArgumentConditions{
-				{Argument: 0, Operation: seccomp.Equal, Value: domain}}})
-			return
-		}
-		for _, t := range typ {
-			extra = append(extra, seccomp.NameWithConditions{Name: "socket", Conditions: seccomp.ArgumentConditions{
-				{Argument: 0, Operation: seccomp.Equal, Value: domain},
-				{Argument: 1, Operation: seccomp.Equal, Value: t}}})
-		}
-	}
-	sock(unix.AF_UNIX)
-	switch network {
-	case "none":
-		sock(unix.AF_INET)
-		sock(unix.AF_INET6)
-	case "proxy":
-		var dgram []uint64
-		for _, f := range []uint64{0, unix.SOCK_CLOEXEC, unix.SOCK_NONBLOCK, unix.SOCK_CLOEXEC | unix.SOCK_NONBLOCK} {
-			dgram = append(dgram, unix.SOCK_DGRAM|f)
-		}
-		sock(unix.AF_INET, dgram...)
-		sock(unix.AF_INET6, dgram...)
-	}
-	return applySeccompWith([]seccomp.SyscallGroup{{NamesWithCondtions: extra, Action: eperm}})
-}
+// applySeccompL1 installs the L1 filter for the network mode (see
+// filter_linux.go) on the calling thread.
+func applySeccompL1(network string) error { return installFilter(policyL1(network)) }
 
 // killDescendants kills every child of the agent (a subreaper, so orphans
 // are its children too) until none is left or the deadline passes.
