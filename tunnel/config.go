@@ -51,13 +51,42 @@ type EdgeConfig struct {
 	ClientCAFile string            `yaml:"client_ca_file"`
 	TokenFiles   []string          `yaml:"token_files"`
 	TokenEnv     string            `yaml:"token_env"`
-	PingInterval time.Duration     `yaml:"ping_interval"`
-	PingTimeout  time.Duration     `yaml:"ping_timeout"`
-	Policy       Policy            `yaml:"policy"`
-	Routes       map[string]Policy `yaml:"routes"`
+	// HTTPCertFile and HTTPKeyFile, if set, make the MCP endpoints HTTPS
+	// (needed for client certificates).
+	HTTPCertFile string `yaml:"http_cert_file"`
+	HTTPKeyFile  string `yaml:"http_key_file"`
+	// WebSocketPath, if set, also accepts connectors over the WebSocket
+	// carrier at this path of the MCP listener (connectors then dial
+	// wss://host/path; put TLS in front, or set http_cert_file).
+	WebSocketPath string        `yaml:"websocket_path"`
+	PingInterval  time.Duration `yaml:"ping_interval"`
+	PingTimeout   time.Duration `yaml:"ping_timeout"`
+	// Clients is how MCP clients authenticate to the edge. Required.
+	Clients ClientsConfig `yaml:"clients"`
+	// MaxSessions and MaxSessionsPerClient cap MCP sessions (defaults 1024
+	// and 64).
+	MaxSessions          int `yaml:"max_sessions"`
+	MaxSessionsPerClient int `yaml:"max_sessions_per_client"`
+	// Policy applies to every route; Routes adds per-route rules to it
+	// (see Policy.Merge).
+	Policy Policy            `yaml:"policy"`
+	Routes map[string]Policy `yaml:"routes"`
 	// Connectors, if set, admits only connectors that match an entry; then
 	// token_files and token_env must be empty.
 	Connectors []ConnectorGrant `yaml:"connectors"`
+}
+
+// ClientsConfig is the YAML form of [ClientAuth].
+type ClientsConfig struct {
+	// TokenFiles hold one bearer token each (mode 0600 or stricter).
+	TokenFiles []string `yaml:"token_files"`
+	// TokenHeader is the header carrying the token; default Authorization
+	// (Bearer scheme).
+	TokenHeader string `yaml:"token_header"`
+	// CAFile verifies client certificates (needs http_cert_file).
+	CAFile string `yaml:"ca_file"`
+	// Disabled serves clients without authentication (logged as a warning).
+	Disabled bool `yaml:"disabled"`
 }
 
 // ConnectorGrant admits connectors that present its credential: the token
@@ -113,6 +142,13 @@ func readSecret(file, env, what string) (string, error) {
 	case file != "" && env != "":
 		return "", fmt.Errorf("%s: set %s_file or %s_env, not both", what, what, what)
 	case file != "":
+		st, err := os.Stat(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return "", fmt.Errorf("%s: %s has mode %04o: a secret file must not be readable by group or others (chmod 600 %s)", what, file, st.Mode().Perm(), file)
+		}
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", what, err)
@@ -224,9 +260,29 @@ func (c *EdgeConfig) Options(logger *slog.Logger) (*EdgeOptions, error) {
 			}
 		}
 	}
+	ca := ClientAuth{Header: c.Clients.TokenHeader, Disabled: c.Clients.Disabled}
+	for _, f := range c.Clients.TokenFiles {
+		t, err := readSecret(f, "", "clients token")
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: edge config: %w", err)
+		}
+		ca.Tokens = append(ca.Tokens, t)
+	}
+	if c.Clients.CAFile != "" {
+		if c.HTTPCertFile == "" {
+			return nil, errors.New("tunnel: edge config: clients.ca_file needs http_cert_file and http_key_file (client certificates need TLS)")
+		}
+		if ca.ClientCAs, err = certPool(c.Clients.CAFile); err != nil {
+			return nil, fmt.Errorf("tunnel: edge config: clients.ca_file: %w", err)
+		}
+	}
+	if (c.HTTPCertFile == "") != (c.HTTPKeyFile == "") {
+		return nil, errors.New("tunnel: edge config: http_cert_file and http_key_file go together")
+	}
 	opts := &EdgeOptions{
 		TLSConfig: tc, Tokens: tokens, Policy: c.Policy, Routes: c.Routes,
 		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout, Logger: logger,
+		ClientAuth: ca, MaxSessions: c.MaxSessions, MaxSessionsPerClient: c.MaxSessionsPerClient,
 	}
 	if len(c.Connectors) > 0 {
 		if len(tokens) > 0 {

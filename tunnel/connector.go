@@ -76,6 +76,11 @@ type ConnectorOptions struct {
 	// SessionIdleTimeout ends a stdio session (and its child) after this long
 	// without a request in flight; default 10 minutes.
 	SessionIdleTimeout time.Duration
+	// MaxStdioSessions bounds the stdio children (one per session) of all
+	// routes together; MaxStdioSessionsPerClient bounds them per client as
+	// the edge names it. An initialize beyond them gets 503 or 429 with a
+	// JSON-RPC error. Defaults 64 and 16.
+	MaxStdioSessions, MaxStdioSessionsPerClient int
 	// DrainTimeout bounds how long Run waits for calls in flight after its
 	// context is cancelled; default 30 s.
 	DrainTimeout time.Duration
@@ -160,6 +165,12 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		o.AllowedNetworks = DefaultAllowedNetworks
 	}
 	setDefault(&o.SessionIdleTimeout, 10*time.Minute)
+	if o.MaxStdioSessions <= 0 {
+		o.MaxStdioSessions = 64
+	}
+	if o.MaxStdioSessionsPerClient <= 0 {
+		o.MaxStdioSessionsPerClient = 16
+	}
 	setDefault(&o.DrainTimeout, 30*time.Second)
 	setDefault(&o.PingInterval, 15*time.Second)
 	setDefault(&o.PingTimeout, 5*time.Second)
@@ -188,6 +199,7 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 	c.tlsConf.NextProtos = []string{ALPN}
 
 	allow := allowlist(o.AllowedNetworks)
+	children := &childCaps{max: o.MaxStdioSessions, perClient: o.MaxStdioSessionsPerClient, byClient: make(map[string]int)}
 	guards := make(map[string]*guard)
 	defer func() {
 		if err != nil {
@@ -230,13 +242,14 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 				return nil, fmt.Errorf("tunnel: connector %s: route %q: empty program name", o.ID, rt.Name)
 			}
 			br := newStdioBridge(rt.Name, o.ID, rt, o.SessionIdleTimeout, c.logger, c.metrics)
+			br.caps = children
 			c.stdio[rt.Name] = br
 			next = br
 		default:
 			return nil, fmt.Errorf("tunnel: connector %s: route %q has neither url nor command", o.ID, rt.Name)
 		}
 		guards[rt.Name] = &guard{side: "connector", route: rt.Name, policy: rt.Policy, next: next,
-			logger: c.logger, metrics: c.metrics, connector: o.ID}
+			logger: c.logger, metrics: c.metrics, connector: o.ID, client: clientFromHeader}
 	}
 	c.handler = &connectorMux{routes: guards}
 
@@ -443,6 +456,12 @@ func (c *Connector) serve(ctx context.Context, conn, raw net.Conn, addr string, 
 	c.mu.Unlock()
 	c.metrics.Count("tunnel_disconnects_total", "side", "connector", "connector", c.opts.ID)
 	c.logger.Info("disconnected from edge", "edge", addr, "slot", slot)
+}
+
+// clientFromHeader reads the client identity the edge set (the carrier is
+// authenticated; the edge always replaces a client's own value).
+func clientFromHeader(r *http.Request) string {
+	return sanitizeClient(r.Header.Get(clientHeader))
 }
 
 // connectorMux dispatches the edge's requests: /route/<name><rest> and

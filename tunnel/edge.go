@@ -47,9 +47,24 @@ type EdgeOptions struct {
 	// MaxPendingHandshakes bounds the connections in the TLS handshake or
 	// hello at once; more are closed at once. Default 256.
 	MaxPendingHandshakes int
-	// Policy applies at the edge to every route not in Routes.
+	// ClientAuth authenticates the MCP clients that call Handler (the
+	// in-process HTTPClient is always admitted). Required: set Tokens,
+	// ClientCAs, or Disabled.
+	ClientAuth ClientAuth
+	// MaxSessions bounds the MCP sessions open through the edge in all;
+	// MaxSessionsPerClient bounds them per authenticated client (per
+	// address when ClientAuth is Disabled). An initialize beyond them gets
+	// 503 or 429 with a JSON-RPC error. Defaults 1024 and 64.
+	MaxSessions, MaxSessionsPerClient int
+	// SessionIdleTimeout is how long a session without requests still
+	// counts against the caps; default 10 minutes (a connector's own
+	// default idle timeout).
+	SessionIdleTimeout time.Duration
+	// Policy applies at the edge to every route.
 	Policy Policy
-	// Routes overrides Policy per route name.
+	// Routes adds per-route policy to Policy (see [Policy.Merge]: a route
+	// can replace the allow lists, body cap and protocol versions, and adds
+	// deny rules, origins and hosts; it never drops the global ones).
 	Routes map[string]Policy
 	// HandshakeTimeout bounds a connector's TLS handshake and hello;
 	// default 10 s.
@@ -91,6 +106,8 @@ type Edge struct {
 	proxy   *httputil.ReverseProxy
 	handler http.Handler
 	rr      atomic.Uint64
+	auth    *clientAuth
+	caps    *sessionCaps
 
 	mu        sync.Mutex
 	closed    bool
@@ -149,6 +166,10 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 	if err := o.Policy.validate(); err != nil {
 		return nil, fmt.Errorf("tunnel: edge: policy: %w", err)
 	}
+	auth, err := newClientAuth(o.ClientAuth)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: edge: %w", err)
+	}
 	for name, p := range o.Routes {
 		if err := p.validate(); err != nil {
 			return nil, fmt.Errorf("tunnel: edge: route %q policy: %w", name, err)
@@ -160,14 +181,26 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 	}
 	setDefault(&o.PingInterval, 15*time.Second)
 	setDefault(&o.PingTimeout, 5*time.Second)
+	setDefault(&o.SessionIdleTimeout, 10*time.Minute)
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 1024
+	}
+	if o.MaxSessionsPerClient <= 0 {
+		o.MaxSessionsPerClient = 64
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.Metrics == nil {
 		o.Metrics = nopMetrics{}
 	}
+	if auth.disabled {
+		o.Logger.Warn("MCP CLIENT AUTHENTICATION IS DISABLED: anyone who can reach the edge's MCP handler can call every route and start stdio servers (within the session caps)",
+			"max_sessions", o.MaxSessions, "max_sessions_per_client", o.MaxSessionsPerClient)
+	}
 	e := &Edge{
-		opts: o, tokens: tokens, logger: o.Logger, metrics: o.Metrics,
+		opts: o, tokens: tokens, logger: o.Logger, metrics: o.Metrics, auth: auth,
+		caps: newSessionCaps(o.MaxSessions, o.MaxSessionsPerClient, o.SessionIdleTimeout),
 		listeners: make(map[net.Listener]struct{}),
 		peers:     make(map[*peer]struct{}),
 		pending:   make(map[net.Conn]struct{}),
@@ -192,6 +225,10 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 			pr.Out.URL.Path = fw.path
 			pr.Out.URL.RawPath = ""
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			pr.Out.Header.Del(clientHeader)
+			if ci := callInfoFrom(pr.In.Context()); ci != nil {
+				pr.Out.Header.Set(clientHeader, ci.client)
+			}
 		},
 		Transport:     edgeTransport{e},
 		FlushInterval: -1,
@@ -404,6 +441,18 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveHealth(w, r)
 		return
 	}
+	client, ok := e.auth.authenticate(r)
+	if !ok {
+		e.logger.Warn("MCP client refused", "remote", r.RemoteAddr, "path", p, "reason", "authentication failed")
+		e.metrics.Count("tunnel_client_auth_failures_total")
+		if e.auth.bearer {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="perimeter-edge"`)
+		}
+		writeRefusal(w, http.StatusUnauthorized, "tunnel: MCP client authentication failed: present the edge's client token or certificate")
+		return
+	}
+	client = sanitizeClient(client)
+	r = r.WithContext(context.WithValue(r.Context(), clientKey{}, client))
 	if rest, ok := strings.CutPrefix(p, "/.well-known/"); ok {
 		kind, rest := splitFirst(rest)
 		route, rest := splitFirst(strings.TrimPrefix(rest, "/"))
@@ -428,11 +477,19 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // guard builds the policy guard for route. It is built per request (it is
 // small) so that requests for unknown route names cannot grow any table.
 func (e *Edge) guard(route string) *guard {
-	pol, ok := e.opts.Routes[route]
-	if !ok {
-		pol = e.opts.Policy
+	pol := e.opts.Policy
+	if rp, ok := e.opts.Routes[route]; ok {
+		pol = pol.Merge(rp)
 	}
-	return &guard{side: "edge", route: route, policy: pol, next: http.HandlerFunc(e.forwardTo), logger: e.logger, metrics: e.metrics}
+	return &guard{side: "edge", route: route, policy: pol, next: http.HandlerFunc(e.forwardTo), logger: e.logger, metrics: e.metrics,
+		front: true, client: clientFrom}
+}
+
+type clientKey struct{}
+
+func clientFrom(r *http.Request) string {
+	s, _ := r.Context().Value(clientKey{}).(string)
+	return s
 }
 
 // forwardTo checks that a connector serves the route, then proxies.
@@ -447,11 +504,74 @@ func (e *Edge) forwardTo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, status)
 		return
 	}
-	if ci := callInfoFrom(r.Context()); ci != nil {
+	ci := callInfoFrom(r.Context())
+	if ci != nil {
 		ci.connector = p.hello.Connector
 	}
-	e.proxy.ServeHTTP(w, r)
+	if ci == nil { // OAuth discovery: no session to count
+		e.proxy.ServeHTTP(w, r)
+		return
+	}
+	e.forwardCounted(w, r, ci)
 }
+
+// forwardCounted proxies r and keeps the session caps: an initialize
+// without a session needs a free slot, and a session ends with DELETE or a
+// 404 on it.
+func (e *Edge) forwardCounted(w http.ResponseWriter, r *http.Request, ci *callInfo) {
+	sid := r.Header.Get("Mcp-Session-Id")
+	now := time.Now()
+	if sid == "" && r.Method == http.MethodPost && ci.method == "initialize" {
+		if status, why := e.caps.reserve(ci.client, now); status != 0 {
+			ci.denied = why
+			writeRefusal(w, status, "tunnel: "+why)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		e.proxy.ServeHTTP(sw, r)
+		got := ""
+		if sw.status/100 == 2 {
+			got = sw.Header().Get("Mcp-Session-Id")
+		}
+		e.caps.settle(ci.client, got, time.Now())
+		return
+	}
+	if sid == "" {
+		e.proxy.ServeHTTP(w, r)
+		return
+	}
+	e.caps.begin(sid, now)
+	sw := &statusWriter{ResponseWriter: w}
+	e.proxy.ServeHTTP(sw, r)
+	gone := sw.status == http.StatusNotFound || (r.Method == http.MethodDelete && sw.status/100 == 2)
+	e.caps.end(sid, gone, time.Now())
+}
+
+// statusWriter notes the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Flush keeps SSE unbuffered.
+func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // pick chooses a connection for route. A session ID "<connector>.<random>"
 // naming a known connector goes to that connector (a stdio session lives in

@@ -246,7 +246,9 @@ func edgeOptions(t testing.TB) *EdgeOptions {
 	return &EdgeOptions{
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{getCerts().server}},
 		Tokens:    []string{testToken},
-		Logger:    quietLogger(t),
+		// Tests of client authentication set their own.
+		ClientAuth: ClientAuth{Disabled: true},
+		Logger:     quietLogger(t),
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -29,6 +29,7 @@ type stdioBridge struct {
 	idle      time.Duration
 	logger    *slog.Logger
 	metrics   Metrics
+	caps      *childCaps // shared by the connector's stdio routes
 
 	mu       sync.Mutex
 	sessions map[string]*stdioSession
@@ -44,6 +45,7 @@ type stdioSession struct {
 	server    mcp.Connection // faces HTTP
 	child     mcp.Connection // the child's stdin/stdout
 	pid       int
+	client    string
 	cancel    context.CancelFunc
 
 	// guarded by stdioBridge.mu
@@ -89,6 +91,9 @@ var errBridgeClosed = errors.New("stdio bridge stopped")
 // would make the session stateless: a bridged stdio server is stateful, so the
 // client falls back to initialize.
 func writeDiscoverRefusal(w http.ResponseWriter, id json.RawMessage) {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
 	body, _ := json.Marshal(map[string]any{
 		"jsonrpc": "2.0",
 		"id":      id,
@@ -114,17 +119,27 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		switch {
 		case r.Method == http.MethodPost && method == "initialize":
+			client := ""
+			if ci != nil {
+				client = ci.client
+			}
+			if status, why := b.caps.take(client); status != 0 {
+				if ci != nil {
+					ci.denied = why
+				}
+				b.logger.Warn("stdio session refused", "route", b.route, "client", client, "reason", why)
+				writeRefusal(w, status, "tunnel: route "+b.route+": "+why)
+				return
+			}
 			var err error
-			if s, err = b.newSession(); err != nil {
+			if s, err = b.newSession(client); err != nil {
+				b.caps.put(client)
 				b.logger.Error("starting stdio MCP server", "route", b.route, "error", err)
 				writeRPCError(w, http.StatusBadGateway, nil, -32603, "tunnel: route "+b.route+": starting the stdio server failed")
 				return
 			}
 		case r.Method == http.MethodPost && method == "server/discover":
-			var m rpcMessage
-			body, _ := io.ReadAll(r.Body)
-			_ = json.Unmarshal(body, &m)
-			writeDiscoverRefusal(w, m.ID)
+			writeDiscoverRefusal(w, ci.id)
 			return
 		default:
 			writeRPCError(w, http.StatusBadRequest, nil, -32600, "Bad Request: missing Mcp-Session-Id (send initialize first)")
@@ -156,7 +171,7 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.transport.ServeHTTP(w, r)
 }
 
-func (b *stdioBridge) newSession() (*stdioSession, error) {
+func (b *stdioBridge) newSession(client string) (*stdioSession, error) {
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
@@ -166,6 +181,7 @@ func (b *stdioBridge) newSession() (*stdioSession, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &stdioSession{
 		id:        b.connector + "." + rand.Text(),
+		client:    client,
 		cancel:    cancel,
 		lastUsed:  time.Now(),
 		transport: nil,
@@ -228,6 +244,7 @@ func (b *stdioBridge) closeSession(s *stdioSession, why string) {
 		s.cancel()
 		s.server.Close()
 		err := s.child.Close() // closes stdin, waits, then SIGTERM, then SIGKILL
+		b.caps.put(s.client)
 		b.logger.Info("stdio session closed", "route", b.route, "session", s.id, "reason", why, "exit", errString(err))
 	})
 }
@@ -263,6 +280,47 @@ func (b *stdioBridge) reap() {
 				b.closeSession(s, "idle")
 			}
 		}
+	}
+}
+
+// childCaps counts a connector's stdio children, in all and per client.
+type childCaps struct {
+	max, perClient int
+
+	mu       sync.Mutex
+	total    int
+	byClient map[string]int
+}
+
+// take reserves a child for client, or returns the HTTP status and reason
+// of the refusal.
+func (c *childCaps) take(client string) (int, string) {
+	if c == nil {
+		return 0, ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byClient[client] >= c.perClient {
+		return http.StatusTooManyRequests, fmt.Sprintf("too many stdio sessions for this client (limit %d): end one (DELETE) or wait", c.perClient)
+	}
+	if c.total >= c.max {
+		return http.StatusServiceUnavailable, fmt.Sprintf("too many stdio sessions on this connector (limit %d): try again later", c.max)
+	}
+	c.total++
+	c.byClient[client]++
+	return 0, ""
+}
+
+// put releases a child taken for client.
+func (c *childCaps) put(client string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.byClient[client]--; c.byClient[client] <= 0 {
+		delete(c.byClient, client)
 	}
 }
 
