@@ -248,7 +248,10 @@ func edgeOptions(t testing.TB) *EdgeOptions {
 		Tokens:    []string{testToken},
 		// Tests of client authentication set their own.
 		ClientAuth: ClientAuth{Disabled: true},
-		Logger:     quietLogger(t),
+		// Every test client comes from 127.0.0.1, one "client" to the caps.
+		MaxSessionsPerClient: 2000,
+		MaxSessions:          4000,
+		Logger:               quietLogger(t),
 	}
 }
 

@@ -106,7 +106,7 @@ func TestSSEResponseIsNotBuffered(t *testing.T) {
 }
 
 func TestTwoHundredConcurrentSessionsOverOneConnection(t *testing.T) {
-	e, c := setup(t, nil, nil, nil)
+	e, c := setup(t, nil, func(o *EdgeOptions) { o.MaxSessionsPerClient = 200 }, nil)
 	require.Equal(t, 1, c.Connected())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -525,7 +525,7 @@ func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /auth/../../secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	fmt.Fprintf(conn, "GET /auth/../../secret HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 	status, _ := io.ReadAll(conn)
 	assert.True(t, strings.HasPrefix(string(status), "HTTP/1.1 400"), "got %q", status)
 	mu.Lock()
