@@ -57,6 +57,34 @@ func TestConfigRefusesUnknownKeysAndBadValues(t *testing.T) {
 	require.ErrorContains(t, err, "cert_file and key_file are required")
 }
 
+// TestTokenFileMustBePrivate: a token file readable by group or others is
+// refused with a message that says how to fix it.
+func TestTokenFileMustBePrivate(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tok, []byte("token-0123456789abcdef\n"), 0o600))
+	require.NoError(t, os.Chmod(tok, 0o644))
+	c := &ConnectorConfig{ID: "a", Edges: []string{"x:1"}, TokenFile: tok}
+	_, err := c.Options(nil)
+	require.ErrorContains(t, err, "mode 0644")
+	require.ErrorContains(t, err, "chmod 600 "+tok)
+
+	certFile, keyFile := writeTestServerPEM(t, dir)
+	e := &EdgeConfig{CertFile: certFile, KeyFile: keyFile, TokenFiles: []string{tok}, Clients: ClientsConfig{Disabled: true}}
+	_, err = e.Options(nil)
+	require.ErrorContains(t, err, "mode 0644")
+	e = &EdgeConfig{CertFile: certFile, KeyFile: keyFile, Clients: ClientsConfig{TokenFiles: []string{tok}}}
+	_, err = e.Options(nil)
+	require.ErrorContains(t, err, "mode 0644")
+
+	require.NoError(t, os.Chmod(tok, 0o600))
+	_, err = c.Options(nil)
+	require.NoError(t, err)
+	o, err := e.Options(nil)
+	require.NoError(t, err)
+	assert.Len(t, o.ClientAuth.Tokens, 1)
+}
+
 func TestNewConnectorAndEdgeRefuseBadOptions(t *testing.T) {
 	base := func() *ConnectorOptions {
 		return connectorOptions(t, "127.0.0.1:1", Route{Name: "r", URL: "http://127.0.0.1:9/mcp"})

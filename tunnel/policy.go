@@ -483,7 +483,12 @@ func (g *guard) record(r *http.Request, rec *recorder, ci *callInfo, bytesIn int
 	attrs := []slog.Attr{
 		slog.String("side", g.side),
 		slog.String("route", g.route),
-		slog.String("connector", ci.connector),
+	}
+	if g.connector == "" {
+		// On a connector its logger already names it.
+		attrs = append(attrs, slog.String("connector", ci.connector))
+	}
+	attrs = append(attrs,
 		slog.String("client", ci.client),
 		slog.String("session", session),
 		slog.String("http_method", r.Method),
@@ -493,7 +498,7 @@ func (g *guard) record(r *http.Request, rec *recorder, ci *callInfo, bytesIn int
 		slog.Duration("latency", latency),
 		slog.Int64("bytes_in", bytesIn),
 		slog.Int64("bytes_out", rec.bytes),
-	}
+	)
 	level := slog.LevelInfo
 	if ci.denied != "" {
 		attrs = append(attrs, slog.String("denied", ci.denied))

@@ -641,6 +641,7 @@ func TestAuditRecordPerCallWithoutCredentials(t *testing.T) {
 			assert.NotContains(t, string(line), "secret-agent-token")
 			var rec map[string]any
 			require.NoError(t, json.Unmarshal(line, &rec))
+			assert.Empty(t, repeatedKeys(t, line), "a JSON log record repeats a key: %s", line)
 			if rec["msg"] == "mcp call" && rec["tool"] == "echo" {
 				calls = append(calls, rec)
 			}
@@ -660,6 +661,27 @@ func TestAuditRecordPerCallWithoutCredentials(t *testing.T) {
 		assert.Greater(t, rec["bytes_out"], float64(0))
 		assert.Contains(t, rec, "latency")
 	}
+}
+
+// repeatedKeys returns the top-level keys that appear more than once in the
+// JSON object line.
+func repeatedKeys(t *testing.T, line []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	_, err := dec.Token()
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	var rep []string
+	for dec.More() {
+		k, err := dec.Token()
+		require.NoError(t, err)
+		if seen[k.(string)] {
+			rep = append(rep, k.(string))
+		}
+		seen[k.(string)] = true
+		var v json.RawMessage
+		require.NoError(t, dec.Decode(&v))
+	}
+	return rep
 }
 
 type syncBuffer struct {

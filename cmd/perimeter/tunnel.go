@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/tunnel"
@@ -129,8 +131,12 @@ func tunnelEdge(ctx context.Context, args []string, stderr io.Writer) int {
 	if *httpAddr != "" {
 		cfg.HTTPListen = *httpAddr
 	}
-	if cfg.Listen == "" {
-		fmt.Fprintln(stderr, "perimeter tunnel edge: no connector address: give --listen or listen in the config")
+	if cfg.Listen == "" && cfg.WebSocketPath == "" {
+		fmt.Fprintln(stderr, "perimeter tunnel edge: no connector address: give --listen or listen (TLS carrier) or websocket_path (WebSocket carrier) in the config")
+		return 2
+	}
+	if cfg.WebSocketPath != "" && (!strings.HasPrefix(cfg.WebSocketPath, "/") || cfg.WebSocketPath == "/" || cfg.WebSocketPath == "/healthz") {
+		fmt.Fprintf(stderr, "perimeter tunnel edge: websocket_path %q: want an absolute path such as /tunnel\n", cfg.WebSocketPath)
 		return 2
 	}
 	if cfg.HTTPListen == "" {
@@ -146,21 +152,62 @@ func tunnelEdge(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
 		return 1
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
-		return 1
+	handler := e.Handler()
+	if cfg.WebSocketPath != "" {
+		mux := http.NewServeMux()
+		mux.Handle(cfg.WebSocketPath, e.WebSocketHandler())
+		mux.Handle("/", e.Handler())
+		handler = mux
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	if cfg.HTTPCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.HTTPCertFile, cfg.HTTPKeyFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "perimeter tunnel edge: http_cert_file: %v\n", err)
+			return 1
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if opts.ClientAuth.ClientCAs != nil || opts.TLSConfig.ClientAuth == tls.RequireAndVerifyClientCert {
+			// Client certificates (MCP clients' and WebSocket
+			// connectors') are verified by the handlers against their own
+			// CAs; the server only asks for them.
+			srv.TLSConfig.ClientAuth = tls.RequestClientCert
+		}
+	}
+	var ln net.Listener
+	if cfg.Listen != "" {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
+			return 1
+		}
 	}
 	hln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
-		ln.Close()
+		if ln != nil {
+			ln.Close()
+		}
 		fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
 		return 1
 	}
-	logger.Info("edge listening", "connectors", ln.Addr().String(), "http", hln.Addr().String())
-	srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	scheme := "http"
+	if srv.TLSConfig != nil {
+		scheme = "https"
+		hln = tls.NewListener(hln, srv.TLSConfig)
+	}
+	carriers := []any{}
+	if ln != nil {
+		carriers = append(carriers, "connectors", ln.Addr().String())
+	}
+	if cfg.WebSocketPath != "" {
+		carriers = append(carriers, "websocket", scheme+"://"+hln.Addr().String()+cfg.WebSocketPath)
+	}
+	logger.Info("edge listening", append(carriers, "mcp", scheme+"://"+hln.Addr().String())...)
 	errc := make(chan error, 2)
-	go func() { errc <- e.Serve(ln) }()
+	servers := 1
+	if ln != nil {
+		servers = 2
+		go func() { errc <- e.Serve(ln) }()
+	}
 	go func() { errc <- srv.Serve(hln) }()
 	code := 0
 	select {
@@ -177,7 +224,7 @@ func tunnelEdge(ctx context.Context, args []string, stderr io.Writer) int {
 		srv.Close()
 	}
 	e.Close()
-	for range 2 - code {
+	for range servers - code {
 		if err := <-errc; err != nil && !errors.Is(err, tunnel.ErrEdgeClosed) && !errors.Is(err, http.ErrServerClosed) && code == 0 {
 			fmt.Fprintf(stderr, "perimeter tunnel edge: %v\n", err)
 			code = 1
