@@ -45,12 +45,12 @@ type EdgeConfig struct {
 	Listen string `yaml:"listen"`
 	// HTTPListen is where the MCP endpoints are served (plain HTTP: put it
 	// on loopback or behind the host's TLS); the --http flag overrides it.
-	HTTPListen   string            `yaml:"http_listen"`
-	CertFile     string            `yaml:"cert_file"`
-	KeyFile      string            `yaml:"key_file"`
-	ClientCAFile string            `yaml:"client_ca_file"`
-	TokenFiles   []string          `yaml:"token_files"`
-	TokenEnv     string            `yaml:"token_env"`
+	HTTPListen   string   `yaml:"http_listen"`
+	CertFile     string   `yaml:"cert_file"`
+	KeyFile      string   `yaml:"key_file"`
+	ClientCAFile string   `yaml:"client_ca_file"`
+	TokenFiles   []string `yaml:"token_files"`
+	TokenEnv     string   `yaml:"token_env"`
 	// HTTPCertFile and HTTPKeyFile, if set, make the MCP endpoints HTTPS
 	// (needed for client certificates).
 	HTTPCertFile string `yaml:"http_cert_file"`

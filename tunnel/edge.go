@@ -200,7 +200,7 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 	}
 	e := &Edge{
 		opts: o, tokens: tokens, logger: o.Logger, metrics: o.Metrics, auth: auth,
-		caps: newSessionCaps(o.MaxSessions, o.MaxSessionsPerClient, o.SessionIdleTimeout),
+		caps:      newSessionCaps(o.MaxSessions, o.MaxSessionsPerClient, o.SessionIdleTimeout),
 		listeners: make(map[net.Listener]struct{}),
 		peers:     make(map[*peer]struct{}),
 		pending:   make(map[net.Conn]struct{}),
