@@ -67,6 +67,10 @@ type EdgeConfig struct {
 	// and 64).
 	MaxSessions          int `yaml:"max_sessions"`
 	MaxSessionsPerClient int `yaml:"max_sessions_per_client"`
+	// ExpectConnectors lists connector IDs /healthz reports as missing
+	// (degraded) while they have no connection; the IDs of Connectors
+	// entries are expected too.
+	ExpectConnectors []string `yaml:"expect_connectors"`
 	// Policy applies to every route; Routes adds per-route rules to it
 	// (see Policy.Merge).
 	Policy Policy            `yaml:"policy"`
@@ -283,6 +287,12 @@ func (c *EdgeConfig) Options(logger *slog.Logger) (*EdgeOptions, error) {
 		TLSConfig: tc, Tokens: tokens, Policy: c.Policy, Routes: c.Routes,
 		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout, Logger: logger,
 		ClientAuth: ca, MaxSessions: c.MaxSessions, MaxSessionsPerClient: c.MaxSessionsPerClient,
+		Connectors: slices.Clone(c.ExpectConnectors),
+	}
+	for _, g := range c.Connectors {
+		if g.ID != "" && !slices.Contains(opts.Connectors, g.ID) {
+			opts.Connectors = append(opts.Connectors, g.ID)
+		}
 	}
 	if len(c.Connectors) > 0 {
 		if len(tokens) > 0 {

@@ -66,6 +66,10 @@ type EdgeOptions struct {
 	// can replace the allow lists, body cap and protocol versions, and adds
 	// deny rules, origins and hosts; it never drops the global ones).
 	Routes map[string]Policy
+	// Connectors lists the IDs of the connectors the edge expects. /healthz
+	// reports "degraded" while one of them (or any connector seen since
+	// the edge started) has no connection.
+	Connectors []string
 	// HandshakeTimeout bounds a connector's TLS handshake and hello;
 	// default 10 s.
 	HandshakeTimeout time.Duration
@@ -113,6 +117,7 @@ type Edge struct {
 	closed    bool
 	listeners map[net.Listener]struct{}
 	peers     map[*peer]struct{}
+	seen      map[string]*hello     // every connector seen, by ID: its last hello
 	pending   map[net.Conn]struct{} // connections in the handshake
 	wg        sync.WaitGroup        // handshakes and peer watchers
 }
@@ -203,6 +208,7 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 		caps:      newSessionCaps(o.MaxSessions, o.MaxSessionsPerClient, o.SessionIdleTimeout),
 		listeners: make(map[net.Listener]struct{}),
 		peers:     make(map[*peer]struct{}),
+		seen:      make(map[string]*hello),
 		pending:   make(map[net.Conn]struct{}),
 	}
 	e.tlsConf = o.TLSConfig.Clone()
@@ -373,6 +379,7 @@ func (e *Edge) attach(conn, raw, pending net.Conn, remote string, cert *x509.Cer
 		return
 	}
 	e.peers[p] = struct{}{}
+	e.seen[h.Connector] = h
 	e.mu.Unlock()
 	e.metrics.Count("tunnel_connects_total", "side", "edge", "connector", h.Connector)
 	e.logger.Info("connector connected", "connector", h.Connector, "version", h.Version, "routes", h.Routes, "remote", remote)
@@ -652,7 +659,8 @@ func unprocessed(err error) bool {
 // EdgeStatus is the edge's view of its connectors, served at /healthz.
 type EdgeStatus struct {
 	// State is "healthy" (every connector has all the connections it
-	// wants), "degraded" (some connection is missing) or "down" (none).
+	// wants), "degraded" (some connection is missing, or an expected or
+	// previously seen connector has none) or "down" (no connection at all).
 	State      string            `json:"state"`
 	Connectors []ConnectorStatus `json:"connectors"`
 }
@@ -682,6 +690,17 @@ func (e *Edge) Status() EdgeStatus {
 			cs.Since = p.since
 		}
 	}
+	connected := len(byID) > 0
+	for id, h := range e.seen {
+		if byID[id] == nil {
+			byID[id] = &ConnectorStatus{ID: id, Version: h.Version, Routes: slices.Clone(h.Routes), Wanted: h.Connections}
+		}
+	}
+	for _, id := range e.opts.Connectors {
+		if byID[id] == nil {
+			byID[id] = &ConnectorStatus{ID: id, Routes: []string{}, Wanted: 1}
+		}
+	}
 	e.mu.Unlock()
 	st := EdgeStatus{State: "healthy", Connectors: []ConnectorStatus{}}
 	for _, cs := range byID {
@@ -690,7 +709,7 @@ func (e *Edge) Status() EdgeStatus {
 		}
 		st.Connectors = append(st.Connectors, *cs)
 	}
-	if len(st.Connectors) == 0 {
+	if !connected {
 		st.State = "down"
 	}
 	sort.Slice(st.Connectors, func(i, j int) bool { return st.Connectors[i].ID < st.Connectors[j].ID })

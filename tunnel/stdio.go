@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -51,6 +52,13 @@ type stdioSession struct {
 	// guarded by stdioBridge.mu
 	active   int
 	lastUsed time.Time
+
+	// inflight holds the IDs of the client's requests the child has not
+	// answered; if the child dies they get an error at once.
+	inflightMu sync.Mutex
+	inflight   map[jsonrpc.ID]struct{}
+	posts      int           // POST requests being served
+	postsZero  chan struct{} // closed when posts drops to 0, if set
 
 	closeOnce sync.Once
 }
@@ -162,6 +170,19 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	s.active++
 	b.mu.Unlock()
+	if r.Method == http.MethodPost {
+		s.inflightMu.Lock()
+		s.posts++
+		s.inflightMu.Unlock()
+		defer func() {
+			s.inflightMu.Lock()
+			if s.posts--; s.posts == 0 && s.postsZero != nil {
+				close(s.postsZero)
+				s.postsZero = nil
+			}
+			s.inflightMu.Unlock()
+		}()
+	}
 	defer func() {
 		b.mu.Lock()
 		s.active--
@@ -182,6 +203,7 @@ func (b *stdioBridge) newSession(client string) (*stdioSession, error) {
 	s := &stdioSession{
 		id:        b.connector + "." + rand.Text(),
 		client:    client,
+		inflight:  make(map[jsonrpc.ID]struct{}),
 		cancel:    cancel,
 		lastUsed:  time.Now(),
 		transport: nil,
@@ -213,21 +235,42 @@ func (b *stdioBridge) newSession(client string) (*stdioSession, error) {
 	b.sessions[s.id] = s
 	b.wg.Add(2)
 	b.mu.Unlock()
-	go b.pump(ctx, s, s.server, s.child)
-	go b.pump(ctx, s, s.child, s.server)
+	go b.pump(ctx, s, s.server, s.child, true)
+	go b.pump(ctx, s, s.child, s.server, false)
 	b.metrics.Count("tunnel_stdio_sessions_total", "route", b.route)
 	b.logger.Info("stdio session started", "route", b.route, "session", s.id, "pid", cmd.Process.Pid)
 	return s, nil
 }
 
 // pump copies JSON-RPC messages from src to dst until either fails; then the
-// whole session ends.
-func (b *stdioBridge) pump(ctx context.Context, s *stdioSession, src, dst mcp.Connection) {
+// whole session ends. toChild is set for the direction client → child, whose
+// requests are noted until the child answers them.
+func (b *stdioBridge) pump(ctx context.Context, s *stdioSession, src, dst mcp.Connection, toChild bool) {
 	defer b.wg.Done()
 	for {
 		msg, err := src.Read(ctx)
 		if err != nil {
+			if !toChild && ctx.Err() == nil {
+				// The child's stdout ended: it exited or crashed. Its
+				// unanswered calls fail now, as a direct stdio client's
+				// would, rather than at the client's timeout.
+				s.failInflight(ctx)
+			}
 			break
+		}
+		switch m := msg.(type) {
+		case *jsonrpc.Request:
+			if toChild && m.ID.IsValid() {
+				s.inflightMu.Lock()
+				s.inflight[m.ID] = struct{}{}
+				s.inflightMu.Unlock()
+			}
+		case *jsonrpc.Response:
+			if !toChild {
+				s.inflightMu.Lock()
+				delete(s.inflight, m.ID)
+				s.inflightMu.Unlock()
+			}
 		}
 		if err := dst.Write(ctx, msg); err != nil {
 			break
@@ -236,16 +279,60 @@ func (b *stdioBridge) pump(ctx context.Context, s *stdioSession, src, dst mcp.Co
 	b.closeSession(s, "ended")
 }
 
+// failInflight answers every request the child left unanswered with a
+// JSON-RPC error.
+func (s *stdioSession) failInflight(ctx context.Context) {
+	s.inflightMu.Lock()
+	ids := make([]jsonrpc.ID, 0, len(s.inflight))
+	for id := range s.inflight {
+		ids = append(ids, id)
+	}
+	clear(s.inflight)
+	s.inflightMu.Unlock()
+	for _, id := range ids {
+		_ = s.server.Write(ctx, &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{
+			Code: codeConnectionClosed, Message: "Connection closed: the stdio MCP server exited"}})
+	}
+	// Let the calls' own streams carry these errors before the session
+	// (and its standalone stream) closes; bounded in case a client stops
+	// reading.
+	s.inflightMu.Lock()
+	if s.posts == 0 {
+		s.inflightMu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	s.postsZero = done
+	s.inflightMu.Unlock()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// codeConnectionClosed is the JSON-RPC code MCP SDKs use for a connection
+// that closed with a request outstanding.
+const codeConnectionClosed = -32000
+
+// closeSession ends s: it leaves the session table at once (a DELETE is
+// answered without waiting) and the child is ended in the background:
+// stdin closed, then SIGTERM after a grace period, then SIGKILL.
 func (b *stdioBridge) closeSession(s *stdioSession, why string) {
 	s.closeOnce.Do(func() {
+		b.wg.Add(1)
 		b.mu.Lock()
 		delete(b.sessions, s.id)
 		b.mu.Unlock()
 		s.cancel()
 		s.server.Close()
-		err := s.child.Close() // closes stdin, waits, then SIGTERM, then SIGKILL
-		b.caps.put(s.client)
-		b.logger.Info("stdio session closed", "route", b.route, "session", s.id, "reason", why, "exit", errString(err))
+		go func() {
+			defer b.wg.Done()
+			err := s.child.Close()
+			b.caps.put(s.client)
+			b.logger.Info("stdio session closed", "route", b.route, "session", s.id, "reason", why, "exit", errString(err))
+		}()
 	})
 }
 

@@ -603,6 +603,30 @@ func TestHealthzReportsConnectors(t *testing.T) {
 	assert.Equal(t, "c1", st.Connectors[0].ID)
 	assert.Equal(t, 3, st.Connectors[0].Connections)
 	assert.Equal(t, []string{"r"}, st.Connectors[0].Routes)
+
+	// A second connector comes and goes: the edge is degraded, not healthy,
+	// while the first one still serves.
+	co2 := connectorOptions(t, e.addr, Route{Name: "r", URL: up})
+	co2.ID = "c2"
+	_, stop2 := startConnector(t, co2)
+	waitFor(t, "c2 connected", func() bool { return len(e.Status().Connectors) == 2 && e.Status().State == "healthy" })
+	stop2()
+	waitFor(t, "c2 gone", func() bool { return e.Status().Connectors[1].Connections == 0 })
+	code, st = get()
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "degraded", st.State)
+	assert.Equal(t, "c2", st.Connectors[1].ID)
+}
+
+// TestHealthzDegradedWhileExpectedConnectorMissing: a configured connector
+// that never came makes the edge degraded.
+func TestHealthzDegradedWhileExpectedConnectorMissing(t *testing.T) {
+	e, _ := setup(t, nil, func(o *EdgeOptions) { o.Connectors = []string{"c1", "backup"} }, nil)
+	st := e.Status()
+	assert.Equal(t, "degraded", st.State)
+	require.Len(t, st.Connectors, 2)
+	assert.Equal(t, "backup", st.Connectors[0].ID)
+	assert.Equal(t, 0, st.Connectors[0].Connections)
 }
 
 func TestInProcessClientTransport(t *testing.T) {
