@@ -337,3 +337,90 @@ func (c *EdgeConfig) Options(logger *slog.Logger) (*EdgeOptions, error) {
 	}
 	return opts, nil
 }
+
+// GatewayConfig is the YAML configuration of perimeter tunnel serve (see
+// examples/tunnel/gateway.yaml): a connector's routes served on a local
+// listener, without a carrier.
+type GatewayConfig struct {
+	// ID prefixes stdio session IDs; default "gateway".
+	ID string `yaml:"id"`
+	// Listen is where MCP clients (or the proxy in front) call; the
+	// --listen flag overrides it. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile, if set, serve HTTPS.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Clients is how MCP clients authenticate. Required.
+	Clients                   ClientsConfig `yaml:"clients"`
+	AllowedNetworks           []string      `yaml:"allowed_networks"`
+	UpstreamCAFile            string        `yaml:"upstream_ca_file"`
+	SessionIdleTimeout        time.Duration `yaml:"session_idle_timeout"`
+	MaxSessions               int           `yaml:"max_sessions"`
+	MaxSessionsPerClient      int           `yaml:"max_sessions_per_client"`
+	MaxStdioSessions          int           `yaml:"max_stdio_sessions"`
+	MaxStdioSessionsPerClient int           `yaml:"max_stdio_sessions_per_client"`
+	// Policy applies to every route, under each route's own policy.
+	Policy Policy  `yaml:"policy"`
+	Routes []Route `yaml:"routes"`
+}
+
+// LoadGatewayConfig reads a gateway's YAML configuration file.
+func LoadGatewayConfig(path string) (*GatewayConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: gateway config: %w", err)
+	}
+	var c GatewayConfig
+	if err := decodeYAML(data, &c); err != nil {
+		return nil, fmt.Errorf("tunnel: gateway config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Options turns the configuration into GatewayOptions, reading the files it
+// names.
+func (c *GatewayConfig) Options(logger *slog.Logger) (*GatewayOptions, error) {
+	ca := ClientAuth{Header: c.Clients.TokenHeader, Disabled: c.Clients.Disabled}
+	for _, f := range c.Clients.TokenFiles {
+		t, err := readSecret(f, "", "clients token")
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: %w", err)
+		}
+		ca.Tokens = append(ca.Tokens, t)
+	}
+	var err error
+	if c.Clients.CAFile != "" {
+		if c.CertFile == "" {
+			return nil, errors.New("tunnel: gateway config: clients.ca_file needs cert_file and key_file (client certificates need TLS)")
+		}
+		if ca.ClientCAs, err = certPool(c.Clients.CAFile); err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: clients.ca_file: %w", err)
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, errors.New("tunnel: gateway config: cert_file and key_file go together")
+	}
+	var nets []netip.Prefix
+	for _, s := range c.AllowedNetworks {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: allowed_networks: %w", err)
+		}
+		nets = append(nets, p)
+	}
+	var upTLS *tls.Config
+	if c.UpstreamCAFile != "" {
+		pool, err := certPool(c.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: upstream_ca_file: %w", err)
+		}
+		upTLS = &tls.Config{RootCAs: pool}
+	}
+	return &GatewayOptions{
+		ID: c.ID, Routes: c.Routes, AllowedNetworks: nets, UpstreamTLSConfig: upTLS,
+		ClientAuth: ca, Policy: c.Policy,
+		MaxSessions: c.MaxSessions, MaxSessionsPerClient: c.MaxSessionsPerClient,
+		MaxStdioSessions: c.MaxStdioSessions, MaxStdioSessionsPerClient: c.MaxStdioSessionsPerClient,
+		SessionIdleTimeout: c.SessionIdleTimeout, Logger: logger,
+	}, nil
+}

@@ -28,6 +28,12 @@ func TestExampleConfigsParse(t *testing.T) {
 	assert.Equal(t, ":7443", e.Listen)
 	assert.EqualValues(t, 4194304, e.Policy.MaxBodyBytes)
 	assert.Equal(t, []string{"delete_*"}, e.Routes["tickets"].DenyTools)
+
+	g, err := LoadGatewayConfig("../examples/tunnel/gateway.yaml")
+	require.NoError(t, err)
+	require.Len(t, g.Routes, 2)
+	assert.Equal(t, []string{"admin_*"}, g.Policy.DenyTools)
+	assert.Equal(t, []string{"/usr/local/bin/docs-mcp", "--read-only"}, g.Routes[1].Command)
 }
 
 func TestConfigRefusesUnknownKeysAndBadValues(t *testing.T) {

@@ -109,8 +109,7 @@ type Connector struct {
 	logger  *slog.Logger
 	metrics Metrics
 	handler http.Handler
-	http    map[string]*httpUpstream
-	stdio   map[string]*stdioBridge
+	*routeSet
 
 	h1 *http.Server // carries GOAWAY-on-shutdown to the HTTP/2 connections
 	h2 *http2.Server
@@ -190,68 +189,27 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		opts:    o,
 		logger:  o.Logger.With("connector", o.ID),
 		metrics: o.Metrics,
-		http:    make(map[string]*httpUpstream),
-		stdio:   make(map[string]*stdioBridge),
 		conns:   make(map[net.Conn]net.Conn),
 	}
 	c.tlsConf = o.TLSConfig.Clone()
 	c.tlsConf.MinVersion = tls.VersionTLS13
 	c.tlsConf.NextProtos = []string{ALPN}
 
-	allow := allowlist(o.AllowedNetworks)
-	children := &childCaps{max: o.MaxStdioSessions, perClient: o.MaxStdioSessionsPerClient, byClient: make(map[string]int)}
-	guards := make(map[string]*guard)
+	rs, err := newRouteSet(o.Routes, routeSetOptions{
+		id: o.ID, side: "connector", allowed: o.AllowedNetworks, upstreamTLS: o.UpstreamTLSConfig,
+		idle: o.SessionIdleTimeout, maxChildren: o.MaxStdioSessions, maxChildrenPerClient: o.MaxStdioSessionsPerClient,
+		logger: c.logger, metrics: c.metrics, client: clientFromHeader,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)
+	}
+	c.routeSet = rs
+	c.handler = &connectorMux{rs: rs}
 	defer func() {
 		if err != nil {
-			c.closeRoutes() // stdio bridges already started
+			rs.close()
 		}
 	}()
-	for i := range o.Routes {
-		rt := &o.Routes[i]
-		if !validName(rt.Name) || rt.Name == "healthz" {
-			return nil, fmt.Errorf("tunnel: connector %s: invalid route name %q", o.ID, rt.Name)
-		}
-		if guards[rt.Name] != nil {
-			return nil, fmt.Errorf("tunnel: connector %s: route %q defined twice", o.ID, rt.Name)
-		}
-		if err = rt.Policy.validate(); err != nil {
-			return nil, fmt.Errorf("tunnel: connector %s: route %q: policy: %w", o.ID, rt.Name, err)
-		}
-		var next http.Handler
-		switch {
-		case rt.URL != "" && len(rt.Command) > 0:
-			return nil, fmt.Errorf("tunnel: connector %s: route %q has both url and command", o.ID, rt.Name)
-		case rt.URL != "":
-			u, err := url.Parse(rt.URL)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: url %q is not an absolute http(s) URL", o.ID, rt.Name, rt.URL)
-			}
-			if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: url %q must not carry user info, query or fragment", o.ID, rt.Name, rt.URL)
-			}
-			if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !allow.allows(ip) {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: %w: %s", o.ID, rt.Name, errAddressNotAllowed, ip)
-			}
-			up := newHTTPUpstream(rt.Name, u, allow, o.UpstreamTLSConfig, c.logger)
-			c.http[rt.Name] = up
-			next = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				up.serve(w, r, restFrom(r), wellKnownFrom(r))
-			})
-		case len(rt.Command) > 0:
-			if rt.Command[0] == "" {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: empty program name", o.ID, rt.Name)
-			}
-			br := newStdioBridge(rt.Name, o.ID, rt, o.SessionIdleTimeout, c.logger, c.metrics)
-			br.caps = children
-			c.stdio[rt.Name] = br
-			next = br
-		default:
-			return nil, fmt.Errorf("tunnel: connector %s: route %q has neither url nor command", o.ID, rt.Name)
-		}
-		guards[rt.Name] = &guard{side: "connector", route: rt.Name, policy: rt.Policy, next: next,
-			logger: c.logger, metrics: c.metrics, connector: o.ID, client: clientFromHeader}
-	}
-	c.handler = &connectorMux{routes: guards}
 
 	c.h1 = &http.Server{ErrorLog: slog.NewLogLogger(c.logger.Handler(), slog.LevelDebug)}
 	c.h2 = &http2.Server{
@@ -285,9 +243,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	// serveCtx outlives ctx during the drain, so that calls in flight finish.
 	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelServe()
-	for _, b := range c.stdio {
-		b.start()
-	}
+	c.routeSet.start()
 	var wg sync.WaitGroup
 	for i := range c.opts.Connections {
 		wg.Go(func() { c.keep(ctx, serveCtx, i) })
@@ -305,17 +261,8 @@ func (c *Connector) Run(ctx context.Context) error {
 		c.closeConns()
 		<-done
 	}
-	c.closeRoutes()
+	c.routeSet.close()
 	return nil
-}
-
-func (c *Connector) closeRoutes() {
-	for _, b := range c.stdio {
-		b.close()
-	}
-	for _, u := range c.http {
-		u.close()
-	}
 }
 
 func (c *Connector) closeConns() {
@@ -467,7 +414,7 @@ func clientFromHeader(r *http.Request) string {
 // connectorMux dispatches the edge's requests: /route/<name><rest> and
 // /well-known/<name>/<kind><rest>.
 type connectorMux struct {
-	routes map[string]*guard
+	rs *routeSet
 }
 
 type restKey struct{}
@@ -499,24 +446,7 @@ func (m *connectorMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	for _, seg := range strings.Split(rest, "/") {
-		if seg == ".." {
-			// A route maps to one upstream base path; do not let a request
-			// climb out of it.
-			http.Error(w, "Bad Request: \"..\" in path", http.StatusBadRequest)
-			return
-		}
-	}
-	g := m.routes[name]
-	if g == nil {
-		http.Error(w, fmt.Sprintf("tunnel: no route %q on this connector", name), http.StatusNotFound)
-		return
-	}
-	ctx := context.WithValue(r.Context(), restKey{}, rest)
-	if wk != "" {
-		ctx = context.WithValue(ctx, wellKnownKey{}, wk)
-	}
-	g.ServeHTTP(w, r.WithContext(ctx))
+	m.rs.serve(w, r, name, rest, wk)
 }
 
 // splitFirst splits "a/b/c" into "a" and "/b/c".

@@ -522,36 +522,40 @@ func (e *Edge) forwardTo(w http.ResponseWriter, r *http.Request) {
 	e.forwardCounted(w, r, ci)
 }
 
-// forwardCounted proxies r and keeps the session caps: an initialize
-// without a session needs a free slot, and a session ends with DELETE or a
-// 404 on it.
+// forwardCounted proxies r within the session caps.
 func (e *Edge) forwardCounted(w http.ResponseWriter, r *http.Request, ci *callInfo) {
+	e.caps.serve(w, r, ci, e.proxy)
+}
+
+// serve passes r to next within the caps: an initialize without a session
+// needs a free slot, and a session ends with DELETE or a 404 on it.
+func (c *sessionCaps) serve(w http.ResponseWriter, r *http.Request, ci *callInfo, next http.Handler) {
 	sid := r.Header.Get("Mcp-Session-Id")
 	now := time.Now()
 	if sid == "" && r.Method == http.MethodPost && ci.method == "initialize" {
-		if status, why := e.caps.reserve(ci.client, now); status != 0 {
+		if status, why := c.reserve(ci.client, now); status != 0 {
 			ci.denied = why
 			writeRefusal(w, status, "tunnel: "+why)
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}
-		e.proxy.ServeHTTP(sw, r)
+		next.ServeHTTP(sw, r)
 		got := ""
 		if sw.status/100 == 2 {
 			got = sw.Header().Get("Mcp-Session-Id")
 		}
-		e.caps.settle(ci.client, got, time.Now())
+		c.settle(ci.client, got, time.Now())
 		return
 	}
 	if sid == "" {
-		e.proxy.ServeHTTP(w, r)
+		next.ServeHTTP(w, r)
 		return
 	}
-	e.caps.begin(sid, now)
+	c.begin(sid, now)
 	sw := &statusWriter{ResponseWriter: w}
-	e.proxy.ServeHTTP(sw, r)
+	next.ServeHTTP(sw, r)
 	gone := sw.status == http.StatusNotFound || (r.Method == http.MethodDelete && sw.status/100 == 2)
-	e.caps.end(sid, gone, time.Now())
+	c.end(sid, gone, time.Now())
 }
 
 // statusWriter notes the status of a response.

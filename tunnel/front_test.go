@@ -170,7 +170,7 @@ func TestSessionCapsPerClientAndInTotal(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	code, _, body := init("local", b)
 	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Contains(t, body, "too many stdio sessions on this connector")
+	assert.Contains(t, body, "too many stdio sessions in all (limit 1)")
 	del("local", a, s1)
 
 	// Edge: two per client, three in all.

@@ -294,7 +294,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.client != nil {
 		ci.client = g.client(r)
 	}
-	rec := &recorder{w: w}
+	rec := &recorder{w: w, front: g.front}
 	var bytesIn int64
 	defer func() {
 		g.record(r, rec, ci, bytesIn, time.Since(start))
@@ -520,6 +520,7 @@ type recorder struct {
 	w      http.ResponseWriter
 	status int
 	bytes  int64
+	front  bool // ask proxies in front not to buffer SSE
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }
@@ -527,13 +528,16 @@ func (r *recorder) Header() http.Header { return r.w.Header() }
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
+		if r.front && strings.HasPrefix(r.w.Header().Get("Content-Type"), "text/event-stream") {
+			r.w.Header().Set("X-Accel-Buffering", "no")
+		}
 	}
 	r.w.WriteHeader(code)
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
-		r.status = http.StatusOK
+		r.WriteHeader(http.StatusOK)
 	}
 	n, err := r.w.Write(p)
 	r.bytes += int64(n)

@@ -232,15 +232,13 @@ func TestPolicyRefusesAmbiguousBodies(t *testing.T) {
 // and connector to a real MCP server (HTTP and stdio routes) and checks
 // that the denied tool never runs and the audit names what the server would
 // have run.
-func TestPolicyBypassEndToEnd(t *testing.T) {
+func TestPolicyBypassEndToEnd(t *testing.T) { eachPath(t, testPolicyBypassEndToEnd) }
+
+func testPolicyBypassEndToEnd(t *testing.T, p servePath) {
 	up, _ := startUpstream(t, nil)
 	logs := &syncBuffer{}
-	eo := edgeOptions(t)
-	eo.Policy = Policy{DenyTools: []string{"blob"}}
-	eo.Logger = slog.New(slog.NewJSONHandler(logs, nil))
-	e := startEdge(t, eo, "")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "r", URL: up}, stdioRoute("local")))
-	waitConnected(t, e, c, 1)
+	url, _ := p.serve(t, Policy{DenyTools: []string{"blob"}}, slog.New(slog.NewJSONHandler(logs, nil)), Route{Name: "r", URL: up}, stdioRoute("local"))
+	e := struct{ url string }{url}
 	for _, route := range []string{"r", "local"} {
 		sid := initializeRaw(t, e.url+"/"+route)
 		for _, body := range []string{

@@ -391,7 +391,7 @@ func (c *childCaps) take(client string) (int, string) {
 		return http.StatusTooManyRequests, fmt.Sprintf("too many stdio sessions for this client (limit %d): end one (DELETE) or wait", c.perClient)
 	}
 	if c.total >= c.max {
-		return http.StatusServiceUnavailable, fmt.Sprintf("too many stdio sessions on this connector (limit %d): try again later", c.max)
+		return http.StatusServiceUnavailable, fmt.Sprintf("too many stdio sessions in all (limit %d): try again later", c.max)
 	}
 	c.total++
 	c.byClient[client]++

@@ -43,10 +43,15 @@ func setup(t testing.TB, hooks *testHooks, edgeMod func(*EdgeOptions), connMod f
 }
 
 func TestServerNotificationsStreamWhileCallRuns(t *testing.T) {
+	eachPath(t, testServerNotificationsStream)
+}
+
+func testServerNotificationsStream(t *testing.T, p servePath) {
 	hooks := &testHooks{progressed: make(chan struct{})}
-	e, _ := setup(t, hooks, nil, nil)
+	up, _ := startUpstream(t, hooks)
+	url, _ := p.serve(t, Policy{}, nil, Route{Name: "r", URL: up})
 	var seen atomic.Int32
-	cs := connect(t, e.url+"/r", nil, &mcp.ClientOptions{
+	cs := connect(t, url+"/r", nil, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
 			seen.Add(1)
 			hooks.progressed <- struct{}{} // lets the tool send the next one
@@ -62,7 +67,9 @@ func TestServerNotificationsStreamWhileCallRuns(t *testing.T) {
 	assert.EqualValues(t, 5, seen.Load())
 }
 
-func TestSSEResponseIsNotBuffered(t *testing.T) {
+func TestSSEResponseIsNotBuffered(t *testing.T) { eachPath(t, testSSEResponseIsNotBuffered) }
+
+func testSSEResponseIsNotBuffered(t *testing.T, p servePath) {
 	// A raw upstream that sends one SSE event, then waits for the test to
 	// have read it before sending the second.
 	gotFirst := make(chan struct{})
@@ -82,11 +89,9 @@ func TestSSEResponseIsNotBuffered(t *testing.T) {
 		fmt.Fprint(w, "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n")
 	})
 	srv := newLoopbackServer(t, up)
-	e := startEdge(t, edgeOptions(t), "")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "raw", URL: srv + "/mcp"}))
-	waitConnected(t, e, c, 1)
+	url, _ := p.serve(t, Policy{}, nil, Route{Name: "raw", URL: srv + "/mcp"})
 
-	req, _ := http.NewRequest("POST", e.url+"/raw", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req, _ := http.NewRequest("POST", url+"/raw", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
@@ -470,6 +475,10 @@ func TestPolicyChecksOnRawRequests(t *testing.T) {
 }
 
 func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
+	eachPath(t, testOAuthDiscoveryPassesThroughUntouched)
+}
+
+func testOAuthDiscoveryPassesThroughUntouched(t *testing.T, p servePath) {
 	var seen []string
 	var mu sync.Mutex
 	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -493,9 +502,8 @@ func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
 		}
 	})
 	srv := newLoopbackServer(t, up)
-	e := startEdge(t, edgeOptions(t), "")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "auth", URL: srv + "/mcp"}))
-	waitConnected(t, e, c, 1)
+	url, _ := p.serve(t, Policy{}, nil, Route{Name: "auth", URL: srv + "/mcp"})
+	e := struct{ url string }{url}
 
 	resp, err := http.Post(e.url+"/auth", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	require.NoError(t, err)

@@ -15,14 +15,16 @@ import (
 )
 
 func TestHTTPRouteCallsToolsThroughEdgeAndConnector(t *testing.T) {
+	eachPath(t, testHTTPRouteCallsTools)
+}
+
+func testHTTPRouteCallsTools(t *testing.T, p servePath) {
 	up, rec := startUpstream(t, nil)
-	e := startEdge(t, edgeOptions(t), "")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "tickets", URL: up}))
-	waitConnected(t, e, c, 1)
+	url, _ := p.serve(t, Policy{}, nil, Route{Name: "tickets", URL: up})
 
 	// The agent's own OAuth token passes through to the MCP server untouched.
 	hc := &http.Client{Transport: headerTransport{"Authorization": "Bearer agent-oauth-token"}}
-	cs := connect(t, e.url+"/tickets", hc, nil)
+	cs := connect(t, url+"/tickets", hc, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tools, err := cs.ListTools(ctx, nil)
@@ -59,17 +61,17 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-func TestStdioRouteOneChildPerSession(t *testing.T) {
-	e := startEdge(t, edgeOptions(t), "")
-	opts := connectorOptions(t, e.addr, stdioRoute("local"))
-	c, _ := startConnector(t, opts)
-	waitConnected(t, e, c, 1)
+func TestStdioRouteOneChildPerSession(t *testing.T) { eachPath(t, testStdioRouteOneChildPerSession) }
+
+func testStdioRouteOneChildPerSession(t *testing.T, p servePath) {
+	url, c := p.serve(t, Policy{}, nil, stdioRoute("local"))
+	e := struct{ url string }{url}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cs1 := connect(t, e.url+"/local", nil, nil)
 	cs2 := connect(t, e.url+"/local", nil, nil)
-	assert.True(t, strings.HasPrefix(cs1.ID(), "c1."), "session id %q is not owned by connector c1", cs1.ID())
+	assert.True(t, strings.HasPrefix(cs1.ID(), "c1.") || strings.HasPrefix(cs1.ID(), "gateway."), "session id %q is not owned by connector c1", cs1.ID())
 	assert.NotEqual(t, cs1.ID(), cs2.ID())
 	assert.Equal(t, 2, c.stdio["local"].sessionCount())
 	for i, cs := range []*mcp.ClientSession{cs1, cs2} {
@@ -97,12 +99,13 @@ func TestStdioRouteOneChildPerSession(t *testing.T) {
 
 // TestStdioChildCrashFailsCallsAtOnce: a stdio server that dies mid-call
 // ends the call with a JSON-RPC error at once, not at the client's timeout.
-func TestStdioChildCrashFailsCallsAtOnce(t *testing.T) {
-	e := startEdge(t, edgeOptions(t), "")
+func TestStdioChildCrashFailsCallsAtOnce(t *testing.T) { eachPath(t, testStdioChildCrash) }
+
+func testStdioChildCrash(t *testing.T, p servePath) {
 	rt := stdioRoute("local")
 	rt.Env = append(rt.Env, "PERIMETER_TUNNEL_TEST_CRASH=1")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, rt))
-	waitConnected(t, e, c, 1)
+	url, c := p.serve(t, Policy{}, nil, rt)
+	e := struct{ url string }{url}
 	sid := initializeRaw(t, e.url+"/local")
 	// No deadline: before the fix the call's stream stayed open until the
 	// client gave up (or ended without a response).
@@ -116,10 +119,11 @@ func TestStdioChildCrashFailsCallsAtOnce(t *testing.T) {
 
 // TestStdioDeleteAnsweredAtOnce: ending a stdio session does not wait for
 // the child's grace period.
-func TestStdioDeleteAnsweredAtOnce(t *testing.T) {
-	e := startEdge(t, edgeOptions(t), "")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, stdioRoute("local")))
-	waitConnected(t, e, c, 1)
+func TestStdioDeleteAnsweredAtOnce(t *testing.T) { eachPath(t, testStdioDeleteAnsweredAtOnce) }
+
+func testStdioDeleteAnsweredAtOnce(t *testing.T, p servePath) {
+	url, c := p.serve(t, Policy{}, nil, stdioRoute("local"))
+	e := struct{ url string }{url}
 	sid := initializeRaw(t, e.url+"/local")
 	// Hold the child's exit: the bridge must answer the DELETE before the
 	// child is gone. A child that ignores stdin EOF is simulated by

@@ -70,12 +70,12 @@ const upstreamIdleTimeout = 4 * time.Second
 func newHTTPUpstream(route string, target *url.URL, allow allowlist, tlsConf *tls.Config, logger *slog.Logger) *httpUpstream {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: allow.control}
 	tr := &http.Transport{
-		Proxy:                 nil, // never an environment proxy: the allowlist is checked on the real peer
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConf,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   1024,
+		Proxy:               nil, // never an environment proxy: the allowlist is checked on the real peer
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     tlsConf,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 1024,
 		// Close pooled connections before the upstream's keep-alive timeout
 		// can: Node's and uvicorn's default is 5 s, and reusing a
 		// connection the server is closing at that moment fails a request

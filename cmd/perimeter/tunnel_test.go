@@ -204,6 +204,75 @@ routes:
 	assert.Contains(t, edgeErr.String(), `"msg":"mcp call"`)
 }
 
+// TestTunnelServeFromYAML runs the gateway from YAML: an HTTP route with a
+// tool policy, behind a client token.
+func TestTunnelServeFromYAML(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "client-token"), []byte("cli-client-token-0123456789\n"), 0o600))
+	srv := mcp.NewServer(&mcp.Implementation{Name: "cli-upstream", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "hello"}, func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, struct {
+		Msg string `json:"msg"`
+	}, error) {
+		return nil, struct {
+			Msg string `json:"msg"`
+		}{"hi"}, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(func() { up.CloseClientConnections(); up.Close() })
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf(`
+clients:
+  token_files: [%[1]s/client-token]
+allowed_networks: [127.0.0.0/8]
+policy:
+  deny_tools: ["drop_*"]
+routes:
+  - name: demo
+    url: %[2]s/
+`, dir, up.URL)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(cfg), 0o600))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errOut syncBuf
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"tunnel", "serve", "--listen", addr, "--config", filepath.Join(dir, "gateway.yaml")}, nil, &bytes.Buffer{}, &errOut)
+	}()
+	hc := &http.Client{Transport: &authTransport{token: "cli-client-token-0123456789", base: http.DefaultTransport}}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := hc.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway never answered: %s", errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Post("http://"+addr+"/demo", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "cli-test", Version: "1"}, nil).Connect(cctx,
+		&mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/demo", HTTPClient: hc, MaxRetries: -1}, nil)
+	require.NoError(t, err)
+	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "hello"})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"msg": "hi"}, res.StructuredContent)
+	_, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "drop_tables"})
+	require.ErrorContains(t, err, `tool "drop_tables" is denied`)
+	cs.Close()
+	cancel()
+	assert.Equal(t, 0, <-done, errOut.String())
+	assert.Contains(t, errOut.String(), `"side":"gateway"`)
+	assert.NotContains(t, errOut.String(), "cli-client-token")
+}
+
 // authTransport adds the edge's client token to every request.
 type authTransport struct {
 	token string
