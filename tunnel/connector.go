@@ -204,7 +204,7 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)
 	}
 	c.routeSet = rs
-	c.handler = &connectorMux{rs: rs}
+	c.handler = &connectorMux{rs: rs, gate: &connectorGate{}}
 	defer func() {
 		if err != nil {
 			rs.close()
@@ -414,7 +414,8 @@ func clientFromHeader(r *http.Request) string {
 // connectorMux dispatches the edge's requests: /route/<name><rest> and
 // /well-known/<name>/<kind><rest>.
 type connectorMux struct {
-	rs *routeSet
+	rs   *routeSet
+	gate *connectorGate
 }
 
 type restKey struct{}
@@ -445,6 +446,22 @@ func (m *connectorMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		http.NotFound(w, r)
 		return
+	}
+	sid := r.Header.Get("Mcp-Session-Id")
+	if n, base := parseSeq(r); n > 0 && sid != "" && r.Method == http.MethodPost {
+		// Keep the order the edge numbered the session's requests in.
+		if err := m.gate.enter(r.Context(), sid, n, base); err != nil {
+			return
+		}
+		handed := func() { m.gate.handedOn(sid, n) }
+		defer handed()
+		r = r.WithContext(context.WithValue(r.Context(), handedOnKey{}, handedOnFuncs{eof: handed, closed: handed}))
+	}
+	if r.Method == http.MethodDelete && sid != "" {
+		defer m.gate.forget(sid)
+	}
+	if sid == "" && r.Method == http.MethodPost {
+		w = &sessionStarter{ResponseWriter: w, gate: m.gate}
 	}
 	m.rs.serve(w, r, name, rest, wk)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -112,6 +113,7 @@ type Edge struct {
 	rr      atomic.Uint64
 	auth    *clientAuth
 	caps    *sessionCaps
+	line    edgeLine
 
 	mu        sync.Mutex
 	closed    bool
@@ -232,6 +234,7 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 			pr.Out.URL.RawPath = ""
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 			pr.Out.Header.Del(clientHeader)
+			pr.Out.Header.Del(seqHeader) // set by edgeTransport
 			if ci := callInfoFrom(pr.In.Context()); ci != nil {
 				pr.Out.Header.Set(clientHeader, ci.client)
 			}
@@ -440,6 +443,8 @@ type forward struct {
 	route   string
 	path    string
 	session string
+	ticket  *ticket // the request's place in its session's line, or nil
+	seq     int64   // its number, once its turn came
 }
 
 func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -477,6 +482,14 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fw := &forward{route: route, path: "/route/" + route + rest, session: r.Header.Get("Mcp-Session-Id")}
+	if fw.session != "" && r.Method == http.MethodPost {
+		// Take this request's place in its session's line now, as it
+		// arrives (see order.go).
+		t := e.line.take(fw.session)
+		defer t.release()
+		fw.ticket = t
+		r = r.WithContext(context.WithValue(r.Context(), handedOnKey{}, handedOnFuncs{eof: t.handedOn, closed: t.release}))
+	}
 	g := e.guard(route)
 	g.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
@@ -519,12 +532,22 @@ func (e *Edge) forwardTo(w http.ResponseWriter, r *http.Request) {
 		e.proxy.ServeHTTP(w, r)
 		return
 	}
+	if fw.ticket != nil {
+		n, err := fw.ticket.wait(r.Context())
+		if err != nil {
+			return // the client went away while waiting for its turn
+		}
+		fw.seq = n
+	}
 	e.forwardCounted(w, r, ci)
 }
 
 // forwardCounted proxies r within the session caps.
 func (e *Edge) forwardCounted(w http.ResponseWriter, r *http.Request, ci *callInfo) {
 	e.caps.serve(w, r, ci, e.proxy)
+	if sid := r.Header.Get("Mcp-Session-Id"); sid != "" && r.Method == http.MethodDelete {
+		e.line.drop(sid)
+	}
 }
 
 // serve passes r to next within the caps: an initialize without a session
@@ -618,6 +641,13 @@ func (e *Edge) pick(route, session string, not *peer) (*peer, int) {
 		return nil, http.StatusServiceUnavailable
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].since.Before(cands[j].since) })
+	if session != "" {
+		// One connection per session while the set of connections stays
+		// the same: requests of a session keep their order on it.
+		h := fnv.New64a()
+		h.Write([]byte(session))
+		return cands[h.Sum64()%uint64(len(cands))], 0
+	}
 	return cands[e.rr.Add(1)%uint64(len(cands))], 0
 }
 
@@ -636,6 +666,9 @@ func (t edgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if ci := callInfoFrom(req.Context()); ci != nil {
 			ci.connector = p.hello.Connector
+		}
+		if fw.seq > 0 {
+			req.Header.Set(seqHeader, t.e.line.seqValue(fw.session, fw.seq, p))
 		}
 		resp, err := p.cc.RoundTrip(req)
 		if err == nil || attempt > 0 || !unprocessed(err) {

@@ -420,6 +420,9 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if f, ok := r.Context().Value(handedOnKey{}).(handedOnFuncs); ok {
+			r.Body = &onEOF{ReadCloser: r.Body, f: f}
+		}
 		r.ContentLength = int64(len(body))
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		if len(msgs) == 1 && msgs[0].Method == "tools/list" && len(msgs[0].ID) > 0 &&
