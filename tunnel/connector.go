@@ -216,6 +216,11 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		MaxConcurrentStreams: 10000,
 		ReadIdleTimeout:      o.PingInterval,
 		PingTimeout:          o.PingTimeout,
+		// Request bodies up to the 4 MiB policy cap flow without waiting
+		// for window updates; larger frames cut per-frame work on bulk.
+		MaxUploadBufferPerStream:     4 << 20,
+		MaxUploadBufferPerConnection: 64 << 20,
+		MaxReadFrameSize:             1 << 20,
 	}
 	if err = http2.ConfigureServer(c.h1, c.h2); err != nil {
 		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)

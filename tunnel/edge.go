@@ -221,6 +221,7 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 		PingTimeout:        o.PingTimeout,
 		DisableCompression: true,
 		AllowHTTP:          true,
+		MaxReadFrameSize:   1 << 20,
 		// The tunnel carries long-lived SSE streams: do not close idle
 		// connections, the connector owns their life.
 		IdleConnTimeout: 0,
