@@ -305,7 +305,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		rec.Header().Set("Allow", "GET, POST, DELETE")
 		ci.denied = "method not allowed"
-		http.Error(rec, "method not allowed", http.StatusMethodNotAllowed)
+		http.Error(rec, "Method Not Allowed", http.StatusMethodNotAllowed)
 		return
 	}
 	if !g.hostAllowed(r) {
@@ -340,7 +340,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if !slices.Contains(versions, version) {
 			ci.denied = "unsupported protocol version"
-			http.Error(rec, fmt.Sprintf("Bad Request: unsupported MCP-Protocol-Version %q (supported: %s)", version, strings.Join(versions, ", ")), http.StatusBadRequest)
+			http.Error(rec, fmt.Sprintf("Bad Request: Unsupported protocol version %q (supported versions: %s)", version, strings.Join(versions, ",")), http.StatusBadRequest)
 			return
 		}
 	}

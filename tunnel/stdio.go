@@ -158,7 +158,7 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s = b.sessions[sid]
 		b.mu.Unlock()
 		if s == nil {
-			http.Error(w, "Not Found: unknown or expired session", http.StatusNotFound)
+			http.Error(w, "session not found", http.StatusNotFound) // as the MCP Go SDK
 			return
 		}
 		if r.Method == http.MethodDelete {

@@ -433,7 +433,7 @@ func TestPolicyChecksOnRawRequests(t *testing.T) {
 
 	code, body = post(call, map[string]string{"Mcp-Protocol-Version": "1999-01-01"})
 	assert.Equal(t, http.StatusBadRequest, code)
-	assert.Contains(t, body, "unsupported MCP-Protocol-Version")
+	assert.Contains(t, body, "Unsupported protocol version") // the MCP Go SDK's wording
 
 	code, body = post(call, map[string]string{"Mcp-Method": "tools/list"})
 	assert.Equal(t, http.StatusBadRequest, code)
