@@ -32,7 +32,11 @@ type ConnectorConfig struct {
 	AllowedNetworks    []string      `yaml:"allowed_networks"`
 	UpstreamCAFile     string        `yaml:"upstream_ca_file"`
 	SessionIdleTimeout time.Duration `yaml:"session_idle_timeout"`
-	DrainTimeout       time.Duration `yaml:"drain_timeout"`
+	// MaxStdioSessions and MaxStdioSessionsPerClient cap stdio children
+	// (defaults 64 and 16).
+	MaxStdioSessions          int           `yaml:"max_stdio_sessions"`
+	MaxStdioSessionsPerClient int           `yaml:"max_stdio_sessions_per_client"`
+	DrainTimeout              time.Duration `yaml:"drain_timeout"`
 	PingInterval       time.Duration `yaml:"ping_interval"`
 	PingTimeout        time.Duration `yaml:"ping_timeout"`
 	Routes             []Route       `yaml:"routes"`
@@ -223,6 +227,7 @@ func (c *ConnectorConfig) Options(logger *slog.Logger) (*ConnectorOptions, error
 		ID: c.ID, Edges: c.Edges, Token: token, TLSConfig: tc, Connections: c.Connections,
 		Routes: c.Routes, AllowedNetworks: nets, UpstreamTLSConfig: upTLS,
 		SessionIdleTimeout: c.SessionIdleTimeout, DrainTimeout: c.DrainTimeout,
+		MaxStdioSessions: c.MaxStdioSessions, MaxStdioSessionsPerClient: c.MaxStdioSessionsPerClient,
 		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
 		Logger: logger,
 	}, nil

@@ -3,6 +3,8 @@ package tunnel
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,6 +20,8 @@ func TestExampleConfigsParse(t *testing.T) {
 	assert.Equal(t, "office-1", c.ID)
 	assert.Len(t, c.Edges, 2)
 	assert.Equal(t, 10*time.Minute, c.SessionIdleTimeout)
+	assert.Equal(t, 64, c.MaxStdioSessions)
+	assert.Equal(t, 16, c.MaxStdioSessionsPerClient)
 	require.Len(t, c.Routes, 2)
 	assert.Equal(t, []string{"delete_*", "admin_*"}, c.Routes[0].Policy.DenyTools)
 	assert.Equal(t, []string{"/usr/local/bin/docs-mcp", "--read-only"}, c.Routes[1].Command)
@@ -61,6 +65,19 @@ func TestConfigRefusesUnknownKeysAndBadValues(t *testing.T) {
 
 	_, err = (&EdgeConfig{}).Options(nil)
 	require.ErrorContains(t, err, "cert_file and key_file are required")
+}
+
+// TestUpstreamIdleConnectionsCloseBeforeServerKeepAlive: pooled upstream
+// connections are dropped before the 5 s keep-alive timeout of Node and
+// uvicorn servers, so a request is never written on a connection the
+// server is closing at that moment (that failed as a 502 at 1,000
+// sessions; written requests are not retried).
+func TestUpstreamIdleConnectionsCloseBeforeServerKeepAlive(t *testing.T) {
+	u, err := url.Parse("http://10.0.0.1/mcp")
+	require.NoError(t, err)
+	up := newHTTPUpstream("r", u, allowlist(DefaultAllowedNetworks), nil, slog.New(slog.DiscardHandler))
+	assert.Greater(t, up.tr.IdleConnTimeout, time.Duration(0))
+	assert.Less(t, up.tr.IdleConnTimeout, 5*time.Second)
 }
 
 // TestTokenFileMustBePrivate: a token file readable by group or others is
