@@ -37,9 +37,9 @@ type ConnectorConfig struct {
 	MaxStdioSessions          int           `yaml:"max_stdio_sessions"`
 	MaxStdioSessionsPerClient int           `yaml:"max_stdio_sessions_per_client"`
 	DrainTimeout              time.Duration `yaml:"drain_timeout"`
-	PingInterval       time.Duration `yaml:"ping_interval"`
-	PingTimeout        time.Duration `yaml:"ping_timeout"`
-	Routes             []Route       `yaml:"routes"`
+	PingInterval              time.Duration `yaml:"ping_interval"`
+	PingTimeout               time.Duration `yaml:"ping_timeout"`
+	Routes                    []Route       `yaml:"routes"`
 }
 
 // EdgeConfig is the YAML configuration of a standalone edge (see
