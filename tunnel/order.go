@@ -64,6 +64,15 @@ func (l *edgeLine) take(id string) *ticket {
 	}
 	s := l.sessions[id]
 	if s == nil {
+		if len(l.sessions) >= 65536 {
+			// Sessions that ended without DELETE: forget the idle ones
+			// (their next request starts a new count at the connector).
+			for k, v := range l.sessions {
+				if v.waiting == 0 {
+					delete(l.sessions, k)
+				}
+			}
+		}
 		s = &edgeLineSession{}
 		l.sessions[id] = s
 	}
