@@ -169,7 +169,9 @@ func (c *sessionCaps) reserve(client string, now time.Time) (int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expire(now)
-	if c.byClient[client] >= c.perClient {
+	// The host's own agent (the in-process client) is bound only by the
+	// total.
+	if client != "in-process" && c.byClient[client] >= c.perClient {
 		return http.StatusTooManyRequests, fmt.Sprintf("too many MCP sessions for this client (limit %d): end one (DELETE) or wait", c.perClient)
 	}
 	if c.total >= c.max {

@@ -54,7 +54,8 @@ type EdgeOptions struct {
 	ClientAuth ClientAuth
 	// MaxSessions bounds the MCP sessions open through the edge in all;
 	// MaxSessionsPerClient bounds them per authenticated client (per
-	// address when ClientAuth is Disabled). An initialize beyond them gets
+	// address when ClientAuth is Disabled; the in-process client only
+	// counts toward MaxSessions). An initialize beyond them gets
 	// 503 or 429 with a JSON-RPC error. Defaults 1024 and 64.
 	MaxSessions, MaxSessionsPerClient int
 	// SessionIdleTimeout is how long a session without requests still
