@@ -3,6 +3,7 @@ package conformance
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -279,10 +280,13 @@ type listener struct {
 	accepted atomic.Int64
 }
 
-func (c *C) listen() *listener {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func (c *C) listen() *listener { return c.listenOn("tcp", "127.0.0.1:0") }
+
+// listenOn is listen on another network and address.
+func (c *C) listenOn(network, addr string) *listener {
+	ln, err := net.Listen(network, addr)
 	if err != nil {
-		c.Fatalf("listening on loopback: %v", err)
+		c.Fatalf("listening on %s: %v", addr, err)
 	}
 	l := &listener{ln: ln}
 	done := make(chan struct{})
@@ -319,6 +323,155 @@ func (c *C) checkBlocked(sb *sandbox.Sandbox, l *listener, what string) {
 	if n := l.accepted.Load(); n > 0 {
 		c.Errorf("%s: the host's listener accepted %d connection(s) from the sandbox", what, n)
 	}
+	c.checkProtocolsBlocked(sb, l, what)
+}
+
+// protocolProbe is the Python program checkProtocolsBlocked runs in the
+// sandbox. Each argument is "name family type protocol host port"; for each,
+// it prints the name and "refused" (no socket), "blocked" (no connection or
+// no UDP echo) or "reached", with the errno.
+const protocolProbe = `import socket, sys
+for arg in sys.argv[1:]:
+    name, fam, typ, proto, host, port = arg.split()
+    fam, typ, proto, port = int(fam), int(typ), int(proto), int(port)
+    try:
+        s = socket.socket(fam, typ, proto)
+    except OSError as e:
+        print(name, 'refused', e.errno)
+        continue
+    s.settimeout(10)
+    try:
+        s.connect((host, port))
+        if typ == socket.SOCK_DGRAM:
+            s.send(b'perimeter')
+            s.recv(64)
+        print(name, 'reached', 0)
+    except OSError as e:
+        print(name, 'blocked', e.errno)
+    finally:
+        s.close()
+`
+
+// checkProtocolsBlocked tries, from sb, every protocol a program could reach
+// this machine's loopback with: TCP, Multipath TCP and UDP, over IPv4 and,
+// where this machine has ::1, IPv6. A connection or a UDP echo from a
+// listener here fails the check; a protocol this machine's kernel lacks is
+// noted as untested, not passed.
+func (c *C) checkProtocolsBlocked(sb sandbox.Sandbox, l4 *listener, what string) {
+	const inet, inet6, stream, dgram, tcp, mptcp, udp = 2, 10, 1, 2, 6, 262, 17
+	type target struct {
+		name               string
+		family, typ, proto int
+		host               string
+		port               int
+		accepted           *atomic.Int64
+	}
+	udp4 := c.udpEcho("udp4", "127.0.0.1:0")
+	targets := []target{
+		{"tcp4", inet, stream, tcp, "127.0.0.1", l4.port(), &l4.accepted},
+		{"mptcp4", inet, stream, mptcp, "127.0.0.1", l4.port(), &l4.accepted},
+		{"udp4", inet, dgram, udp, "127.0.0.1", udp4.port, &udp4.received},
+	}
+	if ln6, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		c.Logf("%s: IPv6 not tried: this machine has no ::1 (%v)", what, err)
+	} else {
+		ln6.Close()
+		l6 := c.listenOn("tcp6", "[::1]:0")
+		udp6 := c.udpEcho("udp6", "[::1]:0")
+		targets = append(targets,
+			target{"tcp6", inet6, stream, tcp, "::1", l6.port(), &l6.accepted},
+			target{"mptcp6", inet6, stream, mptcp, "::1", l6.port(), &l6.accepted},
+			target{"udp6", inet6, dgram, udp, "::1", udp6.port, &udp6.received})
+	}
+	args := []string{"python3", "-c", protocolProbe}
+	for _, t := range targets {
+		args = append(args, fmt.Sprintf("%s %d %d %d %s %d", t.name, t.family, t.typ, t.proto, t.host, t.port))
+	}
+	res := c.run(sb, &sandbox.Cmd{Args: args, Timeout: 2 * time.Minute})
+	if !res.Status.Success() {
+		c.Errorf("%s: the protocol probe (python3) could not run (%v; stderr %q), so TCP, Multipath TCP and UDP were not tried", what, res.Status, res.Stderr)
+		return
+	}
+	outcome := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(res.Stdout)), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			outcome[f[0]] = f[1] + " (errno " + f[2] + ")"
+		}
+	}
+	mptcpHere := hostHasMPTCP(c.ctx)
+	var summary []string
+	for _, t := range targets {
+		got, ok := outcome[t.name]
+		switch {
+		case !ok:
+			c.Errorf("%s: the protocol probe printed nothing for %s (stdout %q, stderr %q)", what, t.name, res.Stdout, res.Stderr)
+			continue
+		case strings.HasPrefix(got, "reached"):
+			c.Errorf("%s: %s from the sandbox reached a listener on the host's %s port %d", what, t.name, t.host, t.port)
+		case t.proto == mptcp && !mptcpHere:
+			got = "not tested: this machine's kernel has no Multipath TCP, so a refusal proves nothing"
+		}
+		summary = append(summary, t.name+" "+got)
+	}
+	seen := map[*atomic.Int64]bool{}
+	for _, t := range targets {
+		if n := t.accepted.Load(); n > 0 && !seen[t.accepted] {
+			seen[t.accepted] = true
+			c.Errorf("%s: the host's listener on %s port %d got %d connection(s) or datagram(s) from the sandbox", what, t.host, t.port, n)
+		}
+	}
+	c.Logf("%s: %s", what, strings.Join(summary, "; "))
+}
+
+// udpListener echoes every datagram it gets and counts them.
+type udpListener struct {
+	port     int
+	received atomic.Int64
+}
+
+// udpEcho starts a udpListener on network ("udp4" or "udp6") and addr.
+func (c *C) udpEcho(network, addr string) *udpListener {
+	pc, err := net.ListenPacket(network, addr)
+	if err != nil {
+		c.Fatalf("listening for %s on %s: %v", network, addr, err)
+	}
+	u := &udpListener{port: pc.LocalAddr().(*net.UDPAddr).Port}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			u.received.Add(1)
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	c.Cleanup(func() { pc.Close(); <-done })
+	return u
+}
+
+// hostHasMPTCP reports whether this machine's kernel makes Multipath TCP
+// connections.
+func hostHasMPTCP(ctx context.Context) bool {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(true)
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	var d net.Dialer
+	d.SetMultipathTCP(true)
+	conn, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	ok, err := conn.(*net.TCPConn).MultipathTCP()
+	return err == nil && ok
 }
 
 // caps returns the capabilities of the provider's sandboxes, read from a

@@ -26,8 +26,10 @@
 //
 // The checks assume a POSIX userland inside the sandbox: sh, cat, printf,
 // head, ln, sleep, and stty for the PTY checks. The ports checks start an HTTP
-// server with python3 and the network checks connect with bash; a harness can
-// change both commands.
+// server with python3; the network checks connect with bash, then with
+// python3 try TCP, Multipath TCP and UDP over IPv4 and IPv6 (a protocol this
+// machine's kernel lacks is noted as untested); a harness can change the HTTP
+// server and the bash command.
 //
 // Every sandbox the suite creates carries the labels "perimeter.conformance"
 // and "perimeter.conformance.run" (the run's ID), and is terminated when its

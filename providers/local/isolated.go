@@ -428,6 +428,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		}
 		return st, errors.New(msg)
 	}
+	if !l1 && !rep.NoUserNS {
+		return st, errors.New("the sandbox's init did not forbid nested user namespaces")
+	}
 	st.iso.LandlockABI = rep.LandlockABI
 	st.iso.Seccomp = rep.Seccomp
 	st.iso.NoNewPrivs = rep.NoNewPrivs

@@ -31,10 +31,16 @@
 //   - Hardening of every command: no capabilities (bounding set emptied,
 //     securebits locked), no_new_privs, Landlock (read and execute
 //     everywhere, write only in /workspace, /tmp and /dev; signals and
-//     abstract sockets scoped, ABI 6+), a seccomp deny list (mount family,
-//     namespaces, ptrace, process_vm_*, bpf, perf, keyrings, modules, kexec,
-//     userfaultfd, io_uring, clock and host settings), and a non-dumpable
-//     agent so /proc/1 cannot be followed.
+//     abstract sockets scoped, ABI 6+), a seccomp filter (a system call
+//     through a foreign ABI, such as int 0x80 or x32, kills the process;
+//     refused: the mount family, namespaces (clone with a namespace flag,
+//     unshare, setns; clone3 answers ENOSYS), ptrace, process_vm_*, bpf,
+//     perf, keyrings, modules, kexec, userfaultfd, io_uring, clock and host
+//     settings; sockets only of the families AF_UNIX, AF_INET and AF_INET6
+//     (stream and datagram, protocols TCP, UDP and ICMP: no Multipath TCP or
+//     SCTP) and AF_NETLINK with NETLINK_ROUTE), nested user namespaces
+//     limited to 0 as well, and a non-dumpable agent so /proc/1 cannot be
+//     followed.
 //   - Resource limits from Spec.Resources, or for fields it leaves zero
 //     Options.Limits and [DefaultLimits] (2 GiB of memory, 1024 processes,
 //     a 512 MiB /tmp), through cgroups (v2, or v1 and hybrid hierarchies,
