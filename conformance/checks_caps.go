@@ -357,7 +357,7 @@ for arg in sys.argv[1:]:
 // where this machine has ::1, IPv6. A connection or a UDP echo from a
 // listener here fails the check; a protocol this machine's kernel lacks is
 // noted as untested, not passed.
-func (c *C) checkProtocolsBlocked(sb sandbox.Sandbox, l4 *listener, what string) {
+func (c *C) checkProtocolsBlocked(sb *sandbox.Sandbox, l4 *listener, what string) {
 	const inet, inet6, stream, dgram, tcp, mptcp, udp = 2, 10, 1, 2, 6, 262, 17
 	type target struct {
 		name               string
