@@ -111,7 +111,7 @@ func checkNativeError(c *C) {
 
 // serve starts the harness's HTTP server in a new sandbox with ports in its
 // spec, and returns the sandbox, the port, and the body it serves at /probe.
-func (c *C) serve() (sandbox.Sandbox, int, string) {
+func (c *C) serve() (*sandbox.Sandbox, int, string) {
 	port := freePort()
 	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Ports = append(s.Ports, port) })
 	body := fmt.Sprintf("perimeter conformance %x", randomBytes(uint64(port), 8))
@@ -122,7 +122,7 @@ func (c *C) serve() (sandbox.Sandbox, int, string) {
 	return sb, port, body
 }
 
-func (c *C) startServer(sb sandbox.Sandbox, port int) *syncBuffer {
+func (c *C) startServer(sb *sandbox.Sandbox, port int) *syncBuffer {
 	logs := newSyncBuffer()
 	c.background(sb, &sandbox.Cmd{Args: c.httpServerArgs(port), Dir: "www", Stdout: logs, Stderr: logs})
 	return logs
@@ -174,7 +174,7 @@ func checkExpose(c *C) {
 func checkDial(c *C) {
 	sb, port, body := c.serve()
 	if !sb.Capabilities().Dial {
-		_, err := sandbox.Dial(c.ctx, sb, port)
+		_, err := sb.Dial(c.ctx, port)
 		c.wantKind("Dial, Dial unclaimed", err, sandbox.ErrNotSupported)
 		return
 	}
@@ -182,7 +182,7 @@ func checkDial(c *C) {
 	var got string
 	var lastErr error
 	ok := c.eventually(60*time.Second, func() bool {
-		conn, err := sandbox.Dial(c.ctx, sb, port)
+		conn, err := sb.Dial(c.ctx, port)
 		if err != nil {
 			lastErr = err
 			return false
@@ -240,7 +240,7 @@ func checkPTYResize(c *C) {
 		}
 		p.Wait(c.ctx)
 		c.wantKind("Resize of a process without a TTY, PTY unclaimed",
-			sandbox.Resize(c.ctx, p, 10, 10), sandbox.ErrNotSupported, sandbox.ErrInvalidArgument)
+			p.Resize(c.ctx, 10, 10), sandbox.ErrNotSupported, sandbox.ErrInvalidArgument)
 		return
 	}
 	pr, pw := io.Pipe()
@@ -258,7 +258,7 @@ func checkPTYResize(c *C) {
 	if !c.eventually(20*time.Second, func() bool { return strings.Contains(out.String(), "ready") }) {
 		c.Fatalf("the command never printed ready; output %q", out.String())
 	}
-	if err := sandbox.Resize(c.ctx, p, 44, 132); err != nil {
+	if err := p.Resize(c.ctx, 44, 132); err != nil {
 		c.Fatalf("Resize: %v", err)
 	}
 	io.WriteString(pw, "go\n")
@@ -309,7 +309,7 @@ func (l *listener) port() int { return l.ln.Addr().(*net.TCPAddr).Port }
 
 // checkBlocked runs the connect command to l from sb and fails the check if
 // the connection got through or the command could not run at all.
-func (c *C) checkBlocked(sb sandbox.Sandbox, l *listener, what string) {
+func (c *C) checkBlocked(sb *sandbox.Sandbox, l *listener, what string) {
 	res := c.run(sb, &sandbox.Cmd{Args: c.connectArgs("127.0.0.1", l.port()), Timeout: 30 * time.Second})
 	switch {
 	case res.Status.Code == 126 || res.Status.Code == 127:
@@ -357,7 +357,7 @@ for arg in sys.argv[1:]:
 // where this machine has ::1, IPv6. A connection or a UDP echo from a
 // listener here fails the check; a protocol this machine's kernel lacks is
 // noted as untested, not passed.
-func (c *C) checkProtocolsBlocked(sb sandbox.Sandbox, l4 *listener, what string) {
+func (c *C) checkProtocolsBlocked(sb *sandbox.Sandbox, l4 *listener, what string) {
 	const inet, inet6, stream, dgram, tcp, mptcp, udp = 2, 10, 1, 2, 6, 262, 17
 	type target struct {
 		name               string
@@ -522,7 +522,7 @@ func checkUpdateNetwork(c *C) {
 	sb := c.NewSandbox(nil)
 	caps := sb.Capabilities()
 	policy := &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}
-	err := sandbox.UpdateNetwork(c.ctx, sb, policy)
+	err := sb.UpdateNetwork(c.ctx, policy)
 	if !caps.UpdateNetwork {
 		c.wantKind("UpdateNetwork, unclaimed", err, sandbox.ErrNotSupported)
 		return
@@ -543,10 +543,10 @@ func checkUpdateNetwork(c *C) {
 
 func checkPause(c *C) {
 	sb := c.NewSandbox(nil)
-	err := sandbox.Pause(c.ctx, sb)
+	err := sb.Pause(c.ctx)
 	if !sb.Capabilities().Pause {
 		c.wantKind("Pause, unclaimed", err, sandbox.ErrNotSupported)
-		c.wantKind("Resume, unclaimed", sandbox.Resume(c.ctx, sb), sandbox.ErrNotSupported)
+		c.wantKind("Resume, unclaimed", sb.Resume(c.ctx), sandbox.ErrNotSupported)
 		return
 	}
 	if err != nil {
@@ -555,7 +555,7 @@ func checkPause(c *C) {
 	if info, err := sb.Info(c.ctx); err != nil || info.State != sandbox.StatePaused {
 		c.Errorf("Info after Pause: state %q, %v; want paused", info.State, err)
 	}
-	if err := sandbox.Resume(c.ctx, sb); err != nil {
+	if err := sb.Resume(c.ctx); err != nil {
 		c.Fatalf("Resume: %v", err)
 	}
 	if out := c.sh(sb, "echo resumed"); out != "resumed\n" {
@@ -566,7 +566,7 @@ func checkPause(c *C) {
 func checkSnapshot(c *C) {
 	sb := c.NewSandbox(nil)
 	if !sb.Capabilities().Snapshot {
-		_, err := sandbox.Snapshot(c.ctx, sb)
+		_, err := sb.Snapshot(c.ctx)
 		c.wantKind("Snapshot, unclaimed", err, sandbox.ErrNotSupported)
 		_, err = c.create(func(s *sandbox.Spec) { s.Snapshot = "perimeter-conformance-no-such-snapshot" })
 		if err == nil {
@@ -575,7 +575,7 @@ func checkSnapshot(c *C) {
 		return
 	}
 	c.writeFile(sb, "snap.txt", []byte("kept by the snapshot"))
-	id, err := sandbox.Snapshot(c.ctx, sb)
+	id, err := sb.Snapshot(c.ctx)
 	if err != nil {
 		c.Fatalf("Snapshot: %v", err)
 	}
@@ -591,14 +591,14 @@ func checkSnapshot(c *C) {
 func checkExtendTimeout(c *C) {
 	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Timeout = 30 * time.Minute })
 	if !sb.Capabilities().ExtendTimeout {
-		c.wantKind("ExtendTimeout, unclaimed", sandbox.ExtendTimeout(c.ctx, sb, time.Minute), sandbox.ErrNotSupported)
+		c.wantKind("ExtendTimeout, unclaimed", sb.ExtendTimeout(c.ctx, time.Minute), sandbox.ErrNotSupported)
 		return
 	}
 	before, err := sb.Info(c.ctx)
 	if err != nil {
 		c.Fatalf("Info: %v", err)
 	}
-	if err := sandbox.ExtendTimeout(c.ctx, sb, 10*time.Minute); err != nil {
+	if err := sb.ExtendTimeout(c.ctx, 10*time.Minute); err != nil {
 		c.Fatalf("ExtendTimeout: %v", err)
 	}
 	after, err := sb.Info(c.ctx)

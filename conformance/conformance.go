@@ -1,11 +1,16 @@
 // Package conformance is the public test battery every Perimeter provider
-// passes. A provider's whole conformance test is a harness and one call:
+// passes. It drives a provider's driver through the portable layer of package
+// sandbox, as host code does, so a third party implements the small
+// interfaces of package sandbox/driver and wraps them with
+// sandbox.NewProvider. A provider's whole conformance test is a harness and
+// one call:
 //
 //	func TestConformance(t *testing.T) {
-//		p, err := myprovider.New(ctx, nil)
+//		d, err := myprovider.NewDriver(ctx, nil)
 //		if err != nil {
 //			t.Fatal(err)
 //		}
+//		p := sandbox.NewProvider(d, nil)
 //		t.Cleanup(func() { p.Close() })
 //		conformance.Run(t, &conformance.Harness{Provider: p}, nil)
 //	}
@@ -49,8 +54,10 @@ import (
 
 // Harness is the provider under test and how to exercise it.
 type Harness struct {
-	// Provider is the provider under test. The suite does not close it.
-	Provider sandbox.Provider
+	// Provider is the provider under test: a driver wrapped by
+	// sandbox.NewProvider (or opened with sandbox.Open). The suite does not
+	// close it.
+	Provider *sandbox.Provider
 
 	// Spec, if set, returns the base spec of the sandboxes the suite creates
 	// (an image with a POSIX userland, say). The suite adds its labels and,
@@ -383,7 +390,7 @@ func (c *C) spec() *sandbox.Spec {
 // NewSandbox creates a sandbox from the harness's spec, changed by edit if not
 // nil, and terminates it when the check ends. A failure to create ends the
 // check; a failure to terminate fails it.
-func (c *C) NewSandbox(edit func(*sandbox.Spec)) sandbox.Sandbox {
+func (c *C) NewSandbox(edit func(*sandbox.Spec)) *sandbox.Sandbox {
 	sb, err := c.create(edit)
 	if err != nil {
 		c.Fatalf("Create: %v", err)
@@ -392,7 +399,7 @@ func (c *C) NewSandbox(edit func(*sandbox.Spec)) sandbox.Sandbox {
 }
 
 // create is NewSandbox returning the Create error instead of ending the check.
-func (c *C) create(edit func(*sandbox.Spec)) (sandbox.Sandbox, error) {
+func (c *C) create(edit func(*sandbox.Spec)) (*sandbox.Sandbox, error) {
 	spec := c.spec()
 	if edit != nil {
 		edit(spec)

@@ -30,20 +30,20 @@ import (
 
 // filterSandboxes returns a namespaced sandbox and an L1 sandbox, both with
 // the given network policy.
-func filterSandboxes(t *testing.T, netw *sandbox.NetworkPolicy) map[string]*Sandbox {
+func filterSandboxes(t *testing.T, netw *sandbox.NetworkPolicy) map[string]testSandbox {
 	t.Helper()
 	spec := func() *sandbox.Spec { return &sandbox.Spec{Network: netw} }
 	ns := create(t, newIsolated(t), spec())
-	return map[string]*Sandbox{ns.Isolation().Level.String(): ns, "L1": create(t, newL1(t), spec())}
+	return map[string]testSandbox{ns.Isolation().Level.String(): ns, "L1": create(t, newL1(t), spec())}
 }
 
 // python runs a Python program inside sb and returns its stdout; the
 // program must exit 0.
-func python(t *testing.T, sb *Sandbox, program string) string {
+func python(t *testing.T, sb testSandbox, program string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"python3", "-c", program}}, nil)
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"python3", "-c", program}}, nil)
 	require.NoError(t, err)
 	require.True(t, res.Status.Success(), "the probe failed (%v): %s", res.Status, res.Stderr)
 	return strings.TrimSpace(string(res.Stdout))
@@ -122,7 +122,7 @@ func TestEscapeNetlinkAtL1(t *testing.T) {
 		st, out, errs := sh(t, sb, "ip -o link")
 		require.True(t, st.Success(), "%s: ip -o link: %s", level, errs)
 		assert.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "%s: the sandbox sees interfaces other than its loopback: %s", level, out)
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"python3", "-c", "import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)"}}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"python3", "-c", "import socket; socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)"}}, nil)
 		require.NoError(t, err)
 		assert.False(t, res.Status.Success(), "%s: socket(AF_NETLINK, NETLINK_SOCK_DIAG) succeeded: only NETLINK_ROUTE is allowed", level)
 	}
@@ -185,7 +185,7 @@ func TestEscapeForeignABI(t *testing.T) {
 	}
 	for level, sb := range filterSandboxes(t, nil) {
 		require.NoError(t, sb.WriteFile(ctx, "int80-unshare", bytes.NewReader(elf), 0o755))
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"./int80-unshare"}}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"./int80-unshare"}}, nil)
 		require.NoError(t, err)
 		switch {
 		case res.Status.Success():
@@ -343,7 +343,7 @@ for name, call, remove in [('shmget', lambda: libc.shmget(0, 4096, 0o1600), lamb
 	assert.Equal(t, "4\nb\nc\n", out)
 
 	// The agent's socket: no command can make a Unix socket to reach it.
-	res, err := sandbox.Run(context.Background(), sb, &sandbox.Cmd{Args: []string{"python3", "-c", "import socket; socket.socket(socket.AF_UNIX).close()"}}, nil)
+	res, err := sandbox.Run(context.Background(), portable(sb), &sandbox.Cmd{Args: []string{"python3", "-c", "import socket; socket.socket(socket.AF_UNIX).close()"}}, nil)
 	require.NoError(t, err)
 	assert.False(t, res.Status.Success(), "L1: socket(AF_UNIX) succeeded: the agent's socket is reachable by path")
 

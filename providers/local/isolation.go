@@ -80,7 +80,7 @@ type Isolation struct {
 // String describes the isolation in one line, for Info.Isolation.
 func (i Isolation) String() string {
 	if i.Level == LevelNone {
-		return "L0 none: commands run as plain host processes of the calling user in their own process group; only the file methods are confined, to the workspace"
+		return "L0 none: commands run as plain host processes of the calling user in their own process group; only the file methods are confined, to the workspace; network: open (the host's, NOT isolated)"
 	}
 	var ns []string
 	for _, n := range []struct {
