@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -36,6 +37,11 @@ func Install(ctx context.Context, dir string) (string, error) {
 		if _, err := exec.LookPath(tool); err != nil {
 			return "", fmt.Errorf("jsclient: %s not found: %s", tool, Toolchain)
 		}
+	}
+	if v, err := exec.CommandContext(ctx, "node", "--version").Output(); err != nil {
+		return "", fmt.Errorf("jsclient: node --version: %v: %s", err, Toolchain)
+	} else if major, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(string(v)), "v"), "."); atoi(major) < 20 {
+		return "", fmt.Errorf("jsclient: node %s is too old: the clients need Node 20.18 or later (their HTTP library, undici 7, does)", strings.TrimSpace(string(v)))
 	}
 	pkg, err := os.ReadFile(filepath.Join(dir, "package.json"))
 	if err != nil {
@@ -119,4 +125,10 @@ func Run(ctx context.Context, installDir, script string, env []string) (stdout, 
 			strings.TrimSpace(errOut.String()), strings.TrimSpace(out.String()))
 	}
 	return out.Bytes(), errOut.Bytes(), nil
+}
+
+// atoi is strconv.Atoi with 0 for anything that is not a number.
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

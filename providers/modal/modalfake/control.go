@@ -20,7 +20,7 @@ import (
 )
 
 // controlPlane implements the modal.client.ModalClient RPCs on the sandbox
-// paths; the rest answer Unimplemented, as an older server would.
+// paths; the rest answer Unimplemented (see implemented).
 type controlPlane struct {
 	pb.UnimplementedModalClientServer
 	s *Server
@@ -48,9 +48,13 @@ type sandbox struct {
 	execs       map[string]*execProc
 	files       map[string]*os.File
 	tunnels     map[uint32]*tunnel
+	fsOps       []string // its file requests' ids in Server.fsOps
 	timer       *time.Timer
-	h           *holder // the sandbox's namespaces; nil where the host has none
+	h           *holder // the sandbox's namespaces and root
 }
+
+// entrypointExec is the key of a sandbox's own command in its execs.
+const entrypointExec = "entrypoint"
 
 func (sb *sandbox) finished() bool {
 	sb.mu.Lock()
@@ -80,17 +84,22 @@ func (sb *sandbox) finish(st pb.GenericResult_GenericStatus, code int32, msg str
 	}
 	tunnels := sb.tunnels
 	sb.tunnels = nil
+	fsOps := sb.fsOps
+	sb.fsOps = nil
 	close(sb.done)
 	sb.mu.Unlock()
+	sb.s.mu.Lock()
+	for _, id := range fsOps {
+		delete(sb.s.fsOps, id)
+	}
+	sb.s.mu.Unlock()
 	for _, e := range execs {
 		e.kill()
 	}
 	for _, t := range tunnels {
 		t.close()
 	}
-	if sb.h != nil {
-		sb.h.stop()
-	}
+	sb.h.stop()
 }
 
 // wait waits for every process of a finished sandbox to be reaped.
@@ -168,6 +177,17 @@ func (c *controlPlane) ImageGetOrCreate(ctx context.Context, req *pb.ImageGetOrC
 	cmds := req.GetImage().GetDockerfileCommands()
 	if len(cmds) == 0 || !strings.HasPrefix(cmds[0], "FROM ") || strings.TrimSpace(cmds[0][5:]) == "" {
 		return nil, status.Error(codes.InvalidArgument, "Image definition must start with a FROM command")
+	}
+	if len(cmds) > 1 {
+		// The fake runs commands on the host's own files, whatever the
+		// base image; it cannot apply build steps, so it fails the build
+		// rather than report one that had no effect.
+		return pb.ImageGetOrCreateResponse_builder{
+			Result: pb.GenericResult_builder{
+				Status:    pb.GenericResult_GENERIC_STATUS_FAILURE,
+				Exception: "modalfake does not run image build steps: " + strings.Join(cmds[1:], "; "),
+			}.Build(),
+		}.Build(), nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -286,31 +306,19 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 		}
 	}
 	blocked := na.GetNetworkAccessType() == pb.NetworkAccess_BLOCKED || na.GetNetworkAccessType() == pb.NetworkAccess_ALLOWLIST
+	// The sandbox's directory is the root its commands see (see holder).
 	h, herr := startHolder(dir, blocked)
-	if herr != nil && blocked {
+	if herr != nil {
 		os.RemoveAll(dir)
-		return nil, status.Errorf(codes.Unimplemented, "modalfake cannot enforce the network policy on this host: %v", herr)
+		return nil, status.Errorf(codes.Internal, "modalfake cannot confine a sandbox on this host: %v", herr)
 	}
-	// With a holder the sandbox's own directory is its /tmp; without one
-	// (no namespaces on this host) commands run in the host's view.
-	workdir := dir
-	if h != nil {
-		workdir = "/tmp"
-	}
+	workdir := "/tmp"
 	if def.HasWorkdir() {
 		workdir = def.GetWorkdir()
-		var err error
-		if h != nil {
-			err = exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", workdir)...).Run()
-		} else {
-			err = os.MkdirAll(workdir, 0o755)
-		}
-		if err != nil {
-			if h != nil {
-				h.stop()
-			}
+		if out, err := exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", "--", workdir)...).CombinedOutput(); err != nil {
+			h.stop()
 			os.RemoveAll(dir)
-			return nil, status.Errorf(codes.InvalidArgument, "cannot create workdir %s: %v", workdir, err)
+			return nil, status.Errorf(codes.InvalidArgument, "cannot create workdir %s: %s", workdir, strings.TrimSpace(string(out)))
 		}
 	}
 	sb := &sandbox{
@@ -323,6 +331,29 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 		sb.timer = time.AfterFunc(time.Duration(t)*time.Second, func() {
 			sb.finish(pb.GenericResult_GENERIC_STATUS_TIMEOUT, 0, "Sandbox timed out")
 		})
+	}
+	if args := def.GetEntrypointArgs(); len(args) > 0 {
+		// The sandbox runs its command and ends with it.
+		e, err := sb.startProcess(args, workdir, sb.commandEnv(nil), false, false)
+		if err != nil {
+			h.stop()
+			os.RemoveAll(dir)
+			return nil, status.Errorf(codes.Internal, "starting the sandbox's command: %v", err)
+		}
+		sb.execs[entrypointExec] = e
+		go func() {
+			<-e.done
+			st := e.status()
+			code := st.GetCode()
+			if st.HasSignal() {
+				code = 128 + st.GetSignal()
+			}
+			result := pb.GenericResult_GENERIC_STATUS_SUCCESS
+			if code != 0 {
+				result = pb.GenericResult_GENERIC_STATUS_FAILURE
+			}
+			sb.finish(result, code, "")
+		}()
 	}
 	s.sandboxes[id] = sb
 	s.tasks[sb.taskID] = sb
@@ -592,6 +623,9 @@ func (c *controlPlane) ContainerFilesystemExec(ctx context.Context, req *pb.Cont
 	id := c.s.newID("fe")
 	c.s.fsOps[id] = res
 	c.s.mu.Unlock()
+	sb.mu.Lock()
+	sb.fsOps = append(sb.fsOps, id)
+	sb.mu.Unlock()
 	b := pb.ContainerFilesystemExecResponse_builder{ExecId: id}
 	if fd != "" {
 		b.FileDescriptor = &fd
@@ -599,16 +633,22 @@ func (c *controlPlane) ContainerFilesystemExec(ctx context.Context, req *pb.Cont
 	return b.Build(), nil
 }
 
-// ContainerFilesystemExecGetOutput streams a file request's output (or its system error) in one final batch.
+// ContainerFilesystemExecGetOutput streams a file request's output in one
+// batch that ends it (eof), or its system error in a batch of its own that
+// does not: the clients take eof as success, so an error never comes with
+// it. An output can be fetched again (the clients do, after a broken stream
+// or an error) until its sandbox ends.
 func (c *controlPlane) ContainerFilesystemExecGetOutput(req *pb.ContainerFilesystemExecGetOutputRequest, stream grpc.ServerStreamingServer[pb.FilesystemRuntimeOutputBatch]) error {
 	c.s.mu.Lock()
 	res := c.s.fsOps[req.GetExecId()]
-	delete(c.s.fsOps, req.GetExecId())
 	c.s.mu.Unlock()
 	if res == nil {
 		return status.Errorf(codes.NotFound, "filesystem exec '%s' not found", req.GetExecId())
 	}
-	return stream.Send(pb.FilesystemRuntimeOutputBatch_builder{Output: res.output, Error: res.err, Eof: true}.Build())
+	if res.err != nil {
+		return stream.Send(pb.FilesystemRuntimeOutputBatch_builder{Error: res.err}.Build())
+	}
+	return stream.Send(pb.FilesystemRuntimeOutputBatch_builder{Output: res.output, Eof: true}.Build())
 }
 
 // copyTree copies the directory src to dst (created if missing) with cp -a,
