@@ -3,40 +3,63 @@
 //
 // It speaks the wire protocol the real service speaks, as documented in
 // Vercel's SDK (@vercel/sandbox) and modelled on Vercel's own mock server
-// (vercel/sandbox: packages/vercel-sandbox-mock): the same routes under an
-// optional "/api" prefix, a Bearer token and a teamId query on every request,
-// error bodies of the form {"error":{"code":"…","message":"…"}}, command
-// output as NDJSON with the content type "application/x-ndjson" exactly, file
-// uploads as a gzip-compressed tar relative to the "x-cwd" header, empty-body
-// 404s for missing files on fs/read, and named sandboxes whose sessions stop
-// (410 "sandbox_stopped" afterwards) and resume with GET ?resume=true.
+// (vercel/sandbox: packages/vercel-sandbox-mock); the official client
+// (@vercel/sandbox 3.5.0) runs against it in this package's jsclient test.
+// The same routes under an optional "/api" prefix, a Bearer token and a
+// teamId query on every request, error bodies of the form
+// {"error":{"code":"…","message":"…"}}, command output as NDJSON with the
+// content type "application/x-ndjson" exactly, file uploads as a
+// gzip-compressed tar relative to the "x-cwd" header, empty-body 404s for
+// missing files on fs/read, and named sandboxes whose sessions stop (410
+// "sandbox_stopped" afterwards) and resume with GET ?resume=true. Listings
+// of sandboxes, sessions and snapshots page with cursors and honour
+// sortOrder (and, for sandboxes, sortBy, namePrefix and one tag filter).
+// Network policies come back as the API reports them: {mode} or the
+// "custom" shape, lists the policy lacks omitted, per-domain rules as
+// injectionRules (header names only) and forwardRules. Stopping a
+// persistent sandbox (the default) snapshots it and returns the snapshot;
+// a snapshot's expiration gives it an expiresAt, after which it is gone.
+// Sandboxes default to the node24 runtime.
 //
 // Unlike Vercel's mock, it runs commands for real, each in its own process
-// group, streaming output as it is produced; kill, command timeouts and
-// stop signal the whole group, and the group is killed when the command
+// group with default signal dispositions (whatever the process running the
+// fake ignores), streaming output as it is produced; kill, command timeouts
+// and stop signal the whole group, and the group is killed when the command
 // exits (a background child does not outlive its command, which may be
 // stricter than Vercel). Where it can (root, or unprivileged user
 // namespaces, and util-linux's unshare), each command runs in a new mount
 // namespace chrooted into a read-only view of the host with the sandbox's
 // own directory at /vercel/sandbox (the session's cwd, as on Vercel) and its
 // own /tmp; a sandbox whose network policy is not "allow-all" also gets a
-// new network namespace, so it reaches nothing (an allow-list allows
-// nothing: the fake has no egress proxy). Elsewhere ([Options.NoIsolation],
-// or [Server.Isolated] false), commands run directly on the host in a
-// temporary directory, which is then the session's cwd. File routes serve
-// the sandbox's directory and /tmp only, through os.Root, so a symbolic
-// link cannot lead them out. Snapshots copy the directory and, as on the
-// real service, stop the session; a persistent sandbox (the default) keeps
-// its files across sessions, a non-persistent one starts each clean.
+// new network namespace, so it reaches nothing. Run as root, it runs
+// commands as the user [SandboxUser] (named in the view's /etc/passwd, with
+// a uid the host does not use), and as root when a command asks for sudo;
+// files written through the API belong to that user. Elsewhere
+// ([Options.NoIsolation], or [Server.Isolated] false), commands run
+// directly on the host, as the fake's own user, in a temporary directory
+// that is then the session's cwd and the only directory the file routes
+// serve. Isolated, the file routes serve the sandbox's directory and its
+// /tmp, through os.Root, so a symbolic link cannot lead them out, and what
+// a command writes elsewhere lands on a tmpfs of its own mount namespace,
+// never on the host.
 //
 // The interactive session (the WebSocket PTY protocol of Vercel's CLI) is
 // served on the same address, with real pseudo-terminals.
 //
-// What it does not do: drives, forks,
-// session listings, git and tarball sources, memory limits, and any
-// isolation beyond the namespaces above (it is a test fixture, not a
-// sandbox). Faults for tests are injected with [Server.Fail] and
-// [Server.CutStreams].
+// What it does not implement: forks (POST /v2/sandboxes/{name}/fork),
+// drives (/v2/sandboxes/drives…) and the snapshot tree
+// (/v2/sandboxes/snapshots/tree), which answer 404 "not_found" as the API
+// answers an unknown route; git and tarball sources (400); updating
+// networkId, snapshotExpiration, keepLastSnapshots or mounts at creation,
+// nor those, currentSnapshotId, region or failoverRegions with PATCH (400); an egress proxy (an
+// allow-list reaches nothing, and header-injection, forwarding and
+// fixed-response rules are stored and reported, never applied; the last
+// kind is not reported either, the API's response shape having no place
+// for it); a sudo program inside the sandbox (so the official client's
+// user helpers, which run "sudo -u", fail); regions (always iad1), memory
+// and vCPU limits; and any isolation beyond the namespaces above (it is a
+// test fixture, not a sandbox). Faults for tests are injected with
+// [Server.Fail] and [Server.CutStreams].
 package vercelfake
 
 import (
@@ -620,6 +643,11 @@ type createBody struct {
 		URL        string `json:"url"`
 		SnapshotID string `json:"snapshotId"`
 	} `json:"source"`
+	// Fields the fake does not implement; present, they are refused.
+	NetworkID         json.RawMessage `json:"networkId"`
+	SnapshotExp       json.RawMessage `json:"snapshotExpiration"`
+	KeepLastSnapshots json.RawMessage `json:"keepLastSnapshots"`
+	Mounts            json.RawMessage `json:"mounts"`
 }
 
 func validName(n string) bool {
@@ -664,6 +692,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 		return
 	case b.Resources != nil && (b.Resources.VCPUs < 1 || b.Resources.VCPUs > 8):
 		writeErr(w, http.StatusBadRequest, "bad_request", "resources.vcpus must be between 1 and 8")
+		return
+	case b.NetworkID != nil || b.SnapshotExp != nil || b.KeepLastSnapshots != nil || b.Mounts != nil:
+		writeErr(w, http.StatusBadRequest, "bad_request", "vercelfake does not implement networkId, snapshotExpiration, keepLastSnapshots or mounts")
 		return
 	case b.Source != nil && b.Source.Type != "snapshot":
 		writeErr(w, http.StatusBadRequest, "bad_request", "the fake supports only snapshot sources, not "+b.Source.Type)
