@@ -5,7 +5,30 @@
 // accepts connections. Prints one JSON object of results on stdout, which
 // the Go test checks; any error the SDK throws ends the script with a
 // non-zero exit and the stack on stderr.
-import { ModalClient, NotFoundError, SandboxTimeoutError } from "modal";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+
+// Two packaging bugs of the SDK (modal 0.7.0), not of the fake, need a
+// work-around here:
+//  - its ES module build cannot load gRPC on Node ("Dynamic require of
+//    \"process\" is not supported"), so the script loads its CommonJS build;
+//  - it builds the command router's channel credentials with the copy of
+//    @grpc/grpc-js bundled into it (1.13.3) but creates the channel with
+//    nice-grpc, which checks them against its own @grpc/grpc-js
+//    ("Channel credentials must be a ChannelCredentials object"). The
+//    wrapper below hands nice-grpc the same credentials (insecure or TLS)
+//    built by its own copy; nothing else changes.
+const grpc = require("@grpc/grpc-js");
+const niceChannel = require("nice-grpc/lib/client/channel");
+const createChannel = niceChannel.createChannel;
+niceChannel.createChannel = (address, credentials, options) => {
+  if (credentials && !(credentials instanceof grpc.ChannelCredentials)) {
+    credentials = credentials._isSecure() ? grpc.credentials.createSsl() : grpc.credentials.createInsecure();
+  }
+  return createChannel(address, credentials, options);
+};
+const { ModalClient, NotFoundError, SandboxTimeoutError } = require("modal");
 
 if (!process.env.MODAL_SERVER_URL?.startsWith("http://127.0.0.1:")) {
   throw new Error("MODAL_SERVER_URL must point at the fake on loopback");
