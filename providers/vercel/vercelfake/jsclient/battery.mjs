@@ -5,7 +5,7 @@
 // the Go test checks; any error the client throws ends the script with a
 // non-zero exit and the stack on stderr.
 import { Sandbox, Snapshot, APIError } from "@vercel/sandbox";
-import { fetch as undiciFetch } from "undici";
+import { fetch as undiciFetch, WebSocket } from "undici";
 import { Writable } from "node:stream";
 
 const { FAKE_URL, FAKE_TOKEN, FAKE_TEAM, FAKE_PROJECT } = process.env;
@@ -75,6 +75,29 @@ const again = await a.getCommand(d.cmdId);
 results.kill = { logs: seen, exitCode: killed.exitCode, getExitCode: (await again.wait()).exitCode };
 
 lap("kill");
+
+// Stdin (only through a PTY on Vercel): the client gets the interactive
+// session's address; the WebSocket protocol is the CLI's.
+const { url: ptyURL, token: ptyToken } = await a.openInteractive();
+results.pty = await new Promise((resolve, reject) => {
+  const ws = new WebSocket(`${ptyURL}?token=${encodeURIComponent(ptyToken)}`);
+  ws.binaryType = "arraybuffer";
+  let output = "";
+  ws.onopen = () => {
+    ws.send(JSON.stringify({ type: "start", command: "sh", args: ["-c", "read line; echo got:$line"], env: [], cwd: "", cols: 80, rows: 24 }));
+    ws.send(new TextEncoder().encode("typed\r"));
+  };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data === "string") {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "exit") { ws.close(); resolve({ output, exitCode: msg.code }); }
+    } else {
+      output += Buffer.from(ev.data).toString();
+    }
+  };
+  ws.onerror = (ev) => reject(new Error(`pty websocket: ${ev.message ?? ev.type}`));
+});
+lap("pty");
 // Files.
 await a.writeFiles([
   { path: "dir/a.txt", content: "hello" },

@@ -77,6 +77,9 @@ func TestOfficialClient(t *testing.T) {
 	assert.Equal(t, float64(128+15), get("kill", "exitCode"))
 	assert.Equal(t, float64(128+15), get("kill", "getExitCode"))
 
+	assert.Contains(t, get("pty", "output"), "got:typed", "stdin through the PTY reached the command")
+	assert.Equal(t, float64(0), get("pty", "exitCode"))
+
 	assert.Equal(t, "hello", get("files", "text"))
 	assert.Equal(t, []any{float64(0), float64(255), float64(1), float64(10)}, get("files", "binary"))
 	assert.Nil(t, get("files", "missing"))
