@@ -50,7 +50,8 @@ type sandbox struct {
 	tunnels     map[uint32]*tunnel
 	fsOps       []string // its file requests' ids in Server.fsOps
 	timer       *time.Timer
-	h           *holder // the sandbox's namespaces and root
+	ready       chan struct{} // closed when setUp has finished
+	h           *holder       // the sandbox's namespaces and root; set by setUp
 }
 
 // entrypointExec is the key of a sandbox's own command in its execs.
@@ -86,6 +87,7 @@ func (sb *sandbox) finish(st pb.GenericResult_GenericStatus, code int32, msg str
 	sb.tunnels = nil
 	fsOps := sb.fsOps
 	sb.fsOps = nil
+	h := sb.h
 	close(sb.done)
 	sb.mu.Unlock()
 	sb.s.mu.Lock()
@@ -99,11 +101,15 @@ func (sb *sandbox) finish(st pb.GenericResult_GenericStatus, code int32, msg str
 	for _, t := range tunnels {
 		t.close()
 	}
-	sb.h.stop()
+	if h != nil {
+		h.stop()
+	}
 }
 
-// wait waits for every process of a finished sandbox to be reaped.
+// wait waits for a finished sandbox's set-up to end and every one of its
+// processes to be reaped.
 func (sb *sandbox) wait() {
+	<-sb.ready
 	sb.mu.Lock()
 	execs := make([]*execProc, 0, len(sb.execs))
 	for _, e := range sb.execs {
@@ -143,6 +149,9 @@ func (s *Server) runningTask(id string) (*sandbox, error) {
 	}
 	if sb.finished() {
 		return nil, status.Errorf(codes.FailedPrecondition, "Task '%s' has already finished", id)
+	}
+	if !sb.isReady() {
+		return nil, status.Errorf(codes.FailedPrecondition, "Task '%s' is not running yet", id)
 	}
 	return sb, nil
 }
@@ -306,25 +315,14 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 		}
 	}
 	blocked := na.GetNetworkAccessType() == pb.NetworkAccess_BLOCKED || na.GetNetworkAccessType() == pb.NetworkAccess_ALLOWLIST
-	// The sandbox's directory is the root its commands see (see holder).
-	h, herr := startHolder(dir, blocked)
-	if herr != nil {
-		os.RemoveAll(dir)
-		return nil, status.Errorf(codes.Internal, "modalfake cannot confine a sandbox on this host: %v", herr)
-	}
 	workdir := "/tmp"
 	if def.HasWorkdir() {
 		workdir = def.GetWorkdir()
-		if out, err := exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", "--", workdir)...).CombinedOutput(); err != nil {
-			h.stop()
-			os.RemoveAll(dir)
-			return nil, status.Errorf(codes.InvalidArgument, "cannot create workdir %s: %s", workdir, strings.TrimSpace(string(out)))
-		}
 	}
 	sb := &sandbox{
 		s: s, id: id, appID: req.GetAppId(), taskID: s.newID("ta"), name: def.GetName(),
 		def: def, created: s.now(), unscheduled: s.opts.UnscheduledPolls, dir: dir, workdir: workdir, env: env,
-		tags: map[string]string{}, done: make(chan struct{}), h: h,
+		tags: map[string]string{}, done: make(chan struct{}), ready: make(chan struct{}),
 		execs: map[string]*execProc{}, files: map[string]*os.File{}, tunnels: map[uint32]*tunnel{},
 	}
 	if t := def.GetTimeoutSecs(); t > 0 {
@@ -332,18 +330,57 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 			sb.finish(pb.GenericResult_GENERIC_STATUS_TIMEOUT, 0, "Sandbox timed out")
 		})
 	}
-	if args := def.GetEntrypointArgs(); len(args) > 0 {
-		// The sandbox runs its command and ends with it.
-		e, err := sb.startProcess(args, workdir, sb.commandEnv(nil), false, false)
-		if err != nil {
-			h.stop()
-			os.RemoveAll(dir)
-			return nil, status.Errorf(codes.Internal, "starting the sandbox's command: %v", err)
+	// As on Modal, the sandbox exists at once and gets its task when it
+	// has been set up (SandboxGetTaskId waits for that).
+	go sb.setUp(blocked)
+	s.sandboxes[id] = sb
+	s.tasks[sb.taskID] = sb
+	return pb.SandboxCreateResponse_builder{SandboxId: id}.Build(), nil
+}
+
+// setUp confines the sandbox (its namespaces and root, see holder), makes
+// its workdir and starts its entrypoint command, then marks it ready. A
+// sandbox that cannot be set up ends as a failure saying why; nothing runs
+// outside a confined root.
+func (sb *sandbox) setUp(isolateNet bool) {
+	defer close(sb.ready)
+	h, err := startHolder(sb.dir, isolateNet)
+	if err == nil && sb.def.HasWorkdir() {
+		if out, merr := exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", "--", sb.workdir)...).CombinedOutput(); merr != nil {
+			err = fmt.Errorf("cannot create workdir %s: %s", sb.workdir, strings.TrimSpace(string(out)))
 		}
-		sb.execs[entrypointExec] = e
+	}
+	if err != nil {
+		if h != nil {
+			h.stop()
+		}
+		sb.finish(pb.GenericResult_GENERIC_STATUS_FAILURE, 0, "modalfake cannot set up the sandbox: "+err.Error())
+		return
+	}
+	sb.mu.Lock()
+	if sb.result != nil {
+		// Terminated (or timed out) while it was being set up.
+		sb.mu.Unlock()
+		h.stop()
+		return
+	}
+	sb.h = h
+	var entry *execProc
+	if args := sb.def.GetEntrypointArgs(); len(args) > 0 {
+		// The sandbox runs its command and ends with it.
+		entry, err = sb.startProcess(args, sb.workdir, sb.commandEnv(nil), false, false)
+		if err == nil {
+			sb.execs[entrypointExec] = entry
+		}
+	}
+	sb.mu.Unlock()
+	switch {
+	case err != nil:
+		sb.finish(pb.GenericResult_GENERIC_STATUS_FAILURE, 0, "modalfake cannot start the sandbox's command: "+err.Error())
+	case entry != nil:
 		go func() {
-			<-e.done
-			st := e.status()
+			<-entry.done
+			st := entry.status()
 			code := st.GetCode()
 			if st.HasSignal() {
 				code = 128 + st.GetSignal()
@@ -355,9 +392,16 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 			sb.finish(result, code, "")
 		}()
 	}
-	s.sandboxes[id] = sb
-	s.tasks[sb.taskID] = sb
-	return pb.SandboxCreateResponse_builder{SandboxId: id}.Build(), nil
+}
+
+// isReady reports whether setUp has finished.
+func (sb *sandbox) isReady() bool {
+	select {
+	case <-sb.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 func mapValues(m map[string]string) []string {
@@ -373,6 +417,11 @@ func (c *controlPlane) SandboxGetTaskId(ctx context.Context, req *pb.SandboxGetT
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
 		return nil, err
+	}
+	select {
+	case <-sb.ready:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()

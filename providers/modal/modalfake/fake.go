@@ -12,8 +12,10 @@
 // commands write (/, /tmp, a workdir such as /w1) lands in that tree and
 // nothing outside it. A sandbox whose egress is blocked or allowlisted also
 // gets its own network namespace. It needs unshare(1) and nsenter(1) and
-// root or unprivileged user namespaces; where it cannot confine a sandbox,
-// SandboxCreate fails (codes.Internal) rather than run it on the host.
+// root or unprivileged user namespaces. As on Modal, SandboxCreate answers
+// at once and the sandbox gets its task (SandboxGetTaskId waits for it) once
+// it is set up; one the fake cannot confine (or whose workdir it cannot
+// make) ends at once as a failure saying why, rather than run on the host.
 // Errors are gRPC status codes as the service returns them (NotFound for
 // unknown ids, AlreadyExists for a taken sandbox name, InvalidArgument for
 // malformed requests, Unauthenticated for missing or wrong credentials; the
