@@ -325,13 +325,9 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 		tags: map[string]string{}, done: make(chan struct{}), ready: make(chan struct{}),
 		execs: map[string]*execProc{}, files: map[string]*os.File{}, tunnels: map[uint32]*tunnel{},
 	}
-	if t := def.GetTimeoutSecs(); t > 0 {
-		sb.timer = time.AfterFunc(time.Duration(t)*time.Second, func() {
-			sb.finish(pb.GenericResult_GENERIC_STATUS_TIMEOUT, 0, "Sandbox timed out")
-		})
-	}
 	// As on Modal, the sandbox exists at once and gets its task when it
-	// has been set up (SandboxGetTaskId waits for that).
+	// has been set up (SandboxGetTaskId waits for that); its timeout runs
+	// from then.
 	go sb.setUp(blocked)
 	s.sandboxes[id] = sb
 	s.tasks[sb.taskID] = sb
@@ -365,6 +361,11 @@ func (sb *sandbox) setUp(isolateNet bool) {
 		return
 	}
 	sb.h = h
+	if t := sb.def.GetTimeoutSecs(); t > 0 {
+		sb.timer = time.AfterFunc(time.Duration(t)*time.Second, func() {
+			sb.finish(pb.GenericResult_GENERIC_STATUS_TIMEOUT, 0, "Sandbox timed out")
+		})
+	}
 	var entry *execProc
 	if args := sb.def.GetEntrypointArgs(); len(args) > 0 {
 		// The sandbox runs its command and ends with it.
