@@ -124,7 +124,8 @@ func (s *Server) ptyRoute(w http.ResponseWriter, r *http.Request, sb *sandboxRec
 		delete(sb.ptys, p.id)
 		s.mu.Unlock()
 		p.ptmx.Close()
-		writeJSON(w, http.StatusOK, map[string]any{"message": "PTY session deleted"})
+		// gin.H in the spec is an object of objects; the adapter reads nothing.
+		writeJSON(w, http.StatusOK, map[string]any{})
 	case len(rest) == 2 && rest[1] == "resize" && r.Method == http.MethodPost:
 		var b struct {
 			Cols int `json:"cols"`
