@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,8 +64,9 @@ type Options struct {
 
 // Provider creates Daytona sandboxes. It is safe for concurrent use.
 type Provider struct {
-	c    *Client
-	opts Options
+	c        *Client
+	opts     Options
+	pageSize int // sandboxes per List page
 }
 
 var _ sandbox.Provider = (*Provider)(nil)
@@ -125,7 +125,7 @@ func New(opts *Options) (*Provider, error) {
 	if c.maxRetryAt <= 0 {
 		c.maxRetryAt = 30 * time.Second
 	}
-	return &Provider{c: c, opts: o}, nil
+	return &Provider{c: c, opts: o, pageSize: 100}, nil
 }
 
 // fromEnv fills empty options from Daytona's environment variables.
@@ -468,7 +468,7 @@ func gone(state string) bool { return state == "destroyed" || state == "destroyi
 // Daytona's cursor pagination.
 func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq2[sandbox.Info, error] {
 	return func(yield func(sandbox.Info, error) bool) {
-		q := url.Values{"limit": {"100"}}
+		q := url.Values{"limit": {strconv.Itoa(p.pageSize)}}
 		var want map[string]string
 		if opts != nil && len(opts.Labels) > 0 {
 			want = opts.Labels
@@ -1059,5 +1059,3 @@ func (s *Sandbox) name(ctx context.Context, op, name string) (string, error) {
 	}
 	return p, nil
 }
-
-var _ = slices.Contains[[]string]

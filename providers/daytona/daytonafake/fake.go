@@ -463,6 +463,10 @@ func (s *Server) validated(w http.ResponseWriter, r *http.Request, v *validator,
 	case r.Method == http.MethodPost && p == "/files/upload":
 		// The daemon answers an upload with 200 and an empty body, where
 		// the spec promises a JSON object (notes §6): status and headers only.
+	case strings.HasPrefix(rec.header.Get("Content-Type"), "text/plain") && strings.HasSuffix(p, "/logs"):
+		// Without X-Daytona-SDK-Version 0.167.0 or newer the daemon sends
+		// the combined log as plain text, where the spec gives the JSON
+		// object's schema for text/plain too (notes §6).
 	default:
 		body = rec.body.Bytes()
 		if body == nil {

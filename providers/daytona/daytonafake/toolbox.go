@@ -1,7 +1,6 @@
 package daytonafake
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -745,5 +744,3 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request, rest string) {
 	}
 	rp.ServeHTTP(w, r)
 }
-
-var _ = context.Background
