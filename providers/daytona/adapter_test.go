@@ -50,9 +50,9 @@ func TestOpenRefusesWhatDoesNotBelongInTheURL(t *testing.T) {
 	clearEnv(t)
 	t.Setenv("DAYTONA_API_KEY", "k")
 	for raw, want := range map[string]string{
-		"daytona://us?region=eu":     `unknown URL query parameter "region" (known: endpoint)`,
-		"daytona://key@us":           "credentials do not belong in the URL",
-		"daytona://us/extra":         "has a path",
+		"daytona://us?region=eu":      `unknown URL query parameter "region" (known: endpoint)`,
+		"daytona://key@us":            "credentials do not belong in the URL",
+		"daytona://us/extra":          "has a path",
 		"daytona://?endpoint=ftp://x": "is not an http(s) URL",
 	} {
 		_, err := sandbox.Open(context.Background(), raw)

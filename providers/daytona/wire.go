@@ -91,9 +91,9 @@ type wireSnapshotReq struct {
 
 // wireSnapshot is the control API's SnapshotDto (the fields read).
 type wireSnapshot struct {
-	ID         string `json:"id"`
-	Name       string `json:"name"`
-	State      string `json:"state"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	State       string `json:"state"`
 	ErrorReason string `json:"errorReason,omitempty"`
 }
 
