@@ -213,12 +213,16 @@ func (s *Sandbox) session(ctx context.Context, op string) (string, error) {
 // releaseSession returns an idle session for the next command.
 func (s *Sandbox) releaseSession(sid string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.terminated && len(s.sessions) < 16 {
 		s.sessions = append(s.sessions, sid)
+		s.mu.Unlock()
 		return
 	}
-	go s.deleteSession(sid)
+	terminated := s.terminated
+	s.mu.Unlock()
+	if !terminated {
+		s.deleteSession(sid)
+	}
 }
 
 // dropSession deletes a session whose state is not known to be clean.
