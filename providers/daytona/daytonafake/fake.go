@@ -106,6 +106,7 @@ type Server struct {
 	srv      *httptest.Server
 	ownRoot  bool
 	isolated bool
+	ns       *namespace // nil when commands run on the host
 	api, tb  *validator
 
 	mu         sync.Mutex
@@ -121,7 +122,7 @@ type Server struct {
 type sandboxRec struct {
 	w         sandboxJSON
 	disk, tmp string // host directories behind the working directory and /tmp
-	mount     string // an empty host directory the isolated view is built on
+	root      string // the sandbox's root in the fake's namespace; "" on the host
 	cwd       string // the working directory as commands see it
 	previewTk string
 	pending   bool // a GET moves "starting" to "started"
@@ -202,7 +203,10 @@ func New(opts *Options) *Server {
 		}
 		s.opts.Root, s.ownRoot = dir, true
 	}
-	s.isolated = !s.opts.NoIsolation && probeIsolation(s.opts.Root)
+	if !s.opts.NoIsolation {
+		s.ns = probeNamespace(s.opts.Root)
+		s.isolated = s.ns != nil
+	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -238,6 +242,9 @@ func (s *Server) Close() {
 	s.srv.Close()
 	for _, c := range all {
 		<-c.done
+	}
+	if s.ns != nil {
+		s.ns.close()
 	}
 	if s.ownRoot {
 		os.RemoveAll(s.opts.Root)
@@ -551,6 +558,41 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = id
 	}
+	dir := filepath.Join(s.opts.Root, id)
+	sb := &sandboxRec{
+		disk: filepath.Join(dir, "disk"), tmp: filepath.Join(dir, "tmp"),
+		previewTk: newToken(), pending: true, created: time.Now(),
+		cmds: map[string]*command{}, sessions: map[string]*session{}, ptys: map[string]*ptySession{},
+	}
+	for _, d := range []string{dir, sb.disk, sb.tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			apiError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
+	os.Chmod(sb.tmp, 0o1777)
+	if s.ns != nil {
+		root := filepath.Join(dir, "root")
+		err := os.Mkdir(root, 0o755)
+		if err == nil {
+			err = s.ns.makeRoot(root, sb.disk, sb.tmp)
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			apiError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		sb.root = root
+	}
+	created := false
+	defer func() {
+		if !created {
+			if sb.root != "" {
+				s.ns.dropRoot(sb.root)
+			}
+			os.RemoveAll(dir)
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, o := range s.sandboxes {
@@ -566,27 +608,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	dir := filepath.Join(s.opts.Root, id)
-	sb := &sandboxRec{
-		disk: filepath.Join(dir, "disk"), tmp: filepath.Join(dir, "tmp"), mount: filepath.Join(dir, "mnt"),
-		previewTk: newToken(), pending: true, created: time.Now(),
-		cmds: map[string]*command{}, sessions: map[string]*session{}, ptys: map[string]*ptySession{},
-	}
-	for _, d := range []string{dir, sb.tmp, sb.mount} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			apiError(w, http.StatusInternalServerError, err.Error())
-			return
-		}
-	}
-	os.Chmod(sb.tmp, 0o1777)
 	if snap != nil {
+		// The disk exists (the view binds it): copy into it.
 		if err := os.CopyFS(sb.disk, os.DirFS(snap.dir)); err != nil {
 			apiError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-	} else if err := os.Mkdir(sb.disk, 0o755); err != nil {
-		apiError(w, http.StatusInternalServerError, err.Error())
-		return
 	}
 	sb.cwd = sb.disk
 	if s.isolated {
@@ -630,6 +657,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		sb.w.State = "pending_build"
 	}
 	s.sandboxes[id] = sb
+	created = true
 	writeJSON(w, http.StatusOK, sb.w)
 }
 
@@ -764,6 +792,9 @@ func (s *Server) sandboxRoute(w http.ResponseWriter, r *http.Request, idOrName s
 	case "DELETE ":
 		wait = s.stopLocked(sb)
 		delete(s.sandboxes, sb.w.ID)
+		if sb.root != "" {
+			s.ns.dropRoot(sb.root)
+		}
 		os.RemoveAll(filepath.Dir(sb.disk))
 		sb.w.State, sb.w.DesiredState = "destroying", "destroyed"
 		writeJSON(w, http.StatusOK, sb.w)

@@ -123,9 +123,9 @@ func (s *Server) env(sb *sandboxRec, extra map[string]string) []string {
 // shell returns sh -c script run in sb, in cwd, in its own process group.
 func (s *Server) shell(sb *sandboxRec, cwd string, env []string, script string) *exec.Cmd {
 	var cmd *exec.Cmd
-	if s.isolated {
+	if sb.root != "" {
 		nonet := sb.w.NetworkBlockAll || sb.w.NetworkAllowList != "" || sb.w.DomainAllowList != ""
-		cmd = isolatedCommand(sb.disk, sb.tmp, sb.mount, nonet, cwd, env, "/bin/sh", "-c", script)
+		cmd = s.ns.command(sb.root, nonet, cwd, env, "/bin/sh", "-c", script)
 	} else {
 		cmd = exec.Command("/bin/sh", "-c", script)
 		cmd.Dir, cmd.Env = cwd, env
