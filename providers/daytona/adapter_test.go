@@ -330,3 +330,28 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestPTYTimeoutAndCancel(t *testing.T) {
+	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
+	sb := newSandbox(t, p, nil)
+	ctx := context.Background()
+	proc, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sleep", "60"}, TTY: &sandbox.TTY{Rows: 10, Cols: 40}, Timeout: time.Second})
+	require.NoError(t, err)
+	st, err := proc.Wait(ctx)
+	require.NoError(t, err)
+	assert.True(t, st.TimedOut, "%+v", st)
+
+	cctx, cancel := context.WithCancel(ctx)
+	proc, err = sb.Start(cctx, &sandbox.Cmd{Args: []string{"sleep", "60"}, TTY: &sandbox.TTY{Rows: 10, Cols: 40}})
+	require.NoError(t, err)
+	cancel()
+	_, err = proc.Wait(ctx)
+	assert.ErrorIs(t, err, context.Canceled)
+
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "exit 7"}, TTY: &sandbox.TTY{Rows: 10, Cols: 40}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 7, res.Status.Code)
+	res, err = sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"no-such-program-here"}, TTY: &sandbox.TTY{Rows: 10, Cols: 40}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 127, res.Status.Code)
+}

@@ -249,7 +249,8 @@ func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *Cre
 		return nil, err
 	}
 	if spec.Workdir != "" {
-		dir, err := sandbox.CleanName("/", spec.Workdir)
+		// A relative Workdir is taken in the daemon's working directory.
+		dir, err := s.name(ctx, op, spec.Workdir)
 		if err == nil {
 			err = s.MkdirAll(ctx, dir, 0o755)
 		}
@@ -882,8 +883,8 @@ func (s *Sandbox) Snapshot(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// The snapshot is taken asynchronously: wait for the sandbox to leave
-	// "snapshotting" and the snapshot to be active.
+	// The snapshot is taken asynchronously: wait for the snapshot to be
+	// active and the sandbox to leave "snapshotting".
 	delay := 50 * time.Millisecond
 	for {
 		var sn wireSnapshot
@@ -891,10 +892,13 @@ func (s *Sandbox) Snapshot(ctx context.Context) (string, error) {
 		var ae *APIError
 		switch {
 		case err == nil && sn.State == "active":
-			if w, err := s.refresh(ctx); err == nil && w.State == "snapshotting" {
-				break
+			w, err := s.refresh(ctx)
+			if err != nil {
+				return "", wrap(s.id, op, err)
 			}
-			return name, nil
+			if w.State != "snapshotting" {
+				return name, nil
+			}
 		case err == nil && (sn.State == "error" || sn.State == "build_failed"):
 			return "", sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable,
 				fmt.Sprintf("snapshot %s failed: %s", name, sn.ErrorReason))

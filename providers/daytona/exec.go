@@ -276,12 +276,14 @@ func (p *process) run(life context.Context) {
 	status, err := p.follow(life)
 	p.mu.Lock()
 	switch {
+	case p.ctxErr != nil:
+		// Cancelling Start's ctx is the caller's act: its error, whatever
+		// the stream did.
+		status = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL}
+		err = p.ctxErr
 	case err != nil:
 	case p.timedOut:
 		status = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL, TimedOut: true}
-	case p.ctxErr != nil:
-		status = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL}
-		err = p.ctxErr
 	case p.sent != "" && status.Code == 128+signalNumbers[p.sent]:
 		status = sandbox.ExitStatus{Code: -1, Signal: p.sent}
 	}
@@ -306,8 +308,19 @@ func (p *process) follow(life context.Context) (sandbox.ExitStatus, error) {
 	if serr != nil && life.Err() != nil {
 		return sandbox.ExitStatus{}, life.Err()
 	}
-	code, err := p.exitCode(life)
+	// The record has the exit code once the stream has ended; a daemon
+	// that never gives one is an error, not a hang.
+	ectx, cancel := context.WithTimeout(life, 2*time.Minute)
+	code, err := p.exitCode(ectx)
+	cancel()
 	if err != nil {
+		if life.Err() != nil {
+			return sandbox.ExitStatus{}, life.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable,
+				"the command's output ended but the daemon gave no exit code within 2 minutes")
+		}
 		return sandbox.ExitStatus{}, err
 	}
 	if serr != nil {

@@ -88,7 +88,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	default:
 		upload = streamingBody(io.MultiReader(bytes.NewReader(head), r))
 	}
-	err = s.call(ctx, op, func(base string) error {
+	send := func(base string) error {
 		resp, err := s.p.c.do(ctx, http.MethodPost, toolboxURL(base, "/files/upload", url.Values{"path": {tmp}}), upload, false)
 		if err == nil {
 			// An empty body is what the daemon sends (notes §6); ignore any.
@@ -96,7 +96,15 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 			resp.Body.Close()
 		}
 		return err
-	})
+	}
+	if upload.once != nil {
+		// A streamed body cannot be sent twice: no resume-and-retry.
+		if err = s.ensure(ctx, op); err == nil {
+			err = wrap(s.id, op, send(s.toolboxBase()))
+		}
+	} else {
+		err = s.call(ctx, op, send)
+	}
 	if err == nil {
 		err = s.call(ctx, op, func(base string) error {
 			q := url.Values{"path": {tmp}, "mode": {fmt.Sprintf("%04o", perm.Perm())}}

@@ -114,12 +114,12 @@ func (p *ptyProcess) run(life context.Context) {
 	st, err := p.read(life)
 	p.mu.Lock()
 	switch {
-	case err != nil:
-	case p.timedOut:
-		st = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL, TimedOut: true}
 	case p.ctxErr != nil:
 		st = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL}
 		err = p.ctxErr
+	case err != nil:
+	case p.timedOut:
+		st = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL, TimedOut: true}
 	case p.sent != "" && st.Code == 128+signalNumbers[p.sent]:
 		st = sandbox.ExitStatus{Code: -1, Signal: p.sent}
 	}
@@ -243,9 +243,10 @@ func (p *ptyProcess) watch(ctx context.Context, timeout time.Duration) {
 	kctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if p.signal(kctx, sandbox.SIGKILL) != nil {
+		// The process could not be reached: end the session, stop reading.
 		p.delete()
+		p.stopLife()
 	}
-	p.stopLife()
 }
 
 func (p *ptyProcess) signal(ctx context.Context, sig sandbox.Signal) error {
