@@ -355,3 +355,25 @@ func TestPTYTimeoutAndCancel(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 127, res.Status.Code)
 }
+
+func TestGetByNameAndUnknown(t *testing.T) {
+	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
+	ctx := context.Background()
+	sb, err := p.CreateWith(ctx, &sandbox.Spec{Workdir: "project"}, &CreateOptions{Name: "perimeter-named"})
+	require.NoError(t, err)
+	t.Cleanup(func() { sb.Terminate(context.Background()) })
+	got, err := p.Get(ctx, "perimeter-named")
+	require.NoError(t, err)
+	assert.Equal(t, sb.ID(), got.ID(), "Get by name returns the sandbox's ID")
+	assert.Equal(t, "perimeter-named", got.(*Sandbox).Name())
+
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "basename $(pwd)"}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "project\n", string(res.Stdout), "a relative Spec.Workdir is made in the daemon's directory")
+
+	_, err = p.Get(ctx, "no-such-sandbox")
+	assert.ErrorIs(t, err, sandbox.ErrNotFound)
+	require.NoError(t, sb.Terminate(ctx))
+	_, err = p.Get(ctx, sb.ID())
+	assert.ErrorIs(t, err, sandbox.ErrNotFound)
+}
