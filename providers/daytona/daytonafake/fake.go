@@ -29,10 +29,11 @@
 //     sandbox is public; the signed form needs nothing until it expires.
 //
 // Commands run for real, each in its own process group. Where it can
-// (root, or unprivileged user namespaces, and util-linux's unshare), each
-// runs in a new mount namespace chrooted into a read-only view of the host
-// with the sandbox's own directory at /home/daytona (the working
-// directory, as on Daytona) and its own /tmp, and a sandbox with
+// (root, or unprivileged user namespaces, and util-linux's unshare and
+// nsenter), the fake holds a mount namespace with a read-only view of the
+// host, and each command runs in it chrooted into its sandbox's root: the
+// view with the sandbox's own directory at /home/daytona (the working
+// directory, as on Daytona) and its own /tmp. A sandbox with
 // networkBlockAll or an allow-list runs its commands in a new network
 // namespace (an allow-list allows nothing: the fake has no egress proxy).
 // Elsewhere ([Options.NoIsolation], or [Server.Isolated] false), commands
