@@ -377,3 +377,15 @@ func TestGetByNameAndUnknown(t *testing.T) {
 	_, err = p.Get(ctx, sb.ID())
 	assert.ErrorIs(t, err, sandbox.ErrNotFound)
 }
+
+func TestBrokenLogStreamIsCompletedFromTheLogs(t *testing.T) {
+	f, p := newFake(t, &daytonafake.Options{NoIsolation: true})
+	sb := newSandbox(t, p, nil)
+	f.Fail(daytonafake.Fault{Method: "GET", Path: "/logs", Drop: true})
+	res, err := sandbox.Run(context.Background(), sb, &sandbox.Cmd{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 5"}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, 5, res.Status.Code)
+	assert.Equal(t, "out\n", string(res.Stdout))
+	assert.Equal(t, "err\n", string(res.Stderr))
+	assert.Equal(t, 2, f.Hits("GET", "/logs"), "the dropped stream, then the logs")
+}
