@@ -389,3 +389,20 @@ func TestBrokenLogStreamIsCompletedFromTheLogs(t *testing.T) {
 	assert.Equal(t, "err\n", string(res.Stderr))
 	assert.Equal(t, 2, f.Hits("GET", "/logs"), "the dropped stream, then the logs")
 }
+
+func TestPauseEndsRunningCommandsWithAClearError(t *testing.T) {
+	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
+	sb := newSandbox(t, p, nil)
+	ctx := context.Background()
+	var out syncBuf
+	proc, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sh", "-c", "echo up; sleep 60"}, Stdout: &out})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return out.String() == "up\n" }, time.Minute, 10*time.Millisecond)
+	require.NoError(t, sb.Pause(ctx))
+	_, err = proc.Wait(ctx)
+	assert.ErrorIs(t, err, sandbox.ErrUnavailable)
+	assert.ErrorContains(t, err, "stopped")
+	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"echo", "again"}}, nil)
+	require.NoError(t, err, "the next command starts the sandbox again")
+	assert.Equal(t, "again\n", string(res.Stdout))
+}

@@ -321,6 +321,14 @@ func (p *process) follow(life context.Context) (sandbox.ExitStatus, error) {
 			err = sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable,
 				"the command's output ended but the daemon gave no exit code within 2 minutes")
 		}
+		var ae *APIError
+		if errors.As(err, &ae) && !ae.Daemon {
+			// The proxy refused: a sandbox stopped under the command.
+			if w, rerr := p.s.refresh(life); rerr == nil && resumable(w.State) {
+				err = sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable,
+					"the sandbox was stopped ("+w.State+") while the command ran; its processes ended")
+			}
+		}
 		return sandbox.ExitStatus{}, err
 	}
 	if serr != nil {

@@ -53,6 +53,7 @@
 package daytonafake
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -67,6 +68,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -321,10 +323,45 @@ func (s *Server) stopLocked(sb *sandboxRec) []*command {
 	for _, p := range sb.ptys {
 		p.kill()
 	}
+	killTagged(sb.w.ID)
 	sb.cmds = map[string]*command{}
 	sb.sessions = map[string]*session{}
 	sb.ptys = map[string]*ptySession{}
 	return out
+}
+
+// tagVar is the environment variable every process of a sandbox starts
+// with, holding the sandbox's ID: a stop ends processes that moved to a
+// process group or session of their own (setsid), as stopping a real
+// sandbox's container does.
+const tagVar = "DAYTONAFAKE_SANDBOX"
+
+// killTagged kills every process whose initial environment carries the
+// sandbox's tag, until none is left (a process may fork meanwhile).
+func killTagged(id string) {
+	tag := []byte("\x00" + tagVar + "=" + id + "\x00")
+	for round := 0; round < 10; round++ {
+		ents, err := os.ReadDir("/proc")
+		if err != nil {
+			return
+		}
+		found := false
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+			if err != nil || !bytes.Contains(append([]byte{0}, env...), tag) {
+				continue
+			}
+			found = true
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if !found {
+			return
+		}
+	}
 }
 
 // ---- HTTP plumbing --------------------------------------------------------

@@ -106,6 +106,7 @@ func (s *Server) env(sb *sandboxRec, extra map[string]string) []string {
 	m := map[string]string{
 		"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME": sb.cwd, "LANG": "C.UTF-8", "USER": sb.w.User,
+		tagVar: sb.w.ID, // how stop finds processes that left their group
 	}
 	for k, v := range sb.w.Env {
 		m[k] = v
