@@ -43,7 +43,9 @@
 //
 // Lifecycle: create answers "starting" and the next GET finds the sandbox
 // "started" (so clients must poll as they must on Daytona); stop kills
-// every process and keeps the files; start resumes a stopped or archived
+// every process and keeps the files (every process of a sandbox starts with
+// DAYTONAFAKE_SANDBOX=ID in its environment, so one that left its process
+// group is found too); start resumes a stopped or archived
 // sandbox the same way; toolbox calls to a sandbox that is not started are
 // refused by the proxy (HTTP 400 without the daemon's path and method).
 // Snapshots copy the sandbox's files; a sandbox created from one starts
