@@ -208,18 +208,28 @@ func (c *Client) do(ctx context.Context, method, rawURL string, b *body, idem bo
 		}
 		wait := c.delay(attempt)
 		if ra := resp.Header.Get("Retry-After"); ra != "" && resp.StatusCode == http.StatusTooManyRequests {
-			secs, perr := strconv.Atoi(strings.TrimSpace(ra))
-			if perr != nil || secs < 0 || time.Duration(secs)*time.Second > c.maxRetryAt {
+			d, ok := retryAfter(ra)
+			if !ok || d > c.maxRetryAt {
 				return nil, apiErr
 			}
-			if d := time.Duration(secs) * time.Second; d > wait {
-				wait = d
-			}
+			wait = max(wait, d)
 		}
 		if err := sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
+func retryAfter(v string) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if secs, err := strconv.Atoi(v); err == nil {
+		return time.Duration(secs) * time.Second, secs >= 0
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0), true
+	}
+	return 0, false
 }
 
 // notSent reports whether a transport error happened before the request
