@@ -35,15 +35,15 @@ func TestOpenReadsDaytonasEnvironment(t *testing.T) {
 	t.Setenv("DAYTONA_TARGET", "eu")
 	pv, err := sandbox.Open(context.Background(), "daytona://")
 	require.NoError(t, err)
-	p := pv.(*Provider)
+	p := driverOf(t, pv)
 	assert.Equal(t, "https://daytona.example/api", p.Client().APIURL())
 	assert.Equal(t, "eu", p.opts.Target)
 
 	t.Setenv("DAYTONA_API_URL", "https://api.example/api")
 	pv, err = sandbox.Open(context.Background(), "daytona://us")
 	require.NoError(t, err)
-	assert.Equal(t, "https://api.example/api", pv.(*Provider).Client().APIURL(), "DAYTONA_API_URL wins over DAYTONA_SERVER_URL")
-	assert.Equal(t, "us", pv.(*Provider).opts.Target, "the URL's target wins over DAYTONA_TARGET")
+	assert.Equal(t, "https://api.example/api", driverOf(t, pv).Client().APIURL(), "DAYTONA_API_URL wins over DAYTONA_SERVER_URL")
+	assert.Equal(t, "us", driverOf(t, pv).opts.Target, "the URL's target wins over DAYTONA_TARGET")
 }
 
 func TestOpenRefusesWhatDoesNotBelongInTheURL(t *testing.T) {
@@ -94,7 +94,7 @@ func TestJWTNeedsAnOrganizationAndSendsIt(t *testing.T) {
 }
 
 func TestCreateRequestMapsTheSpec(t *testing.T) {
-	p, err := New(&Options{APIKey: "k", Target: "eu"})
+	p, err := NewDriver(&Options{APIKey: "k", Target: "eu"})
 	require.NoError(t, err)
 	r, err := p.createRequest(&sandbox.Spec{
 		Image:     "python:3.12",
@@ -136,6 +136,14 @@ func TestCreateRequestMapsTheSpec(t *testing.T) {
 	r, err = p.createRequest(&sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist}}, &CreateOptions{})
 	require.NoError(t, err)
 	assert.True(t, r.NetworkBlockAll, "an empty allow-list allows nothing")
+
+	r, err = p.createRequest(&sandbox.Spec{}, &CreateOptions{})
+	require.NoError(t, err)
+	assert.True(t, r.NetworkBlockAll, "a nil Spec.Network is no egress")
+	r, err = p.createRequest(&sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}, &CreateOptions{})
+	require.NoError(t, err)
+	assert.False(t, r.NetworkBlockAll, "open egress is asked for")
+	assert.Empty(t, r.NetworkAllowList+r.DomainAllowList)
 }
 
 func TestTransientFailuresAreRetriedAndCreateIsNot(t *testing.T) {
@@ -189,13 +197,13 @@ func TestPauseStopsAndResumeKeepsTheFiles(t *testing.T) {
 	sb := newSandbox(t, p, &sandbox.Spec{Timeout: time.Hour})
 	require.NoError(t, sb.WriteFile(ctx, "kept.txt", strings.NewReader("before the pause"), 0o644))
 
-	require.NoError(t, sandbox.Pause(ctx, sb))
+	require.NoError(t, sb.Pause(ctx))
 	assert.Equal(t, "stopped", f.State(sb.ID()))
 	info, err := sb.Info(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, sandbox.StatePaused, info.State)
 
-	require.NoError(t, sandbox.Resume(ctx, sb))
+	require.NoError(t, sb.Resume(ctx))
 	assert.Equal(t, "started", f.State(sb.ID()))
 	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"cat", "kept.txt"}}, nil)
 	require.NoError(t, err)
@@ -215,7 +223,7 @@ func TestStoppedOrArchivedSandboxIsResumedOnFirstUse(t *testing.T) {
 		info, err := got.Info(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, sandbox.StatePaused, info.State, "Get reports the state; it does not fail")
-		state, err := got.(*Sandbox).State(ctx)
+		state, err := sandboxOf(t, got).State(ctx)
 		require.NoError(t, err)
 		assert.Contains(t, []string{"stopped", "archived"}, state)
 
@@ -241,7 +249,7 @@ func TestHeldHandleResumesAfterAutoStop(t *testing.T) {
 
 func TestListPaginates(t *testing.T) {
 	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
-	p.pageSize = 2
+	driverOf(t, p).pageSize = 2
 	want := map[string]bool{}
 	for range 5 {
 		sb := newSandbox(t, p, &sandbox.Spec{Labels: map[string]string{"batch": "x"}})
@@ -280,7 +288,8 @@ func TestExposeTunnelCarriesThePreviewToken(t *testing.T) {
 	sb := newSandbox(t, p, nil)
 	tun, err := sb.Expose(context.Background(), 8080, nil)
 	require.NoError(t, err)
-	tt := tun.(*Tunnel)
+	var tt *Tunnel
+	require.True(t, tun.As(&tt))
 	assert.NotEmpty(t, tt.Header().Get("X-Daytona-Preview-Token"))
 	assert.NotEqual(t, tt.URL(), tt.PreviewURL())
 	assert.WithinDuration(t, time.Now().Add(time.Hour), tt.Expires(), time.Minute)
@@ -359,13 +368,13 @@ func TestPTYTimeoutAndCancel(t *testing.T) {
 func TestGetByNameAndUnknown(t *testing.T) {
 	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
 	ctx := context.Background()
-	sb, err := p.CreateWith(ctx, &sandbox.Spec{Workdir: "project"}, &CreateOptions{Name: "perimeter-named"})
+	sb, err := CreateWith(ctx, p, &sandbox.Spec{Workdir: "project"}, &CreateOptions{Name: "perimeter-named"})
 	require.NoError(t, err)
 	t.Cleanup(func() { sb.Terminate(context.Background()) })
 	got, err := p.Get(ctx, "perimeter-named")
 	require.NoError(t, err)
 	assert.Equal(t, sb.ID(), got.ID(), "Get by name returns the sandbox's ID")
-	assert.Equal(t, "perimeter-named", got.(*Sandbox).Name())
+	assert.Equal(t, "perimeter-named", sandboxOf(t, got).Name())
 
 	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "basename $(pwd)"}}, nil)
 	require.NoError(t, err)

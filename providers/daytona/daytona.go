@@ -13,12 +13,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 func init() {
@@ -69,18 +71,31 @@ type Provider struct {
 	pageSize int // sandboxes per List page
 }
 
-var _ sandbox.Provider = (*Provider)(nil)
+var _ driver.Provider = (*Provider)(nil)
 
-// New returns a Provider. It does no I/O: bad credentials show up on the
-// first call.
-func New(opts *Options) (*Provider, error) {
+// New returns the portable provider host code uses. It does no I/O: bad
+// credentials show up on the first call.
+func New(opts *Options) (*sandbox.Provider, error) {
+	d, err := NewDriver(opts)
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.NewProvider(d, nil), nil
+}
+
+// NewDriver is [New] returning the provider's driver, for
+// [sandbox.NewProvider] with [sandbox.ProviderOptions] (hooks, logging).
+// Host code calls the portable type's methods, never the driver's: the
+// portable layer validates arguments and applies defaults before the
+// driver sees them.
+func NewDriver(opts *Options) (*Provider, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
 	fromEnv(&o)
 	bad := func(msg string) error {
-		return sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument, msg)
+		return sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument, "%s", msg)
 	}
 	token := o.APIKey
 	switch {
@@ -154,9 +169,9 @@ func fromEnv(o *Options) {
 var urlParams = []string{"endpoint"}
 
 // open serves "daytona://" and "daytona://TARGET[?endpoint=URL]".
-func open(_ context.Context, u *url.URL) (sandbox.Provider, error) {
-	bad := func(msg string) (sandbox.Provider, error) {
-		return nil, sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument, msg)
+func open(_ context.Context, u *url.URL) (driver.Provider, error) {
+	bad := func(msg string) (driver.Provider, error) {
+		return nil, sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument, "%s", msg)
 	}
 	if u.User != nil {
 		return bad("credentials do not belong in the URL: set DAYTONA_API_KEY (or DAYTONA_JWT_TOKEN and DAYTONA_ORGANIZATION_ID)")
@@ -174,7 +189,28 @@ func open(_ context.Context, u *url.URL) (sandbox.Provider, error) {
 			return bad(fmt.Sprintf("unknown URL query parameter %q (known: %s)", k, strings.Join(urlParams, ", ")))
 		}
 	}
-	return New(&o)
+	d, err := NewDriver(&o)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Name returns "daytona".
+func (p *Provider) Name() string { return providerName }
+
+// As sets a **Provider target to the driver and a **Client target to its
+// API client, and reports whether it did.
+func (p *Provider) As(target any) bool {
+	switch t := target.(type) {
+	case **Provider:
+		*t = p
+	case **Client:
+		*t = p.c
+	default:
+		return false
+	}
+	return true
 }
 
 // Client returns the authenticated, retrying client, for endpoints the
@@ -188,7 +224,7 @@ func (p *Provider) Close() error {
 }
 
 // CreateOptions are Daytona settings beyond sandbox.Spec, for
-// [Provider.CreateWith].
+// [CreateWith].
 type CreateOptions struct {
 	// Name is the sandbox's name (unique in the organization); empty
 	// means its ID.
@@ -214,20 +250,33 @@ type CreateOptions struct {
 }
 
 // Create starts a sandbox from spec and waits for it to be started.
-func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbox, error) {
-	sb, err := p.CreateWith(ctx, spec, nil)
+func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
+	opts, _ := ctx.Value(createOptionsKey{}).(*CreateOptions)
+	sb, err := p.create(ctx, spec, opts)
 	if err != nil {
 		return nil, err
 	}
 	return sb, nil
 }
 
-// CreateWith is Create with Daytona's own settings.
-func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *CreateOptions) (*Sandbox, error) {
-	const op = "create"
-	if spec == nil {
-		spec = &sandbox.Spec{}
+type createOptionsKey struct{}
+
+// CreateWith is [sandbox.Provider.Create] with Daytona's own settings; p
+// must be a Daytona provider (ErrInvalidArgument otherwise). The portable
+// layer checks spec and applies its defaults as for Create.
+func CreateWith(ctx context.Context, p *sandbox.Provider, spec *sandbox.Spec, opts *CreateOptions) (*sandbox.Sandbox, error) {
+	var d *Provider
+	if !p.As(&d) {
+		return nil, sandbox.Errorf(providerName, "", "create", sandbox.ErrInvalidArgument, "CreateWith: %s is not a Daytona provider", p.Name())
 	}
+	if opts == nil {
+		opts = &CreateOptions{}
+	}
+	return p.Create(context.WithValue(ctx, createOptionsKey{}, opts), spec)
+}
+
+func (p *Provider) create(ctx context.Context, spec *sandbox.Spec, opts *CreateOptions) (*Sandbox, error) {
+	const op = "create"
 	if opts == nil {
 		opts = &CreateOptions{}
 	}
@@ -282,7 +331,7 @@ func gib(bytes int64) int { return int((bytes + (1<<30 - 1)) >> 30) }
 func (p *Provider) createRequest(spec *sandbox.Spec, opts *CreateOptions) (*wireCreate, error) {
 	const op = "create"
 	fail := func(kind error, format string, args ...any) (*wireCreate, error) {
-		return nil, sandbox.Errorf(providerName, "", op, kind, fmt.Sprintf(format, args...))
+		return nil, sandbox.Errorf(providerName, "", op, kind, format, args...)
 	}
 	r := &wireCreate{
 		Name: opts.Name, User: opts.User, Public: opts.Public, Target: p.opts.Target,
@@ -296,8 +345,6 @@ func (p *Provider) createRequest(spec *sandbox.Spec, opts *CreateOptions) (*wire
 		return fail(sandbox.ErrNotSupported, "Spec.RootFS: Daytona sandboxes start from an image or a snapshot, not a host directory")
 	case spec.Resources.PIDs != 0:
 		return fail(sandbox.ErrNotSupported, "Resources.PIDs: Daytona has no process limit setting")
-	case spec.Resources.CPU < 0 || spec.Resources.Memory < 0 || spec.Resources.Disk < 0 || spec.Timeout < 0:
-		return fail(sandbox.ErrInvalidArgument, "negative resources or timeout in Spec")
 	case spec.Resources.CPU != math.Trunc(spec.Resources.CPU):
 		return fail(sandbox.ErrNotSupported, "Resources.CPU %v: Daytona allocates whole cores", spec.Resources.CPU)
 	case spec.Image != "" && spec.Snapshot != "", opts.Dockerfile != "" && (spec.Image != "" || spec.Snapshot != ""):
@@ -370,12 +417,12 @@ func validEnvName(k string) bool {
 	return true
 }
 
-// networkToWire sets Daytona's egress fields for policy: none blocks all,
-// an allow-list splits into CIDRs and domain names, open (and nil) is
-// Daytona's default.
+// networkToWire sets Daytona's egress fields for policy: none (also a nil
+// policy or an empty mode, as the contract has it) blocks all, an
+// allow-list splits into CIDRs and domain names, open is Daytona's default.
 func networkToWire(policy *sandbox.NetworkPolicy, r *wireCreate) error {
 	if policy == nil {
-		return nil
+		policy = &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}
 	}
 	block, cidrs, domains, err := networkFields(policy)
 	if err != nil {
@@ -389,7 +436,7 @@ func networkFields(policy *sandbox.NetworkPolicy) (block bool, cidrs, domains st
 	switch policy.Mode {
 	case sandbox.NetworkOpen:
 		return false, "", "", nil
-	case sandbox.NetworkNone:
+	case sandbox.NetworkNone, "":
 		return true, "", "", nil
 	case sandbox.NetworkAllowlist:
 	default:
@@ -448,17 +495,17 @@ func (p *Provider) handle(w *wireSandbox) *Sandbox {
 // Get returns a handle to the sandbox with this ID or name. A stopped or
 // archived sandbox is found as it is (Info says StatePaused) and is
 // started again by the first call that needs it.
-func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
+func (p *Provider) Get(ctx context.Context, id string) (driver.Sandbox, error) {
 	const op = "get"
-	if id == "" || strings.ContainsAny(id, "/?#") {
-		return nil, sandbox.Errorf(providerName, id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("sandbox ID %q", id))
+	if strings.ContainsAny(id, "/?#") {
+		return nil, sandbox.Errorf(providerName, id, op, sandbox.ErrInvalidArgument, "sandbox ID %q", id)
 	}
 	var w wireSandbox
 	if err := p.c.api(ctx, http.MethodGet, "/sandbox/"+url.PathEscape(id), nil, nil, &w); err != nil {
 		return nil, wrap(id, op, err)
 	}
 	if gone(w.State) {
-		return nil, sandbox.Errorf(providerName, id, op, sandbox.ErrNotFound, "the sandbox is "+w.State)
+		return nil, sandbox.Errorf(providerName, id, op, sandbox.ErrNotFound, "%s", "the sandbox is "+w.State)
 	}
 	return p.handle(&w), nil
 }
@@ -471,7 +518,7 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 	return func(yield func(sandbox.Info, error) bool) {
 		q := url.Values{"limit": {strconv.Itoa(p.pageSize)}}
 		var want map[string]string
-		if opts != nil && len(opts.Labels) > 0 {
+		if len(opts.Labels) > 0 {
 			want = opts.Labels
 			raw, _ := json.Marshal(want)
 			q.Set("labels", string(raw))
@@ -551,9 +598,9 @@ func infoOf(w *wireSandbox) sandbox.Info {
 	egress := "open"
 	switch {
 	case w.NetworkBlockAll:
-		egress = "blocked"
+		egress = "none"
 	case w.NetworkAllowList != "" || w.DomainAllowList != "":
-		egress = "allow-list"
+		egress = "allowlist"
 	}
 	class := w.SandboxClass
 	if class == "" {
@@ -562,7 +609,7 @@ func infoOf(w *wireSandbox) sandbox.Info {
 	return sandbox.Info{
 		ID: w.ID, Provider: providerName, State: stateOf(w.State), Labels: w.Labels,
 		Created: parseTime(w.CreatedAt),
-		Isolation: fmt.Sprintf("remote: a Daytona sandbox (%s, target %s) on Daytona's runners, not on this host; egress %s",
+		Isolation: fmt.Sprintf("remote: a Daytona sandbox (%s, target %s) on Daytona's runners, not on this host; network: %s",
 			class, w.Target, egress),
 	}
 }
@@ -582,11 +629,21 @@ type Sandbox struct {
 }
 
 var (
-	_ sandbox.Sandbox        = (*Sandbox)(nil)
-	_ sandbox.Pauser         = (*Sandbox)(nil)
-	_ sandbox.Snapshotter    = (*Sandbox)(nil)
-	_ sandbox.NetworkUpdater = (*Sandbox)(nil)
+	_ driver.Sandbox        = (*Sandbox)(nil)
+	_ driver.Pauser         = (*Sandbox)(nil)
+	_ driver.Snapshotter    = (*Sandbox)(nil)
+	_ driver.NetworkUpdater = (*Sandbox)(nil)
 )
+
+// As sets a **Sandbox target to the driver's sandbox (for State, Name and
+// the like) and reports whether it did.
+func (s *Sandbox) As(target any) bool {
+	if t, ok := target.(**Sandbox); ok {
+		*t = s
+		return true
+	}
+	return false
+}
 
 func (s *Sandbox) setWire(w *wireSandbox) {
 	s.mu.Lock()
@@ -663,7 +720,7 @@ func (s *Sandbox) waitStarted(ctx context.Context, op string) error {
 		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
 				return sandbox.Errorf(providerName, s.id, op, sandbox.ErrTimeout,
-					fmt.Sprintf("the sandbox was not started within %v", s.p.opts.StartTimeout))
+					"the sandbox was not started within %v", s.p.opts.StartTimeout)
 			}
 			return wrap(s.id, op, err)
 		}
@@ -678,13 +735,13 @@ func (s *Sandbox) waitStarted(ctx context.Context, op string) error {
 			if w.Recoverable {
 				msg += " (recoverable: POST /sandbox/{id}/recover)"
 			}
-			return sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable, msg)
+			return sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable, "%s", msg)
 		case "destroyed", "destroying":
-			return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotFound, "the sandbox is "+w.State)
+			return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotFound, "%s", "the sandbox is "+w.State)
 		}
 		if err := sleep(ctx, delay); err != nil {
 			return sandbox.Errorf(providerName, s.id, op, sandbox.ErrTimeout,
-				fmt.Sprintf("the sandbox was still %s after waiting: %v", w.State, err))
+				"the sandbox was still %s after waiting: %v", w.State, err)
 		}
 		delay = min(delay*2, time.Second)
 	}
@@ -722,9 +779,6 @@ func resumable(state string) bool {
 // ensure starts the sandbox if a handle from Get, a Pause or an earlier
 // refusal left it possibly idle.
 func (s *Sandbox) ensure(ctx context.Context, op string) error {
-	if err := s.checkLive(op); err != nil {
-		return err
-	}
 	s.mu.Lock()
 	idle, state := s.idle, s.w.State
 	s.mu.Unlock()
@@ -744,7 +798,7 @@ func (s *Sandbox) ensure(ctx context.Context, op string) error {
 	case resumable(state):
 		return s.start(ctx, op)
 	case gone(state):
-		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotFound, "the sandbox is "+state)
+		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotFound, "%s", "the sandbox is "+state)
 	}
 	return s.waitStarted(ctx, op)
 }
@@ -783,9 +837,6 @@ func (s *Sandbox) call(ctx context.Context, op string, fn func(base string) erro
 // Info returns the sandbox's current description. The state of a stopped
 // or archived sandbox is StatePaused; Daytona's own name is in State.
 func (s *Sandbox) Info(ctx context.Context) (sandbox.Info, error) {
-	if err := s.checkLive("info"); err != nil {
-		return sandbox.Info{}, err
-	}
 	w, err := s.refresh(ctx)
 	if err != nil {
 		return sandbox.Info{}, wrap(s.id, "info", err)
@@ -819,9 +870,6 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 // stop does not delete the sandbox, and restored by Resume.
 func (s *Sandbox) Pause(ctx context.Context) error {
 	const op = "pause"
-	if err := s.checkLive(op); err != nil {
-		return err
-	}
 	if s.autoDelete != nil && *s.autoDelete == 0 {
 		if err := s.p.c.api(ctx, http.MethodPost, "/sandbox/"+url.PathEscape(s.id)+"/autodelete/-1", nil, nil, nil); err != nil {
 			return wrap(s.id, op, err)
@@ -852,9 +900,6 @@ func (s *Sandbox) Pause(ctx context.Context) error {
 // is started. Its files are as they were; no process survived the pause.
 func (s *Sandbox) Resume(ctx context.Context) error {
 	const op = "resume"
-	if err := s.checkLive(op); err != nil {
-		return err
-	}
 	w, err := s.refresh(ctx)
 	if err != nil {
 		return wrap(s.id, op, err)
@@ -901,7 +946,7 @@ func (s *Sandbox) Snapshot(ctx context.Context) (string, error) {
 			}
 		case err == nil && (sn.State == "error" || sn.State == "build_failed"):
 			return "", sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable,
-				fmt.Sprintf("snapshot %s failed: %s", name, sn.ErrorReason))
+				"snapshot %s failed: %s", name, sn.ErrorReason)
 		case err != nil && !(errors.As(err, &ae) && ae.Status == http.StatusNotFound):
 			return "", wrap(s.id, op, err)
 		}
@@ -916,12 +961,6 @@ func (s *Sandbox) Snapshot(ctx context.Context) (string, error) {
 // (POST …/network-settings).
 func (s *Sandbox) UpdateNetwork(ctx context.Context, policy *sandbox.NetworkPolicy) error {
 	const op = "update network"
-	if err := s.checkLive(op); err != nil {
-		return err
-	}
-	if policy == nil {
-		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "nil network policy")
-	}
 	block, cidrs, domains, err := networkFields(policy)
 	if err != nil {
 		return sandbox.NewError(providerName, s.id, op, sandbox.ErrInvalidArgument, err)
@@ -952,8 +991,20 @@ type Tunnel struct {
 	err  error
 }
 
+var _ driver.Tunnel = (*Tunnel)(nil)
+
 // URL returns the signed preview URL.
 func (t *Tunnel) URL() string { return t.url }
+
+// As sets a **Tunnel target to the tunnel (for PreviewURL, Header and
+// Expires) and reports whether it did.
+func (t *Tunnel) As(target any) bool {
+	if p, ok := target.(**Tunnel); ok {
+		*p = t
+		return true
+	}
+	return false
+}
 
 // Expires returns when the signed URL stops answering.
 func (t *Tunnel) Expires() time.Time { return t.expires }
@@ -987,17 +1038,11 @@ func (t *Tunnel) Close() error {
 // Expose returns the port's preview URLs: a signed one as the Tunnel's
 // URL, valid for Options.PreviewExpiry, and the plain one with its token.
 // HTTP only.
-func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
+func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error) {
 	const op = "expose"
-	if err := s.checkLive(op); err != nil {
-		return nil, err
-	}
-	if opts != nil && opts.Protocol != "" && opts.Protocol != "http" {
+	if opts.Protocol != "" && opts.Protocol != "http" {
 		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotSupported,
-			fmt.Sprintf("protocol %q: Daytona previews serve HTTP only", opts.Protocol))
-	}
-	if port < 1 || port > 65535 {
-		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("port %d", port))
+			"protocol %q: Daytona previews serve HTTP only", opts.Protocol)
 	}
 	base := fmt.Sprintf("/sandbox/%s/ports/%d/", url.PathEscape(s.id), port)
 	var plain, signed wirePreview
@@ -1034,7 +1079,7 @@ func (s *Sandbox) workDir(ctx context.Context, op string) (string, error) {
 		return "", err
 	}
 	if r.Dir == "" || !strings.HasPrefix(r.Dir, "/") {
-		return "", sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable, fmt.Sprintf("the daemon's work-dir %q is not absolute", r.Dir))
+		return "", sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable, "the daemon's work-dir %q is not absolute", r.Dir)
 	}
 	s.mu.Lock()
 	if s.workdir == "" {
@@ -1045,21 +1090,15 @@ func (s *Sandbox) workDir(ctx context.Context, op string) (string, error) {
 	return wd, nil
 }
 
-// name resolves a file name against the working directory.
+// name resolves a file name, which the portable layer passes clean and
+// without "..", against the working directory.
 func (s *Sandbox) name(ctx context.Context, op, name string) (string, error) {
-	if _, err := sandbox.CleanName("/", name); err != nil {
-		return "", sandbox.NewError(providerName, s.id, op, sandbox.ErrInvalidArgument, err)
-	}
-	if err := s.checkLive(op); err != nil {
-		return "", err
+	if path.IsAbs(name) {
+		return name, nil
 	}
 	wd, err := s.workDir(ctx, op)
 	if err != nil {
 		return "", err
 	}
-	p, err := sandbox.CleanName(wd, name)
-	if err != nil {
-		return "", sandbox.NewError(providerName, s.id, op, sandbox.ErrInvalidArgument, err)
-	}
-	return p, nil
+	return path.Join(wd, name), nil
 }

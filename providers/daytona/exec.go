@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 var signalNumbers = map[sandbox.Signal]int{
@@ -87,24 +88,17 @@ func commandText(cmd *sandbox.Cmd, dir string) string {
 	return b.String()
 }
 
+// validateCmd checks what Daytona needs beyond the portable layer's
+// checks: a terminal of at most 1000 rows and columns, and environment
+// names the shell can assign.
 func (s *Sandbox) validateCmd(op string, cmd *sandbox.Cmd) error {
-	bad := func(kind error, msg string) error { return sandbox.Errorf(providerName, s.id, op, kind, msg) }
-	switch {
-	case cmd == nil || len(cmd.Args) == 0 || cmd.Args[0] == "":
-		return bad(sandbox.ErrInvalidArgument, "empty Cmd.Args")
-	case cmd.TTY != nil && (cmd.TTY.Rows <= 0 || cmd.TTY.Cols <= 0 || cmd.TTY.Rows > 1000 || cmd.TTY.Cols > 1000):
+	bad := func(kind error, msg string) error { return sandbox.Errorf(providerName, s.id, op, kind, "%s", msg) }
+	if cmd.TTY != nil && (cmd.TTY.Rows > 1000 || cmd.TTY.Cols > 1000) {
 		return bad(sandbox.ErrInvalidArgument, fmt.Sprintf("Cmd.TTY size %dx%d (1..1000 each)", cmd.TTY.Rows, cmd.TTY.Cols))
-	case cmd.Timeout < 0:
-		return bad(sandbox.ErrInvalidArgument, "negative Cmd.Timeout")
 	}
-	for _, a := range cmd.Args {
-		if strings.IndexByte(a, 0) >= 0 {
-			return bad(sandbox.ErrInvalidArgument, "an argument contains a NUL byte")
-		}
-	}
-	for k, v := range cmd.Env {
-		if !validEnvName(k) || strings.IndexByte(v, 0) >= 0 {
-			return bad(sandbox.ErrInvalidArgument, fmt.Sprintf("Cmd.Env %q is not a shell variable name or its value holds a NUL byte", k))
+	for k := range cmd.Env {
+		if !validEnvName(k) {
+			return bad(sandbox.ErrInvalidArgument, fmt.Sprintf("Cmd.Env %q is not a shell variable name", k))
 		}
 	}
 	return nil
@@ -124,7 +118,7 @@ func (s *Sandbox) cmdDir(ctx context.Context, op, dir string) (string, error) {
 		return "", relabel(err, op)
 	}
 	if !fi.IsDir() {
-		return "", sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "Cmd.Dir "+dir+" is not a directory")
+		return "", sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "%s", "Cmd.Dir "+dir+" is not a directory")
 	}
 	return p, nil
 }
@@ -134,12 +128,9 @@ func (s *Sandbox) cmdDir(ctx context.Context, op, dir string) (string, error) {
 // the logs WebSocket with stdout and stderr apart, stdin is sent with
 // POST …/input, and the exit code is read from the command's record.
 // With Cmd.TTY it runs on a PTY session instead.
-func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 	const op = "exec"
 	if err := s.validateCmd(op, cmd); err != nil {
-		return nil, err
-	}
-	if err := s.checkLive(op); err != nil {
 		return nil, err
 	}
 	dir, err := s.cmdDir(ctx, op, cmd.Dir)
@@ -256,7 +247,10 @@ type process struct {
 	err    error
 }
 
-var _ sandbox.Process = (*process)(nil)
+var _ driver.Process = (*process)(nil)
+
+// As reaches no driver-specific type: it reports false.
+func (p *process) As(any) bool { return false }
 
 func (p *process) cmdPath(rest string) string {
 	return "/process/session/" + url.PathEscape(p.sid) + "/command/" + url.PathEscape(p.cmdID) + rest
@@ -326,7 +320,7 @@ func (p *process) follow(life context.Context) (sandbox.ExitStatus, error) {
 			// The proxy refused: a sandbox stopped under the command.
 			if w, rerr := p.s.refresh(life); rerr == nil && resumable(w.State) {
 				err = sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable,
-					"the sandbox was stopped ("+w.State+") while the command ran; its processes ended")
+					"%s", "the sandbox was stopped ("+w.State+") while the command ran; its processes ended")
 			}
 		}
 		return sandbox.ExitStatus{}, err
@@ -616,7 +610,7 @@ func (p *process) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
 // /process/execute; Daytona has no signal endpoint).
 func (p *process) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if _, ok := signalNumbers[sig]; !ok {
-		return sandbox.Errorf(providerName, p.s.id, "signal", sandbox.ErrInvalidArgument, fmt.Sprintf("unknown signal %q", sig))
+		return sandbox.Errorf(providerName, p.s.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	select {
 	case <-p.done:

@@ -51,6 +51,9 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 // the name, so the file appears whole or not at all.
 func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm fs.FileMode) error {
 	const op = "write file"
+	if err := s.plainPerm(op, perm); err != nil {
+		return err
+	}
 	p, err := s.name(ctx, op, name)
 	if err != nil {
 		return err
@@ -64,7 +67,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	case err != nil:
 		return relabel(err, op)
 	case !fi.IsDir():
-		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, dir+" is not a directory")
+		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "%s", dir+" is not a directory")
 	}
 	var b [8]byte
 	rand.Read(b[:])
@@ -123,6 +126,17 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 		s.p.c.toolbox(cctx, s.toolboxBase(), http.MethodDelete, "/files", url.Values{"path": {tmp}}, nil, nil)
 		cancel()
 		return err
+	}
+	return nil
+}
+
+// plainPerm refuses the setuid, setgid and sticky bits: the daemon's
+// permissions and folder endpoints apply only the 0o777 bits and would drop
+// the others without saying so.
+func (s *Sandbox) plainPerm(op string, perm fs.FileMode) error {
+	if perm&^fs.ModePerm != 0 {
+		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotSupported,
+			"permissions %v: Daytona's toolbox sets only the 0777 bits, not setuid, setgid or sticky", perm)
 	}
 	return nil
 }
@@ -261,6 +275,9 @@ func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo,
 // (POST /files/folder).
 func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) error {
 	const op = "mkdir"
+	if err := s.plainPerm(op, perm); err != nil {
+		return err
+	}
 	p, err := s.name(ctx, op, name)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // startPTY runs cmd on a toolbox PTY session. The session starts the
@@ -24,7 +25,7 @@ import (
 // echo off, prints a marker with the shell's pid, and execs the argv
 // (through sh -c, so a missing program exits 127). Output before the
 // marker (the prompt, the typed line) is dropped.
-func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (sandbox.Process, error) {
+func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (driver.Process, error) {
 	const op = "exec"
 	var b [8]byte
 	rand.Read(b[:])
@@ -99,9 +100,12 @@ type ptyProcess struct {
 }
 
 var (
-	_ sandbox.Process = (*ptyProcess)(nil)
-	_ sandbox.Resizer = (*ptyProcess)(nil)
+	_ driver.Process = (*ptyProcess)(nil)
+	_ driver.Resizer = (*ptyProcess)(nil)
 )
+
+// As reaches no driver-specific type: it reports false.
+func (p *ptyProcess) As(any) bool { return false }
 
 func (p *ptyProcess) delete() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -147,11 +151,11 @@ func (p *ptyProcess) read(ctx context.Context) (sandbox.ExitStatus, error) {
 			if ce.Reason != "" {
 				if jerr := json.Unmarshal([]byte(ce.Reason), &exit); jerr != nil {
 					return sandbox.ExitStatus{}, sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable,
-						"the PTY closed with reason "+ce.Reason)
+						"%s", "the PTY closed with reason "+ce.Reason)
 				}
 			}
 			if exit.Error != "" && exit.ExitCode == nil {
-				return sandbox.ExitStatus{}, sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable, "PTY: "+exit.Error)
+				return sandbox.ExitStatus{}, sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable, "%s", "PTY: "+exit.Error)
 			}
 			code := 0
 			if exit.ExitCode != nil {
@@ -165,7 +169,7 @@ func (p *ptyProcess) read(ctx context.Context) (sandbox.ExitStatus, error) {
 			}
 			if json.Unmarshal(data, &ctl) == nil && ctl.Type == "control" {
 				if ctl.Status == "error" {
-					return sandbox.ExitStatus{}, sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable, "PTY: "+ctl.Error)
+					return sandbox.ExitStatus{}, sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable, "%s", "PTY: "+ctl.Error)
 				}
 				continue
 			}
@@ -283,7 +287,7 @@ func (p *ptyProcess) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
 // Signal sends sig to the terminal's process group.
 func (p *ptyProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if _, ok := signalNumbers[sig]; !ok {
-		return sandbox.Errorf(providerName, p.s.id, "signal", sandbox.ErrInvalidArgument, fmt.Sprintf("unknown signal %q", sig))
+		return sandbox.Errorf(providerName, p.s.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	p.mu.Lock()
 	p.sent = sig
@@ -294,7 +298,7 @@ func (p *ptyProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 // Resize changes the terminal's size (POST /process/pty/{id}/resize).
 func (p *ptyProcess) Resize(ctx context.Context, rows, cols int) error {
 	if rows <= 0 || cols <= 0 || rows > 1000 || cols > 1000 {
-		return sandbox.Errorf(providerName, p.s.id, "resize", sandbox.ErrInvalidArgument, fmt.Sprintf("size %dx%d (1..1000 each)", rows, cols))
+		return sandbox.Errorf(providerName, p.s.id, "resize", sandbox.ErrInvalidArgument, "size %dx%d (1..1000 each)", rows, cols)
 	}
 	err := p.s.p.c.toolbox(ctx, p.base, http.MethodPost, "/process/pty/"+url.PathEscape(p.id)+"/resize", nil,
 		wirePtyResize{Cols: cols, Rows: rows}, nil)

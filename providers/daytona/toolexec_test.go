@@ -13,7 +13,7 @@ import (
 // pipe, which exercises the framed input and the live output together.
 func TestToolexec(t *testing.T) {
 	_, p := newFake(t, nil)
-	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
+	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox {
 		sb, err := p.Create(context.Background(), nil)
 		if err != nil {
 			t.Fatal(err)
