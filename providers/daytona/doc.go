@@ -15,7 +15,10 @@
 // The query parameter "endpoint" replaces the API's base URL (for a
 // self-hosted Daytona or the fake in [daytonafake]); any other parameter,
 // a path or credentials in the URL are refused. In code, use [New] with
-// [Options].
+// [Options]: it returns the portable *sandbox.Provider, which checks
+// arguments, applies the contract's defaults and refuses calls after Close
+// or Terminate before this driver sees them; [NewDriver] returns the driver
+// itself, for sandbox.NewProvider with hooks.
 //
 // # Credentials
 //
@@ -87,21 +90,33 @@
 //     from it.
 //   - Network modes none (networkBlockAll), allowlist (CIDRs to
 //     networkAllowList, domain names to domainAllowList) and open, and
-//     UpdateNetwork (POST …/network-settings).
+//     UpdateNetwork (POST …/network-settings). A nil Spec.Network is none,
+//     as on every provider; Info.Isolation ends with the effective egress
+//     ("network: none", "allowlist" or "open").
 //   - Not supported: Dial, ExtendTimeout (Daytona's bounds are idle
 //     intervals, not a deadline), Resources.PIDs, fractional CPUs,
-//     Spec.RootFS, protocols other than HTTP for Expose.
+//     Spec.RootFS, protocols other than HTTP for Expose, and the setuid,
+//     setgid and sticky bits in WriteFile and MkdirAll (the daemon applies
+//     only the 0777 bits of a mode).
 //
 // Output containing the daemon's marker byte sequences \x01\x01\x01 or
 // \x02\x02\x02 is split at them as the daemon frames it.
 //
 // # Escape hatches
 //
-// [Provider.CreateWith] takes Daytona's own settings ([CreateOptions]:
-// name, user, public previews, target, Dockerfile, auto-stop, auto-archive
-// and auto-delete intervals). [Provider.Client] returns the authenticated,
-// retrying [Client] for any other endpoint of the control or toolbox API.
-// [Sandbox] has [Sandbox.State] and [Sandbox.Name]; Expose returns a
-// *[Tunnel]. Errors wrap *[APIError] (status, code, message, and whether
+// [CreateWith] takes Daytona's own settings ([CreateOptions]: name, user,
+// public previews, target, Dockerfile, auto-stop, auto-archive and
+// auto-delete intervals). As on the portable types reaches this package's
+// own:
+//
+//   - (*sandbox.Provider).As accepts **daytona.Provider (the driver) and
+//     **daytona.Client (the authenticated, retrying [Client] for any other
+//     endpoint of the control or toolbox API);
+//   - (*sandbox.Sandbox).As accepts **daytona.Sandbox, which has
+//     [Sandbox.State] and [Sandbox.Name];
+//   - the sandbox.Tunnel from Expose: As accepts **daytona.Tunnel, which has
+//     [Tunnel.PreviewURL], [Tunnel.Header] and [Tunnel.Expires].
+//
+// Processes have no driver-specific type. Errors wrap *[APIError] (status, code, message, and whether
 // the daemon or the API answered) for errors.As.
 package daytona
