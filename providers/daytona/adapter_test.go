@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/providers/daytona/daytonafake"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -427,4 +429,60 @@ func TestRetryAfterReadsSecondsAndDates(t *testing.T) {
 	assert.False(t, ok)
 	_, ok = retryAfter("soon")
 	assert.False(t, ok)
+}
+
+func TestAsReachesTheDriversTypes(t *testing.T) {
+	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
+	var d *Provider
+	require.True(t, p.As(&d))
+	var c *Client
+	require.True(t, p.As(&c))
+	assert.Same(t, d.Client(), c)
+	var wrong *Sandbox
+	assert.False(t, p.As(&wrong))
+
+	sb := newSandbox(t, p, nil)
+	var ds *Sandbox
+	require.True(t, sb.As(&ds))
+	assert.Equal(t, sb.ID(), ds.ID())
+	assert.False(t, sb.As(&d))
+
+	_, err := CreateWith(context.Background(), sandbox.NewProvider(notDaytona{}, nil), nil, nil)
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.ErrorContains(t, err, "not a Daytona provider")
+}
+
+// notDaytona is a provider of another kind, for CreateWith's refusal.
+type notDaytona struct{ driver.Provider }
+
+func (notDaytona) Name() string       { return "other" }
+func (notDaytona) As(target any) bool { return false }
+
+func TestNilNetworkIsNoEgressAndInfoSaysSo(t *testing.T) {
+	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
+	ctx := context.Background()
+	sb := newSandbox(t, p, nil)
+	info, err := sb.Info(ctx) // from Daytona's record: networkBlockAll was sent
+	require.NoError(t, err)
+	assert.True(t, strings.HasSuffix(info.Isolation, "network: none"), info.Isolation)
+
+	open := newSandbox(t, p, &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}})
+	info, err = open.Info(ctx)
+	require.NoError(t, err)
+	assert.True(t, strings.HasSuffix(info.Isolation, "network: open"), info.Isolation)
+}
+
+func TestSpecialPermissionBitsAreRefused(t *testing.T) {
+	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
+	ctx := context.Background()
+	sb := newSandbox(t, p, nil)
+	err := sb.WriteFile(ctx, "suid", strings.NewReader("x"), fs.ModeSetuid|0o755)
+	assert.ErrorIs(t, err, sandbox.ErrNotSupported)
+	_, err = sb.Stat(ctx, "suid")
+	assert.ErrorIs(t, err, sandbox.ErrNotFound, "nothing was written")
+	assert.ErrorIs(t, sb.MkdirAll(ctx, "sticky", fs.ModeSticky|0o777), sandbox.ErrNotSupported)
+	require.NoError(t, sb.WriteFile(ctx, "plain", strings.NewReader("x"), 0o700))
+	fi, err := sb.Stat(ctx, "plain")
+	require.NoError(t, err)
+	assert.Equal(t, fs.FileMode(0o700), fi.Mode.Perm())
 }
