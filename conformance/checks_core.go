@@ -411,8 +411,9 @@ func checkTimeout(c *C) {
 		}
 		wctx, wcancel := context.WithTimeout(c.ctx, timeout+30*time.Second)
 		st, err := p.Wait(wctx)
+		expired := wctx.Err() != nil // before wcancel, which sets Err
 		wcancel()
-		if wctx.Err() != nil {
+		if expired {
 			c.Fatalf("Wait did not return within 30s of a %v Cmd.Timeout", timeout)
 		}
 		if err != nil {
