@@ -345,4 +345,3 @@ func rel(abs string) string {
 	}
 	return "./" + strings.TrimPrefix(abs, Workspace+"/")
 }
-

@@ -368,4 +368,3 @@ func (c *capWriter) String() string {
 	defer c.mu.Unlock()
 	return c.buf.String()
 }
-
