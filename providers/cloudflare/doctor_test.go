@@ -134,7 +134,7 @@ func TestCheckDeploymentComplete(t *testing.T) {
 
 func TestCheckDeploymentNamesExactlyWhatIsMissing(t *testing.T) {
 	cases := map[string]struct {
-		break_ func(*cfAPI)
+		mutate func(*cfAPI)
 		want   string
 	}{
 		"container binding": {func(a *cfAPI) { a.containers = nil },
@@ -146,12 +146,12 @@ func TestCheckDeploymentNamesExactlyWhatIsMissing(t *testing.T) {
 		"sqlite": {func(a *cfAPI) { a.namespaces[0]["use_sqlite"] = false },
 			`SQLite storage for the Durable Object class "Sandbox"`},
 		"api key": {func(a *cfAPI) { a.secrets = nil }, "the secret SANDBOX_API_KEY"},
-		"script": {func(a *cfAPI) { a.script = "another" }, `the Worker script "sandbox-bridge" in account acc123`},
+		"script":  {func(a *cfAPI) { a.script = "another" }, `the Worker script "sandbox-bridge" in account acc123`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			a := fullDeployment()
-			tc.break_(a)
+			tc.mutate(a)
 			rep, err := checkAgainst(t, a, "tok")
 			require.NoError(t, err)
 			require.Len(t, rep.Missing, 1, "missing: %q", rep.Missing)

@@ -45,7 +45,7 @@ func newSandbox(t testing.TB, p *Provider, spec *sandbox.Spec) *Sandbox {
 }
 
 func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
