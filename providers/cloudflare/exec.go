@@ -185,12 +185,12 @@ func (p *process) setPID(pid int) {
 	close(p.started)
 }
 
-// finish records the stream's end.
+// finish records the stream's end. A command this process killed (timeout
+// or Start's ctx) has the kill's status whatever the stream ended with.
 func (p *process) finish(code int, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.code = code
-	killed := p.timedOut || p.ctxErr != nil
 	switch {
 	case p.timedOut:
 		p.status = sandbox.ExitStatus{Code: -1, Signal: sandbox.SIGKILL, TimedOut: true}
@@ -204,10 +204,6 @@ func (p *process) finish(code int, err error) {
 		if p.sent != "" && code == 128+signalNumber(p.sent) {
 			p.status = sandbox.ExitStatus{Code: -1, Signal: p.sent}
 		}
-	}
-	if killed && err != nil && !errors.Is(err, context.Canceled) && p.err == nil {
-		// The stream broke after the kill: the status stands.
-		p.err = nil
 	}
 	close(p.done)
 }

@@ -170,11 +170,11 @@ func (p *ptyProcess) read() {
 			if msg.Code != nil {
 				code = *msg.Code
 			}
+			p.mu.Lock()
 			if msg.Signal != "" && p.sent == "" {
-				p.mu.Lock()
 				p.sent = sandbox.Signal(msg.Signal)
-				p.mu.Unlock()
 			}
+			p.mu.Unlock()
 			p.finish(code, nil)
 			p.conn.Close(websocket.StatusNormalClosure, "")
 			return
