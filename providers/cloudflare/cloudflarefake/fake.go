@@ -94,6 +94,9 @@ type box struct {
 	dir      string // holds workspace/, tmp/, mnt/
 	sessions map[string]*session
 	tunnels  map[int]tunnelRec
+	holder   int           // the pid holding the isolated view, if isolated
+	ready    chan struct{} // closed when the container has started
+	startErr error
 }
 
 type session struct {
@@ -295,21 +298,45 @@ func (s *Server) sandbox(alloc bool, h func(http.ResponseWriter, *http.Request, 
 		}
 		s.mu.Lock()
 		b := s.boxes[id]
+		start := false
 		if b == nil && alloc {
-			b = &box{id: id, dir: filepath.Join(s.opts.Root, id), sessions: map[string]*session{}, tunnels: map[int]tunnelRec{}}
-			err := errors.Join(os.MkdirAll(b.workspace(), 0o755), os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o1777),
-				os.MkdirAll(filepath.Join(b.dir, "mnt"), 0o755))
-			if err != nil {
-				s.mu.Unlock()
-				apiError(w, 502, "pool_error", "container start failed: "+err.Error())
-				return
-			}
-			os.Chmod(filepath.Join(b.dir, "tmp"), 0o1777)
+			b = &box{id: id, dir: filepath.Join(s.opts.Root, id), sessions: map[string]*session{}, tunnels: map[int]tunnelRec{},
+				ready: make(chan struct{})}
 			s.boxes[id] = b
+			start = true
 		}
 		s.mu.Unlock()
+		if start {
+			b.startErr = s.startBox(b)
+			close(b.ready)
+		}
+		if b != nil {
+			<-b.ready
+			if b.startErr != nil {
+				s.mu.Lock()
+				if s.boxes[id] == b {
+					delete(s.boxes, id)
+				}
+				s.mu.Unlock()
+				apiError(w, 502, "pool_error", "container start failed: "+b.startErr.Error())
+				return
+			}
+		}
 		h(w, r, b)
 	})
+}
+
+// startBox makes b's directories and, when isolated, its isolated view.
+func (s *Server) startBox(b *box) error {
+	err := errors.Join(os.MkdirAll(b.workspace(), 0o755), os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o1777),
+		os.MkdirAll(filepath.Join(b.dir, "mnt"), 0o755), os.Chmod(filepath.Join(b.dir, "tmp"), 0o1777))
+	if err == nil && s.isolated {
+		err = startHolder(b)
+	}
+	if err != nil {
+		os.RemoveAll(b.dir)
+	}
+	return err
 }
 
 // resolve normalises p (relative to /workspace) and checks it stays in
