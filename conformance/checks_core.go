@@ -132,11 +132,21 @@ func checkListLabels(c *C) {
 
 func checkTerminateTwice(c *C) {
 	sb := c.NewSandbox(nil)
+	// A second handle reaches the provider when the sandbox is already
+	// gone (the first handle's own second call is answered by the
+	// portable layer).
+	other, err := c.r.h.Provider.Get(c.ctx, sb.ID())
+	if err != nil {
+		c.Fatalf("Get: %v", err)
+	}
 	if err := sb.Terminate(c.ctx); err != nil {
 		c.Fatalf("first Terminate: %v", err)
 	}
 	if err := sb.Terminate(c.ctx); err != nil {
 		c.Errorf("second Terminate: %v, want nil (Terminate is idempotent)", err)
+	}
+	if err := other.Terminate(c.ctx); err != nil {
+		c.Errorf("Terminate through a second handle: %v, want nil (Terminate is idempotent)", err)
 	}
 }
 
@@ -236,7 +246,7 @@ func checkStdin(c *C) {
 // output returns what a command printing want delivers: want itself, or,
 // for a provider declaring Capabilities.TextOutput, want with each invalid
 // UTF-8 byte replaced by U+FFFD.
-func (c *C) output(sb sandbox.Sandbox, want string) string {
+func (c *C) output(sb *sandbox.Sandbox, want string) string {
 	if !sb.Capabilities().TextOutput {
 		return want
 	}
@@ -340,7 +350,7 @@ func heartbeat(file string) []string {
 }
 
 // checkStopped fails the check if file is still growing.
-func (c *C) checkStopped(sb sandbox.Sandbox, file, what string) {
+func (c *C) checkStopped(sb *sandbox.Sandbox, file, what string) {
 	fi1, err := sb.Stat(c.ctx, file)
 	if err != nil {
 		c.Fatalf("Stat %s: %v", file, err)
@@ -356,7 +366,7 @@ func (c *C) checkStopped(sb sandbox.Sandbox, file, what string) {
 	}
 }
 
-func (c *C) waitHeartbeat(sb sandbox.Sandbox, file string) {
+func (c *C) waitHeartbeat(sb *sandbox.Sandbox, file string) {
 	if !c.eventually(20*time.Second, func() bool {
 		fi, err := sb.Stat(c.ctx, file)
 		return err == nil && fi.Size > 2
