@@ -175,7 +175,12 @@ func TestOpenURL(t *testing.T) {
 
 	p, err := sandbox.Open(context.Background(), "cloudflare://"+u.Host+"?scheme=http")
 	require.NoError(t, err)
-	assert.Equal(t, f.URL(), p.(*Provider).Client().BaseURL())
+	var d *Provider
+	require.True(t, p.As(&d))
+	assert.Equal(t, f.URL(), d.Client().BaseURL())
+	var c *Client
+	require.True(t, p.As(&c))
+	assert.Same(t, d.Client(), c)
 	p.Close()
 
 	_, err = sandbox.Open(context.Background(), "cloudflare://"+u.Host+"?schem=http")
@@ -199,23 +204,32 @@ func TestOpenURL(t *testing.T) {
 func TestUnsupportedAbilitiesSayWhy(t *testing.T) {
 	_, p := newFake(t, nil)
 	ctx := ctxT(t)
-	for name, spec := range map[string]*sandbox.Spec{
-		"network":   {Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}},
-		"image":     {Image: "python"},
-		"resources": {Resources: sandbox.Resources{Memory: 1 << 30}},
-		"snapshot":  {Snapshot: "x"},
-		"workdir":   {Workdir: "/tmp"},
+	for name, tc := range map[string]struct {
+		spec *sandbox.Spec
+		why  string
+	}{
+		"default network": {&sandbox.Spec{}, `mode "none"`},
+		"no network":      {&sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}}, "cannot restrict"},
+		"allowlist": {&sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkAllowlist, Allow: []string{"example.com"}}},
+			"cannot restrict"},
+		"image":     {openEgress(&sandbox.Spec{Image: "python"}), "Spec.Image"},
+		"resources": {openEgress(&sandbox.Spec{Resources: sandbox.Resources{Memory: 1 << 30}}), "Spec.Resources"},
+		"snapshot":  {openEgress(&sandbox.Spec{Snapshot: "x"}), "Spec.Snapshot"},
+		"workdir":   {openEgress(&sandbox.Spec{Workdir: "/tmp"}), "/workspace only"},
 	} {
-		_, err := p.Create(ctx, spec)
-		assert.ErrorIs(t, err, sandbox.ErrNotSupported, name)
+		_, err := p.Create(ctx, tc.spec)
+		require.ErrorIs(t, err, sandbox.ErrNotSupported, name)
+		assert.Contains(t, err.Error(), tc.why, name)
 	}
 	for info, err := range p.List(ctx, nil) {
 		t.Fatalf("List after failed creates yielded %v %v", info, err)
 	}
 	sb := newSandbox(t, p, nil)
-	_, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("x")})
+	info, err := sb.Info(ctx)
+	require.NoError(t, err)
+	assert.Contains(t, info.Isolation, "egress: open")
+	_, err = sb.Start(ctx, &sandbox.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("x")})
 	require.ErrorIs(t, err, sandbox.ErrNotSupported)
-	assert.Contains(t, err.Error(), "no standard input")
 	_, err = sb.ReadFile(ctx, "/etc/passwd")
 	require.ErrorIs(t, err, sandbox.ErrNotSupported)
 	assert.Contains(t, err.Error(), "under /workspace only")
@@ -224,23 +238,25 @@ func TestUnsupportedAbilitiesSayWhy(t *testing.T) {
 	assert.Contains(t, err.Error(), "1024")
 	_, err = sb.Expose(ctx, 8080, &sandbox.ExposeOptions{Protocol: "tcp"})
 	require.ErrorIs(t, err, sandbox.ErrNotSupported)
-	_, err = sandbox.Snapshot(ctx, sb)
+	_, err = sb.Snapshot(ctx)
 	require.ErrorIs(t, err, sandbox.ErrNotSupported)
 }
 
 func TestEnvAndWorkdirThroughTheBridgeSession(t *testing.T) {
 	_, p := newFake(t, nil)
 	sb := newSandbox(t, p, &sandbox.Spec{Env: map[string]string{"A": "spec", "B": "spec"}, Workdir: "proj/src"})
-	assert.Equal(t, sessionName, sb.Session())
+	assert.Equal(t, sessionName, drv(t, sb).Session())
 	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{Args: []string{"sh", "-c", `echo "$A $B $(pwd)"`}, Env: map[string]string{"B": "cmd"}}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "spec cmd /workspace/proj/src\n", string(res.Stdout))
 
 	// A handle from Get finds the session again.
-	again := &Provider{c: p.c, boxes: map[string]*Sandbox{}, gone: map[string]bool{}}
+	var d *Provider
+	require.True(t, p.As(&d))
+	again := sandbox.NewProvider(&Provider{c: d.c, boxes: map[string]*Sandbox{}, gone: map[string]bool{}}, nil)
 	got, err := again.Get(ctxT(t), sb.ID())
 	require.NoError(t, err)
-	assert.Equal(t, "/workspace/proj/src", got.(*Sandbox).workdir)
+	assert.Equal(t, "/workspace/proj/src", drv(t, got).workdir)
 	res = run(t, got, "sh", "-c", `echo "$A"`)
 	assert.Equal(t, "spec\n", string(res.Stdout))
 }

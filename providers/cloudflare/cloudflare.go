@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 func init() {
@@ -42,25 +43,38 @@ type Options struct {
 	HTTPClient *http.Client
 }
 
-// Provider opens sandboxes on a Cloudflare Sandbox bridge. It is safe for
-// concurrent use.
+// Provider is the driver of sandboxes on a Cloudflare Sandbox bridge, for
+// [sandbox.NewProvider]; host code uses the *sandbox.Provider that [New]
+// returns. It is safe for concurrent use.
 type Provider struct {
 	c *Client
 
-	mu     sync.Mutex
-	boxes  map[string]*Sandbox // created or found by this Provider, not terminated
-	gone   map[string]bool     // terminated through this Provider
-	closed bool
+	mu    sync.Mutex
+	boxes map[string]*Sandbox // created or found by this Provider, not terminated
+	gone  map[string]bool     // terminated through this Provider
 }
 
-var _ sandbox.Provider = (*Provider)(nil)
+var _ driver.Provider = (*Provider)(nil)
 
-// New returns a Provider for the bridge in opts (or the environment). It
-// fetches the bridge's GET /v1/openapi.json and fails, with an error of kind
+// New returns a provider for host code, for the bridge in opts (or the
+// environment). It fetches the bridge's GET /v1/openapi.json and fails, with an error of kind
 // ErrNotSupported wrapping a *VersionError, when the bridge is not the
 // version this package targets ([TargetVersion]) or lacks a route the
 // adapter calls; a wrong key is ErrPermissionDenied.
-func New(ctx context.Context, opts *Options) (*Provider, error) {
+func New(ctx context.Context, opts *Options) (*sandbox.Provider, error) {
+	d, err := NewDriver(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.NewProvider(d, nil), nil
+}
+
+// NewDriver returns the provider's driver, for [sandbox.NewProvider] with
+// [sandbox.ProviderOptions] (hooks, logging). It checks the bridge as [New]
+// does. Host code calls the portable type's methods, never the driver's: the
+// portable layer validates arguments and applies defaults before the driver
+// sees them.
+func NewDriver(ctx context.Context, opts *Options) (*Provider, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -92,10 +106,10 @@ var urlParams = []string{"scheme"}
 // left out ("cloudflare://") to take the bridge from the environment;
 // "scheme=http" reaches a bridge over plain HTTP (a local one, or a fake).
 // The API key comes from the environment, never the URL.
-func open(ctx context.Context, u *url.URL) (sandbox.Provider, error) {
-	bad := func(msg string) (sandbox.Provider, error) {
+func open(ctx context.Context, u *url.URL) (driver.Provider, error) {
+	bad := func(msg string) (driver.Provider, error) {
 		return nil, sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("provider URL %q: %s", u.Redacted(), msg))
+			"provider URL %q: %s", u.Redacted(), msg)
 	}
 	if u.User != nil {
 		return bad("credentials come from " + EnvAPIKey + ", never the URL")
@@ -120,7 +134,28 @@ func open(ctx context.Context, u *url.URL) (sandbox.Provider, error) {
 	} else if u.Path != "" && u.Path != "/" {
 		return bad("a path without a host; want cloudflare://BRIDGE_HOST[/PATH]")
 	}
-	return New(ctx, o)
+	d, err := NewDriver(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Name returns "cloudflare".
+func (p *Provider) Name() string { return providerName }
+
+// As sets a **Provider target to the driver and a **Client target to its
+// bridge client.
+func (p *Provider) As(target any) bool {
+	switch t := target.(type) {
+	case **Provider:
+		*t = p
+	case **Client:
+		*t = p.c
+	default:
+		return false
+	}
+	return true
 }
 
 // Client returns the provider's bridge client, for routes the adapter does
@@ -131,7 +166,6 @@ func (p *Provider) Client() *Client { return p.c }
 // sandboxes this Provider created. It does not terminate sandboxes.
 func (p *Provider) Close() error {
 	p.mu.Lock()
-	p.closed = true
 	boxes := slices.Collect(maps.Values(p.boxes))
 	p.mu.Unlock()
 	for _, sb := range boxes {
@@ -147,48 +181,36 @@ func (p *Provider) Close() error {
 const sessionName = "perimeter"
 
 const isolation = "Cloudflare Container (its own VM) per sandbox ID, reached through the Sandbox bridge Worker; " +
-	"egress is whatever the Worker's code allows (the bridge template: open)"
+	"egress: open as far as the Worker's code allows (the bridge template allows all; it is not set per sandbox)"
 
 // Create mints a sandbox ID locally, in the bridge's format, and starts its
 // container. Spec.Env and Spec.Workdir (under /workspace; a relative one is
 // relative to /workspace) become a bridge session used by every command.
 // Spec.Timeout is enforced by this Provider while it is open (the bridge
-// has no time to live). Spec.Image, RootFS, Resources, Network and
-// Snapshot are ErrNotSupported: the image, instance type and egress are
-// fixed when the bridge Worker is deployed, and the bridge has no
-// snapshots.
-func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbox, error) {
-	if spec == nil {
-		spec = &sandbox.Spec{}
-	}
-	fail := func(kind error, msg string) (sandbox.Sandbox, error) {
-		return nil, sandbox.Errorf(providerName, "", "create", kind, msg)
+// has no time to live).
+//
+// The bridge cannot restrict a sandbox's egress (the Worker's code decides
+// it for all sandboxes, and the bridge template allows everything), so
+// Spec.Network must ask for NetworkOpen: the default (nil, NetworkNone) and
+// NetworkAllowlist are ErrNotSupported. Spec.Image, RootFS, Resources and
+// Snapshot are ErrNotSupported too: the image and instance type are fixed
+// when the bridge Worker is deployed, and the bridge has no snapshots.
+func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
+	fail := func(kind error, msg string) (driver.Sandbox, error) {
+		return nil, sandbox.Errorf(providerName, "", "create", kind, "%s", msg)
 	}
 	switch {
-	case p.isClosed():
-		return fail(sandbox.ErrInvalidArgument, "the provider is closed")
+	case spec.Network.Mode != sandbox.NetworkOpen:
+		return fail(sandbox.ErrNotSupported, fmt.Sprintf("Spec.Network mode %q: the bridge cannot restrict a sandbox's egress "+
+			"(the Worker's code sets it for every sandbox: enableInternet, allowedHosts); ask for NetworkOpen", spec.Network.Mode))
 	case spec.Image != "":
 		return fail(sandbox.ErrNotSupported, "Spec.Image: the container image is fixed when the bridge Worker is deployed (its Dockerfile)")
 	case spec.RootFS != "":
 		return fail(sandbox.ErrNotSupported, "Spec.RootFS: bridge sandboxes start from the Worker's image, not a host root filesystem")
 	case spec.Resources != (sandbox.Resources{}):
 		return fail(sandbox.ErrNotSupported, "Spec.Resources: the instance type is chosen in the Worker's wrangler configuration, not per sandbox")
-	case spec.Network != nil:
-		return fail(sandbox.ErrNotSupported, "Spec.Network: the bridge has no per-sandbox egress policy (egress is set in the Worker's code: enableInternet, allowedHosts)")
 	case spec.Snapshot != "":
 		return fail(sandbox.ErrNotSupported, "Spec.Snapshot: the bridge has no snapshots (see the package's Persist and Hydrate)")
-	case spec.Timeout < 0:
-		return fail(sandbox.ErrInvalidArgument, "Spec.Timeout is negative")
-	}
-	for _, port := range spec.Ports {
-		if port < 1 || port > 65535 {
-			return fail(sandbox.ErrInvalidArgument, fmt.Sprintf("Spec.Ports: %d is not a TCP port", port))
-		}
-	}
-	for k := range spec.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return fail(sandbox.ErrInvalidArgument, fmt.Sprintf("Spec.Env: %q is not a variable name", k))
-		}
 	}
 	workdir := Workspace
 	if spec.Workdir != "" {
@@ -237,13 +259,10 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 // use), so only an ID that is not in that format is ErrNotFound. The handle
 // uses the sandbox's bridge session if it has one (Spec.Env, Spec.Workdir);
 // its labels are known only if this Provider created it.
-func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
-	if p.isClosed() {
-		return nil, sandbox.Errorf(providerName, id, "get", sandbox.ErrInvalidArgument, "the provider is closed")
-	}
+func (p *Provider) Get(ctx context.Context, id string) (driver.Sandbox, error) {
 	if !IDPattern.MatchString(id) {
 		return nil, sandbox.Errorf(providerName, id, "get", sandbox.ErrNotFound,
-			fmt.Sprintf("%q is not a bridge sandbox ID (lowercase base32, ^[a-z2-7]{1,128}$)", id))
+			"%q is not a bridge sandbox ID (lowercase base32, ^[a-z2-7]{1,128}$)", id)
 	}
 	p.mu.Lock()
 	known, gone := p.boxes[id], p.gone[id]
@@ -288,7 +307,7 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 		p.mu.Unlock()
 		sort.Slice(boxes, func(i, j int) bool { return boxes[i].id < boxes[j].id })
 		for _, sb := range boxes {
-			if opts != nil && !hasLabels(sb.labels, opts.Labels) {
+			if !hasLabels(sb.labels, opts.Labels) {
 				continue
 			}
 			if sb.checkLive("list") != nil {
@@ -308,12 +327,6 @@ func hasLabels(have, want map[string]string) bool {
 		}
 	}
 	return true
-}
-
-func (p *Provider) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
 }
 
 func (p *Provider) track(sb *Sandbox) {

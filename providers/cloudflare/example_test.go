@@ -25,7 +25,12 @@ func Example() {
 	}
 	defer p.Close()
 
-	sb, err := p.Create(ctx, &sandbox.Spec{Env: map[string]string{"GREETING": "hello"}})
+	// The bridge cannot restrict egress per sandbox: ask for open, or
+	// Create refuses (the default is no egress).
+	sb, err := p.Create(ctx, &sandbox.Spec{
+		Env:     map[string]string{"GREETING": "hello"},
+		Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen},
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

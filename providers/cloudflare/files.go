@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/internal/posixfs"
+	"github.com/perimeter-sdk/perimeter/internal/shellfs"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -31,7 +33,7 @@ func (s *Sandbox) name(op, name string) (string, error) {
 	}
 	if !inWorkspace(abs) {
 		return "", sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotSupported,
-			fmt.Sprintf("%q: the bridge reaches files under /workspace only", name))
+			"%q: the bridge reaches files under /workspace only", name)
 	}
 	return abs, nil
 }
@@ -81,9 +83,6 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	if abs == Workspace {
 		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "/workspace is a directory")
 	}
-	if perm == 0 {
-		perm = 0o644
-	}
 	f, size, err := spool(r, 0)
 	if err != nil {
 		return sandbox.NewError(providerName, s.id, op, sandbox.ErrInvalidArgument, fmt.Errorf("reading the content: %w", err))
@@ -94,9 +93,9 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	case err != nil:
 		return wrap(s.id, op, err)
 	case res.code == 3:
-		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotFound, fmt.Sprintf("the parent directory of %s does not exist", abs))
+		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotFound, "the parent directory of %s does not exist", abs)
 	case res.code == 4:
-		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("%s is a directory", abs))
+		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "%s is a directory", abs)
 	case res.code != 0:
 		return shellError(s.id, op, res)
 	}
@@ -121,7 +120,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 		}
 		off += n
 	}
-	args := append([]string{rel(abs), modeString(perm), rel(tmp)}, parts...)
+	args := append([]string{rel(abs), shellfs.Octal(perm), rel(tmp)}, parts...)
 	res, err = s.sh(ctx, writeScript, args...)
 	if err != nil {
 		cleanup()
@@ -133,20 +132,29 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	return nil
 }
 
-// modeString renders perm's permission, setuid, setgid and sticky bits in
-// octal for chmod.
-func modeString(perm fs.FileMode) string {
-	m := uint32(perm.Perm())
-	if perm&fs.ModeSetuid != 0 {
-		m |= 0o4000
+// shfs runs package shellfs's scripts statelessly in /workspace. Names
+// are given to it relative to /workspace (see rel), so the scripts work the
+// same in a bridge container and in a fake bridge running commands in a host
+// directory that stands for /workspace.
+func (s *Sandbox) shfs() *shellfs.FS {
+	return &shellfs.FS{Run: func(ctx context.Context, argv []string) ([]byte, []byte, int, error) {
+		var stdout, stderr bytes.Buffer
+		code, err := s.p.c.Exec(ctx, s.id, argv, &ExecOptions{Cwd: Workspace}, &stdout, &stderr)
+		return stdout.Bytes(), stderr.Bytes(), code, err
+	}}
+}
+
+// shfsErr gives a script's failure the provider, sandbox, operation and
+// the name the caller gave (the script saw it relative to /workspace).
+func (s *Sandbox) shfsErr(op, name string, err error) error {
+	if err == nil {
+		return nil
 	}
-	if perm&fs.ModeSetgid != 0 {
-		m |= 0o2000
+	var se *shellfs.Error
+	if errors.As(err, &se) {
+		return sandbox.NewError(providerName, s.id, op, se.Kind, fmt.Errorf("%s: %s", name, se.Msg))
 	}
-	if perm&fs.ModeSticky != 0 {
-		m |= 0o1000
-	}
-	return strconv.FormatUint(uint64(m), 8)
+	return wrap(s.id, op, err)
 }
 
 // statFormat is GNU stat's format for one entry: st_mode in hex, size,
@@ -161,25 +169,18 @@ func (s *Sandbox) Stat(ctx context.Context, name string) (sandbox.FileInfo, erro
 	if err != nil {
 		return sandbox.FileInfo{}, err
 	}
-	r, err := s.sh(ctx, `[ -e "$1" ] || [ -L "$1" ] || exit 3; exec stat --printf "$2" -- "$1"`, rel(abs), statFormat)
+	fi, err := s.shfs().Stat(ctx, rel(abs))
 	if err != nil {
-		return sandbox.FileInfo{}, wrap(s.id, op, err)
+		return sandbox.FileInfo{}, s.shfsErr(op, abs, err)
 	}
-	if r.code != 0 {
-		return sandbox.FileInfo{}, shellError(s.id, op, r)
-	}
-	infos, err := parseStat(r.stdout.Bytes())
-	if err != nil || len(infos) != 1 {
-		return sandbox.FileInfo{}, sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable, fmt.Sprintf("unreadable stat output %q", r.stdout.String()))
-	}
-	fi := infos[0]
 	fi.Name = path.Base(abs)
 	return fi, nil
 }
 
 // ReadDir lists the directory with find(1) and stat(1), sorted by name.
 // Names that are not valid UTF-8 arrive with U+FFFD (command output is
-// text).
+// text). It is not shellfs.ReadDir, whose byte-counted names the bridge's
+// text output would break for such names.
 func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo, error) {
 	const op = "read dir"
 	abs, err := s.name(op, name)
@@ -194,7 +195,7 @@ exec find "$1/" -mindepth 1 -maxdepth 1 -exec stat --printf "$2" -- {} +`, rel(a
 	switch r.code {
 	case 0:
 	case 4:
-		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("%s is not a directory", abs))
+		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "%s is not a directory", abs)
 	default:
 		return nil, shellError(s.id, op, r)
 	}
@@ -230,20 +231,20 @@ func parseStat(out []byte) ([]sandbox.FileInfo, error) {
 	return infos, nil
 }
 
-// MkdirAll runs mkdir -p in the sandbox; perm applies to every directory it
-// creates.
+// MkdirAll creates the directory and its missing parents in the sandbox,
+// each with perm exactly (mkdir -m, walking down from /workspace); an
+// existing directory keeps its permissions.
 func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) error {
 	const op = "mkdir"
 	abs, err := s.name(op, name)
 	if err != nil {
 		return err
 	}
-	if perm == 0 {
-		perm = 0o755
-	}
+	// Not shellfs.MkdirAll: it walks down from the root, which needs
+	// absolute names (see shfs).
 	r, err := s.sh(ctx, `[ -d "$1" ] && exit 0; if [ -e "$1" ] || [ -L "$1" ]; then exit 4; fi
 set -f; d=; IFS=/
-for c in $1; do d=${d:+$d/}$c; [ -d "$d" ] || mkdir -m "$2" -- "$d" || exit; done`, rel(abs), modeString(perm))
+for c in $1; do d=${d:+$d/}$c; [ -d "$d" ] || mkdir -m "$2" -- "$d" || exit; done`, rel(abs), shellfs.Octal(perm))
 	if err != nil {
 		return wrap(s.id, op, err)
 	}
@@ -251,23 +252,25 @@ for c in $1; do d=${d:+$d/}$c; [ -d "$d" ] || mkdir -m "$2" -- "$d" || exit; don
 	case 0:
 		return nil
 	case 4:
-		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrAlreadyExists, fmt.Sprintf("%s exists and is not a directory", abs))
+		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrAlreadyExists, "%s exists and is not a directory", abs)
 	}
 	return shellError(s.id, op, r)
 }
 
-// Remove removes a file (rm) or an empty directory (rmdir) in the sandbox.
+// Remove removes a file or an empty directory in the sandbox (package
+// shellfs's script).
 func (s *Sandbox) Remove(ctx context.Context, name string) error {
 	const op = "remove"
 	abs, err := s.name(op, name)
 	if err != nil {
 		return err
 	}
-	return s.shell(ctx, op, `[ -e "$1" ] || [ -L "$1" ] || exit 3
-if [ -d "$1" ] && [ ! -L "$1" ]; then exec rmdir -- "$1"; else exec rm -f -- "$1"; fi`, rel(abs))
+	return s.shfsErr(op, abs, s.shfs().Remove(ctx, rel(abs)))
 }
 
 // RemoveAll runs rm -rf in the sandbox; a missing name is not an error.
+// RemoveAll("/workspace") empties /workspace and keeps it, since commands
+// and the bridge's file routes run there.
 func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
 	const op = "remove all"
 	abs, err := s.name(op, name)
@@ -277,10 +280,12 @@ func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
 	if abs == Workspace {
 		return s.shell(ctx, op, `find . -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +`)
 	}
-	return s.shell(ctx, op, `exec rm -rf -- "$1"`, rel(abs))
+	return s.shfsErr(op, abs, s.shfs().RemoveAll(ctx, rel(abs)))
 }
 
-// Rename runs mv -T in the sandbox, replacing a file at newname.
+// Rename moves oldname to newname in the sandbox (package shellfs's
+// script), replacing a file or an empty directory at newname; a file does
+// not replace a directory.
 func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	const op = "rename"
 	from, err := s.name(op, oldname)
@@ -291,5 +296,8 @@ func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	if err != nil {
 		return err
 	}
-	return s.shell(ctx, op, `[ -e "$1" ] || [ -L "$1" ] || exit 3; exec mv -fT -- "$1" "$2"`, rel(from), rel(to))
+	if from == Workspace || to == Workspace {
+		return sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, "cannot rename /workspace, where commands run")
+	}
+	return s.shfsErr(op, from+" -> "+to, s.shfs().Rename(ctx, rel(from), rel(to)))
 }

@@ -27,7 +27,7 @@ func TestNothingLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer p.Close()
-		sb, err := p.Create(ctx, &sandbox.Spec{Env: map[string]string{"A": "1"}})
+		sb, err := p.Create(ctx, openEgress(&sandbox.Spec{Env: map[string]string{"A": "1"}}))
 		if err != nil {
 			t.Fatal(err)
 		}

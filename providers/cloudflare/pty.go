@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // ptyShell is the program the adapter asks the bridge's terminal to start.
@@ -32,16 +33,12 @@ const ptyShell = "/bin/sh"
 // prompt, the typed line) is dropped; the rest goes to Cmd.Stdout, and
 // Cmd.Stdin is sent as keystrokes once the marker is seen. The exit frame
 // gives the status.
-func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (sandbox.Process, error) {
+func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (driver.Process, error) {
 	const op = "exec"
 	var tok [8]byte
 	rand.Read(tok[:])
 	token := hex.EncodeToString(tok[:])
-	term := cmd.TTY.Term
-	if term == "" {
-		term = "xterm-256color"
-	}
-	env := map[string]string{"TERM": term}
+	env := map[string]string{"TERM": cmd.TTY.Term}
 	for k, v := range cmd.Env {
 		env[k] = v
 	}
@@ -100,7 +97,7 @@ func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (s
 			return nil, p.err
 		}
 		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable,
-			fmt.Sprintf("the terminal ended (code %d) before the command started: %q", p.code, p.pre.String()))
+			"the terminal ended (code %d) before the command started: %q", p.code, p.pre.String())
 	case <-ctx.Done():
 		go p.watch(ctx, 0)
 		return nil, ctx.Err()
@@ -124,7 +121,7 @@ type ptyProcess struct {
 	wmu     sync.Mutex   // one writer on the connection at a time
 }
 
-var _ sandbox.Resizer = (*ptyProcess)(nil)
+var _ driver.Resizer = (*ptyProcess)(nil)
 
 func (p *ptyProcess) read() {
 	defer p.conn.CloseNow()
@@ -179,7 +176,7 @@ func (p *ptyProcess) read() {
 			p.conn.Close(websocket.StatusNormalClosure, "")
 			return
 		case "error":
-			p.finish(0, sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable, "terminal error: "+msg.Message))
+			p.finish(0, sandbox.Errorf(providerName, p.s.id, "exec", sandbox.ErrUnavailable, "terminal error: %s", msg.Message))
 			return
 		}
 	}
@@ -211,9 +208,6 @@ func (p *ptyProcess) copyStdin() {
 
 // Resize sends the bridge's resize frame.
 func (p *ptyProcess) Resize(ctx context.Context, rows, cols int) error {
-	if rows < 1 || cols < 1 {
-		return sandbox.Errorf(providerName, p.s.id, "resize", sandbox.ErrInvalidArgument, "rows and cols must be positive")
-	}
 	select {
 	case <-p.done:
 		return sandbox.Errorf(providerName, p.s.id, "resize", sandbox.ErrInvalidArgument, "the process has exited")

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
-// Sandbox is a bridge sandbox: an ID the bridge maps to a container.
+// Sandbox is the driver of a bridge sandbox: an ID the bridge maps to a
+// container. Host code reaches it from a *sandbox.Sandbox with As.
 type Sandbox struct {
 	p          *Provider
 	id         string
@@ -31,7 +33,21 @@ type Sandbox struct {
 	timer      *time.Timer
 }
 
-var _ sandbox.Sandbox = (*Sandbox)(nil)
+var _ driver.Sandbox = (*Sandbox)(nil)
+
+// As sets a **Sandbox target to the driver's sandbox (for Session and
+// Client) and a **Client target to the bridge client.
+func (s *Sandbox) As(target any) bool {
+	switch t := target.(type) {
+	case **Sandbox:
+		*t = s
+	case **Client:
+		*t = s.p.c
+	default:
+		return false
+	}
+	return true
+}
 
 // ID returns the sandbox's bridge ID.
 func (s *Sandbox) ID() string { return s.id }
@@ -50,6 +66,8 @@ func (s *Sandbox) Capabilities() sandbox.Capabilities {
 		PTY:        true,
 		Expose:     true,
 		TextOutput: true,
+		// Open only: egress is the Worker's, the same for every sandbox.
+		NetworkModes: []sandbox.NetworkMode{sandbox.NetworkOpen},
 	}
 }
 
@@ -179,35 +197,47 @@ func shellError(id, op string, r *shellResult) error {
 // …/tunnel/PORT): an ephemeral https://….trycloudflare.com quick tunnel.
 // The bridge tunnels HTTP to ports 1024–65535; other ports and the "tcp"
 // protocol are ErrNotSupported. Tunnel.Close deletes the tunnel.
-func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
-	return s.ExposeNamed(ctx, port, "", opts)
+func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error) {
+	if opts.Protocol != "http" {
+		return nil, sandbox.Errorf(providerName, s.id, "expose", sandbox.ErrNotSupported,
+			"protocol %q: bridge tunnels serve HTTP(S) only", opts.Protocol)
+	}
+	return s.exposeNamed(ctx, port, "")
 }
 
-// ExposeNamed is Expose with a named tunnel: name is a subdomain prefix
-// (such as "app") in the zone the Worker's CLOUDFLARE_ZONE_ID names; the
-// Worker needs CLOUDFLARE_API_TOKEN. An empty name is an ephemeral tunnel.
-func (s *Sandbox) ExposeNamed(ctx context.Context, port int, name string, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
+// ExposeNamed is [sandbox.Sandbox.Expose] (protocol "http") with a named
+// tunnel on sb, a Cloudflare sandbox (ErrInvalidArgument otherwise): name is
+// a subdomain prefix (such as "app") in the zone the Worker's
+// CLOUDFLARE_ZONE_ID names; the Worker needs CLOUDFLARE_API_TOKEN. An empty
+// name is an ephemeral tunnel. Port 1–65535 is checked as Expose checks it.
+// The tunnel is the driver's: close it with its Close; it is not withdrawn
+// when sb's provider closes.
+func ExposeNamed(ctx context.Context, sb *sandbox.Sandbox, port int, name string) (driver.Tunnel, error) {
+	var s *Sandbox
+	if !sb.As(&s) {
+		return nil, sandbox.Errorf(providerName, sb.ID(), "expose", sandbox.ErrInvalidArgument, "ExposeNamed: %s is not a Cloudflare sandbox", sb.ID())
+	}
+	if port < 1 || port > 65535 {
+		return nil, sandbox.Errorf(providerName, s.id, "expose", sandbox.ErrInvalidArgument, "%d is not a TCP port", port)
+	}
+	return s.exposeNamed(ctx, port, name)
+}
+
+func (s *Sandbox) exposeNamed(ctx context.Context, port int, name string) (driver.Tunnel, error) {
 	const op = "expose"
 	if err := s.checkLive(op); err != nil {
 		return nil, err
 	}
-	if opts != nil && opts.Protocol != "" && opts.Protocol != "http" {
-		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotSupported,
-			fmt.Sprintf("protocol %q: bridge tunnels serve HTTP(S) only", opts.Protocol))
-	}
-	if port < 1 || port > 65535 {
-		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("%d is not a TCP port", port))
-	}
 	if port < MinTunnelPort {
 		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotSupported,
-			fmt.Sprintf("port %d: bridge tunnels reach ports %d–%d only", port, MinTunnelPort, MaxTunnelPort))
+			"port %d: bridge tunnels reach ports %d–%d only", port, MinTunnelPort, MaxTunnelPort)
 	}
 	t, err := s.p.c.CreateTunnel(ctx, s.id, port, name)
 	if err != nil {
 		return nil, wrap(s.id, op, err)
 	}
 	if t.URL == "" {
-		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable, fmt.Sprintf("the bridge returned no URL for the tunnel to port %d", port))
+		return nil, sandbox.Errorf(providerName, s.id, op, sandbox.ErrUnavailable, "the bridge returned no URL for the tunnel to port %d", port)
 	}
 	return &tunnel{s: s, info: *t}, nil
 }
@@ -220,6 +250,15 @@ type tunnel struct {
 }
 
 func (t *tunnel) URL() string { return t.info.URL }
+
+// As sets a *TunnelInfo target to the bridge's description of the tunnel.
+func (t *tunnel) As(target any) bool {
+	if ti, ok := target.(*TunnelInfo); ok {
+		*ti = t.info
+		return true
+	}
+	return false
+}
 
 // Close deletes the tunnel (DELETE …/tunnel/PORT). Closing again, or after
 // the sandbox is terminated, returns nil.
@@ -242,15 +281,15 @@ func (t *tunnel) Close() error {
 // is the bridge's only way to keep files beyond the container's life: a
 // container that sleeps loses its disk. sb must be a sandbox of this
 // package; otherwise the error is ErrNotSupported.
-func Persist(ctx context.Context, sb sandbox.Sandbox, w io.Writer, excludes ...string) error {
-	s, ok := sb.(*Sandbox)
-	if !ok {
-		return sandbox.Errorf(providerName, sb.ID(), "persist", sandbox.ErrNotSupported, fmt.Sprintf("%T is not a Cloudflare sandbox", sb))
+func Persist(ctx context.Context, sb *sandbox.Sandbox, w io.Writer, excludes ...string) error {
+	var s *Sandbox
+	if !sb.As(&s) {
+		return sandbox.Errorf(providerName, sb.ID(), "persist", sandbox.ErrNotSupported, "%s is not a Cloudflare sandbox", sb.ID())
 	}
 	for _, e := range excludes {
 		if e == "" || strings.Contains(e, "..") || strings.Contains(e, ",") {
 			return sandbox.Errorf(providerName, s.id, "persist", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("exclude %q: want a path relative to /workspace, without \"..\" or \",\"", e))
+				"exclude %q: want a path relative to /workspace, without \"..\" or \",\"", e)
 		}
 	}
 	if err := s.checkLive("persist"); err != nil {
@@ -274,10 +313,10 @@ func Persist(ctx context.Context, sb sandbox.Sandbox, w io.Writer, excludes ...s
 // Persist wrote, possibly from another sandbox. The bridge takes 1 byte to
 // 32 MiB; r is read whole into a temporary file first, so a larger archive
 // is refused (ErrResourceExhausted) and a failing r sends nothing.
-func Hydrate(ctx context.Context, sb sandbox.Sandbox, r io.Reader) error {
-	s, ok := sb.(*Sandbox)
-	if !ok {
-		return sandbox.Errorf(providerName, sb.ID(), "hydrate", sandbox.ErrNotSupported, fmt.Sprintf("%T is not a Cloudflare sandbox", sb))
+func Hydrate(ctx context.Context, sb *sandbox.Sandbox, r io.Reader) error {
+	var s *Sandbox
+	if !sb.As(&s) {
+		return sandbox.Errorf(providerName, sb.ID(), "hydrate", sandbox.ErrNotSupported, "%s is not a Cloudflare sandbox", sb.ID())
 	}
 	if err := s.checkLive("hydrate"); err != nil {
 		return err
