@@ -381,3 +381,30 @@ func TestExecStreamCutIsATransportError(t *testing.T) {
 	assert.ErrorIs(t, err, sandbox.ErrUnavailable)
 	assert.True(t, errors.Is(err, io.ErrUnexpectedEOF), "%v", err)
 }
+
+func TestExposeNamedAndTunnelAs(t *testing.T) {
+	_, p := newFake(t, &cloudflarefake.Options{
+		TunnelURL: func(_ string, port int, name string) string { return fmt.Sprintf("https://%s-%d.example.test", name, port) },
+	})
+	sb := newSandbox(t, p, nil)
+	ctx := ctxT(t)
+	tun, err := ExposeNamed(ctx, sb, 8080, "app")
+	require.NoError(t, err)
+	assert.Equal(t, "https://app-8080.example.test", tun.URL())
+	var ti TunnelInfo
+	require.True(t, tun.As(&ti))
+	assert.Equal(t, 8080, ti.Port)
+	require.NoError(t, tun.Close())
+
+	_, err = ExposeNamed(ctx, sb, 0, "app")
+	require.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	_, err = ExposeNamed(ctx, sb, 80, "app")
+	require.ErrorIs(t, err, sandbox.ErrNotSupported)
+
+	// The portable Expose's tunnel reaches the same type.
+	pt, err := sb.Expose(ctx, 8081, nil)
+	require.NoError(t, err)
+	require.True(t, pt.As(&ti))
+	assert.Equal(t, 8081, ti.Port)
+	require.NoError(t, pt.Close())
+}

@@ -20,7 +20,10 @@
 // "cloudflare://" takes the bridge from CLOUDFLARE_SANDBOX_BRIDGE_URL. The
 // API key (the Worker's SANDBOX_API_KEY secret) is never in the URL: it is
 // Options.APIKey or CLOUDFLARE_SANDBOX_API_KEY, sent as "Authorization:
-// Bearer". In code, use [New] with [Options].
+// Bearer". In code, use [New] with [Options]; it returns the portable
+// *sandbox.Provider, which validates arguments and applies defaults before
+// this package's driver ([NewDriver], for [sandbox.NewProvider] with hooks)
+// sees them.
 //
 // [New] fetches the bridge's GET /v1/openapi.json and refuses a bridge whose
 // document is not version [TargetVersion] or lacks a route the adapter
@@ -40,6 +43,16 @@
 // created or found and has not terminated. A container that sleeps (the
 // Worker's sleepAfter, 10 minutes idle by default) loses its disk and its
 // sessions; [Persist] and [Hydrate] keep /workspace as a tar.
+//
+// # Egress
+//
+// The bridge has no per-sandbox egress policy: the Worker's code sets it
+// for every sandbox (enableInternet, allowedHosts), and the bridge template
+// allows everything. The adapter cannot enforce NetworkNone, the contract's
+// default, so Create refuses a Spec without Network, NetworkNone and
+// NetworkAllowlist with ErrNotSupported; ask for NetworkOpen
+// (Capabilities.NetworkModes is [open]). Info.Isolation says the egress is
+// open as far as the Worker allows.
 //
 // # Capabilities
 //
@@ -80,28 +93,33 @@
 //     bridge's limit; [Client.WriteFile] refuses a larger body before
 //     sending anything), and renames the result over the target after
 //     chmod. These run as commands in the sandbox (GNU coreutils and sh):
-//     Stat (stat), ReadDir (find and stat), MkdirAll (mkdir), Remove (rm or
-//     rmdir), RemoveAll (rm -rf), Rename (mv -T) and WriteFile's parent
-//     check, join and rename. The bridge's path check is lexical: a symbolic
+//     Stat, Remove, RemoveAll and Rename (the shared shell scripts of the
+//     portable layer's providers), ReadDir (find and stat, which keeps
+//     names that are not UTF-8, as U+FFFD), MkdirAll (mkdir -m) and
+//     WriteFile's parent check, join and rename. RemoveAll("/workspace")
+//     empties it; /workspace cannot be renamed. The bridge's path check is lexical: a symbolic
 //     link made by a command can lead a file route outside /workspace
 //     inside the container.
 //   - Expose: POST …/tunnel/PORT, an ephemeral https://….trycloudflare.com
-//     quick tunnel (HTTP, ports 1024–65535); [Sandbox.ExposeNamed] asks
-//     for a named tunnel. Tunnel.Close deletes it.
+//     quick tunnel (HTTP, ports 1024–65535); [ExposeNamed] asks for a
+//     named tunnel. Tunnel.Close deletes it; its As fills a *[TunnelInfo].
 //   - Not supported, each returning ErrNotSupported with the reason: Stdin
 //     without a TTY, Dial, Pause, Snapshot (see Persist and Hydrate, which
 //     keep only /workspace, in this host's hands), ExtendTimeout,
-//     UpdateNetwork and every Spec.Network (egress is set in the Worker's
-//     code; the template allows all), Spec.Image, RootFS and Resources (set
-//     when the Worker is deployed), files outside /workspace.
+//     UpdateNetwork, Spec.Network other than NetworkOpen (see Egress),
+//     Spec.Image, RootFS and Resources (set when the Worker is deployed),
+//     files outside /workspace.
 //
 // Spec.Timeout is enforced by the Provider that created the sandbox, while
 // it is open: the bridge has no time to live.
 //
 // # Escape hatches
 //
-// [Provider.Client] and [Sandbox.Client] return the bridge [Client] for the
-// routes the adapter does not use (pool management, bucket mounts,
-// sessions). Errors wrap *[APIError] (status, the bridge's code and
+// The portable types' As reach this package's types: a *sandbox.Provider
+// fills a **[Provider] or a **[Client]; a *sandbox.Sandbox fills a
+// **[Sandbox] (for [Sandbox.Session]) or a **[Client]; a tunnel fills a
+// *[TunnelInfo]. [Provider.Client] and [Sandbox.Client] return the bridge
+// [Client] for the routes the adapter does not use (pool management, bucket
+// mounts, sessions). Errors wrap *[APIError] (status, the bridge's code and
 // message) for errors.As.
 package cloudflare
