@@ -384,7 +384,9 @@ func TestExecStreamCutIsATransportError(t *testing.T) {
 
 func TestExposeNamedAndTunnelAs(t *testing.T) {
 	_, p := newFake(t, &cloudflarefake.Options{
-		TunnelURL: func(_ string, port int, name string) string { return fmt.Sprintf("https://%s-%d.example.test", name, port) },
+		TunnelURL: func(_ string, port int, name string) string {
+			return fmt.Sprintf("https://%s-%d.example.test", name, port)
+		},
 	})
 	sb := newSandbox(t, p, nil)
 	ctx := ctxT(t)
