@@ -5,6 +5,8 @@ go 1.26.0
 require (
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/perimeter-sdk/perimeter v0.1.0
+	github.com/perimeter-sdk/perimeter/providers/cloudflare v0.1.0
+	github.com/perimeter-sdk/perimeter/providers/daytona v0.1.0
 	github.com/perimeter-sdk/perimeter/providers/modal v0.1.0
 	github.com/perimeter-sdk/perimeter/tunnel v0.1.0
 	github.com/stretchr/testify v1.12.1
@@ -13,6 +15,7 @@ require (
 
 require (
 	github.com/aristanetworks/gomap v0.0.0-20230726210543-f4e41046dced // indirect
+	github.com/cloudflare/cloudflare-go/v6 v6.10.0 // indirect
 	github.com/coder/websocket v1.8.15 // indirect
 	github.com/creack/pty v1.1.24 // indirect
 	github.com/djherbis/buffer v1.2.0 // indirect
@@ -26,6 +29,10 @@ require (
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
 	github.com/segmentio/asm v1.1.3 // indirect
 	github.com/segmentio/encoding v0.5.4 // indirect
+	github.com/tidwall/gjson v1.14.4 // indirect
+	github.com/tidwall/match v1.1.1 // indirect
+	github.com/tidwall/pretty v1.2.1 // indirect
+	github.com/tidwall/sjson v1.2.5 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	github.com/yosida95/uritemplate/v3 v3.0.2 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
