@@ -411,8 +411,9 @@ func checkTimeout(c *C) {
 		}
 		wctx, wcancel := context.WithTimeout(c.ctx, timeout+30*time.Second)
 		st, err := p.Wait(wctx)
+		waitErr := wctx.Err()
 		wcancel()
-		if wctx.Err() != nil {
+		if waitErr != nil {
 			c.Fatalf("Wait did not return within 30s of a %v Cmd.Timeout", timeout)
 		}
 		if err != nil {
