@@ -75,7 +75,9 @@ func installConformance(ctx context.Context) (*conformanceToolchain, error) {
 func startReferenceServer(t *testing.T, ctx context.Context) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "everything-server")
-	build := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin,
+	goTool, err := exec.LookPath("go")
+	require.NoError(t, err, "the go command builds the reference server")
+	build := exec.CommandContext(ctx, goTool, "build", "-o", bin,
 		"github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "building the go-sdk's conformance everything-server: %s", out)
