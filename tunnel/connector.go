@@ -16,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // Version is the tunnel protocol implementation's version, sent in the
@@ -111,8 +109,10 @@ type Connector struct {
 	handler http.Handler
 	*routeSet
 
-	h1 *http.Server // carries GOAWAY-on-shutdown to the HTTP/2 connections
-	h2 *http2.Server
+	// h2 serves HTTP/2 with prior knowledge on each carrier connection
+	// (one single-connection listener per connection); its Shutdown sends
+	// GOAWAY on them all.
+	h2 *http.Server
 
 	connected atomic.Int32
 	ran       atomic.Bool
@@ -211,19 +211,24 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		}
 	}()
 
-	c.h1 = &http.Server{ErrorLog: slog.NewLogLogger(c.logger.Handler(), slog.LevelDebug)}
-	c.h2 = &http2.Server{
-		MaxConcurrentStreams: 10000,
-		ReadIdleTimeout:      o.PingInterval,
-		PingTimeout:          o.PingTimeout,
-		// Request bodies up to the 4 MiB policy cap flow without waiting
-		// for window updates; larger frames cut per-frame work on bulk.
-		MaxUploadBufferPerStream:     4 << 20,
-		MaxUploadBufferPerConnection: 64 << 20,
-		MaxReadFrameSize:             1 << 20,
-	}
-	if err = http2.ConfigureServer(c.h1, c.h2); err != nil {
-		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	c.h2 = &http.Server{
+		Handler:   c.handler,
+		Protocols: &h2c,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 10000,
+			SendPingTimeout:      o.PingInterval,
+			PingTimeout:          o.PingTimeout,
+			// Request bodies up to the 4 MiB policy cap flow without
+			// waiting for window updates; larger frames cut per-frame
+			// work on bulk.
+			MaxReceiveBufferPerStream:     4 << 20,
+			MaxReceiveBufferPerConnection: 64 << 20,
+			MaxReadFrameSize:              1 << 20,
+		},
+		BaseContext: func(ln net.Listener) context.Context { return ln.(*carrierListener).ctx },
+		ErrorLog:    slog.NewLogLogger(c.logger.Handler(), slog.LevelDebug),
 	}
 	return c, nil
 }
@@ -255,7 +260,11 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	c.logger.Info("draining", "timeout", c.opts.DrainTimeout)
-	_ = c.h1.Shutdown(context.Background()) // GOAWAY on every connection
+	// Shutdown sends GOAWAY on every connection, then waits for them to
+	// close; the drain timeout bounds the wait.
+	shutCtx, cancelShut := context.WithCancel(context.Background())
+	shut := make(chan struct{})
+	go func() { _ = c.h2.Shutdown(shutCtx); close(shut) }()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
@@ -266,6 +275,8 @@ func (c *Connector) Run(ctx context.Context) error {
 		c.closeConns()
 		<-done
 	}
+	cancelShut()
+	<-shut
 	c.routeSet.close()
 	return nil
 }
@@ -400,8 +411,18 @@ func (c *Connector) serve(ctx context.Context, conn, raw net.Conn, addr string, 
 	c.connected.Add(1)
 	c.metrics.Count("tunnel_connects_total", "side", "connector", "connector", c.opts.ID)
 	c.logger.Info("connected to edge", "edge", addr, "slot", slot)
-	c.h2.ServeConn(conn, &http2.ServeConnOpts{Context: ctx, BaseConfig: c.h1, Handler: c.handler})
-	conn.Close()
+	cc := &carrierConn{Conn: conn, closed: make(chan struct{})}
+	ln := newCarrierListener(ctx, cc)
+	// Serve returns when the connection has closed (the listener's second
+	// Accept waits for that) or when Shutdown closes the listener; the
+	// server then keeps serving the connection until GOAWAY has drained it
+	// or closeConns cut it.
+	_ = c.h2.Serve(ln)
+	if ln.handed.Load() {
+		<-cc.closed
+	} else { // shut down before it was accepted
+		conn.Close()
+	}
 	c.connected.Add(-1)
 	c.mu.Lock()
 	delete(c.conns, conn)
@@ -478,3 +499,51 @@ func splitFirst(s string) (string, string) {
 	}
 	return s, ""
 }
+
+// carrierConn is a carrier connection served by the connector's HTTP/2
+// server; closed is closed when the server closes it.
+type carrierConn struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *carrierConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+// carrierListener hands one carrier connection to [http.Server.Serve], then
+// blocks until that connection has closed, so that Serve returns with it.
+// ctx is the base context of the connection's requests.
+type carrierListener struct {
+	ctx    context.Context
+	conn   *carrierConn
+	handed atomic.Bool
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newCarrierListener(ctx context.Context, conn *carrierConn) *carrierListener {
+	return &carrierListener{ctx: ctx, conn: conn, closed: make(chan struct{})}
+}
+
+func (l *carrierListener) Accept() (net.Conn, error) {
+	if l.handed.CompareAndSwap(false, true) {
+		return l.conn, nil
+	}
+	select {
+	case <-l.conn.closed:
+	case <-l.closed:
+	}
+	return nil, net.ErrClosed
+}
+
+// Close ends a pending Accept; the connection stays with the server.
+func (l *carrierListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *carrierListener) Addr() net.Addr { return l.conn.LocalAddr() }

@@ -19,8 +19,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // ErrEdgeClosed is returned by [Edge.Serve] after [Edge.Close].
@@ -108,7 +106,7 @@ type Edge struct {
 	tokens  tokenSet
 	logger  *slog.Logger
 	metrics Metrics
-	h2      *http2.Transport
+	h2      *http.Transport // only for NewClientConn over carrier connections
 	proxy   *httputil.ReverseProxy
 	handler http.Handler
 	rr      atomic.Uint64
@@ -128,7 +126,7 @@ type Edge struct {
 // peer is one authenticated carrier connection from a connector.
 type peer struct {
 	hello *hello
-	cc    *http2.ClientConn
+	cc    *http.ClientConn
 	conn  *watchedConn
 	since time.Time
 }
@@ -217,15 +215,28 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 	e.tlsConf = o.TLSConfig.Clone()
 	e.tlsConf.MinVersion = tls.VersionTLS13
 	e.tlsConf.NextProtos = []string{ALPN}
-	e.h2 = &http2.Transport{
-		ReadIdleTimeout:    o.PingInterval,
-		PingTimeout:        o.PingTimeout,
+	// HTTP/2 with prior knowledge over the carrier connection, which
+	// newPeer hands to the transport through the dial context. Connections
+	// made with NewClientConn stay out of the transport's pool.
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	e.h2 = &http.Transport{
+		Protocols:          &h2c,
 		DisableCompression: true,
-		AllowHTTP:          true,
-		MaxReadFrameSize:   1 << 20,
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout:  o.PingInterval,
+			PingTimeout:      o.PingTimeout,
+			MaxReadFrameSize: 1 << 20,
+		},
 		// The tunnel carries long-lived SSE streams: do not close idle
 		// connections, the connector owns their life.
 		IdleConnTimeout: 0,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if c, ok := ctx.Value(carrierKey{}).(net.Conn); ok {
+				return c, nil
+			}
+			return nil, errors.New("tunnel: edge: no carrier connection to run HTTP/2 on")
+		},
 	}
 	e.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -368,7 +379,7 @@ func (e *Edge) attach(conn, raw, pending net.Conn, remote string, cert *x509.Cer
 	}
 	conn.SetDeadline(time.Time{})
 	wc := &watchedConn{Conn: conn, raw: raw, done: make(chan struct{})}
-	cc, err := e.h2.NewClientConn(wc)
+	cc, err := e.h2.NewClientConn(context.WithValue(context.Background(), carrierKey{}, net.Conn(wc)), "http", "connector:80")
 	if err != nil {
 		e.handshakeFailed(remote, "http2", err)
 		conn.Close()
@@ -439,6 +450,9 @@ func (e *Edge) handshake(conn io.ReadWriter, cert *x509.Certificate) (*hello, er
 func (e *Edge) Handler() http.Handler { return e.handler }
 
 type forwardKey struct{}
+
+// carrierKey passes a carrier connection to the HTTP/2 transport's dialer.
+type carrierKey struct{}
 
 // forward is where the edge sends one request.
 type forward struct {
@@ -635,7 +649,7 @@ func (e *Edge) pick(route, session string, not *peer) (*peer, int) {
 	if ownerKnown {
 		cands = slices.DeleteFunc(cands, func(p *peer) bool { return p.hello.Connector != owner })
 	}
-	cands = slices.DeleteFunc(cands, func(p *peer) bool { return p == not || !p.cc.CanTakeNewRequest() })
+	cands = slices.DeleteFunc(cands, func(p *peer) bool { return p == not || p.cc.Available() == 0 })
 	if len(cands) == 0 {
 		if ownerKnown {
 			return nil, http.StatusNotFound
@@ -689,7 +703,7 @@ func (t edgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // unprocessed reports whether an HTTP/2 client error means the connector
-// never saw the request. x/net/http2 does not export these errors.
+// never saw the request. net/http does not export these HTTP/2 errors.
 func unprocessed(err error) bool {
 	s := err.Error()
 	return s == "http2: client conn not usable" || s == "http2: Transport received Server's graceful shutdown GOAWAY"

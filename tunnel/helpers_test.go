@@ -67,7 +67,7 @@ func leakedGoroutines(d time.Duration) string {
 			if strings.Contains(g, "leakedGoroutines") || strings.Contains(g, "testing.tRunner") {
 				continue
 			}
-			for _, mark := range []string{"perimeter/tunnel.", "x/net/http2", "go-sdk/mcp", "os/exec", "coder/websocket"} {
+			for _, mark := range []string{"perimeter/tunnel.", "x/net/http2", "net/http.(*http2", "net/http.(*conn)", "go-sdk/mcp", "os/exec", "coder/websocket"} {
 				if strings.Contains(g, mark) {
 					leaked = append(leaked, g)
 					break
