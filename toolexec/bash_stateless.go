@@ -49,7 +49,7 @@ eval %s </dev/null 2>&1
 		return "", -1, err
 	}
 	st, err := p.Wait(ctx)
-	text := clean(out.Bytes(), out.Omitted() > 0, false, s.opts.OutputLimit)
+	text := clean(out.Bytes(), out.Omitted(), s.opts.OutputLimit)
 	switch {
 	case err != nil:
 		return "", -1, err
