@@ -290,6 +290,10 @@ func (t *editorTool) do(ctx context.Context, in *EditorInput) (string, error) {
 			fmt.Sprintf("The file %s has been edited. ", p) +
 			numbered(snippet(out, from+1, to+1), "a snippet of "+p, from+1) +
 			"Review the changes and make sure they are as expected. Edit the file again if necessary."
+		if isBinary(out) {
+			msg = "Successfully replaced text at exactly one location. " +
+				fmt.Sprintf("The file %s has been edited; it is a binary file, so no snippet is shown.", p)
+		}
 	} else {
 		text := in.InsertText
 		if text == nil {
@@ -313,6 +317,11 @@ func (t *editorTool) do(ctx context.Context, in *EditorInput) (string, error) {
 		return "", writeFailure(p, err)
 	}
 	return msg, nil
+}
+
+// isBinary reports whether data is not text: a NUL byte or invalid UTF-8.
+func isBinary(data []byte) bool {
+	return bytes.IndexByte(data, 0) >= 0 || !utf8.Valid(data)
 }
 
 // snippetLines is how many lines the reference executor shows on each side
