@@ -110,7 +110,7 @@ func TestNewToolRunnerKeepsCallerDefinitions(t *testing.T) {
 			Model:     "claude-sonnet-4-5",
 			MaxTokens: 1024,
 			Messages:  []sdk.BetaMessageParam{sdk.NewBetaUserMessage(sdk.NewBetaTextBlock("go"))},
-			Tools: []sdk.BetaToolUnionParam{{OfTextEditor20250728: &sdk.BetaToolTextEditor20250728Param{MaxCharacters: sdk.Int(500)}}},
+			Tools:     []sdk.BetaToolUnionParam{{OfTextEditor20250728: &sdk.BetaToolTextEditor20250728Param{MaxCharacters: sdk.Int(500)}}},
 		},
 		MaxIterations: 1,
 		DisableThread: true,
