@@ -135,13 +135,13 @@ func (t *bashTool) run(ctx context.Context, input json.RawMessage) (string, bool
 		if caps.Stdin || caps.PTY {
 			s, err := startBash(ctx, t.target, t.opts)
 			if err != nil {
-				return "bash: " + err.Error(), true, err
+				return "bash: starting the shell: " + infraMessage(err), true, err
 			}
 			t.sess = s
 		} else {
 			s, err := newStatelessSession(t.target, t.opts)
 			if err != nil {
-				return "bash: " + err.Error(), true, err
+				return "bash: starting the shell: " + infraMessage(err), true, err
 			}
 			t.sess = s
 		}
@@ -171,7 +171,8 @@ func (t *bashTool) run(ctx context.Context, input json.RawMessage) (string, bool
 		if errors.As(err, &te) {
 			return "bash: " + err.Error(), true, nil
 		}
-		return "bash: " + err.Error(), true, err
+		// The host gets the details as the Go error; the model its kind.
+		return "bash: " + infraMessage(err) + "; the session was restarted", true, err
 	}
 	if code != 0 {
 		return fmt.Sprintf("%s\nexit code: %d", out, code), true, nil

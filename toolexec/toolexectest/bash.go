@@ -200,7 +200,7 @@ func (h *harness) bash(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		res, err := e.ts.Execute(ctx, toolexec.ToolUse{ID: "toolu_c", Name: "bash", Input: json.RawMessage(`{"command":"sleep 60"}`)})
-		if err == nil || !res.IsError || res.Text() != "bash: "+err.Error() {
+		if err == nil || !res.IsError || res.Text() != "bash: the call timed out before the sandbox answered; the session was restarted" {
 			t.Fatalf("Execute with an ending context = (%q, %v), want an is_error result and the context's error", res.Text(), err)
 		}
 		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
