@@ -140,7 +140,7 @@ func (m *memoryTool) resolve(ctx context.Context, p string) (string, error) {
 			return "", storeFailure(err)
 		}
 		if fi.Mode&fs.ModeSymlink != 0 {
-			return "", toolErr(fmt.Sprintf("Error: Path %s would escape /memories directory via symlink", p))
+			return "", toolErr("Error: Path would escape /memories directory via symlink")
 		}
 	}
 	return name, nil
