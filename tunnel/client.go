@@ -30,7 +30,7 @@ func (e *Edge) ClientTransport(route string) *mcp.StreamableClientTransport {
 type inProcessTransport struct{ h http.Handler }
 
 func (t inProcessTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx, cancel := context.WithCancel(req.Context())
+	ctx, cancel := context.WithCancel(context.WithValue(req.Context(), inProcessKey{}, true))
 	sreq := req.Clone(ctx)
 	sreq.RequestURI = req.URL.RequestURI()
 	sreq.RemoteAddr = "in-process"

@@ -32,10 +32,14 @@ type ConnectorConfig struct {
 	AllowedNetworks    []string      `yaml:"allowed_networks"`
 	UpstreamCAFile     string        `yaml:"upstream_ca_file"`
 	SessionIdleTimeout time.Duration `yaml:"session_idle_timeout"`
-	DrainTimeout       time.Duration `yaml:"drain_timeout"`
-	PingInterval       time.Duration `yaml:"ping_interval"`
-	PingTimeout        time.Duration `yaml:"ping_timeout"`
-	Routes             []Route       `yaml:"routes"`
+	// MaxStdioSessions and MaxStdioSessionsPerClient cap stdio children
+	// (defaults 64 and 16).
+	MaxStdioSessions          int           `yaml:"max_stdio_sessions"`
+	MaxStdioSessionsPerClient int           `yaml:"max_stdio_sessions_per_client"`
+	DrainTimeout              time.Duration `yaml:"drain_timeout"`
+	PingInterval              time.Duration `yaml:"ping_interval"`
+	PingTimeout               time.Duration `yaml:"ping_timeout"`
+	Routes                    []Route       `yaml:"routes"`
 }
 
 // EdgeConfig is the YAML configuration of a standalone edge (see
@@ -45,19 +49,52 @@ type EdgeConfig struct {
 	Listen string `yaml:"listen"`
 	// HTTPListen is where the MCP endpoints are served (plain HTTP: put it
 	// on loopback or behind the host's TLS); the --http flag overrides it.
-	HTTPListen   string            `yaml:"http_listen"`
-	CertFile     string            `yaml:"cert_file"`
-	KeyFile      string            `yaml:"key_file"`
-	ClientCAFile string            `yaml:"client_ca_file"`
-	TokenFiles   []string          `yaml:"token_files"`
-	TokenEnv     string            `yaml:"token_env"`
-	PingInterval time.Duration     `yaml:"ping_interval"`
-	PingTimeout  time.Duration     `yaml:"ping_timeout"`
-	Policy       Policy            `yaml:"policy"`
-	Routes       map[string]Policy `yaml:"routes"`
+	HTTPListen   string   `yaml:"http_listen"`
+	CertFile     string   `yaml:"cert_file"`
+	KeyFile      string   `yaml:"key_file"`
+	ClientCAFile string   `yaml:"client_ca_file"`
+	TokenFiles   []string `yaml:"token_files"`
+	TokenEnv     string   `yaml:"token_env"`
+	// HTTPCertFile and HTTPKeyFile, if set, make the MCP endpoints HTTPS
+	// (needed for client certificates).
+	HTTPCertFile string `yaml:"http_cert_file"`
+	HTTPKeyFile  string `yaml:"http_key_file"`
+	// WebSocketPath, if set, also accepts connectors over the WebSocket
+	// carrier at this path of the MCP listener (connectors then dial
+	// wss://host/path; put TLS in front, or set http_cert_file).
+	WebSocketPath string        `yaml:"websocket_path"`
+	PingInterval  time.Duration `yaml:"ping_interval"`
+	PingTimeout   time.Duration `yaml:"ping_timeout"`
+	// Clients is how MCP clients authenticate to the edge. Required.
+	Clients ClientsConfig `yaml:"clients"`
+	// MaxSessions and MaxSessionsPerClient cap MCP sessions (defaults 1024
+	// and 64).
+	MaxSessions          int `yaml:"max_sessions"`
+	MaxSessionsPerClient int `yaml:"max_sessions_per_client"`
+	// ExpectConnectors lists connector IDs /healthz reports as missing
+	// (degraded) while they have no connection; the IDs of Connectors
+	// entries are expected too.
+	ExpectConnectors []string `yaml:"expect_connectors"`
+	// Policy applies to every route; Routes adds per-route rules to it
+	// (see Policy.Merge).
+	Policy Policy            `yaml:"policy"`
+	Routes map[string]Policy `yaml:"routes"`
 	// Connectors, if set, admits only connectors that match an entry; then
 	// token_files and token_env must be empty.
 	Connectors []ConnectorGrant `yaml:"connectors"`
+}
+
+// ClientsConfig is the YAML form of [ClientAuth].
+type ClientsConfig struct {
+	// TokenFiles hold one bearer token each (mode 0600 or stricter).
+	TokenFiles []string `yaml:"token_files"`
+	// TokenHeader is the header carrying the token; default Authorization
+	// (Bearer scheme).
+	TokenHeader string `yaml:"token_header"`
+	// CAFile verifies client certificates (needs http_cert_file).
+	CAFile string `yaml:"ca_file"`
+	// Disabled serves clients without authentication (logged as a warning).
+	Disabled bool `yaml:"disabled"`
 }
 
 // ConnectorGrant admits connectors that present its credential: the token
@@ -113,6 +150,13 @@ func readSecret(file, env, what string) (string, error) {
 	case file != "" && env != "":
 		return "", fmt.Errorf("%s: set %s_file or %s_env, not both", what, what, what)
 	case file != "":
+		st, err := os.Stat(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", what, err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return "", fmt.Errorf("%s: %s has mode %04o: a secret file must not be readable by group or others (chmod 600 %s)", what, file, st.Mode().Perm(), file)
+		}
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", what, err)
@@ -183,6 +227,7 @@ func (c *ConnectorConfig) Options(logger *slog.Logger) (*ConnectorOptions, error
 		ID: c.ID, Edges: c.Edges, Token: token, TLSConfig: tc, Connections: c.Connections,
 		Routes: c.Routes, AllowedNetworks: nets, UpstreamTLSConfig: upTLS,
 		SessionIdleTimeout: c.SessionIdleTimeout, DrainTimeout: c.DrainTimeout,
+		MaxStdioSessions: c.MaxStdioSessions, MaxStdioSessionsPerClient: c.MaxStdioSessionsPerClient,
 		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout,
 		Logger: logger,
 	}, nil
@@ -224,9 +269,35 @@ func (c *EdgeConfig) Options(logger *slog.Logger) (*EdgeOptions, error) {
 			}
 		}
 	}
+	ca := ClientAuth{Header: c.Clients.TokenHeader, Disabled: c.Clients.Disabled}
+	for _, f := range c.Clients.TokenFiles {
+		t, err := readSecret(f, "", "clients token")
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: edge config: %w", err)
+		}
+		ca.Tokens = append(ca.Tokens, t)
+	}
+	if c.Clients.CAFile != "" {
+		if c.HTTPCertFile == "" {
+			return nil, errors.New("tunnel: edge config: clients.ca_file needs http_cert_file and http_key_file (client certificates need TLS)")
+		}
+		if ca.ClientCAs, err = certPool(c.Clients.CAFile); err != nil {
+			return nil, fmt.Errorf("tunnel: edge config: clients.ca_file: %w", err)
+		}
+	}
+	if (c.HTTPCertFile == "") != (c.HTTPKeyFile == "") {
+		return nil, errors.New("tunnel: edge config: http_cert_file and http_key_file go together")
+	}
 	opts := &EdgeOptions{
 		TLSConfig: tc, Tokens: tokens, Policy: c.Policy, Routes: c.Routes,
 		PingInterval: c.PingInterval, PingTimeout: c.PingTimeout, Logger: logger,
+		ClientAuth: ca, MaxSessions: c.MaxSessions, MaxSessionsPerClient: c.MaxSessionsPerClient,
+		Connectors: slices.Clone(c.ExpectConnectors),
+	}
+	for _, g := range c.Connectors {
+		if g.ID != "" && !slices.Contains(opts.Connectors, g.ID) {
+			opts.Connectors = append(opts.Connectors, g.ID)
+		}
 	}
 	if len(c.Connectors) > 0 {
 		if len(tokens) > 0 {
@@ -270,4 +341,91 @@ func (c *EdgeConfig) Options(logger *slog.Logger) (*EdgeOptions, error) {
 		}
 	}
 	return opts, nil
+}
+
+// GatewayConfig is the YAML configuration of perimeter tunnel serve (see
+// examples/tunnel/gateway.yaml): a connector's routes served on a local
+// listener, without a carrier.
+type GatewayConfig struct {
+	// ID prefixes stdio session IDs; default "gateway".
+	ID string `yaml:"id"`
+	// Listen is where MCP clients (or the proxy in front) call; the
+	// --listen flag overrides it. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile, if set, serve HTTPS.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Clients is how MCP clients authenticate. Required.
+	Clients                   ClientsConfig `yaml:"clients"`
+	AllowedNetworks           []string      `yaml:"allowed_networks"`
+	UpstreamCAFile            string        `yaml:"upstream_ca_file"`
+	SessionIdleTimeout        time.Duration `yaml:"session_idle_timeout"`
+	MaxSessions               int           `yaml:"max_sessions"`
+	MaxSessionsPerClient      int           `yaml:"max_sessions_per_client"`
+	MaxStdioSessions          int           `yaml:"max_stdio_sessions"`
+	MaxStdioSessionsPerClient int           `yaml:"max_stdio_sessions_per_client"`
+	// Policy applies to every route, under each route's own policy.
+	Policy Policy  `yaml:"policy"`
+	Routes []Route `yaml:"routes"`
+}
+
+// LoadGatewayConfig reads a gateway's YAML configuration file.
+func LoadGatewayConfig(path string) (*GatewayConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: gateway config: %w", err)
+	}
+	var c GatewayConfig
+	if err := decodeYAML(data, &c); err != nil {
+		return nil, fmt.Errorf("tunnel: gateway config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Options turns the configuration into GatewayOptions, reading the files it
+// names.
+func (c *GatewayConfig) Options(logger *slog.Logger) (*GatewayOptions, error) {
+	ca := ClientAuth{Header: c.Clients.TokenHeader, Disabled: c.Clients.Disabled}
+	for _, f := range c.Clients.TokenFiles {
+		t, err := readSecret(f, "", "clients token")
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: %w", err)
+		}
+		ca.Tokens = append(ca.Tokens, t)
+	}
+	var err error
+	if c.Clients.CAFile != "" {
+		if c.CertFile == "" {
+			return nil, errors.New("tunnel: gateway config: clients.ca_file needs cert_file and key_file (client certificates need TLS)")
+		}
+		if ca.ClientCAs, err = certPool(c.Clients.CAFile); err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: clients.ca_file: %w", err)
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, errors.New("tunnel: gateway config: cert_file and key_file go together")
+	}
+	var nets []netip.Prefix
+	for _, s := range c.AllowedNetworks {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: allowed_networks: %w", err)
+		}
+		nets = append(nets, p)
+	}
+	var upTLS *tls.Config
+	if c.UpstreamCAFile != "" {
+		pool, err := certPool(c.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: gateway config: upstream_ca_file: %w", err)
+		}
+		upTLS = &tls.Config{RootCAs: pool}
+	}
+	return &GatewayOptions{
+		ID: c.ID, Routes: c.Routes, AllowedNetworks: nets, UpstreamTLSConfig: upTLS,
+		ClientAuth: ca, Policy: c.Policy,
+		MaxSessions: c.MaxSessions, MaxSessionsPerClient: c.MaxSessionsPerClient,
+		MaxStdioSessions: c.MaxStdioSessions, MaxStdioSessionsPerClient: c.MaxStdioSessionsPerClient,
+		SessionIdleTimeout: c.SessionIdleTimeout, Logger: logger,
+	}, nil
 }

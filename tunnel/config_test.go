@@ -3,6 +3,8 @@ package tunnel
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,6 +20,8 @@ func TestExampleConfigsParse(t *testing.T) {
 	assert.Equal(t, "office-1", c.ID)
 	assert.Len(t, c.Edges, 2)
 	assert.Equal(t, 10*time.Minute, c.SessionIdleTimeout)
+	assert.Equal(t, 64, c.MaxStdioSessions)
+	assert.Equal(t, 16, c.MaxStdioSessionsPerClient)
 	require.Len(t, c.Routes, 2)
 	assert.Equal(t, []string{"delete_*", "admin_*"}, c.Routes[0].Policy.DenyTools)
 	assert.Equal(t, []string{"/usr/local/bin/docs-mcp", "--read-only"}, c.Routes[1].Command)
@@ -28,6 +32,12 @@ func TestExampleConfigsParse(t *testing.T) {
 	assert.Equal(t, ":7443", e.Listen)
 	assert.EqualValues(t, 4194304, e.Policy.MaxBodyBytes)
 	assert.Equal(t, []string{"delete_*"}, e.Routes["tickets"].DenyTools)
+
+	g, err := LoadGatewayConfig("../examples/tunnel/gateway.yaml")
+	require.NoError(t, err)
+	require.Len(t, g.Routes, 2)
+	assert.Equal(t, []string{"admin_*"}, g.Policy.DenyTools)
+	assert.Equal(t, []string{"/usr/local/bin/docs-mcp", "--read-only"}, g.Routes[1].Command)
 }
 
 func TestConfigRefusesUnknownKeysAndBadValues(t *testing.T) {
@@ -55,6 +65,47 @@ func TestConfigRefusesUnknownKeysAndBadValues(t *testing.T) {
 
 	_, err = (&EdgeConfig{}).Options(nil)
 	require.ErrorContains(t, err, "cert_file and key_file are required")
+}
+
+// TestUpstreamIdleConnectionsCloseBeforeServerKeepAlive: pooled upstream
+// connections are dropped before the 5 s keep-alive timeout of Node and
+// uvicorn servers, so a request is never written on a connection the
+// server is closing at that moment (that failed as a 502 at 1,000
+// sessions; written requests are not retried).
+func TestUpstreamIdleConnectionsCloseBeforeServerKeepAlive(t *testing.T) {
+	u, err := url.Parse("http://10.0.0.1/mcp")
+	require.NoError(t, err)
+	up := newHTTPUpstream("r", u, allowlist(DefaultAllowedNetworks), nil, slog.New(slog.DiscardHandler))
+	assert.Greater(t, up.tr.IdleConnTimeout, time.Duration(0))
+	assert.Less(t, up.tr.IdleConnTimeout, 5*time.Second)
+}
+
+// TestTokenFileMustBePrivate: a token file readable by group or others is
+// refused with a message that says how to fix it.
+func TestTokenFileMustBePrivate(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tok, []byte("token-0123456789abcdef\n"), 0o600))
+	require.NoError(t, os.Chmod(tok, 0o644))
+	c := &ConnectorConfig{ID: "a", Edges: []string{"x:1"}, TokenFile: tok}
+	_, err := c.Options(nil)
+	require.ErrorContains(t, err, "mode 0644")
+	require.ErrorContains(t, err, "chmod 600 "+tok)
+
+	certFile, keyFile := writeTestServerPEM(t, dir)
+	e := &EdgeConfig{CertFile: certFile, KeyFile: keyFile, TokenFiles: []string{tok}, Clients: ClientsConfig{Disabled: true}}
+	_, err = e.Options(nil)
+	require.ErrorContains(t, err, "mode 0644")
+	e = &EdgeConfig{CertFile: certFile, KeyFile: keyFile, Clients: ClientsConfig{TokenFiles: []string{tok}}}
+	_, err = e.Options(nil)
+	require.ErrorContains(t, err, "mode 0644")
+
+	require.NoError(t, os.Chmod(tok, 0o600))
+	_, err = c.Options(nil)
+	require.NoError(t, err)
+	o, err := e.Options(nil)
+	require.NoError(t, err)
+	assert.Len(t, o.ClientAuth.Tokens, 1)
 }
 
 func TestNewConnectorAndEdgeRefuseBadOptions(t *testing.T) {

@@ -76,6 +76,11 @@ type ConnectorOptions struct {
 	// SessionIdleTimeout ends a stdio session (and its child) after this long
 	// without a request in flight; default 10 minutes.
 	SessionIdleTimeout time.Duration
+	// MaxStdioSessions bounds the stdio children (one per session) of all
+	// routes together; MaxStdioSessionsPerClient bounds them per client as
+	// the edge names it. An initialize beyond them gets 503 or 429 with a
+	// JSON-RPC error. Defaults 64 and 16.
+	MaxStdioSessions, MaxStdioSessionsPerClient int
 	// DrainTimeout bounds how long Run waits for calls in flight after its
 	// context is cancelled; default 30 s.
 	DrainTimeout time.Duration
@@ -104,8 +109,7 @@ type Connector struct {
 	logger  *slog.Logger
 	metrics Metrics
 	handler http.Handler
-	http    map[string]*httpUpstream
-	stdio   map[string]*stdioBridge
+	*routeSet
 
 	h1 *http.Server // carries GOAWAY-on-shutdown to the HTTP/2 connections
 	h2 *http2.Server
@@ -160,6 +164,12 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		o.AllowedNetworks = DefaultAllowedNetworks
 	}
 	setDefault(&o.SessionIdleTimeout, 10*time.Minute)
+	if o.MaxStdioSessions <= 0 {
+		o.MaxStdioSessions = 64
+	}
+	if o.MaxStdioSessionsPerClient <= 0 {
+		o.MaxStdioSessionsPerClient = 16
+	}
 	setDefault(&o.DrainTimeout, 30*time.Second)
 	setDefault(&o.PingInterval, 15*time.Second)
 	setDefault(&o.PingTimeout, 5*time.Second)
@@ -179,72 +189,38 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		opts:    o,
 		logger:  o.Logger.With("connector", o.ID),
 		metrics: o.Metrics,
-		http:    make(map[string]*httpUpstream),
-		stdio:   make(map[string]*stdioBridge),
 		conns:   make(map[net.Conn]net.Conn),
 	}
 	c.tlsConf = o.TLSConfig.Clone()
 	c.tlsConf.MinVersion = tls.VersionTLS13
 	c.tlsConf.NextProtos = []string{ALPN}
 
-	allow := allowlist(o.AllowedNetworks)
-	guards := make(map[string]*guard)
+	rs, err := newRouteSet(o.Routes, routeSetOptions{
+		id: o.ID, side: "connector", allowed: o.AllowedNetworks, upstreamTLS: o.UpstreamTLSConfig,
+		idle: o.SessionIdleTimeout, maxChildren: o.MaxStdioSessions, maxChildrenPerClient: o.MaxStdioSessionsPerClient,
+		logger: c.logger, metrics: c.metrics, client: clientFromHeader,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)
+	}
+	c.routeSet = rs
+	c.handler = &connectorMux{rs: rs, gate: &connectorGate{}}
 	defer func() {
 		if err != nil {
-			c.closeRoutes() // stdio bridges already started
+			rs.close()
 		}
 	}()
-	for i := range o.Routes {
-		rt := &o.Routes[i]
-		if !validName(rt.Name) || rt.Name == "healthz" {
-			return nil, fmt.Errorf("tunnel: connector %s: invalid route name %q", o.ID, rt.Name)
-		}
-		if guards[rt.Name] != nil {
-			return nil, fmt.Errorf("tunnel: connector %s: route %q defined twice", o.ID, rt.Name)
-		}
-		if err = rt.Policy.validate(); err != nil {
-			return nil, fmt.Errorf("tunnel: connector %s: route %q: policy: %w", o.ID, rt.Name, err)
-		}
-		var next http.Handler
-		switch {
-		case rt.URL != "" && len(rt.Command) > 0:
-			return nil, fmt.Errorf("tunnel: connector %s: route %q has both url and command", o.ID, rt.Name)
-		case rt.URL != "":
-			u, err := url.Parse(rt.URL)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: url %q is not an absolute http(s) URL", o.ID, rt.Name, rt.URL)
-			}
-			if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: url %q must not carry user info, query or fragment", o.ID, rt.Name, rt.URL)
-			}
-			if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !allow.allows(ip) {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: %w: %s", o.ID, rt.Name, errAddressNotAllowed, ip)
-			}
-			up := newHTTPUpstream(rt.Name, u, allow, o.UpstreamTLSConfig, c.logger)
-			c.http[rt.Name] = up
-			next = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				up.serve(w, r, restFrom(r), wellKnownFrom(r))
-			})
-		case len(rt.Command) > 0:
-			if rt.Command[0] == "" {
-				return nil, fmt.Errorf("tunnel: connector %s: route %q: empty program name", o.ID, rt.Name)
-			}
-			br := newStdioBridge(rt.Name, o.ID, rt, o.SessionIdleTimeout, c.logger, c.metrics)
-			c.stdio[rt.Name] = br
-			next = br
-		default:
-			return nil, fmt.Errorf("tunnel: connector %s: route %q has neither url nor command", o.ID, rt.Name)
-		}
-		guards[rt.Name] = &guard{side: "connector", route: rt.Name, policy: rt.Policy, next: next,
-			logger: c.logger, metrics: c.metrics, connector: o.ID}
-	}
-	c.handler = &connectorMux{routes: guards}
 
 	c.h1 = &http.Server{ErrorLog: slog.NewLogLogger(c.logger.Handler(), slog.LevelDebug)}
 	c.h2 = &http2.Server{
 		MaxConcurrentStreams: 10000,
 		ReadIdleTimeout:      o.PingInterval,
 		PingTimeout:          o.PingTimeout,
+		// Request bodies up to the 4 MiB policy cap flow without waiting
+		// for window updates; larger frames cut per-frame work on bulk.
+		MaxUploadBufferPerStream:     4 << 20,
+		MaxUploadBufferPerConnection: 64 << 20,
+		MaxReadFrameSize:             1 << 20,
 	}
 	if err = http2.ConfigureServer(c.h1, c.h2); err != nil {
 		return nil, fmt.Errorf("tunnel: connector %s: %w", o.ID, err)
@@ -272,9 +248,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	// serveCtx outlives ctx during the drain, so that calls in flight finish.
 	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelServe()
-	for _, b := range c.stdio {
-		b.start()
-	}
+	c.routeSet.start()
 	var wg sync.WaitGroup
 	for i := range c.opts.Connections {
 		wg.Go(func() { c.keep(ctx, serveCtx, i) })
@@ -292,17 +266,8 @@ func (c *Connector) Run(ctx context.Context) error {
 		c.closeConns()
 		<-done
 	}
-	c.closeRoutes()
+	c.routeSet.close()
 	return nil
-}
-
-func (c *Connector) closeRoutes() {
-	for _, b := range c.stdio {
-		b.close()
-	}
-	for _, u := range c.http {
-		u.close()
-	}
 }
 
 func (c *Connector) closeConns() {
@@ -445,10 +410,17 @@ func (c *Connector) serve(ctx context.Context, conn, raw net.Conn, addr string, 
 	c.logger.Info("disconnected from edge", "edge", addr, "slot", slot)
 }
 
+// clientFromHeader reads the client identity the edge set (the carrier is
+// authenticated; the edge always replaces a client's own value).
+func clientFromHeader(r *http.Request) string {
+	return sanitizeClient(r.Header.Get(clientHeader))
+}
+
 // connectorMux dispatches the edge's requests: /route/<name><rest> and
 // /well-known/<name>/<kind><rest>.
 type connectorMux struct {
-	routes map[string]*guard
+	rs   *routeSet
+	gate *connectorGate
 }
 
 type restKey struct{}
@@ -480,24 +452,23 @@ func (m *connectorMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	for _, seg := range strings.Split(rest, "/") {
-		if seg == ".." {
-			// A route maps to one upstream base path; do not let a request
-			// climb out of it.
-			http.Error(w, "Bad Request: \"..\" in path", http.StatusBadRequest)
+	sid := r.Header.Get("Mcp-Session-Id")
+	if n, base := parseSeq(r); n > 0 && sid != "" && r.Method == http.MethodPost {
+		// Keep the order the edge numbered the session's requests in.
+		if err := m.gate.enter(r.Context(), sid, n, base); err != nil {
 			return
 		}
+		handed := func() { m.gate.handedOn(sid, n) }
+		defer handed()
+		r = r.WithContext(context.WithValue(r.Context(), handedOnKey{}, handedOnFuncs{eof: handed, closed: handed}))
 	}
-	g := m.routes[name]
-	if g == nil {
-		http.Error(w, fmt.Sprintf("tunnel: no route %q on this connector", name), http.StatusNotFound)
-		return
+	if r.Method == http.MethodDelete && sid != "" {
+		defer m.gate.forget(sid)
 	}
-	ctx := context.WithValue(r.Context(), restKey{}, rest)
-	if wk != "" {
-		ctx = context.WithValue(ctx, wellKnownKey{}, wk)
+	if sid == "" && r.Method == http.MethodPost {
+		w = &sessionStarter{ResponseWriter: w, gate: m.gate}
 	}
-	g.ServeHTTP(w, r.WithContext(ctx))
+	m.rs.serve(w, r, name, rest, wk)
 }
 
 // splitFirst splits "a/b/c" into "a" and "/b/c".

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -47,10 +48,30 @@ type EdgeOptions struct {
 	// MaxPendingHandshakes bounds the connections in the TLS handshake or
 	// hello at once; more are closed at once. Default 256.
 	MaxPendingHandshakes int
-	// Policy applies at the edge to every route not in Routes.
+	// ClientAuth authenticates the MCP clients that call Handler (the
+	// in-process HTTPClient is always admitted). Required: set Tokens,
+	// ClientCAs, or Disabled.
+	ClientAuth ClientAuth
+	// MaxSessions bounds the MCP sessions open through the edge in all;
+	// MaxSessionsPerClient bounds them per authenticated client (per
+	// address when ClientAuth is Disabled; the in-process client only
+	// counts toward MaxSessions). An initialize beyond them gets
+	// 503 or 429 with a JSON-RPC error. Defaults 1024 and 64.
+	MaxSessions, MaxSessionsPerClient int
+	// SessionIdleTimeout is how long a session without requests still
+	// counts against the caps; default 10 minutes (a connector's own
+	// default idle timeout).
+	SessionIdleTimeout time.Duration
+	// Policy applies at the edge to every route.
 	Policy Policy
-	// Routes overrides Policy per route name.
+	// Routes adds per-route policy to Policy (see [Policy.Merge]: a route
+	// can replace the allow lists, body cap and protocol versions, and adds
+	// deny rules, origins and hosts; it never drops the global ones).
 	Routes map[string]Policy
+	// Connectors lists the IDs of the connectors the edge expects. /healthz
+	// reports "degraded" while one of them (or any connector seen since
+	// the edge started) has no connection.
+	Connectors []string
 	// HandshakeTimeout bounds a connector's TLS handshake and hello;
 	// default 10 s.
 	HandshakeTimeout time.Duration
@@ -91,11 +112,15 @@ type Edge struct {
 	proxy   *httputil.ReverseProxy
 	handler http.Handler
 	rr      atomic.Uint64
+	auth    *clientAuth
+	caps    *sessionCaps
+	line    edgeLine
 
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
 	peers     map[*peer]struct{}
+	seen      map[string]*hello     // every connector seen, by ID: its last hello
 	pending   map[net.Conn]struct{} // connections in the handshake
 	wg        sync.WaitGroup        // handshakes and peer watchers
 }
@@ -149,6 +174,10 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 	if err := o.Policy.validate(); err != nil {
 		return nil, fmt.Errorf("tunnel: edge: policy: %w", err)
 	}
+	auth, err := newClientAuth(o.ClientAuth)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: edge: %w", err)
+	}
 	for name, p := range o.Routes {
 		if err := p.validate(); err != nil {
 			return nil, fmt.Errorf("tunnel: edge: route %q policy: %w", name, err)
@@ -160,16 +189,29 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 	}
 	setDefault(&o.PingInterval, 15*time.Second)
 	setDefault(&o.PingTimeout, 5*time.Second)
+	setDefault(&o.SessionIdleTimeout, 10*time.Minute)
+	if o.MaxSessions <= 0 {
+		o.MaxSessions = 1024
+	}
+	if o.MaxSessionsPerClient <= 0 {
+		o.MaxSessionsPerClient = 64
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.Metrics == nil {
 		o.Metrics = nopMetrics{}
 	}
+	if auth.disabled {
+		o.Logger.Warn("MCP CLIENT AUTHENTICATION IS DISABLED: anyone who can reach the edge's MCP handler can call every route and start stdio servers (within the session caps)",
+			"max_sessions", o.MaxSessions, "max_sessions_per_client", o.MaxSessionsPerClient)
+	}
 	e := &Edge{
-		opts: o, tokens: tokens, logger: o.Logger, metrics: o.Metrics,
+		opts: o, tokens: tokens, logger: o.Logger, metrics: o.Metrics, auth: auth,
+		caps:      newSessionCaps(o.MaxSessions, o.MaxSessionsPerClient, o.SessionIdleTimeout),
 		listeners: make(map[net.Listener]struct{}),
 		peers:     make(map[*peer]struct{}),
+		seen:      make(map[string]*hello),
 		pending:   make(map[net.Conn]struct{}),
 	}
 	e.tlsConf = o.TLSConfig.Clone()
@@ -180,6 +222,7 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 		PingTimeout:        o.PingTimeout,
 		DisableCompression: true,
 		AllowHTTP:          true,
+		MaxReadFrameSize:   1 << 20,
 		// The tunnel carries long-lived SSE streams: do not close idle
 		// connections, the connector owns their life.
 		IdleConnTimeout: 0,
@@ -192,6 +235,11 @@ func NewEdge(opts *EdgeOptions) (*Edge, error) {
 			pr.Out.URL.Path = fw.path
 			pr.Out.URL.RawPath = ""
 			pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+			pr.Out.Header.Del(clientHeader)
+			pr.Out.Header.Del(seqHeader) // set by edgeTransport
+			if ci := callInfoFrom(pr.In.Context()); ci != nil {
+				pr.Out.Header.Set(clientHeader, ci.client)
+			}
 		},
 		Transport:     edgeTransport{e},
 		FlushInterval: -1,
@@ -336,6 +384,7 @@ func (e *Edge) attach(conn, raw, pending net.Conn, remote string, cert *x509.Cer
 		return
 	}
 	e.peers[p] = struct{}{}
+	e.seen[h.Connector] = h
 	e.mu.Unlock()
 	e.metrics.Count("tunnel_connects_total", "side", "edge", "connector", h.Connector)
 	e.logger.Info("connector connected", "connector", h.Connector, "version", h.Version, "routes", h.Routes, "remote", remote)
@@ -396,6 +445,8 @@ type forward struct {
 	route   string
 	path    string
 	session string
+	ticket  *ticket // the request's place in its session's line, or nil
+	seq     int64   // its number, once its turn came
 }
 
 func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -404,6 +455,18 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveHealth(w, r)
 		return
 	}
+	client, ok := e.auth.authenticate(r)
+	if !ok {
+		e.logger.Warn("MCP client refused", "remote", r.RemoteAddr, "path", p, "reason", "authentication failed")
+		e.metrics.Count("tunnel_client_auth_failures_total")
+		if e.auth.bearer {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="perimeter-edge"`)
+		}
+		writeRefusal(w, http.StatusUnauthorized, "tunnel: MCP client authentication failed: present the edge's client token or certificate")
+		return
+	}
+	client = sanitizeClient(client)
+	r = r.WithContext(context.WithValue(r.Context(), clientKey{}, client))
 	if rest, ok := strings.CutPrefix(p, "/.well-known/"); ok {
 		kind, rest := splitFirst(rest)
 		route, rest := splitFirst(strings.TrimPrefix(rest, "/"))
@@ -421,6 +484,14 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fw := &forward{route: route, path: "/route/" + route + rest, session: r.Header.Get("Mcp-Session-Id")}
+	if fw.session != "" && r.Method == http.MethodPost {
+		// Take this request's place in its session's line now, as it
+		// arrives (see order.go).
+		t := e.line.take(fw.session)
+		defer t.release()
+		fw.ticket = t
+		r = r.WithContext(context.WithValue(r.Context(), handedOnKey{}, handedOnFuncs{eof: t.handedOn, closed: t.release}))
+	}
 	g := e.guard(route)
 	g.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
@@ -428,11 +499,19 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // guard builds the policy guard for route. It is built per request (it is
 // small) so that requests for unknown route names cannot grow any table.
 func (e *Edge) guard(route string) *guard {
-	pol, ok := e.opts.Routes[route]
-	if !ok {
-		pol = e.opts.Policy
+	pol := e.opts.Policy
+	if rp, ok := e.opts.Routes[route]; ok {
+		pol = pol.Merge(rp)
 	}
-	return &guard{side: "edge", route: route, policy: pol, next: http.HandlerFunc(e.forwardTo), logger: e.logger, metrics: e.metrics}
+	return &guard{side: "edge", route: route, policy: pol, next: http.HandlerFunc(e.forwardTo), logger: e.logger, metrics: e.metrics,
+		front: true, client: clientFrom}
+}
+
+type clientKey struct{}
+
+func clientFrom(r *http.Request) string {
+	s, _ := r.Context().Value(clientKey{}).(string)
+	return s
 }
 
 // forwardTo checks that a connector serves the route, then proxies.
@@ -447,11 +526,88 @@ func (e *Edge) forwardTo(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, status)
 		return
 	}
-	if ci := callInfoFrom(r.Context()); ci != nil {
+	ci := callInfoFrom(r.Context())
+	if ci != nil {
 		ci.connector = p.hello.Connector
 	}
-	e.proxy.ServeHTTP(w, r)
+	if ci == nil { // OAuth discovery: no session to count
+		e.proxy.ServeHTTP(w, r)
+		return
+	}
+	if fw.ticket != nil {
+		n, err := fw.ticket.wait(r.Context())
+		if err != nil {
+			return // the client went away while waiting for its turn
+		}
+		fw.seq = n
+	}
+	e.forwardCounted(w, r, ci)
 }
+
+// forwardCounted proxies r within the session caps.
+func (e *Edge) forwardCounted(w http.ResponseWriter, r *http.Request, ci *callInfo) {
+	e.caps.serve(w, r, ci, e.proxy)
+	if sid := r.Header.Get("Mcp-Session-Id"); sid != "" && r.Method == http.MethodDelete {
+		e.line.drop(sid)
+	}
+}
+
+// serve passes r to next within the caps: an initialize without a session
+// needs a free slot, and a session ends with DELETE or a 404 on it.
+func (c *sessionCaps) serve(w http.ResponseWriter, r *http.Request, ci *callInfo, next http.Handler) {
+	sid := r.Header.Get("Mcp-Session-Id")
+	now := time.Now()
+	if sid == "" && r.Method == http.MethodPost && ci.method == "initialize" {
+		if status, why := c.reserve(ci.client, now); status != 0 {
+			ci.denied = why
+			writeRefusal(w, status, "tunnel: "+why)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		got := ""
+		if sw.status/100 == 2 {
+			got = sw.Header().Get("Mcp-Session-Id")
+		}
+		c.settle(ci.client, got, time.Now())
+		return
+	}
+	if sid == "" {
+		next.ServeHTTP(w, r)
+		return
+	}
+	c.begin(sid, now)
+	sw := &statusWriter{ResponseWriter: w}
+	next.ServeHTTP(sw, r)
+	gone := sw.status == http.StatusNotFound || (r.Method == http.MethodDelete && sw.status/100 == 2)
+	c.end(sid, gone, time.Now())
+}
+
+// statusWriter notes the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Flush keeps SSE unbuffered.
+func (s *statusWriter) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // pick chooses a connection for route. A session ID "<connector>.<random>"
 // naming a known connector goes to that connector (a stdio session lives in
@@ -487,6 +643,13 @@ func (e *Edge) pick(route, session string, not *peer) (*peer, int) {
 		return nil, http.StatusServiceUnavailable
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].since.Before(cands[j].since) })
+	if session != "" {
+		// One connection per session while the set of connections stays
+		// the same: requests of a session keep their order on it.
+		h := fnv.New64a()
+		h.Write([]byte(session))
+		return cands[h.Sum64()%uint64(len(cands))], 0
+	}
 	return cands[e.rr.Add(1)%uint64(len(cands))], 0
 }
 
@@ -505,6 +668,9 @@ func (t edgeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if ci := callInfoFrom(req.Context()); ci != nil {
 			ci.connector = p.hello.Connector
+		}
+		if fw.seq > 0 {
+			req.Header.Set(seqHeader, t.e.line.seqValue(fw.session, fw.seq, p))
 		}
 		resp, err := p.cc.RoundTrip(req)
 		if err == nil || attempt > 0 || !unprocessed(err) {
@@ -532,7 +698,8 @@ func unprocessed(err error) bool {
 // EdgeStatus is the edge's view of its connectors, served at /healthz.
 type EdgeStatus struct {
 	// State is "healthy" (every connector has all the connections it
-	// wants), "degraded" (some connection is missing) or "down" (none).
+	// wants), "degraded" (some connection is missing, or an expected or
+	// previously seen connector has none) or "down" (no connection at all).
 	State      string            `json:"state"`
 	Connectors []ConnectorStatus `json:"connectors"`
 }
@@ -562,6 +729,17 @@ func (e *Edge) Status() EdgeStatus {
 			cs.Since = p.since
 		}
 	}
+	connected := len(byID) > 0
+	for id, h := range e.seen {
+		if byID[id] == nil {
+			byID[id] = &ConnectorStatus{ID: id, Version: h.Version, Routes: slices.Clone(h.Routes), Wanted: h.Connections}
+		}
+	}
+	for _, id := range e.opts.Connectors {
+		if byID[id] == nil {
+			byID[id] = &ConnectorStatus{ID: id, Routes: []string{}, Wanted: 1}
+		}
+	}
 	e.mu.Unlock()
 	st := EdgeStatus{State: "healthy", Connectors: []ConnectorStatus{}}
 	for _, cs := range byID {
@@ -570,7 +748,7 @@ func (e *Edge) Status() EdgeStatus {
 		}
 		st.Connectors = append(st.Connectors, *cs)
 	}
-	if len(st.Connectors) == 0 {
+	if !connected {
 		st.State = "down"
 	}
 	sort.Slice(st.Connectors, func(i, j int) bool { return st.Connectors[i].ID < st.Connectors[j].ID })

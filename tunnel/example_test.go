@@ -46,7 +46,10 @@ func Example() {
 	edge, err := tunnel.NewEdge(&tunnel.EdgeOptions{
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{serverCert}},
 		Tokens:    []string{token},
-		Logger:    quiet,
+		// MCP clients that call edge.Handler() over the network present
+		// this bearer token; the in-process client below needs none.
+		ClientAuth: tunnel.ClientAuth{Tokens: []string{"client-token-0123456789"}},
+		Logger:     quiet,
 	})
 	if err != nil {
 		log.Fatal(err)

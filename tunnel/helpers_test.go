@@ -154,6 +154,15 @@ func newTestServer(h *testHooks) *mcp.Server {
 				return nil, echoOut{}, ctx.Err()
 			}
 		})
+	if h == nil && os.Getenv("PERIMETER_TUNNEL_TEST_CRASH") == "1" {
+		// Only in a stdio child that asks for it: a server that dies
+		// mid-call.
+		mcp.AddTool(s, &mcp.Tool{Name: "crash", Description: "exit the process without answering"},
+			func(ctx context.Context, req *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, echoOut, error) {
+				os.Exit(3)
+				return nil, echoOut{}, nil
+			})
+	}
 	mcp.AddTool(s, &mcp.Tool{Name: "blob", Description: "return a text of n bytes"},
 		func(ctx context.Context, req *mcp.CallToolRequest, in blobIn) (*mcp.CallToolResult, echoOut, error) {
 			return nil, echoOut{Text: string(bytes.Repeat([]byte("x"), in.Bytes))}, nil
@@ -246,7 +255,12 @@ func edgeOptions(t testing.TB) *EdgeOptions {
 	return &EdgeOptions{
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{getCerts().server}},
 		Tokens:    []string{testToken},
-		Logger:    quietLogger(t),
+		// Tests of client authentication set their own.
+		ClientAuth: ClientAuth{Disabled: true},
+		// Every test client comes from 127.0.0.1, one "client" to the caps.
+		MaxSessionsPerClient: 2000,
+		MaxSessions:          4000,
+		Logger:               quietLogger(t),
 	}
 }
 

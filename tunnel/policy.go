@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -36,8 +38,8 @@ var lifecycleMethods = []string{"initialize", "notifications/initialized", "ping
 
 // Policy is what a route lets through. The zero value lets every method and
 // tool through, caps bodies at [DefaultMaxBodyBytes], accepts the
-// [KnownProtocolVersions], and refuses every request that carries an Origin
-// header (browsers send one; agents do not).
+// [KnownProtocolVersions], and at the edge accepts an Origin header only when
+// it is the edge's own origin (its scheme and host match the request's Host).
 type Policy struct {
 	// AllowMethods, if not empty, lists the JSON-RPC methods (requests and
 	// notifications) that may pass; the MCP lifecycle methods (initialize,
@@ -55,16 +57,71 @@ type Policy struct {
 	// from tools/list results.
 	DenyTools []string `yaml:"deny_tools" json:"deny_tools,omitempty"`
 	// MaxBodyBytes caps a request body; larger bodies get 413. Zero means
-	// DefaultMaxBodyBytes.
+	// DefaultMaxBodyBytes (4 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes" json:"max_body_bytes,omitempty"`
-	// AllowedOrigins lists the exact Origin header values accepted
-	// (such as "https://app.example.com"). A request with any other Origin
-	// gets 403; a request without one passes.
+	// AllowedOrigins lists Origin header values accepted besides the edge's
+	// own origin (such as "https://app.example.com"). A request with any
+	// other Origin, or with more than one, gets 403; a request without one
+	// passes. On a connector behind an edge, an empty list leaves the Origin
+	// check to the edge (which alone knows its own origin); a non-empty list
+	// must also admit the Origin.
 	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins,omitempty"`
+	// AllowedHosts lists the Host header values the front end (the edge, or
+	// perimeter tunnel serve) accepts: "mcp.example.com" matches that name
+	// on any port, "mcp.example.com:8443" only that port. Other hosts get
+	// 403 (DNS rebinding protection). When empty, a loopback listener
+	// accepts only loopback names (localhost, 127.0.0.0/8, [::1]) and any
+	// other listener accepts any Host.
+	AllowedHosts []string `yaml:"allowed_hosts" json:"allowed_hosts,omitempty"`
 	// ProtocolVersions lists the MCP-Protocol-Version header values accepted;
 	// empty means KnownProtocolVersions. Any other value gets 400; a request
 	// without the header passes (the spec then assumes 2025-03-26).
 	ProtocolVersions []string `yaml:"protocol_versions" json:"protocol_versions,omitempty"`
+}
+
+// Merge returns the policy of a route whose own policy is route, under the
+// global policy p. Deny lists, allowed origins and allowed hosts are
+// joined; a field the route sets (allow lists, MaxBodyBytes,
+// ProtocolVersions) replaces the global one, and a field it leaves empty
+// keeps the global one. So a route can narrow or re-scope what passes, but
+// never silently drops a global deny rule or body cap.
+func (p Policy) Merge(route Policy) Policy {
+	out := Policy{
+		AllowMethods:     p.AllowMethods,
+		DenyMethods:      joinUnique(p.DenyMethods, route.DenyMethods),
+		AllowTools:       p.AllowTools,
+		DenyTools:        joinUnique(p.DenyTools, route.DenyTools),
+		MaxBodyBytes:     p.MaxBodyBytes,
+		AllowedOrigins:   joinUnique(p.AllowedOrigins, route.AllowedOrigins),
+		AllowedHosts:     joinUnique(p.AllowedHosts, route.AllowedHosts),
+		ProtocolVersions: p.ProtocolVersions,
+	}
+	if len(route.AllowMethods) > 0 {
+		out.AllowMethods = route.AllowMethods
+	}
+	if len(route.AllowTools) > 0 {
+		out.AllowTools = route.AllowTools
+	}
+	if route.MaxBodyBytes > 0 {
+		out.MaxBodyBytes = route.MaxBodyBytes
+	}
+	if len(route.ProtocolVersions) > 0 {
+		out.ProtocolVersions = route.ProtocolVersions
+	}
+	return out
+}
+
+func joinUnique(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // validate checks the patterns of p.
@@ -117,55 +174,6 @@ func (p *Policy) maxBody() int64 {
 	return DefaultMaxBodyBytes
 }
 
-// rpcMessage is the part of a JSON-RPC message the policy reads.
-type rpcMessage struct {
-	ID     json.RawMessage `json:"id,omitempty"`
-	Method string          `json:"method,omitempty"`
-	Params json.RawMessage `json:"params,omitempty"`
-}
-
-// name returns the MCP "name" of a message: params.name for tools/call and
-// prompts/get, params.uri for resources/read, "" otherwise.
-func (m *rpcMessage) name() string {
-	var p struct {
-		Name string `json:"name"`
-		URI  string `json:"uri"`
-	}
-	switch m.Method {
-	case "tools/call", "prompts/get":
-		_ = json.Unmarshal(m.Params, &p)
-		return p.Name
-	case "resources/read":
-		_ = json.Unmarshal(m.Params, &p)
-		return p.URI
-	}
-	return ""
-}
-
-// parseMessages parses a POST body: one JSON-RPC message, or a batch (an
-// array, allowed by the 2025-03-26 revision).
-func parseMessages(body []byte) ([]rpcMessage, error) {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 {
-		return nil, errors.New("empty body")
-	}
-	if body[0] == '[' {
-		var batch []rpcMessage
-		if err := json.Unmarshal(body, &batch); err != nil {
-			return nil, err
-		}
-		if len(batch) == 0 {
-			return nil, errors.New("empty batch")
-		}
-		return batch, nil
-	}
-	var m rpcMessage
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, err
-	}
-	return []rpcMessage{m}, nil
-}
-
 // decodeHeaderValue undoes the "=?base64?…?=" wrapping MCP uses for
 // non-ASCII header values.
 func decodeHeaderValue(v string) string {
@@ -179,12 +187,15 @@ func decodeHeaderValue(v string) string {
 	return v
 }
 
-// callInfo describes one MCP call for the audit record. The guard fills the
-// request side; the forwarding handler adds the connector.
+// callInfo describes one MCP call for the audit record and the handlers
+// behind the guard. The guard fills the request side; the forwarding handler
+// adds the connector.
 type callInfo struct {
 	method    string
 	tool      string
+	id        []byte // the request's JSON-RPC id (single message), or nil
 	connector string
+	client    string // who called: see clientIdentity
 	denied    string
 }
 
@@ -198,7 +209,7 @@ func callInfoFrom(ctx context.Context) *callInfo {
 // guard enforces a Policy in front of next and writes one audit record and
 // the metrics for each request.
 type guard struct {
-	side    string // "edge" or "connector"
+	side    string // "edge", "connector" or "gateway"
 	route   string
 	policy  Policy
 	next    http.Handler
@@ -207,12 +218,83 @@ type guard struct {
 	// connector names the connector for the audit record when known up front
 	// (the connector side); the edge fills callInfo.connector instead.
 	connector string
+	// front is set where MCP clients connect directly (the edge, the
+	// gateway): Host is checked and the own origin is accepted there.
+	front bool
+	// client returns who sent r (for the audit record and the caps).
+	client func(r *http.Request) string
+}
+
+type inProcessKey struct{}
+
+// singleHeader returns the one value of header k, or an error if it is
+// repeated (a policy must not read one copy while the upstream reads
+// another).
+func singleHeader(r *http.Request, k string) (string, error) {
+	vs := r.Header.Values(k)
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+		return vs[0], nil
+	}
+	return "", fmt.Errorf("the %s header is repeated", k)
+}
+
+// originAllowed reports whether origin may call. The front accepts its own
+// origin; a connector with no list defers to the edge.
+func (g *guard) originAllowed(r *http.Request, origin string) bool {
+	if slices.Contains(g.policy.AllowedOrigins, origin) {
+		return true
+	}
+	if !g.front {
+		return len(g.policy.AllowedOrigins) == 0
+	}
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.User != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host) && g.hostAllowed(r)
+}
+
+// hostAllowed checks the Host header at the front (DNS rebinding
+// protection).
+func (g *guard) hostAllowed(r *http.Request) bool {
+	if !g.front || r.Context().Value(inProcessKey{}) != nil {
+		return true
+	}
+	host := r.Host
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	for _, a := range g.policy.AllowedHosts {
+		if strings.EqualFold(a, host) || strings.EqualFold(a, name) {
+			return true
+		}
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	loopbackListener := false
+	if ta, ok := local.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		loopbackListener = true
+	}
+	if !loopbackListener {
+		return len(g.policy.AllowedHosts) == 0
+	}
+	if strings.EqualFold(name, "localhost") || strings.HasSuffix(strings.ToLower(name), ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(name, "[]"))
+	return err == nil && ip.IsLoopback()
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ci := &callInfo{connector: g.connector}
-	rec := &recorder{w: w}
+	if g.client != nil {
+		ci.client = g.client(r)
+	}
+	rec := &recorder{w: w, front: g.front}
 	var bytesIn int64
 	defer func() {
 		g.record(r, rec, ci, bytesIn, time.Since(start))
@@ -223,28 +305,54 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		rec.Header().Set("Allow", "GET, POST, DELETE")
 		ci.denied = "method not allowed"
-		http.Error(rec, "method not allowed", http.StatusMethodNotAllowed)
+		http.Error(rec, "Method Not Allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if origin := r.Header.Get("Origin"); origin != "" && !slices.Contains(g.policy.AllowedOrigins, origin) {
+	if !g.hostAllowed(r) {
+		ci.denied = "host not allowed"
+		http.Error(rec, fmt.Sprintf("Forbidden: Host %q is not allowed", r.Host), http.StatusForbidden)
+		return
+	}
+	origins := r.Header.Values("Origin")
+	if len(origins) > 1 {
+		ci.denied = "repeated Origin header"
+		http.Error(rec, "Forbidden: the Origin header is repeated", http.StatusForbidden)
+		return
+	}
+	if len(origins) == 1 && !g.originAllowed(r, origins[0]) {
 		ci.denied = "origin not allowed"
-		http.Error(rec, fmt.Sprintf("Forbidden: Origin %q is not allowed on route %q", origin, g.route), http.StatusForbidden)
+		http.Error(rec, fmt.Sprintf("Forbidden: Origin %q is not allowed on route %q", origins[0], g.route), http.StatusForbidden)
 		return
 	}
-	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" {
+	version, err := singleHeader(r, "Mcp-Protocol-Version")
+	if err == nil {
+		_, err = singleHeader(r, "Mcp-Session-Id")
+	}
+	if err != nil {
+		ci.denied = err.Error()
+		http.Error(rec, "Bad Request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if version != "" {
 		versions := g.policy.ProtocolVersions
 		if len(versions) == 0 {
 			versions = KnownProtocolVersions
 		}
-		if !slices.Contains(versions, v) {
+		if !slices.Contains(versions, version) {
 			ci.denied = "unsupported protocol version"
-			http.Error(rec, fmt.Sprintf("Bad Request: unsupported MCP-Protocol-Version %q (supported: %s)", v, strings.Join(versions, ", ")), http.StatusBadRequest)
+			http.Error(rec, fmt.Sprintf("Bad Request: Unsupported protocol version %q (supported versions: %s)", version, strings.Join(versions, ",")), http.StatusBadRequest)
 			return
 		}
 	}
 	if r.Method == http.MethodPost {
 		max := g.policy.maxBody()
-		body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		if r.ContentLength > max {
+			ci.denied = "body too large"
+			writeRPCError(rec, http.StatusRequestEntityTooLarge, nil, -32600,
+				fmt.Sprintf("request body exceeds the route's limit of %d bytes", max))
+			return
+		}
+		body, err := readBody(r, max)
 		bytesIn = int64(len(body))
 		if err != nil {
 			ci.denied = "reading body"
@@ -257,31 +365,48 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				fmt.Sprintf("request body exceeds the route's limit of %d bytes", max))
 			return
 		}
-		msgs, err := parseMessages(body)
+		msgs, batch, err := parseMessages(body)
 		if err != nil {
-			ci.denied = "unparsable body"
-			writeRPCError(rec, http.StatusBadRequest, nil, -32700, "parse error: "+err.Error())
+			ci.denied = "unparsable or ambiguous body"
+			writeRPCError(rec, http.StatusBadRequest, nil, -32700, "Parse error: "+err.Error())
+			return
+		}
+		if batch && version >= "2025-06-18" {
+			// As the MCP Go SDK: batches were removed in 2025-06-18.
+			ci.denied = "batch"
+			writeRPCError(rec, http.StatusBadRequest, nil, -32600,
+				fmt.Sprintf("JSON-RPC batching is not supported in 2025-06-18 and later (request version: %s)", version))
 			return
 		}
 		if len(msgs) == 1 {
-			ci.method, ci.tool = msgs[0].Method, msgs[0].name()
+			ci.method, ci.tool, ci.id = msgs[0].Method, msgs[0].name(), msgs[0].ID
 		}
-		if hm := r.Header.Get("Mcp-Method"); hm != "" {
-			if len(msgs) != 1 || decodeHeaderValue(hm) != msgs[0].Method {
-				ci.denied = "Mcp-Method header does not match body"
-				writeRPCError(rec, http.StatusBadRequest, firstID(msgs), -32600, "Mcp-Method header does not match the request body")
+		for _, h := range []string{"Mcp-Method", "Mcp-Name"} {
+			v, err := singleHeader(r, h)
+			if err != nil {
+				ci.denied = err.Error()
+				writeRPCError(rec, http.StatusBadRequest, ci.id, -32600, err.Error())
 				return
 			}
-		}
-		if hn := r.Header.Get("Mcp-Name"); hn != "" {
-			if len(msgs) != 1 || decodeHeaderValue(hn) != msgs[0].name() {
-				ci.denied = "Mcp-Name header does not match body"
-				writeRPCError(rec, http.StatusBadRequest, firstID(msgs), -32600, "Mcp-Name header does not match the request body")
+			if v == "" {
+				continue
+			}
+			want := ""
+			if len(msgs) == 1 {
+				if h == "Mcp-Method" {
+					want = msgs[0].Method
+				} else {
+					want = msgs[0].name()
+				}
+			}
+			if len(msgs) != 1 || decodeHeaderValue(v) != want {
+				ci.denied = h + " header does not match body"
+				writeRPCError(rec, http.StatusBadRequest, ci.id, -32600, h+" header does not match the request body")
 				return
 			}
 		}
 		for _, m := range msgs {
-			if m.Method == "" {
+			if !m.hasMethod {
 				continue // a response to a server request
 			}
 			if why := g.policy.checkMethod(m.Method, m.name()); why != "" {
@@ -295,6 +420,9 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if f, ok := r.Context().Value(handedOnKey{}).(handedOnFuncs); ok {
+			r.Body = &onEOF{ReadCloser: r.Body, f: f}
+		}
 		r.ContentLength = int64(len(body))
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		if len(msgs) == 1 && msgs[0].Method == "tools/list" && len(msgs[0].ID) > 0 &&
@@ -309,11 +437,15 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), callInfoKey{}, ci)))
 }
 
-func firstID(msgs []rpcMessage) json.RawMessage {
-	if len(msgs) > 0 {
-		return msgs[0].ID
+// readBody reads up to max+1 bytes of r's body in one allocation when the
+// length is known.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength <= max {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
 	}
-	return nil
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	return buf.Bytes(), err
 }
 
 // writeRPCError writes a JSON-RPC error response. id may be nil (null).
@@ -354,7 +486,13 @@ func (g *guard) record(r *http.Request, rec *recorder, ci *callInfo, bytesIn int
 	attrs := []slog.Attr{
 		slog.String("side", g.side),
 		slog.String("route", g.route),
-		slog.String("connector", ci.connector),
+	}
+	if g.connector == "" {
+		// On a connector its logger already names it.
+		attrs = append(attrs, slog.String("connector", ci.connector))
+	}
+	attrs = append(attrs,
+		slog.String("client", ci.client),
 		slog.String("session", session),
 		slog.String("http_method", r.Method),
 		slog.String("method", method),
@@ -363,7 +501,7 @@ func (g *guard) record(r *http.Request, rec *recorder, ci *callInfo, bytesIn int
 		slog.Duration("latency", latency),
 		slog.Int64("bytes_in", bytesIn),
 		slog.Int64("bytes_out", rec.bytes),
-	}
+	)
 	level := slog.LevelInfo
 	if ci.denied != "" {
 		attrs = append(attrs, slog.String("denied", ci.denied))
@@ -385,6 +523,7 @@ type recorder struct {
 	w      http.ResponseWriter
 	status int
 	bytes  int64
+	front  bool // ask proxies in front not to buffer SSE
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }
@@ -392,13 +531,16 @@ func (r *recorder) Header() http.Header { return r.w.Header() }
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
+		if r.front && strings.HasPrefix(r.w.Header().Get("Content-Type"), "text/event-stream") {
+			r.w.Header().Set("X-Accel-Buffering", "no")
+		}
 	}
 	r.w.WriteHeader(code)
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
-		r.status = http.StatusOK
+		r.WriteHeader(http.StatusOK)
 	}
 	n, err := r.w.Write(p)
 	r.bytes += int64(n)

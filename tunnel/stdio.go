@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -29,6 +30,7 @@ type stdioBridge struct {
 	idle      time.Duration
 	logger    *slog.Logger
 	metrics   Metrics
+	caps      *childCaps // shared by the connector's stdio routes
 
 	mu       sync.Mutex
 	sessions map[string]*stdioSession
@@ -44,11 +46,19 @@ type stdioSession struct {
 	server    mcp.Connection // faces HTTP
 	child     mcp.Connection // the child's stdin/stdout
 	pid       int
+	client    string
 	cancel    context.CancelFunc
 
 	// guarded by stdioBridge.mu
 	active   int
 	lastUsed time.Time
+
+	// inflight holds the IDs of the client's requests the child has not
+	// answered; if the child dies they get an error at once.
+	inflightMu sync.Mutex
+	inflight   map[jsonrpc.ID]struct{}
+	posts      int           // POST requests being served
+	postsZero  chan struct{} // closed when posts drops to 0, if set
 
 	closeOnce sync.Once
 }
@@ -89,6 +99,9 @@ var errBridgeClosed = errors.New("stdio bridge stopped")
 // would make the session stateless: a bridged stdio server is stateful, so the
 // client falls back to initialize.
 func writeDiscoverRefusal(w http.ResponseWriter, id json.RawMessage) {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
 	body, _ := json.Marshal(map[string]any{
 		"jsonrpc": "2.0",
 		"id":      id,
@@ -114,17 +127,27 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		switch {
 		case r.Method == http.MethodPost && method == "initialize":
+			client := ""
+			if ci != nil {
+				client = ci.client
+			}
+			if status, why := b.caps.take(client); status != 0 {
+				if ci != nil {
+					ci.denied = why
+				}
+				b.logger.Warn("stdio session refused", "route", b.route, "client", client, "reason", why)
+				writeRefusal(w, status, "tunnel: route "+b.route+": "+why)
+				return
+			}
 			var err error
-			if s, err = b.newSession(); err != nil {
+			if s, err = b.newSession(client); err != nil {
+				b.caps.put(client)
 				b.logger.Error("starting stdio MCP server", "route", b.route, "error", err)
 				writeRPCError(w, http.StatusBadGateway, nil, -32603, "tunnel: route "+b.route+": starting the stdio server failed")
 				return
 			}
 		case r.Method == http.MethodPost && method == "server/discover":
-			var m rpcMessage
-			body, _ := io.ReadAll(r.Body)
-			_ = json.Unmarshal(body, &m)
-			writeDiscoverRefusal(w, m.ID)
+			writeDiscoverRefusal(w, ci.id)
 			return
 		default:
 			writeRPCError(w, http.StatusBadRequest, nil, -32600, "Bad Request: missing Mcp-Session-Id (send initialize first)")
@@ -135,7 +158,7 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s = b.sessions[sid]
 		b.mu.Unlock()
 		if s == nil {
-			http.Error(w, "Not Found: unknown or expired session", http.StatusNotFound)
+			http.Error(w, "session not found", http.StatusNotFound) // as the MCP Go SDK
 			return
 		}
 		if r.Method == http.MethodDelete {
@@ -147,6 +170,19 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	s.active++
 	b.mu.Unlock()
+	if r.Method == http.MethodPost {
+		s.inflightMu.Lock()
+		s.posts++
+		s.inflightMu.Unlock()
+		defer func() {
+			s.inflightMu.Lock()
+			if s.posts--; s.posts == 0 && s.postsZero != nil {
+				close(s.postsZero)
+				s.postsZero = nil
+			}
+			s.inflightMu.Unlock()
+		}()
+	}
 	defer func() {
 		b.mu.Lock()
 		s.active--
@@ -156,7 +192,7 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.transport.ServeHTTP(w, r)
 }
 
-func (b *stdioBridge) newSession() (*stdioSession, error) {
+func (b *stdioBridge) newSession(client string) (*stdioSession, error) {
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
@@ -166,6 +202,8 @@ func (b *stdioBridge) newSession() (*stdioSession, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &stdioSession{
 		id:        b.connector + "." + rand.Text(),
+		client:    client,
+		inflight:  make(map[jsonrpc.ID]struct{}),
 		cancel:    cancel,
 		lastUsed:  time.Now(),
 		transport: nil,
@@ -197,21 +235,42 @@ func (b *stdioBridge) newSession() (*stdioSession, error) {
 	b.sessions[s.id] = s
 	b.wg.Add(2)
 	b.mu.Unlock()
-	go b.pump(ctx, s, s.server, s.child)
-	go b.pump(ctx, s, s.child, s.server)
+	go b.pump(ctx, s, s.server, s.child, true)
+	go b.pump(ctx, s, s.child, s.server, false)
 	b.metrics.Count("tunnel_stdio_sessions_total", "route", b.route)
 	b.logger.Info("stdio session started", "route", b.route, "session", s.id, "pid", cmd.Process.Pid)
 	return s, nil
 }
 
 // pump copies JSON-RPC messages from src to dst until either fails; then the
-// whole session ends.
-func (b *stdioBridge) pump(ctx context.Context, s *stdioSession, src, dst mcp.Connection) {
+// whole session ends. toChild is set for the direction client → child, whose
+// requests are noted until the child answers them.
+func (b *stdioBridge) pump(ctx context.Context, s *stdioSession, src, dst mcp.Connection, toChild bool) {
 	defer b.wg.Done()
 	for {
 		msg, err := src.Read(ctx)
 		if err != nil {
+			if !toChild && ctx.Err() == nil {
+				// The child's stdout ended: it exited or crashed. Its
+				// unanswered calls fail now, as a direct stdio client's
+				// would, rather than at the client's timeout.
+				s.failInflight(ctx)
+			}
 			break
+		}
+		switch m := msg.(type) {
+		case *jsonrpc.Request:
+			if toChild && m.ID.IsValid() {
+				s.inflightMu.Lock()
+				s.inflight[m.ID] = struct{}{}
+				s.inflightMu.Unlock()
+			}
+		case *jsonrpc.Response:
+			if !toChild {
+				s.inflightMu.Lock()
+				delete(s.inflight, m.ID)
+				s.inflightMu.Unlock()
+			}
 		}
 		if err := dst.Write(ctx, msg); err != nil {
 			break
@@ -220,15 +279,60 @@ func (b *stdioBridge) pump(ctx context.Context, s *stdioSession, src, dst mcp.Co
 	b.closeSession(s, "ended")
 }
 
+// failInflight answers every request the child left unanswered with a
+// JSON-RPC error.
+func (s *stdioSession) failInflight(ctx context.Context) {
+	s.inflightMu.Lock()
+	ids := make([]jsonrpc.ID, 0, len(s.inflight))
+	for id := range s.inflight {
+		ids = append(ids, id)
+	}
+	clear(s.inflight)
+	s.inflightMu.Unlock()
+	for _, id := range ids {
+		_ = s.server.Write(ctx, &jsonrpc.Response{ID: id, Error: &jsonrpc.Error{
+			Code: codeConnectionClosed, Message: "Connection closed: the stdio MCP server exited"}})
+	}
+	// Let the calls' own streams carry these errors before the session
+	// (and its standalone stream) closes; bounded in case a client stops
+	// reading.
+	s.inflightMu.Lock()
+	if s.posts == 0 {
+		s.inflightMu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	s.postsZero = done
+	s.inflightMu.Unlock()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// codeConnectionClosed is the JSON-RPC code MCP SDKs use for a connection
+// that closed with a request outstanding.
+const codeConnectionClosed = -32000
+
+// closeSession ends s: it leaves the session table at once (a DELETE is
+// answered without waiting) and the child is ended in the background:
+// stdin closed, then SIGTERM after a grace period, then SIGKILL.
 func (b *stdioBridge) closeSession(s *stdioSession, why string) {
 	s.closeOnce.Do(func() {
+		b.wg.Add(1)
 		b.mu.Lock()
 		delete(b.sessions, s.id)
 		b.mu.Unlock()
 		s.cancel()
 		s.server.Close()
-		err := s.child.Close() // closes stdin, waits, then SIGTERM, then SIGKILL
-		b.logger.Info("stdio session closed", "route", b.route, "session", s.id, "reason", why, "exit", errString(err))
+		go func() {
+			defer b.wg.Done()
+			err := s.child.Close()
+			b.caps.put(s.client)
+			b.logger.Info("stdio session closed", "route", b.route, "session", s.id, "reason", why, "exit", errString(err))
+		}()
 	})
 }
 
@@ -263,6 +367,47 @@ func (b *stdioBridge) reap() {
 				b.closeSession(s, "idle")
 			}
 		}
+	}
+}
+
+// childCaps counts a connector's stdio children, in all and per client.
+type childCaps struct {
+	max, perClient int
+
+	mu       sync.Mutex
+	total    int
+	byClient map[string]int
+}
+
+// take reserves a child for client, or returns the HTTP status and reason
+// of the refusal.
+func (c *childCaps) take(client string) (int, string) {
+	if c == nil {
+		return 0, ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byClient[client] >= c.perClient {
+		return http.StatusTooManyRequests, fmt.Sprintf("too many stdio sessions for this client (limit %d): end one (DELETE) or wait", c.perClient)
+	}
+	if c.total >= c.max {
+		return http.StatusServiceUnavailable, fmt.Sprintf("too many stdio sessions in all (limit %d): try again later", c.max)
+	}
+	c.total++
+	c.byClient[client]++
+	return 0, ""
+}
+
+// put releases a child taken for client.
+func (c *childCaps) put(client string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.byClient[client]--; c.byClient[client] <= 0 {
+		delete(c.byClient, client)
 	}
 }
 

@@ -166,10 +166,10 @@ func (f *toolsListFilter) filterMessage(msg []byte) ([]byte, bool) {
 	}
 	kept := tools[:0]
 	for _, t := range tools {
-		var named struct {
-			Name string `json:"name"`
-		}
-		if json.Unmarshal(t, &named) == nil && f.policy.checkMethod("tools/call", named.Name) != "" {
+		// Read the name as a client will (exact key); a tool whose name is
+		// ambiguous is dropped.
+		name, ok := toolName(t)
+		if !ok || f.policy.checkMethod("tools/call", name) != "" {
 			continue
 		}
 		kept = append(kept, t)
@@ -210,4 +210,20 @@ func (f *toolsListFilter) finish() {
 	case filterSSE:
 		_ = f.writeEvents(true)
 	}
+}
+
+// toolName reads the "name" of a tool object with the policy's strict
+// reader: ok is false if it is missing, not a string, repeated or shadowed
+// by a case variant.
+func toolName(t []byte) (string, bool) {
+	s := &scanner{data: t}
+	s.skipSpace()
+	if s.peek() != '{' {
+		return "", false
+	}
+	var m rpcMessage
+	if s.params(&m) != nil || !m.hasName {
+		return "", false
+	}
+	return m.paramName, true
 }

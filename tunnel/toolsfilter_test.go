@@ -14,7 +14,7 @@ import (
 )
 
 func TestToolsListFilter(t *testing.T) {
-	const list = `{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"read","inputSchema":{}},{"name":"drop_all","inputSchema":{}},{"name":"write"}],"nextCursor":"c"}}`
+	const list = `{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"read","inputSchema":{}},{"name":"drop_all","inputSchema":{}},{"name":"write"},{"name":"drop_sneaky","Name":"fine"}],"nextCursor":"c"}}`
 	const other = `{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"drop_all"}}`
 	cases := []struct {
 		name, contentType, body string
@@ -22,7 +22,7 @@ func TestToolsListFilter(t *testing.T) {
 		notWant                 []string
 	}{
 		{name: "json", contentType: "application/json", body: list,
-			want: []string{`"read"`, `"write"`, `"nextCursor":"c"`}, notWant: []string{`"drop_all"`}},
+			want: []string{`"read"`, `"write"`, `"nextCursor":"c"`}, notWant: []string{`"drop_all"`, `drop_sneaky`}},
 		{name: "sse", contentType: "text/event-stream",
 			body: "id: 0\nretry: 100\ndata: \n\nevent: message\nid: 1\ndata: " + other + "\n\nevent: message\nid: 2\ndata: " + list + "\n\n",
 			want: []string{"id: 0\nretry: 100\ndata: \n\n", "id: 1\ndata: " + other + "\n\n", "event: message\nid: 2\ndata: {", `"read"`, `"write"`}},

@@ -43,10 +43,15 @@ func setup(t testing.TB, hooks *testHooks, edgeMod func(*EdgeOptions), connMod f
 }
 
 func TestServerNotificationsStreamWhileCallRuns(t *testing.T) {
+	eachPath(t, testServerNotificationsStream)
+}
+
+func testServerNotificationsStream(t *testing.T, p servePath) {
 	hooks := &testHooks{progressed: make(chan struct{})}
-	e, _ := setup(t, hooks, nil, nil)
+	up, _ := startUpstream(t, hooks)
+	url, _ := p.serve(t, Policy{}, nil, Route{Name: "r", URL: up})
 	var seen atomic.Int32
-	cs := connect(t, e.url+"/r", nil, &mcp.ClientOptions{
+	cs := connect(t, url+"/r", nil, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(ctx context.Context, req *mcp.ProgressNotificationClientRequest) {
 			seen.Add(1)
 			hooks.progressed <- struct{}{} // lets the tool send the next one
@@ -62,7 +67,9 @@ func TestServerNotificationsStreamWhileCallRuns(t *testing.T) {
 	assert.EqualValues(t, 5, seen.Load())
 }
 
-func TestSSEResponseIsNotBuffered(t *testing.T) {
+func TestSSEResponseIsNotBuffered(t *testing.T) { eachPath(t, testSSEResponseIsNotBuffered) }
+
+func testSSEResponseIsNotBuffered(t *testing.T, p servePath) {
 	// A raw upstream that sends one SSE event, then waits for the test to
 	// have read it before sending the second.
 	gotFirst := make(chan struct{})
@@ -82,11 +89,9 @@ func TestSSEResponseIsNotBuffered(t *testing.T) {
 		fmt.Fprint(w, "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n")
 	})
 	srv := newLoopbackServer(t, up)
-	e := startEdge(t, edgeOptions(t), "")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "raw", URL: srv + "/mcp"}))
-	waitConnected(t, e, c, 1)
+	url, _ := p.serve(t, Policy{}, nil, Route{Name: "raw", URL: srv + "/mcp"})
 
-	req, _ := http.NewRequest("POST", e.url+"/raw", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req, _ := http.NewRequest("POST", url+"/raw", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	resp, err := http.DefaultClient.Do(req)
@@ -106,7 +111,7 @@ func TestSSEResponseIsNotBuffered(t *testing.T) {
 }
 
 func TestTwoHundredConcurrentSessionsOverOneConnection(t *testing.T) {
-	e, c := setup(t, nil, nil, nil)
+	e, c := setup(t, nil, func(o *EdgeOptions) { o.MaxSessionsPerClient = 200 }, nil)
 	require.Equal(t, 1, c.Connected())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -428,7 +433,7 @@ func TestPolicyChecksOnRawRequests(t *testing.T) {
 
 	code, body = post(call, map[string]string{"Mcp-Protocol-Version": "1999-01-01"})
 	assert.Equal(t, http.StatusBadRequest, code)
-	assert.Contains(t, body, "unsupported MCP-Protocol-Version")
+	assert.Contains(t, body, "Unsupported protocol version") // the MCP Go SDK's wording
 
 	code, body = post(call, map[string]string{"Mcp-Method": "tools/list"})
 	assert.Equal(t, http.StatusBadRequest, code)
@@ -470,6 +475,10 @@ func TestPolicyChecksOnRawRequests(t *testing.T) {
 }
 
 func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
+	eachPath(t, testOAuthDiscoveryPassesThroughUntouched)
+}
+
+func testOAuthDiscoveryPassesThroughUntouched(t *testing.T, p servePath) {
 	var seen []string
 	var mu sync.Mutex
 	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -493,9 +502,8 @@ func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
 		}
 	})
 	srv := newLoopbackServer(t, up)
-	e := startEdge(t, edgeOptions(t), "")
-	c, _ := startConnector(t, connectorOptions(t, e.addr, Route{Name: "auth", URL: srv + "/mcp"}))
-	waitConnected(t, e, c, 1)
+	url, _ := p.serve(t, Policy{}, nil, Route{Name: "auth", URL: srv + "/mcp"})
+	e := struct{ url string }{url}
 
 	resp, err := http.Post(e.url+"/auth", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
 	require.NoError(t, err)
@@ -525,7 +533,7 @@ func TestOAuthDiscoveryPassesThroughUntouched(t *testing.T) {
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /auth/../../secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	fmt.Fprintf(conn, "GET /auth/../../secret HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 	status, _ := io.ReadAll(conn)
 	assert.True(t, strings.HasPrefix(string(status), "HTTP/1.1 400"), "got %q", status)
 	mu.Lock()
@@ -603,6 +611,30 @@ func TestHealthzReportsConnectors(t *testing.T) {
 	assert.Equal(t, "c1", st.Connectors[0].ID)
 	assert.Equal(t, 3, st.Connectors[0].Connections)
 	assert.Equal(t, []string{"r"}, st.Connectors[0].Routes)
+
+	// A second connector comes and goes: the edge is degraded, not healthy,
+	// while the first one still serves.
+	co2 := connectorOptions(t, e.addr, Route{Name: "r", URL: up})
+	co2.ID = "c2"
+	_, stop2 := startConnector(t, co2)
+	waitFor(t, "c2 connected", func() bool { return len(e.Status().Connectors) == 2 && e.Status().State == "healthy" })
+	stop2()
+	waitFor(t, "c2 gone", func() bool { return e.Status().Connectors[1].Connections == 0 })
+	code, st = get()
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "degraded", st.State)
+	assert.Equal(t, "c2", st.Connectors[1].ID)
+}
+
+// TestHealthzDegradedWhileExpectedConnectorMissing: a configured connector
+// that never came makes the edge degraded.
+func TestHealthzDegradedWhileExpectedConnectorMissing(t *testing.T) {
+	e, _ := setup(t, nil, func(o *EdgeOptions) { o.Connectors = []string{"c1", "backup"} }, nil)
+	st := e.Status()
+	assert.Equal(t, "degraded", st.State)
+	require.Len(t, st.Connectors, 2)
+	assert.Equal(t, "backup", st.Connectors[0].ID)
+	assert.Equal(t, 0, st.Connectors[0].Connections)
 }
 
 func TestInProcessClientTransport(t *testing.T) {
@@ -641,6 +673,7 @@ func TestAuditRecordPerCallWithoutCredentials(t *testing.T) {
 			assert.NotContains(t, string(line), "secret-agent-token")
 			var rec map[string]any
 			require.NoError(t, json.Unmarshal(line, &rec))
+			assert.Empty(t, repeatedKeys(t, line), "a JSON log record repeats a key: %s", line)
 			if rec["msg"] == "mcp call" && rec["tool"] == "echo" {
 				calls = append(calls, rec)
 			}
@@ -660,6 +693,27 @@ func TestAuditRecordPerCallWithoutCredentials(t *testing.T) {
 		assert.Greater(t, rec["bytes_out"], float64(0))
 		assert.Contains(t, rec, "latency")
 	}
+}
+
+// repeatedKeys returns the top-level keys that appear more than once in the
+// JSON object line.
+func repeatedKeys(t *testing.T, line []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	_, err := dec.Token()
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	var rep []string
+	for dec.More() {
+		k, err := dec.Token()
+		require.NoError(t, err)
+		if seen[k.(string)] {
+			rep = append(rep, k.(string))
+		}
+		seen[k.(string)] = true
+		var v json.RawMessage
+		require.NoError(t, dec.Decode(&v))
+	}
+	return rep
 }
 
 type syncBuffer struct {

@@ -63,16 +63,26 @@ type httpUpstream struct {
 
 type upstreamURLKey struct{}
 
+// upstreamIdleTimeout is how long an upstream connection may sit idle in
+// the pool.
+const upstreamIdleTimeout = 4 * time.Second
+
 func newHTTPUpstream(route string, target *url.URL, allow allowlist, tlsConf *tls.Config, logger *slog.Logger) *httpUpstream {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: allow.control}
 	tr := &http.Transport{
-		Proxy:                 nil, // never an environment proxy: the allowlist is checked on the real peer
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       tlsConf,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
+		Proxy:               nil, // never an environment proxy: the allowlist is checked on the real peer
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     tlsConf,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 1024,
+		// Close pooled connections before the upstream's keep-alive timeout
+		// can: Node's and uvicorn's default is 5 s, and reusing a
+		// connection the server is closing at that moment fails a request
+		// that was already written (which must not be retried: a
+		// tools/call must not run twice). A request never written on a
+		// stale connection is retried by net/http (it has GetBody).
+		IdleConnTimeout:       upstreamIdleTimeout,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true, // pass Content-Encoding through untouched

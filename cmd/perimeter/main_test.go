@@ -5,8 +5,8 @@ import (
 	"context"
 	"os"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,14 +53,15 @@ func TestRunTimeoutAndInterrupt(t *testing.T) {
 	assert.Equal(t, 124, code)
 	assert.Contains(t, errOut, "timed out")
 
+	// The interrupt arrives once the command has printed, so it lands while
+	// the command runs however long Create took.
 	root := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(300*time.Millisecond, cancel)
-	var out, errb bytes.Buffer
-	start := time.Now()
-	code = dispatch(ctx, []string{"run", "--provider", "local://" + root, "--", "sleep", "30"}, strings.NewReader(""), &out, &errb)
-	assert.Equal(t, 130, code)
-	assert.Less(t, time.Since(start), 20*time.Second)
+	defer cancel()
+	out := &cancelOnWrite{cancel: cancel}
+	var errb bytes.Buffer
+	code = dispatch(ctx, []string{"run", "--provider", "local://" + root, "--", "sh", "-c", "echo started; exec sleep 30"}, strings.NewReader(""), out, &errb)
+	assert.Equal(t, 130, code, errb.String())
 	entries, _ := os.ReadDir(root)
 	assert.Empty(t, entries, "an interrupted run must still terminate its sandbox")
 }
@@ -114,4 +115,15 @@ func TestBenchCommand(t *testing.T) {
 	assert.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "via os/exec")
 	assert.Contains(t, out, "create+terminate")
+}
+
+// cancelOnWrite cancels a context at the first write it receives.
+type cancelOnWrite struct {
+	once   sync.Once
+	cancel context.CancelFunc
+}
+
+func (w *cancelOnWrite) Write(p []byte) (int, error) {
+	w.once.Do(w.cancel)
+	return len(p), nil
 }

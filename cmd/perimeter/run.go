@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -49,6 +50,21 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	timeout := fs.Duration("timeout", 0, "kill the command after this long (0: no limit)")
 	interactive := fs.Bool("i", false, "pass standard input to the command")
 	keep := fs.Bool("keep", false, "do not terminate the sandbox afterwards; print its ID on stderr")
+	var res sandbox.Resources
+	fs.Func("memory", "memory limit `SIZE` (bytes, or with K, M, G, T: 512M)", sizeFlag(&res.Memory))
+	fs.Float64Var(&res.CPU, "cpus", 0, "CPU limit in `cores` (fractions allowed)")
+	fs.IntVar(&res.PIDs, "pids", 0, "process limit")
+	fs.Func("disk", "writable storage `SIZE` (/tmp and /workspace; bytes, or with K, M, G, T)", sizeFlag(&res.Disk))
+	network := fs.String("network", "", "egress `mode`: none, allowlist or open (default: the provider's)")
+	var allow []string
+	fs.Func("allow", "a `host` (name, *.suffix, IP or CIDR) the allowlist network mode may reach (repeatable, or comma-separated)", func(v string) error {
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				allow = append(allow, h)
+			}
+		}
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: perimeter run [flags] -- CMD [ARGS...]")
 		fs.PrintDefaults()
@@ -61,10 +77,15 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fs.Usage()
 		return 2
 	}
+	spec, err := runSpec(res, *network, allow)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter run: %v\n", err)
+		return 2
+	}
 
 	// The sandbox is terminated on every path out, Ctrl-C included (ctx is
 	// done by then; close does not use it).
-	ss, ok := newSession(ctx, *provider, *keep, stderr)
+	ss, ok := newSpecSession(ctx, *provider, *keep, spec, stderr)
 	if !ok {
 		return 1
 	}
@@ -105,4 +126,75 @@ func exitCode(st sandbox.ExitStatus, stderr io.Writer) int {
 		return 1
 	}
 	return st.Code
+}
+
+// runSpec is the sandbox the run flags ask for; nil when they ask nothing.
+func runSpec(res sandbox.Resources, network string, allow []string) (*sandbox.Spec, error) {
+	if res.CPU < 0 || res.PIDs < 0 {
+		return nil, errors.New("--cpus and --pids must not be negative")
+	}
+	spec := &sandbox.Spec{Resources: res}
+	switch sandbox.NetworkMode(network) {
+	case "":
+		if len(allow) > 0 {
+			network = string(sandbox.NetworkAllowlist)
+		}
+	case sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen:
+	default:
+		return nil, fmt.Errorf("--network %q: want none, allowlist or open", network)
+	}
+	if len(allow) > 0 && network != string(sandbox.NetworkAllowlist) {
+		return nil, fmt.Errorf("--allow is for --network allowlist, not %q", network)
+	}
+	if network != "" {
+		spec.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkMode(network), Allow: allow}
+	}
+	if spec.Network == nil && res == (sandbox.Resources{}) {
+		return nil, nil
+	}
+	return spec, nil
+}
+
+// sizeFlag parses a size in bytes, with an optional K, M, G or T suffix
+// (powers of 1024; "KiB", "MB" and the like are read the same).
+func sizeFlag(dst *int64) func(string) error {
+	return func(v string) error {
+		s := strings.ToUpper(strings.TrimSpace(v))
+		s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
+		mult := int64(1)
+		if n := len(s); n > 0 {
+			if i := strings.IndexByte("KMGT", s[n-1]); i >= 0 {
+				mult = int64(1) << (10 * (i + 1))
+				s = s[:n-1]
+			}
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 || n > (1<<62)/mult {
+			return fmt.Errorf("want a positive size such as 512M or 2G, got %q", v)
+		}
+		*dst = n * mult
+		return nil
+	}
+}
+
+// newSpecSession is newSession creating the sandbox from spec.
+func newSpecSession(ctx context.Context, url string, keep bool, spec *sandbox.Spec, stderr io.Writer) (*session, bool) {
+	if spec == nil {
+		return newSession(ctx, url, keep, stderr)
+	}
+	p, err := sandbox.Open(ctx, url)
+	if err != nil {
+		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		return nil, false
+	}
+	sb, err := p.Create(ctx, spec)
+	if err != nil {
+		p.Close()
+		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		return nil, false
+	}
+	if keep {
+		fmt.Fprintf(stderr, "perimeter: sandbox %s\n", sb.ID())
+	}
+	return &session{p: p, sb: sb, keep: keep}, true
 }

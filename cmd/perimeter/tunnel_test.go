@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -81,9 +82,16 @@ func (s *syncBuf) String() string {
 }
 
 func TestTunnelEdgeAndConnectFromYAML(t *testing.T) {
+	for _, carrier := range []string{"tls", "websocket"} {
+		t.Run(carrier, func(t *testing.T) { testTunnelFromYAML(t, carrier) })
+	}
+}
+
+func testTunnelFromYAML(t *testing.T, carrier string) {
 	dir := t.TempDir()
 	writeTestPKI(t, dir)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "token"), []byte("cli-test-token-0123456789\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "client-token"), []byte("cli-client-token-0123456789\n"), 0o600))
 
 	srv := mcp.NewServer(&mcp.Implementation{Name: "cli-upstream", Version: "1"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: "hello"}, func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, struct {
@@ -101,9 +109,29 @@ func TestTunnelEdgeAndConnectFromYAML(t *testing.T) {
 cert_file: %[1]s/edge.pem
 key_file: %[1]s/edge-key.pem
 token_files: [%[1]s/token]
+clients:
+  token_files: [%[1]s/client-token]
 policy:
   deny_tools: ["drop_*"]
 `, dir)
+	edgeArgs := []string{"tunnel", "edge", "--listen", listen, "--http", httpAddr, "--config", filepath.Join(dir, "edge.yaml")}
+	edgeAddr := listen
+	scheme := "http"
+	auth := &authTransport{token: "cli-client-token-0123456789", base: http.DefaultTransport}
+	hc := &http.Client{Transport: auth}
+	if carrier == "websocket" {
+		// No TLS carrier listener: connectors come over WebSocket on the
+		// HTTPS MCP listener.
+		edgeYAML += fmt.Sprintf("http_cert_file: %[1]s/edge.pem\nhttp_key_file: %[1]s/edge-key.pem\nwebsocket_path: /tunnel\n", dir)
+		edgeArgs = []string{"tunnel", "edge", "--http", httpAddr, "--config", filepath.Join(dir, "edge.yaml")}
+		edgeAddr = "wss://" + httpAddr + "/tunnel"
+		scheme = "https"
+		pool := x509.NewCertPool()
+		caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		require.NoError(t, err)
+		pool.AppendCertsFromPEM(caPEM)
+		auth.base = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	}
 	connYAML := fmt.Sprintf(`
 id: cli-test
 edges: [%[2]q]
@@ -115,7 +143,7 @@ drain_timeout: 5s
 routes:
   - name: demo
     url: %[3]s/
-`, dir, listen, up.URL)
+`, dir, edgeAddr, up.URL)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(edgeYAML), 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "connector.yaml"), []byte(connYAML), 0o600))
 
@@ -124,7 +152,7 @@ routes:
 	var edgeErr, connErr syncBuf
 	edgeDone, connDone := make(chan int, 1), make(chan int, 1)
 	go func() {
-		edgeDone <- dispatch(ctx, []string{"tunnel", "edge", "--listen", listen, "--http", httpAddr, "--config", filepath.Join(dir, "edge.yaml")}, nil, &bytes.Buffer{}, &edgeErr)
+		edgeDone <- dispatch(ctx, edgeArgs, nil, &bytes.Buffer{}, &edgeErr)
 	}()
 	go func() {
 		connDone <- dispatch(ctx, []string{"tunnel", "connect", "--config", filepath.Join(dir, "connector.yaml")}, nil, &bytes.Buffer{}, &connErr)
@@ -133,7 +161,7 @@ routes:
 	// Wait for both connections at the edge.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		resp, err := hc.Get(scheme + "://" + httpAddr + "/healthz")
 		if err == nil {
 			var b bytes.Buffer
 			b.ReadFrom(resp.Body)
@@ -151,7 +179,15 @@ routes:
 	client := mcp.NewClient(&mcp.Implementation{Name: "cli-test", Version: "1"}, nil)
 	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 	defer ccancel()
-	cs, err := client.Connect(cctx, &mcp.StreamableClientTransport{Endpoint: "http://" + httpAddr + "/demo", MaxRetries: -1}, nil)
+	// Without the client token the edge refuses.
+	resp, err := http.Post(scheme+"://"+httpAddr+"/demo", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	if err == nil {
+		resp.Body.Close()
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	} else {
+		require.Equal(t, "websocket", carrier, "only the HTTPS listener may refuse an untrusting client at TLS: %v", err)
+	}
+	cs, err := client.Connect(cctx, &mcp.StreamableClientTransport{Endpoint: scheme + "://" + httpAddr + "/demo", HTTPClient: hc, MaxRetries: -1}, nil)
 	require.NoError(t, err)
 	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "hello"})
 	require.NoError(t, err)
@@ -164,7 +200,89 @@ routes:
 	assert.Equal(t, 0, <-connDone, connErr.String())
 	assert.Equal(t, 0, <-edgeDone, edgeErr.String())
 	assert.NotContains(t, edgeErr.String()+connErr.String(), "cli-test-token", "the token must never be logged")
+	assert.NotContains(t, edgeErr.String()+connErr.String(), "cli-client-token", "the client token must never be logged")
 	assert.Contains(t, edgeErr.String(), `"msg":"mcp call"`)
+}
+
+// TestTunnelServeFromYAML runs the gateway from YAML: an HTTP route with a
+// tool policy, behind a client token.
+func TestTunnelServeFromYAML(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "client-token"), []byte("cli-client-token-0123456789\n"), 0o600))
+	srv := mcp.NewServer(&mcp.Implementation{Name: "cli-upstream", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "hello"}, func(ctx context.Context, req *mcp.CallToolRequest, in struct{}) (*mcp.CallToolResult, struct {
+		Msg string `json:"msg"`
+	}, error) {
+		return nil, struct {
+			Msg string `json:"msg"`
+		}{"hi"}, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(func() { up.CloseClientConnections(); up.Close() })
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf(`
+clients:
+  token_files: [%[1]s/client-token]
+allowed_networks: [127.0.0.0/8]
+policy:
+  deny_tools: ["drop_*"]
+routes:
+  - name: demo
+    url: %[2]s/
+`, dir, up.URL)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(cfg), 0o600))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errOut syncBuf
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"tunnel", "serve", "--listen", addr, "--config", filepath.Join(dir, "gateway.yaml")}, nil, &bytes.Buffer{}, &errOut)
+	}()
+	hc := &http.Client{Transport: &authTransport{token: "cli-client-token-0123456789", base: http.DefaultTransport}}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := hc.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway never answered: %s", errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Post("http://"+addr+"/demo", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "cli-test", Version: "1"}, nil).Connect(cctx,
+		&mcp.StreamableClientTransport{Endpoint: "http://" + addr + "/demo", HTTPClient: hc, MaxRetries: -1}, nil)
+	require.NoError(t, err)
+	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "hello"})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"msg": "hi"}, res.StructuredContent)
+	_, err = cs.CallTool(cctx, &mcp.CallToolParams{Name: "drop_tables"})
+	require.ErrorContains(t, err, `tool "drop_tables" is denied`)
+	cs.Close()
+	cancel()
+	assert.Equal(t, 0, <-done, errOut.String())
+	assert.Contains(t, errOut.String(), `"side":"gateway"`)
+	assert.NotContains(t, errOut.String(), "cli-client-token")
+}
+
+// authTransport adds the edge's client token to every request.
+type authTransport struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (a *authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+a.token)
+	return a.base.RoundTrip(r)
 }
 
 func TestTunnelConfigErrors(t *testing.T) {

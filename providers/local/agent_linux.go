@@ -109,6 +109,13 @@ func (a *agent) startSpawner() (initReport, error) {
 			a.spawnLoop()
 			return
 		}
+		// A cgroup namespace rooted at the sandbox's own cgroups (joined
+		// before the init was configured): commands see "/" in
+		// /proc/self/cgroup, not the host's cgroup paths.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			ready <- result{err: fmt.Errorf("cgroup namespace: %w", err)}
+			return
+		}
 		if err := dropCapabilities(); err != nil {
 			ready <- result{err: err}
 			return
@@ -442,6 +449,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 			files = []uintptr{uintptr(a.devNull), outW.Fd(), errW.Fd()}
 		}
 	}
+	cloexecAll()
 	reply := make(chan spawnResult, 1)
 	a.spawn <- spawnRequest{path: prog, args: req.Args, reply: reply, attr: &syscall.ProcAttr{
 		Dir: req.Dir, Env: req.Env, Files: files, Sys: sys,
@@ -468,6 +476,9 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		lim := unix.Rlimit{Cur: a.rlimitAS, Max: a.rlimitAS}
 		unix.Prlimit(res.pid, unix.RLIMIT_AS, &lim, nil)
 	}
+	// The kernel's OOM killer must pick the command, never the agent (the
+	// sandbox's PID 1): commands are made its first choice.
+	setOOMScoreAdj(res.pid, commandOOMScoreAdj)
 	pr := &agentProc{pgid: res.pid, master: master}
 	a.mu.Lock()
 	a.procs[res.pid] = pr

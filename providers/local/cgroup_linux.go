@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
@@ -130,6 +131,10 @@ func has(list []string, s string) bool {
 type cgroupSet struct {
 	version string
 	dirs    map[string]string // "memory", "pids", "cpu", "unified" (v1) or "v2" -> path
+
+	oomMu     sync.Mutex
+	oomFile   *os.File // the OOM-kill counter, once read
+	oomClosed bool
 }
 
 // newCgroups makes the sandbox's cgroups and writes the limits of r.
@@ -253,21 +258,32 @@ func (cg *cgroupSet) join(pid int) error {
 }
 
 // oomKills returns how many processes the kernel has killed in the sandbox
-// for memory.
+// for memory. The counter file is kept open and re-read from its start:
+// every command of a memory-limited sandbox reads it.
 func (cg *cgroupSet) oomKills() int64 {
-	var p string
-	if d, ok := cg.dirs["v2"]; ok {
-		p = filepath.Join(d, "memory.events")
-	} else if d, ok := cg.dirs["memory"]; ok {
-		p = filepath.Join(d, "memory.oom_control")
-	} else {
-		return 0
+	cg.oomMu.Lock()
+	defer cg.oomMu.Unlock()
+	if cg.oomFile == nil {
+		if cg.oomClosed {
+			return 0
+		}
+		var p string
+		if d, ok := cg.dirs["v2"]; ok {
+			p = filepath.Join(d, "memory.events")
+		} else if d, ok := cg.dirs["memory"]; ok {
+			p = filepath.Join(d, "memory.oom_control")
+		} else {
+			return 0
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return 0
+		}
+		cg.oomFile = f
 	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return 0
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
+	var buf [4096]byte
+	n, _ := cg.oomFile.ReadAt(buf[:], 0)
+	sc := bufio.NewScanner(bytes.NewReader(buf[:n]))
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), " "); ok && k == "oom_kill" {
 			n, _ := strconv.ParseInt(v, 10, 64)
@@ -275,6 +291,17 @@ func (cg *cgroupSet) oomKills() int64 {
 		}
 	}
 	return 0
+}
+
+// closeOOM closes the counter file; later reads return 0.
+func (cg *cgroupSet) closeOOM() {
+	cg.oomMu.Lock()
+	defer cg.oomMu.Unlock()
+	if cg.oomFile != nil {
+		cg.oomFile.Close()
+		cg.oomFile = nil
+	}
+	cg.oomClosed = true
 }
 
 // kill kills every process in the sandbox's cgroup, where the kernel can.
@@ -292,6 +319,7 @@ func (cg *cgroupSet) kill() bool {
 // remove deletes the cgroups, waiting briefly for their last processes to
 // go.
 func (cg *cgroupSet) remove() error {
+	cg.closeOOM()
 	var errs []error
 	deadline := time.Now().Add(5 * time.Second)
 	// cg.dirs is not changed: other goroutines may still read counters

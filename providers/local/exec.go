@@ -141,6 +141,9 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		}
 		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
 	}
+	// Descriptors the host program left inheritable must not reach the
+	// command: mark them close-on-exec (os/exec passes only c's own).
+	cloexecAll()
 	if err := c.Start(); err != nil {
 		s.mu.Unlock()
 		if stdinW != nil {

@@ -47,6 +47,11 @@ func Init() {
 		return
 	}
 	os.Unsetenv(initEnv)
+	if mode == "l1" || mode == "sandbox" {
+		// Only descriptors 0-2 and the provider's 3-8 are meant for the
+		// init; anything else the host left inheritable goes now.
+		closeInheritedFDs(fdRootFS + 1)
+	}
 	switch mode {
 	case "probe":
 		os.Exit(0)
@@ -74,6 +79,11 @@ type initConfig struct {
 	Proxy    bool   `json:"proxy"`
 	RootFS   bool   `json:"rootfs"`    // mount fdRootFS as an overlay lower layer
 	TmpBytes int64  `json:"tmp_bytes"` // size of the writable tmpfs layers; 0 means half of RAM
+	// BootID is the sandbox's own /proc/sys/kernel/random/boot_id.
+	BootID string `json:"boot_id,omitempty"`
+	// WorkspaceBytes, if not zero, makes /workspace a tmpfs of this size
+	// instead of the host's workspace directory (Resources.Disk).
+	WorkspaceBytes int64 `json:"workspace_bytes,omitempty"`
 	// Paths, by descriptor slot, that init must clone a mount of itself
 	// (when the host could not pass a mount: an unprivileged provider).
 	Paths map[int]string `json:"paths,omitempty"`
@@ -241,10 +251,16 @@ func buildRoot(cfg *initConfig) (net.Listener, error) {
 	if err := mk("workspace", 0o755); err != nil {
 		return nil, err
 	}
-	if err := attach(fdWorkspace, filepath.Join(r, "workspace")); err != nil {
-		return nil, fmt.Errorf("bind workspace: %w", err)
+	if cfg.WorkspaceBytes > 0 {
+		if err := unix.Mount("tmpfs", filepath.Join(r, "workspace"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"+sizeOpt(cfg.WorkspaceBytes)); err != nil {
+			return nil, fmt.Errorf("mount the workspace tmpfs: %w", err)
+		}
+	} else {
+		if err := attach(fdWorkspace, filepath.Join(r, "workspace")); err != nil {
+			return nil, fmt.Errorf("bind workspace: %w", err)
+		}
+		setattr(filepath.Join(r, "workspace"), unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 	}
-	setattr(filepath.Join(r, "workspace"), unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 	// /tmp: private.
 	if err := mk("tmp", 0o1777); err != nil {
 		return nil, err
@@ -258,6 +274,9 @@ func buildRoot(cfg *initConfig) (net.Listener, error) {
 	}
 	if err := unix.Mount("proc", filepath.Join(r, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return nil, fmt.Errorf("mount /proc: %w", err)
+	}
+	if err := maskProc(scratch, filepath.Join(r, "proc"), cfg.BootID); err != nil {
+		return nil, err
 	}
 	if err := buildDev(r); err != nil {
 		return nil, err

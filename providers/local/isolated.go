@@ -38,6 +38,7 @@ type isoState struct {
 	proxy    *egressProxy
 	env      map[string]string // added to every command (proxy variables)
 	l1       *l1Config         // set at L1: no namespaces
+	limits   effective         // the resource limits applied
 
 	idleMu sync.Mutex
 	idle   []net.Conn // clean agent connections, for the next exec
@@ -87,44 +88,19 @@ func (st *isoState) closeIdle() {
 	}
 }
 
-// uidLockDir holds one lock file per uid range in use, host-wide: a
-// provider holds an flock on its sandboxes' ranges while they live, so two
-// processes never hand out the same range, and a crashed process's locks go
-// with it.
-var uidLockDir = "/run/lock"
-
 // uidRange is a range of host ids held for one sandbox.
 type uidRange struct {
-	base int
-	lock *os.File // nil when not root (the range is the caller's own uid)
-}
-
-// allocUIDRange takes the first free range, in order, so that the lock files
-// stay as few as the sandboxes that ever ran at once.
-func allocUIDRange() (uidRange, error) {
-	if os.Getuid() != 0 {
-		return uidRange{base: os.Getuid()}, nil
-	}
-	dir := uidLockDir
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		dir = os.TempDir()
-	}
-	for slot := 0; slot < uidRangeSlots; slot++ {
-		f, err := os.OpenFile(filepath.Join(dir, "perimeter-uid-"+strconv.Itoa(slot)+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return uidRange{}, fmt.Errorf("uid range lock: %w", err)
-		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
-			return uidRange{base: uidRangeStart + slot*uidRangeSize, lock: f}, nil
-		}
-		f.Close()
-	}
-	return uidRange{}, errors.New("every uid range is in use")
+	base   int
+	lock   *os.File // nil when not root (the range is the caller's own uid)
+	legacy *os.File // the same slot's lock of earlier versions, if any
 }
 
 func (r uidRange) free() {
 	if r.lock != nil {
 		r.lock.Close()
+	}
+	if r.legacy != nil {
+		r.legacy.Close()
 	}
 }
 
@@ -206,7 +182,12 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 			f.Close()
 		}
 	}()
-	cfg := initConfig{Hostname: "sandbox", NetNS: netMode != "host", TmpBytes: spec.Resources.Disk}
+	useCgroup := host.Cgroup != "none" && p.level != LevelNamespaces
+	st.limits = p.limits.effective(spec.Resources, useCgroup)
+	cfg := initConfig{Hostname: "sandbox", NetNS: netMode != "host", TmpBytes: st.limits.Tmp, WorkspaceBytes: st.limits.Workspace}
+	if cfg.BootID, err = newBootID(); err != nil {
+		return st, err
+	}
 	// open passes the directory path to the init as a detached mount (as
 	// root), or as a path the init clones itself (as another user, whose
 	// own directories the init can reach).
@@ -328,8 +309,8 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 			"NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
 		}
 	}
-	if host.Cgroup != "none" && p.level != LevelNamespaces {
-		st.cg, err = newCgroups(host.Cgroup, id, spec.Resources)
+	if useCgroup {
+		st.cg, err = newCgroups(host.Cgroup, id, st.limits.resources())
 		if err != nil {
 			return st, fmt.Errorf("cgroups: %w", err)
 		}
@@ -338,11 +319,11 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		st.iso.Cgroup = "none"
 		st.iso.Level = LevelNamespaces
 		st.iso.Rlimits = true
-		if spec.Resources.PIDs > 0 {
-			cfg.RlimitNPROC = uint64(spec.Resources.PIDs)
+		if st.limits.PIDs > 0 {
+			cfg.RlimitNPROC = uint64(st.limits.PIDs)
 		}
-		if spec.Resources.Memory > 0 {
-			cfg.RlimitAS = uint64(spec.Resources.Memory)
+		if st.limits.Memory > 0 {
+			cfg.RlimitAS = uint64(st.limits.Memory)
 		}
 	}
 	if host.LandlockABI == 0 && st.iso.Level > LevelNamespaces {

@@ -7,7 +7,8 @@
 //
 //   - Namespaces: user, mount, pid, network, uts and ipc. As root, the
 //     sandbox's ids 0-65535 map to a range of unnamed host ids from 2^30 up,
-//     one range per sandbox host-wide (held with an flock under /run/lock),
+//     one range per sandbox host-wide (held with an flock in
+//     /run/perimeter/uids, a root-owned 0700 directory),
 //     so root inside is nobody outside; as another user, root inside is that
 //     user.
 //   - Root filesystem, built with pivot_root on a tmpfs: the host's /usr,
@@ -16,8 +17,13 @@
 //     a .tar/.tar.gz), that tree as the read-only lower layer of an overlay
 //     with a per-sandbox writable tmpfs layer. A private /tmp, a minimal
 //     /dev (null, zero, full, random, urandom, tty, a private devpts, shm),
-//     a fresh /proc and a read-write /workspace: the host directory the
-//     file methods work on.
+//     a fresh /proc whose host details (kernel command line and symbols,
+//     keyrings, timers, devices, load, boot id) are masked, a cgroup
+//     namespace, and a read-write /workspace: the host directory, or with
+//     Resources.Disk a tmpfs of that size.
+//   - No host descriptor reaches a sandbox: the init closes what it
+//     inherited beyond the provider's own, and the agent marks everything
+//     close-on-exec before each command.
 //   - A PID-1 agent in each sandbox: it reaps orphans and runs commands sent
 //     over a Unix socket (stdout and stderr streamed separately, stdin,
 //     signals to the process group, a PTY with resize, timeouts), so an exec
@@ -29,11 +35,14 @@
 //     namespaces, ptrace, process_vm_*, bpf, perf, keyrings, modules, kexec,
 //     userfaultfd, io_uring, clock and host settings), and a non-dumpable
 //     agent so /proc/1 cannot be followed.
-//   - Resource limits from Spec.Resources through cgroups (v2, or v1 and
-//     hybrid hierarchies, nested under the caller's own cgroup); rlimits
-//     where no cgroup is writable (L2). An OOM kill is reported in
-//     ExitStatus.OOMKilled. Resources.Disk bounds the tmpfs layers (/tmp and
-//     the overlay's writable layer), not /workspace.
+//   - Resource limits from Spec.Resources, or for fields it leaves zero
+//     Options.Limits and [DefaultLimits] (2 GiB of memory, 1024 processes,
+//     a 512 MiB /tmp), through cgroups (v2, or v1 and hybrid hierarchies,
+//     nested under the caller's own cgroup); rlimits where no cgroup is
+//     writable (L2). Commands get oom_score_adj 1000, so an OOM kill takes
+//     the command, not the agent, and is reported in ExitStatus.OOMKilled.
+//     Resources.Disk sizes /tmp, the overlay's writable layer and a tmpfs
+//     /workspace.
 //   - Network from Spec.Network: none (the default: an empty network
 //     namespace with loopback up), allowlist (the same, plus an HTTP/CONNECT
 //     proxy on the host that refuses everything not on the list and logs
@@ -41,7 +50,9 @@
 //     HTTP_PROXY, HTTPS_PROXY and ALL_PROXY point there), or open (the
 //     host's network: reported as not isolated). The proxy resolves names
 //     itself and refuses an allowed name that resolves to an internal
-//     address (loopback, private, link-local) no IP or CIDR entry allows.
+//     address (loopback, private, link-local, or an IPv6 form embedding
+//     one) no IP or CIDR entry allows, and bounds its connections per
+//     sandbox and in total.
 //
 // The levels a host supports are probed once per process ([Probe]); every
 // sandbox reports its layers in [Sandbox.Isolation] and Info.Isolation.
@@ -63,7 +74,8 @@
 // L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
 // is the baseline: each sandbox is a workspace directory; commands run as
 // plain host processes of the calling user in their own process group. Only
-// the file methods are confined to the workspace.
+// the file methods are confined to the workspace. Before each command
+// starts, the host process's descriptors are marked close-on-exec.
 //
 // # URLs
 //
@@ -86,10 +98,11 @@
 // With namespaces (L2, L3), file names and Cmd.Dir are paths inside the
 // sandbox, relative names start at the working directory (/workspace by
 // default), and the file methods see exactly what commands see, with their
-// permissions: they go through the init's /proc/PID/root with the
-// sandbox's root user's filesystem ids, so they can read the read-only host
-// directories but not /etc/shadow, and write only where commands can
-// (/workspace, /tmp). At L1 and L0, "/" is the workspace directory, which
+// permissions: they go through the init's /proc/PID/root on a thread that
+// has taken the sandbox root user's uid and gid (and so no capability), so
+// they can read the read-only host directories but not /etc/shadow or the
+// agent's /proc entries, write only where commands can (/workspace, /tmp),
+// and refuse to remove, rename or replace the sandbox's mount points. At L1 and L0, "/" is the workspace directory, which
 // commands see at its host path.
 package local
 
@@ -168,6 +181,10 @@ type Options struct {
 	Level Level
 	// Logger receives the egress proxy's decisions; nil means slog.Default.
 	Logger *slog.Logger
+	// Limits are the resource limits of isolated sandboxes for each field
+	// Spec.Resources leaves zero. Nil, or a zero field, means
+	// [DefaultLimits]; [Unlimited] leaves a resource unbounded.
+	Limits *Limits
 }
 
 // Provider creates sandboxes on the local host.
@@ -177,6 +194,7 @@ type Provider struct {
 	level      Level // the level sandboxes are made at
 	require    Level
 	log        *slog.Logger
+	limits     Limits
 
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox // live handles made by this process
@@ -198,7 +216,11 @@ func New(opts *Options) (*Provider, error) {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
 			fmt.Sprintf("root %q is not an absolute path", root))
 	}
-	p := &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}, require: opts.RequireLevel, log: opts.Logger}
+	limits, err := resolveLimits(opts.Limits)
+	if err != nil {
+		return nil, sandbox.NewError(Name, "", "open", sandbox.ErrInvalidArgument, err)
+	}
+	p := &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}, require: opts.RequireLevel, log: opts.Logger, limits: limits}
 	if opts.Unisolated {
 		if opts.RequireLevel > LevelNone {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
@@ -228,6 +250,9 @@ func New(opts *Options) (*Provider, error) {
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, sandbox.NewError(Name, "", "open", kindOf(err), err)
+	}
+	if !p.unisolated {
+		p.sweep()
 	}
 	return p, nil
 }
@@ -267,6 +292,12 @@ type meta struct {
 	InitStart uint64 `json:"init_start,omitempty"`
 	// Isolation describes an isolated sandbox's layers, once it runs.
 	Isolation string `json:"isolation,omitempty"`
+	// CreatorPID and CreatorStart identify the process that created the
+	// sandbox, so that one whose creator died before its init ran is known.
+	CreatorPID   int    `json:"creator_pid,omitempty"`
+	CreatorStart uint64 `json:"creator_start,omitempty"`
+	// Cgroups are the sandbox's cgroup directories, removed with it.
+	Cgroups []string `json:"cgroups,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -315,6 +346,10 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		Isolated: !p.unisolated,
 		NSNames:  p.nsNames(),
 	}
+	if m.Isolated {
+		m.CreatorPID = os.Getpid()
+		m.CreatorStart = procStart(m.CreatorPID)
+	}
 	if spec.Timeout > 0 {
 		m.Expires = m.Created.Add(spec.Timeout)
 	}
@@ -324,7 +359,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	ws := filepath.Join(dir, "workspace")
 	// The working directory is made here when it is in the workspace, and
 	// through the sandbox's own root once it runs otherwise.
-	hostWorkdir := !m.NSNames || underWorkspace(workdir)
+	hostWorkdir := !m.NSNames || (underWorkspace(workdir) && spec.Resources.Disk == 0)
 	wd := ws
 	if hostWorkdir {
 		wd = filepath.Join(ws, filepath.FromSlash(wsRel(m.NSNames, workdir)))
@@ -359,6 +394,11 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		m.Isolation = st.iso.String()
 		m.InitPID = st.init.Process.Pid
 		m.InitStart = procStart(m.InitPID)
+		if st.cg != nil {
+			for _, d := range st.cg.dirs {
+				m.Cgroups = append(m.Cgroups, d)
+			}
+		}
 		if err := writeMeta(dir, &m); err != nil {
 			st.destroy()
 			removeAll(dir)
@@ -367,7 +407,9 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	}
 	sb, err := p.open(dir, &m, st)
 	if err == nil {
-		sb.memLimit = spec.Resources.Memory
+		if st != nil {
+			sb.memLimit = st.limits.Memory
+		}
 		if !hostWorkdir {
 			err = sb.MkdirAll(ctx, workdir, 0o755)
 			if err != nil {
@@ -415,6 +457,9 @@ func (p *Provider) checkSpec(spec *sandbox.Spec) error {
 		if p.level == LevelLandlock {
 			if spec.RootFS != "" {
 				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Spec.RootFS needs a mount namespace, which this provider runs without (L1)")
+			}
+			if spec.Resources.Disk > 0 {
+				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Spec.Resources.Disk needs a mount namespace (tmpfs /tmp and /workspace of that size), which this provider runs without (L1)")
 			}
 			if n := spec.Network; n != nil && n.Mode == sandbox.NetworkAllowlist && Probe().LandlockABI < 4 {
 				return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "Network allowlist without namespaces needs Landlock ABI 4 (TCP rules)")
@@ -465,9 +510,9 @@ func checkIsolatedSpec(spec *sandbox.Spec) error {
 	if r.CPU < 0 || r.Memory < 0 || r.Disk < 0 || r.PIDs < 0 {
 		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "negative Spec.Resources")
 	}
-	if r.Memory > 0 && r.Memory < 16<<20 {
+	if r.Memory > 0 && r.Memory < minMemory {
 		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("Spec.Resources.Memory %d is below the 16 MiB the sandbox's init needs", r.Memory))
+			fmt.Sprintf("Spec.Resources.Memory %d is below the %d MiB the sandbox's init needs", r.Memory, minMemory>>20))
 	}
 	if n := spec.Network; n != nil {
 		switch n.Mode {
@@ -564,7 +609,7 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 			if p.stale(m) {
 				// Its init died with the process that made it, which could
 				// not clean up: remove what it left.
-				removeAll(filepath.Join(p.root, m.ID))
+				p.removeStale(m)
 				continue
 			}
 			if opts != nil && !hasLabels(m.Labels, opts.Labels) {
@@ -658,18 +703,69 @@ func infoIsolation(root string, m *meta) string {
 }
 
 // stale reports whether m is an isolated sandbox whose init no longer runs
-// (its creating process died without terminating it).
+// (its creating process died without terminating it), or one whose creator
+// died before its init ran. Processes are told by pid and start time, so a
+// reused pid does not keep a dead sandbox alive.
 func (p *Provider) stale(m *meta) bool {
-	if !m.Isolated || m.InitPID == 0 {
+	if !m.Isolated {
 		return false
 	}
 	p.mu.Lock()
 	_, mine := p.sandboxes[m.ID]
 	p.mu.Unlock()
-	if mine {
+	switch {
+	case mine:
 		return false
+	case m.InitPID != 0:
+		return procStart(m.InitPID) != m.InitStart
+	case m.CreatorPID != 0:
+		return procStart(m.CreatorPID) != m.CreatorStart
 	}
-	return procStart(m.InitPID) != m.InitStart
+	return false
+}
+
+// removeStale removes what a dead sandbox left: its cgroups (the kernel
+// refuses to remove one that still holds a process) and its directory.
+func (p *Provider) removeStale(m *meta) {
+	for _, d := range m.Cgroups {
+		if filepath.IsAbs(d) && strings.HasPrefix(d, cgroupRoot+"/") && filepath.Base(d) == m.ID {
+			os.Remove(d)
+		}
+	}
+	removeAll(filepath.Join(p.root, m.ID))
+}
+
+// orphanAge is how old a sandbox directory without metadata must be to be
+// swept: Create writes the metadata right after making the directory, so
+// only a process that died in between leaves one.
+const orphanAge = 10 * time.Minute
+
+// sweep removes, at provider start, what sandboxes of dead processes left
+// under the root (after a host crash, or a crash during Create). Live
+// sandboxes of other processes sharing the root are left alone.
+func (p *Provider) sweep() {
+	entries, err := os.ReadDir(p.root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !validID(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(p.root, e.Name())
+		m, err := readMeta(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > orphanAge {
+				if _, err := os.Stat(filepath.Join(dir, metaFile)); errors.Is(err, fs.ErrNotExist) {
+					removeAll(dir)
+				}
+			}
+			continue
+		}
+		if err == nil && m.ID == e.Name() && p.stale(m) {
+			p.removeStale(m)
+		}
+	}
 }
 
 // procStart returns the start time of process pid (field 22 of its stat

@@ -39,6 +39,7 @@ func newEgressProxy(sandboxID string, allow []string, ln net.Listener, log *slog
 	if log == nil {
 		log = slog.Default()
 	}
+	ln = newLimitListener(ln, sandboxID, log)
 	p := &egressProxy{sandboxID: sandboxID, allow: al, log: log, ln: ln, conns: map[net.Conn]struct{}{}}
 	p.transport = &http.Transport{
 		Proxy:               nil,
@@ -112,10 +113,62 @@ func (p *egressProxy) dialAllowed(ctx context.Context, network, addr string) (ne
 	return nil, lastErr
 }
 
+// internal reports whether ip is an address of the host's own or private
+// networks: loopback, private, link-local, CGNAT, multicast, unspecified,
+// IPv6 site-local, or an IPv6 address that embeds such an IPv4 address
+// (see [embeddedIPv4]). NAT64's local-use prefix 64:ff9b:1::/48 is internal
+// whatever it embeds.
 func internal(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if internalDirect(ip) || nat64Local.Contains(ip) {
+		return true
+	}
+	for _, v4 := range embeddedIPv4(ip) {
+		if internalDirect(v4) {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	cgnat      = netip.MustParsePrefix("100.64.0.0/10")
+	siteLocal  = netip.MustParsePrefix("fec0::/10")
+	nat64      = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	sixToFour  = netip.MustParsePrefix("2002::/16")
+	teredo     = netip.MustParsePrefix("2001::/32")
+	v4compat   = netip.MustParsePrefix("::/96")
+	siit       = netip.MustParsePrefix("::ffff:0:0:0/96")
+)
+
+func internalDirect(ip netip.Addr) bool {
 	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
 		ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(ip) // carrier-grade NAT
+		cgnat.Contains(ip) || siteLocal.Contains(ip)
+}
+
+// embeddedIPv4 returns the IPv4 addresses an IPv6 address carries and
+// that a translator or tunnel would deliver to: NAT64 (64:ff9b::/96, the
+// last 32 bits), 6to4 (2002::/16, bits 16-47), Teredo (2001::/32: the
+// server in bits 32-63 and the client, inverted, in the last 32 bits),
+// IPv4-compatible (::a.b.c.d) and SIIT (::ffff:0:a.b.c.d).
+func embeddedIPv4(ip netip.Addr) []netip.Addr {
+	if !ip.Is6() {
+		return nil
+	}
+	b := ip.As16()
+	v4 := func(p []byte) netip.Addr { return netip.AddrFrom4([4]byte(p)) }
+	switch {
+	case nat64.Contains(ip), v4compat.Contains(ip), siit.Contains(ip):
+		return []netip.Addr{v4(b[12:16])}
+	case sixToFour.Contains(ip):
+		return []netip.Addr{v4(b[2:6])}
+	case teredo.Contains(ip):
+		client := [4]byte{^b[12], ^b[13], ^b[14], ^b[15]}
+		return []netip.Addr{v4(b[4:8]), netip.AddrFrom4(client)}
+	}
+	return nil
 }
 
 func (p *egressProxy) decide(r *http.Request, host string, ok bool, why string) {

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -80,8 +81,15 @@ func (s *Sandbox) expire() { s.Terminate(context.Background()) }
 func (s *Sandbox) ID() string { return s.id }
 
 // Workspace returns the host directory that is /workspace inside an isolated
-// sandbox, and "/" in an L0 sandbox's names.
-func (s *Sandbox) Workspace() string { return s.ws }
+// sandbox, and "/" in an L0 sandbox's names. It is empty when /workspace is
+// a tmpfs inside the sandbox (Spec.Resources.Disk at L2 and L3): the files
+// methods reach it, the host's filesystem does not.
+func (s *Sandbox) Workspace() string {
+	if s.iso != nil && s.iso.limits.Workspace > 0 {
+		return ""
+	}
+	return s.ws
+}
 
 // Isolation reports the layers that separate the sandbox from its host.
 func (s *Sandbox) Isolation() Isolation {
@@ -323,6 +331,16 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
 			fmt.Sprintf("%s is not a regular file (%v)", name, fi.Mode().Type()))
 	}
+	if isProcFS(f) {
+		// Some /proc files check the reader's credentials at each read,
+		// not at open: read them whole, as the sandbox.
+		defer f.Close()
+		b, err := s.readProc(f)
+		if err != nil {
+			return nil, s.fileErr(op, err)
+		}
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
 	return &ctxReader{ctx: ctx, f: f}, nil
 }
 
@@ -358,6 +376,9 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	}
 	if fi, err := s.root.Lstat(rel); err == nil && fi.IsDir() {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, name+" is a directory")
+	}
+	if err := s.refuseMount(op, name, rel, false); err != nil {
+		return err
 	}
 	suffix, err := newID()
 	if err != nil {
@@ -426,22 +447,31 @@ func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo,
 	if err != nil {
 		return nil, err
 	}
-	f, err := s.root.Open(rel)
-	if err != nil {
-		return nil, s.fileErr(op, err)
-	}
-	defer f.Close()
-	entries, err := f.ReadDir(-1)
-	if err != nil {
-		return nil, s.fileErr(op, err)
-	}
-	out := make([]sandbox.FileInfo, 0, len(entries))
-	for _, e := range entries {
-		fi, err := e.Info()
+	var out []sandbox.FileInfo
+	// Listed and described with the sandbox's credentials, as /proc
+	// checks them at each call.
+	err = s.root.as(func() error {
+		f, err := s.root.r.Open(rel)
 		if err != nil {
-			continue // removed meanwhile
+			return err
 		}
-		out = append(out, fileInfo(fi, e.Name()))
+		defer f.Close()
+		entries, err := f.ReadDir(-1)
+		if err != nil {
+			return err
+		}
+		out = make([]sandbox.FileInfo, 0, len(entries))
+		for _, e := range entries {
+			fi, err := e.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			out = append(out, fileInfo(fi, e.Name()))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.fileErr(op, err)
 	}
 	slices.SortFunc(out, func(a, b sandbox.FileInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
@@ -470,6 +500,9 @@ func (s *Sandbox) Remove(ctx context.Context, name string) error {
 	if rel == "." {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot remove the workspace root")
 	}
+	if err := s.refuseMount(op, name, rel, false); err != nil {
+		return err
+	}
 	if err := s.root.Remove(rel); err != nil {
 		return s.fileErr(op, err)
 	}
@@ -485,6 +518,9 @@ func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
 	}
 	if rel == "." {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot remove the workspace root")
+	}
+	if err := s.refuseMount(op, name, rel, true); err != nil {
+		return err
 	}
 	if err := s.root.RemoveAll(rel); err != nil {
 		return s.fileErr(op, err)
@@ -505,6 +541,12 @@ func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	}
 	if from == "." || to == "." {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot rename the workspace root")
+	}
+	if err := s.refuseMount(op, oldname, from, true); err != nil {
+		return err
+	}
+	if err := s.refuseMount(op, newname, to, false); err != nil {
+		return err
 	}
 	if err := s.root.Rename(from, to); err != nil {
 		return s.fileErr(op, err)
