@@ -3,6 +3,7 @@ package conformance
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -110,7 +111,7 @@ func checkNativeError(c *C) {
 
 // serve starts the harness's HTTP server in a new sandbox with ports in its
 // spec, and returns the sandbox, the port, and the body it serves at /probe.
-func (c *C) serve() (sandbox.Sandbox, int, string) {
+func (c *C) serve() (*sandbox.Sandbox, int, string) {
 	port := freePort()
 	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Ports = append(s.Ports, port) })
 	body := fmt.Sprintf("perimeter conformance %x", randomBytes(uint64(port), 8))
@@ -121,7 +122,7 @@ func (c *C) serve() (sandbox.Sandbox, int, string) {
 	return sb, port, body
 }
 
-func (c *C) startServer(sb sandbox.Sandbox, port int) *syncBuffer {
+func (c *C) startServer(sb *sandbox.Sandbox, port int) *syncBuffer {
 	logs := newSyncBuffer()
 	c.background(sb, &sandbox.Cmd{Args: c.httpServerArgs(port), Dir: "www", Stdout: logs, Stderr: logs})
 	return logs
@@ -173,7 +174,7 @@ func checkExpose(c *C) {
 func checkDial(c *C) {
 	sb, port, body := c.serve()
 	if !sb.Capabilities().Dial {
-		_, err := sandbox.Dial(c.ctx, sb, port)
+		_, err := sb.Dial(c.ctx, port)
 		c.wantKind("Dial, Dial unclaimed", err, sandbox.ErrNotSupported)
 		return
 	}
@@ -181,7 +182,7 @@ func checkDial(c *C) {
 	var got string
 	var lastErr error
 	ok := c.eventually(60*time.Second, func() bool {
-		conn, err := sandbox.Dial(c.ctx, sb, port)
+		conn, err := sb.Dial(c.ctx, port)
 		if err != nil {
 			lastErr = err
 			return false
@@ -239,7 +240,7 @@ func checkPTYResize(c *C) {
 		}
 		p.Wait(c.ctx)
 		c.wantKind("Resize of a process without a TTY, PTY unclaimed",
-			sandbox.Resize(c.ctx, p, 10, 10), sandbox.ErrNotSupported, sandbox.ErrInvalidArgument)
+			p.Resize(c.ctx, 10, 10), sandbox.ErrNotSupported, sandbox.ErrInvalidArgument)
 		return
 	}
 	pr, pw := io.Pipe()
@@ -257,7 +258,7 @@ func checkPTYResize(c *C) {
 	if !c.eventually(20*time.Second, func() bool { return strings.Contains(out.String(), "ready") }) {
 		c.Fatalf("the command never printed ready; output %q", out.String())
 	}
-	if err := sandbox.Resize(c.ctx, p, 44, 132); err != nil {
+	if err := p.Resize(c.ctx, 44, 132); err != nil {
 		c.Fatalf("Resize: %v", err)
 	}
 	io.WriteString(pw, "go\n")
@@ -279,10 +280,13 @@ type listener struct {
 	accepted atomic.Int64
 }
 
-func (c *C) listen() *listener {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func (c *C) listen() *listener { return c.listenOn("tcp", "127.0.0.1:0") }
+
+// listenOn is listen on another network and address.
+func (c *C) listenOn(network, addr string) *listener {
+	ln, err := net.Listen(network, addr)
 	if err != nil {
-		c.Fatalf("listening on loopback: %v", err)
+		c.Fatalf("listening on %s: %v", addr, err)
 	}
 	l := &listener{ln: ln}
 	done := make(chan struct{})
@@ -305,7 +309,7 @@ func (l *listener) port() int { return l.ln.Addr().(*net.TCPAddr).Port }
 
 // checkBlocked runs the connect command to l from sb and fails the check if
 // the connection got through or the command could not run at all.
-func (c *C) checkBlocked(sb sandbox.Sandbox, l *listener, what string) {
+func (c *C) checkBlocked(sb *sandbox.Sandbox, l *listener, what string) {
 	res := c.run(sb, &sandbox.Cmd{Args: c.connectArgs("127.0.0.1", l.port()), Timeout: 30 * time.Second})
 	switch {
 	case res.Status.Code == 126 || res.Status.Code == 127:
@@ -319,6 +323,155 @@ func (c *C) checkBlocked(sb sandbox.Sandbox, l *listener, what string) {
 	if n := l.accepted.Load(); n > 0 {
 		c.Errorf("%s: the host's listener accepted %d connection(s) from the sandbox", what, n)
 	}
+	c.checkProtocolsBlocked(sb, l, what)
+}
+
+// protocolProbe is the Python program checkProtocolsBlocked runs in the
+// sandbox. Each argument is "name family type protocol host port"; for each,
+// it prints the name and "refused" (no socket), "blocked" (no connection or
+// no UDP echo) or "reached", with the errno.
+const protocolProbe = `import socket, sys
+for arg in sys.argv[1:]:
+    name, fam, typ, proto, host, port = arg.split()
+    fam, typ, proto, port = int(fam), int(typ), int(proto), int(port)
+    try:
+        s = socket.socket(fam, typ, proto)
+    except OSError as e:
+        print(name, 'refused', e.errno)
+        continue
+    s.settimeout(10)
+    try:
+        s.connect((host, port))
+        if typ == socket.SOCK_DGRAM:
+            s.send(b'perimeter')
+            s.recv(64)
+        print(name, 'reached', 0)
+    except OSError as e:
+        print(name, 'blocked', e.errno)
+    finally:
+        s.close()
+`
+
+// checkProtocolsBlocked tries, from sb, every protocol a program could reach
+// this machine's loopback with: TCP, Multipath TCP and UDP, over IPv4 and,
+// where this machine has ::1, IPv6. A connection or a UDP echo from a
+// listener here fails the check; a protocol this machine's kernel lacks is
+// noted as untested, not passed.
+func (c *C) checkProtocolsBlocked(sb *sandbox.Sandbox, l4 *listener, what string) {
+	const inet, inet6, stream, dgram, tcp, mptcp, udp = 2, 10, 1, 2, 6, 262, 17
+	type target struct {
+		name               string
+		family, typ, proto int
+		host               string
+		port               int
+		accepted           *atomic.Int64
+	}
+	udp4 := c.udpEcho("udp4", "127.0.0.1:0")
+	targets := []target{
+		{"tcp4", inet, stream, tcp, "127.0.0.1", l4.port(), &l4.accepted},
+		{"mptcp4", inet, stream, mptcp, "127.0.0.1", l4.port(), &l4.accepted},
+		{"udp4", inet, dgram, udp, "127.0.0.1", udp4.port, &udp4.received},
+	}
+	if ln6, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		c.Logf("%s: IPv6 not tried: this machine has no ::1 (%v)", what, err)
+	} else {
+		ln6.Close()
+		l6 := c.listenOn("tcp6", "[::1]:0")
+		udp6 := c.udpEcho("udp6", "[::1]:0")
+		targets = append(targets,
+			target{"tcp6", inet6, stream, tcp, "::1", l6.port(), &l6.accepted},
+			target{"mptcp6", inet6, stream, mptcp, "::1", l6.port(), &l6.accepted},
+			target{"udp6", inet6, dgram, udp, "::1", udp6.port, &udp6.received})
+	}
+	args := []string{"python3", "-c", protocolProbe}
+	for _, t := range targets {
+		args = append(args, fmt.Sprintf("%s %d %d %d %s %d", t.name, t.family, t.typ, t.proto, t.host, t.port))
+	}
+	res := c.run(sb, &sandbox.Cmd{Args: args, Timeout: 2 * time.Minute})
+	if !res.Status.Success() {
+		c.Errorf("%s: the protocol probe (python3) could not run (%v; stderr %q), so TCP, Multipath TCP and UDP were not tried", what, res.Status, res.Stderr)
+		return
+	}
+	outcome := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(res.Stdout)), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			outcome[f[0]] = f[1] + " (errno " + f[2] + ")"
+		}
+	}
+	mptcpHere := hostHasMPTCP(c.ctx)
+	var summary []string
+	for _, t := range targets {
+		got, ok := outcome[t.name]
+		switch {
+		case !ok:
+			c.Errorf("%s: the protocol probe printed nothing for %s (stdout %q, stderr %q)", what, t.name, res.Stdout, res.Stderr)
+			continue
+		case strings.HasPrefix(got, "reached"):
+			c.Errorf("%s: %s from the sandbox reached a listener on the host's %s port %d", what, t.name, t.host, t.port)
+		case t.proto == mptcp && !mptcpHere:
+			got = "not tested: this machine's kernel has no Multipath TCP, so a refusal proves nothing"
+		}
+		summary = append(summary, t.name+" "+got)
+	}
+	seen := map[*atomic.Int64]bool{}
+	for _, t := range targets {
+		if n := t.accepted.Load(); n > 0 && !seen[t.accepted] {
+			seen[t.accepted] = true
+			c.Errorf("%s: the host's listener on %s port %d got %d connection(s) or datagram(s) from the sandbox", what, t.host, t.port, n)
+		}
+	}
+	c.Logf("%s: %s", what, strings.Join(summary, "; "))
+}
+
+// udpListener echoes every datagram it gets and counts them.
+type udpListener struct {
+	port     int
+	received atomic.Int64
+}
+
+// udpEcho starts a udpListener on network ("udp4" or "udp6") and addr.
+func (c *C) udpEcho(network, addr string) *udpListener {
+	pc, err := net.ListenPacket(network, addr)
+	if err != nil {
+		c.Fatalf("listening for %s on %s: %v", network, addr, err)
+	}
+	u := &udpListener{port: pc.LocalAddr().(*net.UDPAddr).Port}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			u.received.Add(1)
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	c.Cleanup(func() { pc.Close(); <-done })
+	return u
+}
+
+// hostHasMPTCP reports whether this machine's kernel makes Multipath TCP
+// connections.
+func hostHasMPTCP(ctx context.Context) bool {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(true)
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return false
+	}
+	defer ln.Close()
+	var d net.Dialer
+	d.SetMultipathTCP(true)
+	conn, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	ok, err := conn.(*net.TCPConn).MultipathTCP()
+	return err == nil && ok
 }
 
 // caps returns the capabilities of the provider's sandboxes, read from a
@@ -369,7 +522,7 @@ func checkUpdateNetwork(c *C) {
 	sb := c.NewSandbox(nil)
 	caps := sb.Capabilities()
 	policy := &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}
-	err := sandbox.UpdateNetwork(c.ctx, sb, policy)
+	err := sb.UpdateNetwork(c.ctx, policy)
 	if !caps.UpdateNetwork {
 		c.wantKind("UpdateNetwork, unclaimed", err, sandbox.ErrNotSupported)
 		return
@@ -390,10 +543,10 @@ func checkUpdateNetwork(c *C) {
 
 func checkPause(c *C) {
 	sb := c.NewSandbox(nil)
-	err := sandbox.Pause(c.ctx, sb)
+	err := sb.Pause(c.ctx)
 	if !sb.Capabilities().Pause {
 		c.wantKind("Pause, unclaimed", err, sandbox.ErrNotSupported)
-		c.wantKind("Resume, unclaimed", sandbox.Resume(c.ctx, sb), sandbox.ErrNotSupported)
+		c.wantKind("Resume, unclaimed", sb.Resume(c.ctx), sandbox.ErrNotSupported)
 		return
 	}
 	if err != nil {
@@ -402,7 +555,7 @@ func checkPause(c *C) {
 	if info, err := sb.Info(c.ctx); err != nil || info.State != sandbox.StatePaused {
 		c.Errorf("Info after Pause: state %q, %v; want paused", info.State, err)
 	}
-	if err := sandbox.Resume(c.ctx, sb); err != nil {
+	if err := sb.Resume(c.ctx); err != nil {
 		c.Fatalf("Resume: %v", err)
 	}
 	if out := c.sh(sb, "echo resumed"); out != "resumed\n" {
@@ -413,7 +566,7 @@ func checkPause(c *C) {
 func checkSnapshot(c *C) {
 	sb := c.NewSandbox(nil)
 	if !sb.Capabilities().Snapshot {
-		_, err := sandbox.Snapshot(c.ctx, sb)
+		_, err := sb.Snapshot(c.ctx)
 		c.wantKind("Snapshot, unclaimed", err, sandbox.ErrNotSupported)
 		_, err = c.create(func(s *sandbox.Spec) { s.Snapshot = "perimeter-conformance-no-such-snapshot" })
 		if err == nil {
@@ -422,7 +575,7 @@ func checkSnapshot(c *C) {
 		return
 	}
 	c.writeFile(sb, "snap.txt", []byte("kept by the snapshot"))
-	id, err := sandbox.Snapshot(c.ctx, sb)
+	id, err := sb.Snapshot(c.ctx)
 	if err != nil {
 		c.Fatalf("Snapshot: %v", err)
 	}
@@ -438,14 +591,14 @@ func checkSnapshot(c *C) {
 func checkExtendTimeout(c *C) {
 	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Timeout = 30 * time.Minute })
 	if !sb.Capabilities().ExtendTimeout {
-		c.wantKind("ExtendTimeout, unclaimed", sandbox.ExtendTimeout(c.ctx, sb, time.Minute), sandbox.ErrNotSupported)
+		c.wantKind("ExtendTimeout, unclaimed", sb.ExtendTimeout(c.ctx, time.Minute), sandbox.ErrNotSupported)
 		return
 	}
 	before, err := sb.Info(c.ctx)
 	if err != nil {
 		c.Fatalf("Info: %v", err)
 	}
-	if err := sandbox.ExtendTimeout(c.ctx, sb, 10*time.Minute); err != nil {
+	if err := sb.ExtendTimeout(c.ctx, 10*time.Minute); err != nil {
 		c.Fatalf("ExtendTimeout: %v", err)
 	}
 	after, err := sb.Info(c.ctx)

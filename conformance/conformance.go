@@ -1,11 +1,16 @@
 // Package conformance is the public test battery every Perimeter provider
-// passes. A provider's whole conformance test is a harness and one call:
+// passes. It drives a provider's driver through the portable layer of package
+// sandbox, as host code does, so a third party implements the small
+// interfaces of package sandbox/driver and wraps them with
+// sandbox.NewProvider. A provider's whole conformance test is a harness and
+// one call:
 //
 //	func TestConformance(t *testing.T) {
-//		p, err := myprovider.New(ctx, nil)
+//		d, err := myprovider.NewDriver(ctx, nil)
 //		if err != nil {
 //			t.Fatal(err)
 //		}
+//		p := sandbox.NewProvider(d, nil)
 //		t.Cleanup(func() { p.Close() })
 //		conformance.Run(t, &conformance.Harness{Provider: p}, nil)
 //	}
@@ -21,8 +26,10 @@
 //
 // The checks assume a POSIX userland inside the sandbox: sh, cat, printf,
 // head, ln, sleep, and stty for the PTY checks. The ports checks start an HTTP
-// server with python3 and the network checks connect with bash; a harness can
-// change both commands.
+// server with python3; the network checks connect with bash, then with
+// python3 try TCP, Multipath TCP and UDP over IPv4 and IPv6 (a protocol this
+// machine's kernel lacks is noted as untested); a harness can change the HTTP
+// server and the bash command.
 //
 // Every sandbox the suite creates carries the labels "perimeter.conformance"
 // and "perimeter.conformance.run" (the run's ID), and is terminated when its
@@ -47,8 +54,10 @@ import (
 
 // Harness is the provider under test and how to exercise it.
 type Harness struct {
-	// Provider is the provider under test. The suite does not close it.
-	Provider sandbox.Provider
+	// Provider is the provider under test: a driver wrapped by
+	// sandbox.NewProvider (or opened with sandbox.Open). The suite does not
+	// close it.
+	Provider *sandbox.Provider
 
 	// Spec, if set, returns the base spec of the sandboxes the suite creates
 	// (an image with a POSIX userland, say). The suite adds its labels and,
@@ -381,7 +390,7 @@ func (c *C) spec() *sandbox.Spec {
 // NewSandbox creates a sandbox from the harness's spec, changed by edit if not
 // nil, and terminates it when the check ends. A failure to create ends the
 // check; a failure to terminate fails it.
-func (c *C) NewSandbox(edit func(*sandbox.Spec)) sandbox.Sandbox {
+func (c *C) NewSandbox(edit func(*sandbox.Spec)) *sandbox.Sandbox {
 	sb, err := c.create(edit)
 	if err != nil {
 		c.Fatalf("Create: %v", err)
@@ -390,7 +399,7 @@ func (c *C) NewSandbox(edit func(*sandbox.Spec)) sandbox.Sandbox {
 }
 
 // create is NewSandbox returning the Create error instead of ending the check.
-func (c *C) create(edit func(*sandbox.Spec)) (sandbox.Sandbox, error) {
+func (c *C) create(edit func(*sandbox.Spec)) (*sandbox.Sandbox, error) {
 	spec := c.spec()
 	if edit != nil {
 		edit(spec)

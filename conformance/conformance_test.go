@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -16,17 +17,30 @@ import (
 	"github.com/perimeter-sdk/perimeter/conformance"
 	"github.com/perimeter-sdk/perimeter/providers/local"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
-// newLocal returns the local provider in its unisolated mode: the broken
-// variants below claim abilities (a PTY, network none) that the isolated mode
-// really has, to prove the checks catch a claim that is not kept.
+// newLocal returns the local provider's driver in its unisolated mode: the
+// broken variants below claim abilities (a PTY, network none) that the
+// isolated mode really has, to prove the checks catch a claim that is not
+// kept.
 func newLocal(t *testing.T) *local.Provider {
 	t.Helper()
-	p, err := local.New(&local.Options{Root: t.TempDir(), Unisolated: true})
+	p, err := local.NewDriver(&local.Options{Root: t.TempDir(), Unisolated: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
 	return p
+}
+
+// harness is the suite's harness for a driver of the unisolated local
+// provider, which runs plain host processes and so asks for open egress.
+func harness(d driver.Provider) *conformance.Harness {
+	return &conformance.Harness{
+		Provider: sandbox.NewProvider(d, nil),
+		Spec: func() *sandbox.Spec {
+			return &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}
+		},
+	}
 }
 
 func TestChecksHaveUniqueIDsAndLevels(t *testing.T) {
@@ -43,7 +57,7 @@ func TestChecksHaveUniqueIDsAndLevels(t *testing.T) {
 func TestRunChecksReportsAndSweeps(t *testing.T) {
 	p := newLocal(t)
 	var started, ended []string
-	rep, err := conformance.RunChecks(context.Background(), &conformance.Harness{Provider: p}, &conformance.Options{
+	rep, err := conformance.RunChecks(context.Background(), harness(p), &conformance.Options{
 		Run:      "^lifecycle/|^exec/exit-codes$",
 		OnStart:  func(ci conformance.CheckInfo) { started = append(started, ci.ID) },
 		OnResult: func(r conformance.Result) { ended = append(ended, r.ID) },
@@ -64,16 +78,16 @@ func TestRunChecksReportsAndSweeps(t *testing.T) {
 	require.NoError(t, json.Unmarshal(js.Bytes(), &back))
 	assert.Equal(t, rep.Results[0].ID, back.Results[0].ID)
 
-	for info, err := range p.List(context.Background(), nil) {
+	for info, err := range p.List(context.Background(), &sandbox.ListOptions{}) {
 		require.NoError(t, err)
 		t.Errorf("sandbox %s left behind after the run", info.ID)
 	}
 }
 
 func TestRunChecksRejectsBadPattern(t *testing.T) {
-	_, err := conformance.RunChecks(context.Background(), &conformance.Harness{Provider: newLocal(t)}, &conformance.Options{Run: "("})
+	_, err := conformance.RunChecks(context.Background(), harness(newLocal(t)), &conformance.Options{Run: "("})
 	assert.ErrorContains(t, err, "Options.Run")
-	_, err = conformance.RunChecks(context.Background(), &conformance.Harness{Provider: newLocal(t)}, &conformance.Options{Run: "^nothing$"})
+	_, err = conformance.RunChecks(context.Background(), harness(newLocal(t)), &conformance.Options{Run: "^nothing$"})
 	assert.ErrorContains(t, err, "matches no check")
 }
 
@@ -83,10 +97,10 @@ func TestRunChecksRejectsBadPattern(t *testing.T) {
 // sandboxes' behaviour.
 type broken struct {
 	*local.Provider
-	wrap func(sandbox.Sandbox) sandbox.Sandbox
+	wrap func(driver.Sandbox) driver.Sandbox
 }
 
-func (b *broken) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbox, error) {
+func (b *broken) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
 	sb, err := b.Provider.Create(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -94,7 +108,7 @@ func (b *broken) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbo
 	return b.wrap(sb), nil
 }
 
-func (b *broken) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
+func (b *broken) Get(ctx context.Context, id string) (driver.Sandbox, error) {
 	sb, err := b.Provider.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -106,19 +120,19 @@ func (b *broken) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq2[
 	return b.Provider.List(ctx, opts)
 }
 
-type startFunc func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error)
+type startFunc func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error)
 
 // sb overrides chosen methods of a real sandbox.
 type sb struct {
-	sandbox.Sandbox
+	driver.Sandbox
 	start     startFunc
 	readFile  func(ctx context.Context, name string) (io.ReadCloser, error)
 	caps      func(sandbox.Capabilities) sandbox.Capabilities
 	terminate func(ctx context.Context) error
-	expose    func(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error)
+	expose    func(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error)
 }
 
-func (s *sb) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+func (s *sb) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 	if s.start != nil {
 		return s.start(ctx, cmd)
 	}
@@ -146,7 +160,7 @@ func (s *sb) Terminate(ctx context.Context) error {
 	return s.Sandbox.Terminate(ctx)
 }
 
-func (s *sb) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
+func (s *sb) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error) {
 	if s.expose != nil {
 		return s.expose(ctx, port, opts)
 	}
@@ -154,7 +168,7 @@ func (s *sb) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) 
 }
 
 // exitZero reports every command as a success.
-type exitZero struct{ sandbox.Process }
+type exitZero struct{ driver.Process }
 
 func (p exitZero) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
 	st, err := p.Process.Wait(ctx)
@@ -166,39 +180,40 @@ type fakeTunnel struct{}
 
 func (fakeTunnel) URL() string  { return "http://127.0.0.1:1" }
 func (fakeTunnel) Close() error { return nil }
+func (fakeTunnel) As(any) bool  { return false }
 
 func TestBrokenProvidersAreCaught(t *testing.T) {
 	cases := []struct {
 		name  string
 		check string
-		wrap  func(real sandbox.Sandbox) *sb
+		wrap  func(real driver.Sandbox) *sb
 	}{
-		{"stderr swallowed", "exec/stdout-stderr", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"stderr swallowed", "exec/stdout-stderr", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				c := *cmd
 				c.Stderr = nil
 				return r.Start(ctx, &c)
 			}}
 		}},
-		{"stderr merged into stdout", "exec/stdout-stderr", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"stderr merged into stdout", "exec/stdout-stderr", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				c := *cmd
 				c.Stderr = cmd.Stdout
 				return r.Start(ctx, &c)
 			}}
 		}},
-		{"TextOutput declared by a byte-exact provider", "exec/stdout-stderr", func(r sandbox.Sandbox) *sb {
+		{"TextOutput declared by a byte-exact provider", "exec/stdout-stderr", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, caps: func(c sandbox.Capabilities) sandbox.Capabilities { c.TextOutput = true; return c }}
 		}},
-		{"env ignored", "exec/env", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"env ignored", "exec/env", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				c := *cmd
 				c.Env = nil
 				return r.Start(ctx, &c)
 			}}
 		}},
-		{"exit code wrong", "exec/exit-codes", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"exit code wrong", "exec/exit-codes", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				p, err := r.Start(ctx, cmd)
 				if err != nil {
 					return nil, err
@@ -206,16 +221,16 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 				return exitZero{p}, nil
 			}}
 		}},
-		{"command not found is an error", "exec/exit-codes", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"command not found is an error", "exec/exit-codes", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				if strings.HasPrefix(cmd.Args[0], "perimeter-") {
 					return nil, errors.New("exec: not found")
 				}
 				return r.Start(ctx, cmd)
 			}}
 		}},
-		{"stdin dropped", "exec/stdin", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"stdin dropped", "exec/stdin", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				c := *cmd
 				if c.Stdin != nil {
 					c.Stdin = io.LimitReader(c.Stdin, 1000)
@@ -223,7 +238,7 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 				return r.Start(ctx, &c)
 			}}
 		}},
-		{"ErrNotFound missing", "files/not-found", func(r sandbox.Sandbox) *sb {
+		{"ErrNotFound missing", "files/not-found", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, readFile: func(ctx context.Context, name string) (io.ReadCloser, error) {
 				rc, err := r.ReadFile(ctx, name)
 				if err != nil {
@@ -232,20 +247,20 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 				return rc, nil
 			}}
 		}},
-		{"cancel ignored", "exec/cancel-kills-tree", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"cancel ignored", "exec/cancel-kills-tree", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				return r.Start(context.WithoutCancel(ctx), cmd)
 			}}
 		}},
-		{"timeout ignored", "exec/timeout", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"timeout ignored", "exec/timeout", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				c := *cmd
 				c.Timeout = 0
 				return r.Start(ctx, &c)
 			}}
 		}},
-		{"output buffered until exit", "exec/large-output", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+		{"output buffered until exit", "exec/large-output", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, start: func(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 				c := *cmd
 				var buf bytes.Buffer
 				c.Stdout = &buf
@@ -256,44 +271,43 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 				return &flushOnExit{Process: p, buf: &buf, w: cmd.Stdout}, nil
 			}}
 		}},
-		{"PTY claimed but not working", "pty/run", func(r sandbox.Sandbox) *sb {
+		{"PTY claimed but not working", "pty/run", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, caps: func(c sandbox.Capabilities) sandbox.Capabilities { c.PTY = true; return c }}
 		}},
-		{"Pause claimed but not working", "caps/pause", func(r sandbox.Sandbox) *sb {
+		{"Pause claimed but not working", "caps/pause", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, caps: func(c sandbox.Capabilities) sandbox.Capabilities { c.Pause = true; return c }}
 		}},
-		{"Expose unclaimed but a silent no-op", "ports/expose", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r,
-				caps: func(c sandbox.Capabilities) sandbox.Capabilities { c.Expose = false; return c },
-				expose: func(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
-					return fakeTunnel{}, nil
-				}}
-		}},
-		{"Expose claimed but serving nothing", "ports/expose", func(r sandbox.Sandbox) *sb {
-			return &sb{Sandbox: r, expose: func(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
+		{"Expose claimed but serving nothing", "ports/expose", func(r driver.Sandbox) *sb {
+			return &sb{Sandbox: r, expose: func(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error) {
 				return fakeTunnel{}, nil
 			}}
 		}},
-		{"network none claimed but not enforced", "network/none", func(r sandbox.Sandbox) *sb {
+		{"network none claimed but not enforced", "network/none", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, caps: func(c sandbox.Capabilities) sandbox.Capabilities {
 				c.NetworkModes = append(c.NetworkModes, sandbox.NetworkNone)
 				return c
 			}}
 		}},
-		{"terminate not idempotent", "lifecycle/terminate-idempotent", func(r sandbox.Sandbox) *sb {
-			n := 0
-			return &sb{Sandbox: r, terminate: func(ctx context.Context) error {
-				n++
-				if n > 1 {
-					return errors.New("already terminated")
-				}
-				return r.Terminate(ctx)
-			}}
-		}},
-		{"file data truncated", "files/binary-roundtrip", func(r sandbox.Sandbox) *sb {
+		{"terminate not idempotent", "lifecycle/terminate-idempotent", func() func(r driver.Sandbox) *sb {
+			var mu sync.Mutex
+			done := map[string]bool{} // shared by every handle
+			return func(r driver.Sandbox) *sb {
+				return &sb{Sandbox: r, terminate: func(ctx context.Context) error {
+					mu.Lock()
+					again := done[r.ID()]
+					done[r.ID()] = true
+					mu.Unlock()
+					if again {
+						return errors.New("already terminated")
+					}
+					return r.Terminate(ctx)
+				}}
+			}
+		}()},
+		{"file data truncated", "files/binary-roundtrip", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, readFile: truncatingRead(r)}
 		}},
-		{"large file truncated", "files/large", func(r sandbox.Sandbox) *sb {
+		{"large file truncated", "files/large", func(r driver.Sandbox) *sb {
 			return &sb{Sandbox: r, readFile: truncatingRead(r)}
 		}},
 	}
@@ -302,11 +316,11 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 			t.Parallel()
 			base := newLocal(t)
 			// network/none needs the provider to accept the mode too.
-			var prov sandbox.Provider = &broken{Provider: base, wrap: func(s sandbox.Sandbox) sandbox.Sandbox { return tc.wrap(s) }}
+			var prov driver.Provider = &broken{Provider: base, wrap: func(s driver.Sandbox) driver.Sandbox { return tc.wrap(s) }}
 			if tc.check == "network/none" {
 				prov = &acceptAnyNetwork{broken: prov.(*broken)}
 			}
-			rep, err := conformance.RunChecks(context.Background(), &conformance.Harness{Provider: prov},
+			rep, err := conformance.RunChecks(context.Background(), harness(prov),
 				&conformance.Options{Run: "^" + tc.check + "$"})
 			require.NoError(t, err)
 			require.Len(t, rep.Results, 1)
@@ -317,16 +331,17 @@ func TestBrokenProvidersAreCaught(t *testing.T) {
 	}
 }
 
-// acceptAnyNetwork creates sandboxes whatever the network mode, ignoring it.
+// acceptAnyNetwork creates sandboxes whatever the network mode, giving them
+// open egress.
 type acceptAnyNetwork struct{ *broken }
 
-func (a *acceptAnyNetwork) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbox, error) {
+func (a *acceptAnyNetwork) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
 	s := *spec
-	s.Network = nil
+	s.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}
 	return a.broken.Create(ctx, &s)
 }
 
-func truncatingRead(r sandbox.Sandbox) func(ctx context.Context, name string) (io.ReadCloser, error) {
+func truncatingRead(r driver.Sandbox) func(ctx context.Context, name string) (io.ReadCloser, error) {
 	return func(ctx context.Context, name string) (io.ReadCloser, error) {
 		rc, err := r.ReadFile(ctx, name)
 		if err != nil {
@@ -345,7 +360,7 @@ func truncatingRead(r sandbox.Sandbox) func(ctx context.Context, name string) (i
 
 // flushOnExit delivers a command's output only once it has exited.
 type flushOnExit struct {
-	sandbox.Process
+	driver.Process
 	buf *bytes.Buffer
 	w   io.Writer
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // run runs cmd to completion and ends the check if it cannot be run.
-func (c *C) run(sb sandbox.Executor, cmd *sandbox.Cmd) *sandbox.Result {
+func (c *C) run(sb *sandbox.Sandbox, cmd *sandbox.Cmd) *sandbox.Result {
 	res, err := sandbox.Run(c.ctx, sb, cmd, &sandbox.RunOptions{OutputLimit: 8 << 20})
 	if err != nil {
 		c.Fatalf("running %q: %v", cmd.Args, err)
@@ -25,7 +25,7 @@ func (c *C) run(sb sandbox.Executor, cmd *sandbox.Cmd) *sandbox.Result {
 
 // sh runs script with sh -c and returns its stdout, ending the check unless
 // it exits 0.
-func (c *C) sh(sb sandbox.Executor, script string) string {
+func (c *C) sh(sb *sandbox.Sandbox, script string) string {
 	res := c.run(sb, &sandbox.Cmd{Args: []string{"sh", "-c", script}})
 	if !res.Status.Success() {
 		c.Fatalf("sh -c %q: %v; stderr: %q", script, res.Status, res.Stderr)
@@ -33,13 +33,13 @@ func (c *C) sh(sb sandbox.Executor, script string) string {
 	return string(res.Stdout)
 }
 
-func (c *C) writeFile(sb sandbox.Sandbox, name string, data []byte) {
+func (c *C) writeFile(sb *sandbox.Sandbox, name string, data []byte) {
 	if err := sb.WriteFile(c.ctx, name, bytes.NewReader(data), 0o644); err != nil {
 		c.Fatalf("WriteFile(%q): %v", name, err)
 	}
 }
 
-func (c *C) readFile(sb sandbox.Sandbox, name string) ([]byte, error) {
+func (c *C) readFile(sb *sandbox.Sandbox, name string) ([]byte, error) {
 	rc, err := sb.ReadFile(c.ctx, name)
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func (c *C) readFile(sb sandbox.Sandbox, name string) ([]byte, error) {
 }
 
 // mustRead reads a whole file or ends the check.
-func (c *C) mustRead(sb sandbox.Sandbox, name string) []byte {
+func (c *C) mustRead(sb *sandbox.Sandbox, name string) []byte {
 	b, err := c.readFile(sb, name)
 	if err != nil {
 		c.Fatalf("ReadFile(%q): %v", name, err)
@@ -145,7 +145,7 @@ func freePort() int {
 
 // background starts cmd and stops it (cancelling its context) when the check
 // ends.
-func (c *C) background(sb sandbox.Sandbox, cmd *sandbox.Cmd) sandbox.Process {
+func (c *C) background(sb *sandbox.Sandbox, cmd *sandbox.Cmd) *sandbox.Process {
 	ctx, cancel := context.WithCancel(c.ctx)
 	p, err := sb.Start(ctx, cmd)
 	if err != nil {

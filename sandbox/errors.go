@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 )
@@ -31,11 +32,15 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrTerminated: the sandbox has been terminated.
 	ErrTerminated = errors.New("sandbox terminated")
+	// ErrClosed: the Provider was closed; every method of it and of the
+	// sandboxes and processes it returned fails with this kind afterwards.
+	// Sandboxes keep running: open the provider again to reach them.
+	ErrClosed = errors.New("provider closed")
 )
 
 var kinds = []error{
 	ErrNotFound, ErrAlreadyExists, ErrInvalidArgument, ErrNotSupported, ErrTimeout,
-	ErrPermissionDenied, ErrResourceExhausted, ErrUnavailable, ErrTerminated,
+	ErrPermissionDenied, ErrResourceExhausted, ErrUnavailable, ErrTerminated, ErrClosed,
 }
 
 // Error is a failed operation of a provider. It matches its Kind with errors.Is
@@ -79,9 +84,11 @@ func (e *Error) Unwrap() []error {
 	return []error{e.Kind, e.Err}
 }
 
-// NewError returns an *Error for a failed operation. If cause is a context
-// error or io.EOF, or already an *Error, it is returned unchanged; a nil kind is
-// taken from cause where it already has one, and is ErrUnavailable otherwise.
+// NewError returns an *Error for a failed operation, with cause as its native
+// error. cause is returned unchanged when it is io.EOF, matches
+// context.Canceled or context.DeadlineExceeded, or (with a nil kind) already
+// contains an *Error. A nil kind is otherwise taken from the kind cause
+// matches, and is ErrUnavailable when it matches none.
 func NewError(provider, sandboxID, op string, kind, cause error) error {
 	if cause != nil {
 		if passThrough(cause) {
@@ -101,9 +108,15 @@ func NewError(provider, sandboxID, op string, kind, cause error) error {
 	return &Error{Provider: provider, Sandbox: sandboxID, Op: op, Kind: kind, Err: cause}
 }
 
-// Errorf is NewError with a cause built from a message.
-func Errorf(provider, sandboxID, op string, kind error, msg string) error {
-	return &Error{Provider: provider, Sandbox: sandboxID, Op: op, Kind: kind, Err: errors.New(msg)}
+// Errorf returns an *Error of kind whose native cause is
+// fmt.Errorf(format, args...) (so %w wraps). Unlike [NewError] it never passes
+// a cause through: the kind given is the kind returned, and a nil kind is
+// ErrUnavailable.
+func Errorf(provider, sandboxID, op string, kind error, format string, args ...any) error {
+	if kind == nil {
+		kind = ErrUnavailable
+	}
+	return &Error{Provider: provider, Sandbox: sandboxID, Op: op, Kind: kind, Err: fmt.Errorf(format, args...)}
 }
 
 func passThrough(err error) bool {

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -31,10 +30,10 @@ type Result struct {
 	StdoutOmitted, StderrOmitted int64
 }
 
-// Run starts cmd on ex, waits for it, and returns its status and captured
+// Run starts cmd on sb, waits for it, and returns its status and captured
 // output. cmd.Stdout and cmd.Stderr, if set, still receive the whole output.
 // A non-zero exit is a result, not an error.
-func Run(ctx context.Context, ex Executor, cmd *Cmd, opts *RunOptions) (*Result, error) {
+func Run(ctx context.Context, sb *Sandbox, cmd *Cmd, opts *RunOptions) (*Result, error) {
 	if opts == nil {
 		opts = &RunOptions{}
 	}
@@ -42,12 +41,15 @@ func Run(ctx context.Context, ex Executor, cmd *Cmd, opts *RunOptions) (*Result,
 	if limit == 0 {
 		limit = DefaultOutputLimit
 	}
+	if cmd == nil {
+		return nil, sb.fail("exec", invalid("nil Cmd"))
+	}
 	stdout := NewCappedBuffer(limit, opts.KeepTail)
 	stderr := NewCappedBuffer(limit, opts.KeepTail)
 	c := *cmd
 	c.Stdout = tee(stdout, cmd.Stdout)
 	c.Stderr = tee(stderr, cmd.Stderr)
-	p, err := ex.Start(ctx, &c)
+	p, err := sb.Start(ctx, &c)
 	if err != nil {
 		return nil, err
 	}
@@ -81,20 +83,22 @@ func (t *teeWriter) Write(p []byte) (int, error) {
 
 // CappedBuffer is an io.Writer that keeps at most a fixed number of bytes
 // (the first or the last) and counts the rest. It never fails a write, so a
-// process producing endless output is never blocked by it. It is safe for
+// process producing endless output is never blocked by it. Each Write costs
+// time linear in its length, whichever bytes are kept. It is safe for
 // concurrent use.
 type CappedBuffer struct {
 	mu      sync.Mutex
 	limit   int
 	tail    bool
-	buf     []byte
+	buf     []byte // head mode and no limit: the kept bytes; tail mode: a ring
+	start   int    // tail mode: index in buf of the oldest kept byte
 	omitted int64
 }
 
 // NewCappedBuffer returns a buffer keeping limit bytes (negative: no limit),
 // the last ones if tail is set.
 func NewCappedBuffer(limit int, tail bool) *CappedBuffer {
-	return &CappedBuffer{limit: limit, tail: tail}
+	return &CappedBuffer{limit: limit, tail: tail && limit >= 0}
 }
 
 // Write keeps what fits and counts the rest. It always returns len(p), nil.
@@ -102,37 +106,61 @@ func (b *CappedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := len(p)
-	if b.limit < 0 {
+	switch {
+	case b.limit < 0:
 		b.buf = append(b.buf, p...)
-		return n, nil
-	}
-	if !b.tail {
-		room := b.limit - len(b.buf)
-		if room > len(p) {
-			room = len(p)
-		}
+	case !b.tail:
+		room := min(b.limit-len(b.buf), len(p))
 		b.buf = append(b.buf, p[:room]...)
 		b.omitted += int64(len(p) - room)
-		return n, nil
+	default:
+		b.writeTail(p)
+	}
+	return n, nil
+}
+
+// writeTail keeps the last b.limit bytes in a ring: b.buf grows to b.limit,
+// then new bytes overwrite the oldest, at b.start.
+func (b *CappedBuffer) writeTail(p []byte) {
+	if b.limit == 0 {
+		b.omitted += int64(len(p))
+		return
 	}
 	if len(p) >= b.limit {
 		b.omitted += int64(len(b.buf) + len(p) - b.limit)
-		b.buf = append(b.buf[:0], p[len(p)-b.limit:]...)
-		return n, nil
+		if cap(b.buf) < b.limit {
+			b.buf = make([]byte, b.limit)
+		}
+		b.buf = b.buf[:b.limit]
+		copy(b.buf, p[len(p)-b.limit:])
+		b.start = 0
+		return
 	}
-	if over := len(b.buf) + len(p) - b.limit; over > 0 {
-		b.omitted += int64(over)
-		b.buf = append(b.buf[:0], b.buf[over:]...)
+	if room := b.limit - len(b.buf); room > 0 { // still filling
+		k := min(room, len(p))
+		b.buf = append(b.buf, p[:k]...)
+		p = p[k:]
 	}
-	b.buf = append(b.buf, p...)
-	return n, nil
+	for len(p) > 0 { // full: overwrite the oldest bytes
+		k := copy(b.buf[b.start:], p)
+		b.omitted += int64(k)
+		p = p[k:]
+		b.start = (b.start + k) % b.limit
+	}
+}
+
+// kept returns the kept bytes in order, as a new slice; b.mu is held.
+func (b *CappedBuffer) kept() []byte {
+	out := make([]byte, 0, len(b.buf))
+	out = append(out, b.buf[b.start:]...)
+	return append(out, b.buf[:b.start]...)
 }
 
 // Bytes returns a copy of the kept bytes.
 func (b *CappedBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return bytes.Clone(b.buf)
+	return b.kept()
 }
 
 // Omitted returns the number of bytes dropped.
@@ -148,7 +176,7 @@ func (b *CappedBuffer) Omitted() int64 {
 func (b *CappedBuffer) BytesWithMarker(stream string) []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := bytes.Clone(b.buf)
+	out := b.kept()
 	if b.omitted == 0 {
 		return out
 	}

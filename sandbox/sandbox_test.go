@@ -1,11 +1,11 @@
 package sandbox_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"io/fs"
-	"iter"
 	"net/url"
 	"strings"
 	"testing"
@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 func TestErrorMatchesKindAndCause(t *testing.T) {
@@ -95,26 +96,12 @@ func TestCappedBufferUnlimitedAndExact(t *testing.T) {
 	assert.Equal(t, "abc", string(e.BytesWithMarker("stdout")), "no marker when nothing was dropped")
 }
 
-// scripted is an Executor whose processes print fixed output.
-type scripted struct{ out, errOut string }
-
-func (s scripted) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
-	if len(cmd.Args) == 0 {
-		return nil, sandbox.Errorf("scripted", "", "exec", sandbox.ErrInvalidArgument, "empty command")
-	}
-	io.WriteString(cmd.Stdout, s.out)
-	io.WriteString(cmd.Stderr, s.errOut)
-	return done{sandbox.ExitStatus{Code: 3}}, nil
-}
-
-type done struct{ st sandbox.ExitStatus }
-
-func (d done) Wait(context.Context) (sandbox.ExitStatus, error) { return d.st, nil }
-func (d done) Signal(context.Context, sandbox.Signal) error     { return nil }
-
 func TestRunCapturesWithCapAndTees(t *testing.T) {
+	d := newFake(sandbox.Capabilities{})
+	d.out, d.errOut = "0123456789", "e"
+	sb := newSandbox(t, d)
 	var whole strings.Builder
-	res, err := sandbox.Run(context.Background(), scripted{out: "0123456789", errOut: "e"},
+	res, err := sandbox.Run(context.Background(), sb,
 		&sandbox.Cmd{Args: []string{"x"}, Stdout: &whole}, &sandbox.RunOptions{OutputLimit: 4})
 	require.NoError(t, err)
 	assert.Equal(t, 3, res.Status.Code)
@@ -123,7 +110,7 @@ func TestRunCapturesWithCapAndTees(t *testing.T) {
 	assert.Equal(t, "e", string(res.Stderr))
 	assert.Equal(t, "0123456789", whole.String(), "the caller's writer gets everything")
 
-	_, err = sandbox.Run(context.Background(), scripted{}, &sandbox.Cmd{}, nil)
+	_, err = sandbox.Run(context.Background(), sb, &sandbox.Cmd{}, nil)
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
 }
 
@@ -136,25 +123,16 @@ func TestExitStatusString(t *testing.T) {
 	assert.Equal(t, "killed: out of memory", sandbox.ExitStatus{Code: -1, OOMKilled: true}.String())
 }
 
-type nopProvider struct{}
-
-func (nopProvider) Create(context.Context, *sandbox.Spec) (sandbox.Sandbox, error) { return nil, nil }
-func (nopProvider) Get(context.Context, string) (sandbox.Sandbox, error)           { return nil, nil }
-func (nopProvider) List(context.Context, *sandbox.ListOptions) iter.Seq2[sandbox.Info, error] {
-	return func(func(sandbox.Info, error) bool) {}
-}
-func (nopProvider) Close() error { return nil }
-
 func TestRegistry(t *testing.T) {
 	var gotURL *url.URL
-	sandbox.Register("registrytest", func(ctx context.Context, u *url.URL) (sandbox.Provider, error) {
+	sandbox.Register("registrytest", func(ctx context.Context, u *url.URL) (driver.Provider, error) {
 		gotURL = u
-		return nopProvider{}, nil
+		return newFake(sandbox.Capabilities{}), nil
 	})
 	assert.Contains(t, sandbox.Schemes(), "registrytest")
 	p, err := sandbox.Open(context.Background(), "registrytest://host/path")
 	require.NoError(t, err)
-	assert.NotNil(t, p)
+	assert.Equal(t, "fake", p.Name())
 	assert.Equal(t, "host", gotURL.Host)
 
 	_, err = sandbox.Open(context.Background(), "nosuch://x")
@@ -167,26 +145,70 @@ func TestRegistry(t *testing.T) {
 	assert.ErrorContains(t, err, "has no scheme")
 
 	assert.Panics(t, func() {
-		sandbox.Register("registrytest", func(context.Context, *url.URL) (sandbox.Provider, error) { return nil, nil })
+		sandbox.Register("registrytest", func(context.Context, *url.URL) (driver.Provider, error) { return nil, nil })
 	})
 }
 
-// bare is a Sandbox with none of the optional interfaces.
-type bare struct{ sandbox.Sandbox }
+// naiveTail keeps the last limit bytes the obvious way, as the reference.
+func naiveTail(writes [][]byte, limit int) ([]byte, int64) {
+	var all []byte
+	for _, w := range writes {
+		all = append(all, w...)
+	}
+	if len(all) <= limit {
+		return all, 0
+	}
+	return all[len(all)-limit:], int64(len(all) - limit)
+}
 
-func (bare) ID() string { return "sb-bare" }
+func TestCappedBufferTailMatchesTheReference(t *testing.T) {
+	sizes := []int{0, 1, 2, 3, 5, 7, 8, 9, 13, 30}
+	for _, limit := range []int{0, 1, 7, 8, 64} {
+		var writes [][]byte
+		b := sandbox.NewCappedBuffer(limit, true)
+		n := 0
+		for i := range 200 {
+			w := bytes.Repeat([]byte{byte('a' + i%26)}, sizes[(i*7)%len(sizes)])
+			for j := range w {
+				w[j] += byte(j % 3)
+			}
+			writes = append(writes, w)
+			b.Write(w)
+			n++
+			want, omitted := naiveTail(writes, limit)
+			require.Equal(t, string(want), string(b.Bytes()), "limit %d after %d writes", limit, n)
+			require.Equal(t, omitted, b.Omitted(), "limit %d after %d writes", limit, n)
+		}
+	}
+}
 
-func TestOptionalAbilitiesReportNotSupported(t *testing.T) {
-	ctx := context.Background()
-	var sb sandbox.Sandbox = bare{}
-	assert.ErrorIs(t, sandbox.Pause(ctx, sb), sandbox.ErrNotSupported)
-	assert.ErrorIs(t, sandbox.Resume(ctx, sb), sandbox.ErrNotSupported)
-	_, err := sandbox.Snapshot(ctx, sb)
-	assert.ErrorIs(t, err, sandbox.ErrNotSupported)
-	assert.ErrorIs(t, sandbox.UpdateNetwork(ctx, sb, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}), sandbox.ErrNotSupported)
-	assert.ErrorIs(t, sandbox.ExtendTimeout(ctx, sb, 1), sandbox.ErrNotSupported)
-	_, err = sandbox.Dial(ctx, sb, 80)
-	assert.ErrorIs(t, err, sandbox.ErrNotSupported)
-	assert.ErrorContains(t, err, "sb-bare")
-	assert.ErrorIs(t, sandbox.Resize(ctx, done{}, 1, 1), sandbox.ErrNotSupported)
+// BenchmarkCappedBufferTail writes 64 MiB in 100-byte writes into a 1 MiB
+// tail; the cost per byte must not depend on the limit.
+func BenchmarkCappedBufferTail(b *testing.B) {
+	chunk := bytes.Repeat([]byte("x"), 100)
+	b.SetBytes(64 << 20)
+	for b.Loop() {
+		buf := sandbox.NewCappedBuffer(sandbox.DefaultOutputLimit, true)
+		for range (64 << 20) / 100 {
+			buf.Write(chunk)
+		}
+	}
+}
+
+func TestErrorfIsPrintfStyleAndWraps(t *testing.T) {
+	cause := &fs.PathError{Op: "open", Path: "x", Err: fs.ErrNotExist}
+	err := sandbox.Errorf("demo", "sb-1", "read file", sandbox.ErrNotFound, "reading %q: %w", "x", cause)
+	assert.EqualError(t, err, `demo: sandbox sb-1: read file: not found: reading "x": open x: file does not exist`)
+	assert.ErrorIs(t, err, sandbox.ErrNotFound)
+	var pe *fs.PathError
+	assert.ErrorAs(t, err, &pe, "%w keeps the cause reachable")
+	assert.ErrorIs(t, sandbox.Errorf("demo", "", "op", nil, "no kind"), sandbox.ErrUnavailable)
+}
+
+func TestNewErrorPassesAnErrorThroughOnlyWithoutAKind(t *testing.T) {
+	inner := sandbox.NewError("demo", "sb-1", "stat", sandbox.ErrNotFound, nil)
+	assert.Same(t, inner, sandbox.NewError("other", "", "op", nil, inner), "an *Error with a nil kind is returned as it is")
+	outer := sandbox.NewError("other", "", "op", sandbox.ErrPermissionDenied, inner)
+	assert.NotSame(t, inner, outer)
+	assert.Equal(t, sandbox.ErrPermissionDenied, outer.(*sandbox.Error).Kind, "a kind given is the kind returned")
 }

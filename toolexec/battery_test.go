@@ -10,11 +10,11 @@ import (
 // TestBatteryLocal runs the toolexec battery on the local provider's default,
 // isolated mode, where bash runs on a real PTY.
 func TestBatteryLocal(t *testing.T) {
-	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox { return newIsolatedSandbox(t) }, nil)
+	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox { return newIsolatedSandbox(t) }, nil)
 }
 
 // TestBatteryLocalUnisolated runs it on the unisolated mode, where bash runs
 // over pipes.
 func TestBatteryLocalUnisolated(t *testing.T) {
-	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox { return newSandbox(t) }, nil)
+	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox { return newSandbox(t) }, nil)
 }

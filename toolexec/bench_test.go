@@ -30,7 +30,7 @@ func BenchmarkBashTrue(b *testing.B) {
 	}
 }
 
-func benchBash(b *testing.B, sb sandbox.Sandbox, command string) {
+func benchBash(b *testing.B, sb *sandbox.Sandbox, command string) {
 	ctx := context.Background()
 	ts, err := toolexec.New(sb, nil)
 	if err != nil {

@@ -189,7 +189,7 @@ func (h *HostFS) ReadFile(ctx context.Context, name string) (io.ReadCloser, erro
 	if err != nil || !fi.Mode().IsRegular() {
 		f.Close()
 		if err == nil {
-			return nil, sandbox.Errorf("host", "", "read file", sandbox.ErrInvalidArgument, name+" is not a regular file")
+			return nil, sandbox.Errorf("host", "", "read file", sandbox.ErrInvalidArgument, "%s is not a regular file", name)
 		}
 		return nil, hostErr("read file", err)
 	}
@@ -211,7 +211,7 @@ func (h *HostFS) WriteFile(ctx context.Context, name string, r io.Reader, perm f
 		return sandbox.Errorf("host", "", op, sandbox.ErrInvalidArgument, "cannot write to the directory itself")
 	}
 	if fi, err := h.root.Lstat(rel); err == nil && fi.IsDir() {
-		return sandbox.Errorf("host", "", op, sandbox.ErrInvalidArgument, name+" is a directory")
+		return sandbox.Errorf("host", "", op, sandbox.ErrInvalidArgument, "%s is a directory", name)
 	}
 	suffix, err := newSentinel()
 	if err != nil {

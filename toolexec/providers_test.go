@@ -28,7 +28,7 @@ func TestBatteryVercelFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
+	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		sb, err := p.Create(ctx, nil)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/providers/local"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 	"github.com/perimeter-sdk/perimeter/toolexec/toolexectest"
 )
 
@@ -37,7 +38,7 @@ func (s *ptySandbox) Capabilities() sandbox.Capabilities {
 	return c
 }
 
-func (s *ptySandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+func (s *ptySandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 	if cmd.TTY == nil {
 		return s.Sandbox.Start(ctx, cmd)
 	}
@@ -121,6 +122,8 @@ type ptyProcess struct {
 	err    error
 }
 
+func (p *ptyProcess) As(any) bool { return false }
+
 func (p *ptyProcess) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
 	select {
 	case <-p.done:
@@ -147,14 +150,15 @@ func TestBatteryOnPTY(t *testing.T) {
 	if _, err := os.Stat("/dev/ptmx"); err != nil {
 		t.Skip("no /dev/ptmx on this host: the PTY path cannot be exercised")
 	}
-	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
-		return &ptySandbox{newSandbox(t).(*local.Sandbox)}
+	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox {
+		return newWrappedSandbox(t, &local.Options{Root: t.TempDir(), Unisolated: true},
+			func(s *local.Sandbox) driver.Sandbox { return &ptySandbox{s} })
 	}, nil)
 }
 
 // noStdinSandbox is a TEST-ONLY stand-in for a provider that can neither
-// feed stdin nor give a terminal: it declares both false and refuses them
-// as the contract requires, so the bash tool falls back to its stateless
+// feed stdin nor give a terminal: it declares both false (the portable layer
+// then refuses them), so the bash tool falls back to its stateless
 // emulation.
 type noStdinSandbox struct {
 	*local.Sandbox
@@ -166,17 +170,11 @@ func (s *noStdinSandbox) Capabilities() sandbox.Capabilities {
 	return c
 }
 
-func (s *noStdinSandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
-	if cmd.Stdin != nil || cmd.TTY != nil {
-		return nil, sandbox.Errorf("nostdin", s.ID(), "exec", sandbox.ErrNotSupported, "no stdin and no PTY")
-	}
-	return s.Sandbox.Start(ctx, cmd)
-}
-
 // TestBatteryWithoutStdin runs the battery on a sandbox without stdin or
 // PTY, where bash state persists through a state file.
 func TestBatteryWithoutStdin(t *testing.T) {
-	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
-		return &noStdinSandbox{newSandbox(t).(*local.Sandbox)}
+	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox {
+		return newWrappedSandbox(t, &local.Options{Root: t.TempDir(), Unisolated: true},
+			func(s *local.Sandbox) driver.Sandbox { return &noStdinSandbox{s} })
 	}, nil)
 }

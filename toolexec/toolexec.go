@@ -30,8 +30,8 @@
 // # Confinement
 //
 // toolexec depends on the sandbox contract only. Commands run through
-// [sandbox.Executor.Start]; files go through the sandbox's file methods (the
-// [FS] interface, which every [sandbox.Sandbox] satisfies), whose names are
+// [sandbox.Sandbox.Start]; files go through the sandbox's file methods (the
+// [FS] interface, which every [*sandbox.Sandbox] satisfies), whose names are
 // sandbox paths. The editor and file tools additionally confine paths to the
 // roots the host allows ([EditorOptions.Roots], [FilesOptions.Roots]); the
 // memory tool confines every path to /memories.
@@ -153,9 +153,10 @@ type Definition struct {
 }
 
 // Target is what a toolset runs on: a sandbox's commands, files and declared
-// capabilities. Every [sandbox.Sandbox] is a Target.
+// capabilities. Every [*sandbox.Sandbox] is a Target.
 type Target interface {
-	sandbox.Executor
+	// Start runs a command, as [sandbox.Sandbox.Start].
+	Start(ctx context.Context, cmd *sandbox.Cmd) (*sandbox.Process, error)
 	FS
 	Capabilities() sandbox.Capabilities
 }

@@ -84,7 +84,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 // a chosen error, to reach the error paths a local sandbox run as root
 // cannot.
 type failingFS struct {
-	sandbox.Sandbox
+	*sandbox.Sandbox
 	writeErr, readErr error
 }
 

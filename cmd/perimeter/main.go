@@ -92,8 +92,8 @@ func usage(w io.Writer) {
 
 // session is a provider and one sandbox made for a command.
 type session struct {
-	p    sandbox.Provider
-	sb   sandbox.Sandbox
+	p    *sandbox.Provider
+	sb   *sandbox.Sandbox
 	keep bool
 }
 

@@ -76,7 +76,10 @@ func run(ctx context.Context, body string, stdout, stderr io.Writer) error {
 	if err := sb.WriteFile(ctx, "script.sh", strings.NewReader(body), 0o755); err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "isolation:", sb.(*local.Sandbox).Isolation())
+	var ls *local.Sandbox // As reaches the local provider's own report
+	if sb.As(&ls) {
+		fmt.Fprintln(stdout, "isolation:", ls.Isolation())
+	}
 	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "script.sh"}, Stdout: stdout, Stderr: stderr, Timeout: time.Minute}, nil)
 	if err != nil {
 		return err

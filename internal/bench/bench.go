@@ -52,9 +52,9 @@ func OSExec(ctx context.Context, argv []string) error {
 	return c.Run()
 }
 
-// SandboxExec runs argv on ex and waits for it, failing on a non-zero exit.
-func SandboxExec(ctx context.Context, ex sandbox.Executor, argv []string) error {
-	p, err := ex.Start(ctx, &sandbox.Cmd{Args: argv})
+// SandboxExec runs argv on sb and waits for it, failing on a non-zero exit.
+func SandboxExec(ctx context.Context, sb *sandbox.Sandbox, argv []string) error {
+	p, err := sb.Start(ctx, &sandbox.Cmd{Args: argv})
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func SandboxExec(ctx context.Context, ex sandbox.Executor, argv []string) error 
 }
 
 // CreateTerminate creates a sandbox from spec and terminates it.
-func CreateTerminate(ctx context.Context, p sandbox.Provider, spec *sandbox.Spec) error {
+func CreateTerminate(ctx context.Context, p *sandbox.Provider, spec *sandbox.Spec) error {
 	sb, err := p.Create(ctx, spec)
 	if err != nil {
 		return err

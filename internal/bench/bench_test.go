@@ -33,7 +33,7 @@ func TestInterleavedStopsOnError(t *testing.T) {
 	assert.Equal(t, 1, calls)
 }
 
-func newSandbox(b *testing.B) (*local.Provider, sandbox.Sandbox) {
+func newSandbox(b *testing.B) (*sandbox.Provider, *sandbox.Sandbox) {
 	p, err := local.New(&local.Options{Root: b.TempDir()})
 	require.NoError(b, err)
 	sb, err := p.Create(context.Background(), nil)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/sandboxotel"
 )
 
 // Run side by side:
@@ -27,9 +28,9 @@ func BenchmarkExec(b *testing.B) {
 			}
 		}
 	})
-	run := func(b *testing.B, sb sandbox.Sandbox) {
+	run := func(b *testing.B, sb any) {
 		for b.Loop() {
-			res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
+			res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
 			if err != nil || !res.Status.Success() {
 				b.Fatal(err, res)
 			}
@@ -95,7 +96,7 @@ func BenchmarkCreateExecTerminate(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil); err != nil {
+		if _, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"/bin/true"}}, nil); err != nil {
 			b.Fatal(err)
 		}
 		if err := sb.Terminate(ctx); err != nil {
@@ -152,7 +153,7 @@ func BenchmarkExecInterleaved(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"/bin/true"}}, nil)
 		if err != nil || !res.Status.Success() {
 			b.Fatal(err, res)
 		}
@@ -163,4 +164,65 @@ func BenchmarkExecInterleaved(b *testing.B) {
 	b.ReportMetric(float64(plain.Microseconds())/n, "os-exec-us")
 	b.ReportMetric(float64(iso.Microseconds())/n, "isolated-us")
 	b.ReportMetric(float64(iso)/float64(plain), "ratio")
+}
+
+// BenchmarkLayerExec measures what the portable layer adds to an exec, with
+// OpenTelemetry hooks installed (the API's no-op default, as in a host that
+// installed no SDK): each iteration runs /bin/true once through the driver
+// directly and once through the portable sandbox, interleaved so both see
+// the same machine load, and reports the layer's share (the target is under
+// 2%).
+func BenchmarkLayerExec(b *testing.B) {
+	ctx := context.Background()
+	hooks, err := sandboxotel.New(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, err := NewDriver(&Options{Root: b.TempDir(), RequireLevel: LevelNamespaces})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := sandbox.NewProvider(d, &sandbox.ProviderOptions{Hooks: hooks})
+	sb, err := p.Create(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sb.Terminate(context.Background()) })
+	var ds *Sandbox
+	if !sb.As(&ds) {
+		b.Fatal("As(**Sandbox)")
+	}
+	exec := func(start func(*sandbox.Cmd) (interface {
+		Wait(context.Context) (sandbox.ExitStatus, error)
+	}, error)) {
+		var stdout, stderr bytes.Buffer
+		pr, err := start(&sandbox.Cmd{Args: []string{"/bin/true"}, Stdout: &stdout, Stderr: &stderr})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st, err := pr.Wait(ctx); err != nil || !st.Success() {
+			b.Fatal(st, err)
+		}
+	}
+	var direct, layered time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		exec(func(c *sandbox.Cmd) (interface {
+			Wait(context.Context) (sandbox.ExitStatus, error)
+		}, error) {
+			return ds.Start(ctx, c)
+		})
+		t1 := time.Now()
+		exec(func(c *sandbox.Cmd) (interface {
+			Wait(context.Context) (sandbox.ExitStatus, error)
+		}, error) {
+			return sb.Start(ctx, c)
+		})
+		layered += time.Since(t1)
+		direct += t1.Sub(t0)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(direct.Microseconds())/n, "driver-us")
+	b.ReportMetric(float64(layered.Microseconds())/n, "portable-us")
+	b.ReportMetric(100*(float64(layered)/float64(direct)-1), "overhead-%")
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/conformance"
 	"github.com/perimeter-sdk/perimeter/providers/local"
+	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
 // TestConformance runs the whole suite against isolated sandboxes (the
@@ -22,7 +23,8 @@ func TestConformance(t *testing.T) {
 	}, nil)
 }
 
-// TestConformanceUnisolated runs the suite against the L0 mode.
+// TestConformanceUnisolated runs the suite against the L0 mode, whose plain
+// host processes share the host's network: its sandboxes ask for open egress.
 func TestConformanceUnisolated(t *testing.T) {
 	p, err := local.New(&local.Options{Root: t.TempDir(), Unisolated: true})
 	require.NoError(t, err)
@@ -30,5 +32,8 @@ func TestConformanceUnisolated(t *testing.T) {
 	conformance.Run(t, &conformance.Harness{
 		Provider:    p,
 		NativeError: func() any { return new(*fs.PathError) },
+		Spec: func() *sandbox.Spec {
+			return &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}
+		},
 	}, nil)
 }

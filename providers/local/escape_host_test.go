@@ -28,7 +28,7 @@ import (
 
 // eachLevel runs fn against a provider at every level this host reaches:
 // L3 (the default), L2, L1 and L0.
-func eachLevel(t *testing.T, fn func(t *testing.T, p *Provider)) {
+func eachLevel(t *testing.T, fn func(t *testing.T, p *sandbox.Provider)) {
 	t.Helper()
 	t.Run("L3", func(t *testing.T) {
 		if Probe().MaxLevel() < LevelFull {
@@ -85,7 +85,7 @@ func TestHostDescriptorsDoNotReachCommands(t *testing.T) {
 	// every one it can.
 	script := `for f in /proc/self/fd/*; do l=$(readlink $f); echo "$f $l"; ` +
 		`case "$l" in *host-secret*) cat $f;; esac; done; true`
-	eachLevel(t, func(t *testing.T, p *Provider) {
+	eachLevel(t, func(t *testing.T, p *sandbox.Provider) {
 		ctx := context.Background()
 		sb := create(t, p, nil)
 		st, out, errs := sh(t, sb, script)
@@ -99,8 +99,8 @@ func TestHostDescriptorsDoNotReachCommands(t *testing.T) {
 			t.Errorf("a command read the root-only host file through an inherited descriptor:\n%s", out)
 		}
 		// The init (the agent) must not hold them either.
-		if sb.iso != nil {
-			pid := sb.iso.init.Process.Pid
+		if sb.d.iso != nil {
+			pid := sb.d.iso.init.Process.Pid
 			entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 			require.NoError(t, err)
 			for _, e := range entries {
@@ -250,10 +250,10 @@ func TestSafeDefaultLimits(t *testing.T) {
 		memFile = "memory.max"
 	}
 	sb := create(t, newIsolated(t), nil)
-	if got := cgroupValue(t, sb, "memory", memFile); got != strconv.FormatInt(DefaultLimits.Memory, 10) {
+	if got := cgroupValue(t, sb.d, "memory", memFile); got != strconv.FormatInt(DefaultLimits.Memory, 10) {
 		t.Errorf("a sandbox without Resources has memory limit %s, want the default %d", got, DefaultLimits.Memory)
 	}
-	if got := cgroupValue(t, sb, "pids", pidsFile); got != strconv.Itoa(DefaultLimits.PIDs) {
+	if got := cgroupValue(t, sb.d, "pids", pidsFile); got != strconv.Itoa(DefaultLimits.PIDs) {
 		t.Errorf("a sandbox without Resources has pids limit %s, want the default %d", got, DefaultLimits.PIDs)
 	}
 	st, out, errs := sh(t, sb, "df -k /tmp | tail -1")
@@ -268,8 +268,8 @@ func TestSafeDefaultLimits(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	sb2 := create(t, p, nil)
 	assert := require.New(t)
-	assert.Equal("77", cgroupValue(t, sb2, "pids", pidsFile))
-	mem := cgroupValue(t, sb2, "memory", memFile)
+	assert.Equal("77", cgroupValue(t, sb2.d, "pids", pidsFile))
+	mem := cgroupValue(t, sb2.d, "memory", memFile)
 	if mem != "max" {
 		n, _ := strconv.ParseInt(mem, 10, 64)
 		assert.Greater(n, int64(1<<50), "Limits.Memory Unlimited left a memory limit of %s", mem)
@@ -278,7 +278,7 @@ func TestSafeDefaultLimits(t *testing.T) {
 	assert.Equal(strconv.Itoa(32<<10), strings.Fields(out)[1])
 	// Spec.Resources wins over the provider's limits.
 	sb3 := create(t, p, &sandbox.Spec{Resources: sandbox.Resources{PIDs: 50}})
-	assert.Equal("50", cgroupValue(t, sb3, "pids", pidsFile))
+	assert.Equal("50", cgroupValue(t, sb3.d, "pids", pidsFile))
 
 	_, err = New(&Options{Root: t.TempDir(), Limits: &Limits{Memory: 1 << 20}})
 	assert.ErrorIs(err, sandbox.ErrInvalidArgument, "a memory limit too small for the init was accepted")
@@ -323,13 +323,13 @@ func TestOOMKillsTheCommandNotTheAgent(t *testing.T) {
 	}
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), &sandbox.Spec{Resources: sandbox.Resources{Memory: 48 << 20}})
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M", "count=200"}}, nil)
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M", "count=200"}}, nil)
 	if err != nil {
 		t.Fatalf("filling /tmp under a memory limit ended the sandbox (its agent was OOM-killed): %v", err)
 	}
 	require.False(t, res.Status.Success(), "200 MB of /tmp fitted in a 48 MiB memory limit")
 	require.True(t, res.Status.OOMKilled, "the command's status does not say OOMKilled: %+v (%s)", res.Status, res.Stderr)
-	require.NoError(t, sb.iso.call(ctx, &agentRequest{Op: "ping"}), "the agent died of the command's OOM")
+	require.NoError(t, sb.d.iso.call(ctx, &agentRequest{Op: "ping"}), "the agent died of the command's OOM")
 	require.NoError(t, sb.Remove(ctx, "/tmp/fill"))
 	st, out, errs := sh(t, sb, "cat /proc/self/oom_score_adj; (echo 0 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered; true")
 	require.True(t, st.Success(), errs)
@@ -369,7 +369,7 @@ func TestFilesAPIRefusesMountPoints(t *testing.T) {
 	require.True(t, st.Success(), errs)
 	require.Equal(t, "character special file\n/dev/pts/ptmx\nx", out)
 	var buf strings.Builder
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"tty"}, TTY: &sandbox.TTY{Rows: 24, Cols: 80}, Stdout: &buf}, nil)
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"tty"}, TTY: &sandbox.TTY{Rows: 24, Cols: 80}, Stdout: &buf}, nil)
 	require.NoError(t, err)
 	require.True(t, res.Status.Success(), "a PTY command failed: %q", buf.String()+string(res.Stdout))
 	// Ordinary files and directories still go.
@@ -393,7 +393,7 @@ func TestFilesAPISeesWhatCommandsSee(t *testing.T) {
 		"/proc/1/syscall", "/proc/1/maps", "/proc/1/mem", "/proc/1/auxv",
 		"/proc/1/personality", "/proc/sys/kernel/random/boot_id", "/proc/loadavg",
 	} {
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"cat", name}}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"cat", name}}, nil)
 		require.NoError(t, err)
 		cmdOK := res.Status.Success()
 		var api []byte
@@ -481,7 +481,7 @@ func TestProxyConnectionsAreBounded(t *testing.T) {
 		return c
 	}
 	// A fetch through the proxy from inside the sandbox.
-	fetch := func(sb *Sandbox) string {
+	fetch := func(sb testSandbox) string {
 		_, out, errs := sh(t, sb, fmt.Sprintf("curl -sS --max-time 30 --noproxy '' http://127.0.0.1:%d/ 2>&1", port))
 		return out + errs
 	}
@@ -492,9 +492,9 @@ func TestProxyConnectionsAreBounded(t *testing.T) {
 
 	var held []net.Conn
 	for range proxyConnsPerSandbox {
-		held = append(held, dial(a))
+		held = append(held, dial(a.d))
 	}
-	if got := refused(dial(a)); !strings.Contains(got, "503") {
+	if got := refused(dial(a.d)); !strings.Contains(got, "503") {
 		t.Errorf("a connection past the per-sandbox bound (%d) was not refused: %q", proxyConnsPerSandbox, got)
 	}
 	if got := fetch(a); strings.Contains(got, "hello") {
@@ -506,16 +506,16 @@ func TestProxyConnectionsAreBounded(t *testing.T) {
 	// The total bound: B's held connections bring it to the limit.
 	// (Dials that overtake the proxy's accepting are refused, not held.)
 	for proxyConnsOpen.Load() < proxyConnsTotal {
-		held = append(held, dial(b))
+		held = append(held, dial(b.d))
 	}
-	if got := refused(dial(b)); !strings.Contains(got, "across sandboxes") {
+	if got := refused(dial(b.d)); !strings.Contains(got, "across sandboxes") {
 		t.Errorf("a connection past the total bound (%d) was not refused: %q", proxyConnsTotal, got)
 	}
 	for _, c := range held {
 		c.Close()
 	}
 	// The proxy notices the closes (EOF) on its own goroutines.
-	open := func() int64 { return a.iso.proxy.ln.(*limitListener).open.Load() }
+	open := func() int64 { return a.d.iso.proxy.ln.(*limitListener).open.Load() }
 	for deadline := time.Now().Add(30 * time.Second); open() > 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -536,14 +536,14 @@ func TestSweepAtProviderStart(t *testing.T) {
 	live := create(t, p1, nil)
 	dead := create(t, p1, nil)
 	var deadCgroups []string
-	if dead.iso.cg != nil {
-		for _, d := range dead.iso.cg.dirs {
+	if dead.d.iso.cg != nil {
+		for _, d := range dead.d.iso.cg.dirs {
 			deadCgroups = append(deadCgroups, d)
 		}
 	}
 	// The host "crashes" for one sandbox: its init dies, nobody cleans up.
-	dead.iso.init.Process.Kill()
-	<-dead.iso.initDone
+	dead.d.iso.init.Process.Kill()
+	<-dead.d.iso.initDone
 
 	// A Create whose process died before the init ran: only its metadata.
 	gone := exec.Command("true")
@@ -560,7 +560,7 @@ func TestSweepAtProviderStart(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { p2.Close() })
 	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
-	if exists(dead.dir) {
+	if exists(dead.d.dir) {
 		t.Errorf("the directory of a sandbox whose init died was left after a provider started")
 	}
 	for _, d := range deadCgroups {
@@ -571,7 +571,7 @@ func TestSweepAtProviderStart(t *testing.T) {
 	if exists(half) {
 		t.Errorf("the directory of a Create whose process died was left after a provider started")
 	}
-	require.True(t, exists(live.dir), "a live sandbox's directory was swept")
+	require.True(t, exists(live.d.dir), "a live sandbox's directory was swept")
 	require.True(t, exists(busy), "the directory of a sandbox being created by a live process was swept")
 	st, _, _ := sh(t, live, "true")
 	require.True(t, st.Success(), "a live sandbox stopped working after another provider's sweep")

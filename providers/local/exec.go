@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // defaultPath is the PATH commands get unless the spec or command sets one.
@@ -43,20 +44,10 @@ type process struct {
 
 // Start runs cmd as a host process in its own process group, with the
 // workspace directory (or cmd.Dir inside it) as its working directory.
-func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 	const op = "exec"
 	if err := s.live(ctx, op); err != nil {
 		return nil, err
-	}
-	if cmd == nil || len(cmd.Args) == 0 || cmd.Args[0] == "" {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "empty command (Cmd.Args)")
-	}
-	if cmd.TTY != nil && s.iso == nil {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "an unisolated (L0) local sandbox has no PTY")
-	}
-	if cmd.Timeout < 0 {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("negative Cmd.Timeout %v", cmd.Timeout))
 	}
 	dirName := cmd.Dir
 	if dirName == "" {
@@ -72,7 +63,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	}
 	if !fi.IsDir() {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("working directory %q is not a directory", cmd.Dir))
+			"working directory %q is not a directory", cmd.Dir)
 	}
 	if s.iso != nil {
 		dir, home := "/"+rel, workspaceDir
@@ -85,11 +76,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 		s.mu.Lock()
 		var extra map[string]string
 		if cmd.TTY != nil {
-			term := cmd.TTY.Term
-			if term == "" {
-				term = "xterm-256color"
-			}
-			extra = map[string]string{"TERM": term}
+			extra = map[string]string{"TERM": cmd.TTY.Term}
 		}
 		env := environ(home, s.iso.env, s.meta.Env, extra, cmd.Env)
 		s.mu.Unlock()
@@ -268,8 +255,7 @@ func (pr *process) Signal(ctx context.Context, sig sandbox.Signal) error {
 	}
 	num := unix.SignalNum(string(sig))
 	if num == 0 {
-		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("unknown signal %q", sig))
+		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	pr.mu.Lock()
 	exited := pr.exited
@@ -293,6 +279,10 @@ type finished struct{ status sandbox.ExitStatus }
 
 func (f *finished) Wait(ctx context.Context) (sandbox.ExitStatus, error) { return f.status, nil }
 func (f *finished) Signal(ctx context.Context, sig sandbox.Signal) error { return nil }
+func (f *finished) As(any) bool                                          { return false }
+
+// As reports false: a local process has no native type to expose.
+func (pr *process) As(any) bool { return false }
 
 func writerOr(w io.Writer) io.Writer {
 	if w == nil {

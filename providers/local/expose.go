@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -10,22 +9,19 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // Expose listens on a fresh port of host loopback and forwards each connection
 // to port on loopback, where the baseline sandbox's servers listen. Closing the
 // tunnel closes the listener and every forwarded connection.
-func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
+func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error) {
 	const op = "expose"
 	if err := s.live(ctx, op); err != nil {
 		return nil, err
 	}
 	if s.iso != nil && s.iso.l1 != nil {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "an L1 sandbox (no network namespace) cannot serve ports")
-	}
-	if port < 1 || port > 65535 {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("port %d out of range 1-65535", port))
 	}
 	scheme := "http"
 	if opts != nil && opts.Protocol != "" {
@@ -34,7 +30,7 @@ func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOpti
 			scheme = opts.Protocol
 		default:
 			return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported,
-				fmt.Sprintf("protocol %q (want http or tcp)", opts.Protocol))
+				"protocol %q (want http or tcp)", opts.Protocol)
 		}
 	}
 	var lc net.ListenConfig
@@ -75,7 +71,7 @@ func (s *Sandbox) DialContext(ctx context.Context, port int) (net.Conn, error) {
 	}
 	if port < 1 || port > 65535 {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("port %d out of range 1-65535", port))
+			"port %d out of range 1-65535", port)
 	}
 	c, err := s.dial(ctx, port)
 	if err != nil {
@@ -112,6 +108,9 @@ type forwarder struct {
 }
 
 func (f *forwarder) URL() string { return f.url }
+
+// As reports false: a forwarder has no native type to expose.
+func (f *forwarder) As(any) bool { return false }
 
 // Close stops the listener, cuts every relayed connection and waits for the
 // relaying goroutines to end.

@@ -124,6 +124,14 @@ func (f fsRoot) MkdirAll(name string, perm fs.FileMode) error {
 	return f.as(func() error { return f.r.MkdirAll(name, perm) })
 }
 
+func (f fsRoot) Mkdir(name string, perm fs.FileMode) error {
+	return f.as(func() error { return f.r.Mkdir(name, perm) })
+}
+
+func (f fsRoot) Chmod(name string, perm fs.FileMode) error {
+	return f.as(func() error { return f.r.Chmod(name, perm) })
+}
+
 // maxProcFile bounds what ReadFile reads of one /proc file.
 const maxProcFile = 16 << 20
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,59 +117,9 @@ func applyLandlock(rw []string) (int, error) {
 	return abi, nil
 }
 
-// deniedSyscalls are refused with EPERM to every command: mounting and
-// namespace changes, tracing and other processes' memory, kernel keyrings,
-// modules, kexec, BPF, perf, userfaultfd, io_uring, and host-wide settings.
-var deniedSyscalls = []string{
-	"mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-	"fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
-	"ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd",
-	"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-	"bpf", "perf_event_open", "userfaultfd",
-	"keyctl", "add_key", "request_key",
-	"io_uring_setup", "io_uring_enter", "io_uring_register",
-	"open_by_handle_at", "name_to_handle_at",
-	"swapon", "swapoff", "reboot", "acct", "syslog", "quotactl",
-	"settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-}
-
-// applySeccomp installs the deny list on the calling thread. clone with any
-// namespace flag is refused (EPERM), and clone3, whose flags a filter cannot
-// read, answers ENOSYS so that C libraries and Go fall back to clone.
-func applySeccomp() error { return applySeccompWith(nil) }
-
-// applySeccompWith is applySeccomp with extra groups.
-func applySeccompWith(extra []seccomp.SyscallGroup) error {
-	const nsFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWNET |
-		unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWCGROUP
-	eperm := seccomp.ActionErrno | seccomp.Action(unix.EPERM)
-	groups := []seccomp.SyscallGroup{
-		{Names: deniedSyscalls, Action: eperm},
-		{Names: []string{"clone3"}, Action: seccomp.ActionErrno | seccomp.Action(unix.ENOSYS)},
-	}
-	for bit := uint64(1); bit <= nsFlags; bit <<= 1 {
-		if bit&nsFlags == 0 {
-			continue
-		}
-		groups = append(groups, seccomp.SyscallGroup{
-			NamesWithCondtions: []seccomp.NameWithConditions{{
-				Name:       "clone",
-				Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.BitsSet, Value: bit}},
-			}},
-			Action: eperm,
-		})
-	}
-	groups = append(groups, extra...)
-	f := seccomp.Filter{
-		NoNewPrivs: true,
-		Flag:       seccomp.FilterFlag(0), // this thread only
-		Policy:     seccomp.Policy{DefaultAction: seccomp.ActionAllow, Syscalls: groups},
-	}
-	if err := seccomp.LoadFilter(f); err != nil {
-		return fmt.Errorf("seccomp: %w", err)
-	}
-	return nil
-}
+// applySeccomp installs the filter of sandboxes with namespaces (see
+// filter_linux.go) on the calling thread.
+func applySeccomp() error { return installFilter(policyL2) }
 
 // dropCapabilities empties the calling thread's bounding, ambient,
 // inheritable, permitted and effective sets and locks the securebits so that

@@ -136,11 +136,14 @@ func runInit() error {
 		}
 	}
 	var rep initReport
-	// Nested user namespaces: the limit is per user namespace and ours may
-	// set it, on top of the seccomp filter on clone flags.
-	if os.WriteFile("/proc/sys/user/max_user_namespaces", []byte("0"), 0) == nil {
-		rep.NoUserNS = true
+	// Nested user namespaces are refused twice: by the seccomp filter
+	// (clone with a namespace flag, unshare, setns) and by this limit, which
+	// is per user namespace and ours to set. A limit that did not take is a
+	// failure.
+	if err := forbidNestedUserNS(); err != nil {
+		return err
 	}
+	rep.NoUserNS = true
 	if cfg.RlimitNPROC > 0 {
 		unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: cfg.RlimitNPROC, Max: cfg.RlimitNPROC})
 	}
@@ -158,6 +161,23 @@ func runInit() error {
 	rep.LandlockABI, rep.Seccomp, rep.NoNewPrivs, rep.CapsDropped = hr.LandlockABI, hr.Seccomp, hr.NoNewPrivs, hr.CapsDropped
 	report(rep)
 	a.serve()
+	return nil
+}
+
+// forbidNestedUserNS sets user.max_user_namespaces to 0 in the sandbox's
+// user namespace and checks that it reads back as 0.
+func forbidNestedUserNS() error {
+	const sysctl = "/proc/sys/user/max_user_namespaces"
+	if err := os.WriteFile(sysctl, []byte("0"), 0); err != nil {
+		return fmt.Errorf("forbid nested user namespaces: %w", err)
+	}
+	b, err := os.ReadFile(sysctl)
+	if err != nil {
+		return fmt.Errorf("forbid nested user namespaces: %w", err)
+	}
+	if v := string(b); v != "0\n" {
+		return fmt.Errorf("forbid nested user namespaces: %s reads %q after writing 0", sysctl, v)
+	}
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // isoState is the host's side of an isolated sandbox: its init process, the
@@ -427,6 +428,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		}
 		return st, errors.New(msg)
 	}
+	if !l1 && !rep.NoUserNS {
+		return st, errors.New("the sandbox's init did not forbid nested user namespaces")
+	}
 	st.iso.LandlockABI = rep.LandlockABI
 	st.iso.Seccomp = rep.Seccomp
 	st.iso.NoNewPrivs = rep.NoNewPrivs
@@ -558,11 +562,14 @@ type isoProcess struct {
 	exited bool
 }
 
-var _ sandbox.Resizer = (*isoProcess)(nil)
+var _ driver.Resizer = (*isoProcess)(nil)
+
+// As reports false: a local process has no native type to expose.
+func (pr *isoProcess) As(any) bool { return false }
 
 // startIsolatedCmd sends cmd to the agent. dir is the sandbox path of the
 // working directory and env the full environment.
-func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir string, env []string) (sandbox.Process, error) {
+func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir string, env []string) (driver.Process, error) {
 	const op = "exec"
 	st := s.iso
 	req := &agentRequest{Op: "exec", Args: cmd.Args, Dir: dir, Env: env, Stdin: cmd.Stdin != nil}
@@ -570,9 +577,9 @@ func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir st
 		req.TimeoutMS = max(1, cmd.Timeout.Milliseconds())
 	}
 	if cmd.TTY != nil {
-		if cmd.TTY.Rows <= 0 || cmd.TTY.Cols <= 0 || cmd.TTY.Rows > 65535 || cmd.TTY.Cols > 65535 {
+		if cmd.TTY.Rows > 65535 || cmd.TTY.Cols > 65535 {
 			return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-				fmt.Sprintf("terminal size %dx%d out of range 1-65535", cmd.TTY.Rows, cmd.TTY.Cols))
+				"terminal size %dx%d out of range 1-65535", cmd.TTY.Rows, cmd.TTY.Cols)
 		}
 		req.TTY = &ttySize{Rows: cmd.TTY.Rows, Cols: cmd.TTY.Cols}
 	}
@@ -758,7 +765,7 @@ func (pr *isoProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 	}
 	num := unix.SignalNum(string(sig))
 	if num == 0 {
-		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, fmt.Sprintf("unknown signal %q", sig))
+		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	return pr.signal(ctx, num)
 }
@@ -789,7 +796,7 @@ func (pr *isoProcess) Resize(ctx context.Context, rows, cols int) error {
 	}
 	if rows <= 0 || cols <= 0 || rows > 65535 || cols > 65535 {
 		return sandbox.Errorf(Name, pr.sb.id, "resize", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("terminal size %dx%d out of range 1-65535", rows, cols))
+			"terminal size %dx%d out of range 1-65535", rows, cols)
 	}
 	pr.mu.Lock()
 	exited := pr.exited

@@ -21,7 +21,7 @@ import (
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
-func newIsolated(t testing.TB) *Provider {
+func newIsolated(t testing.TB) *sandbox.Provider {
 	t.Helper()
 	p, err := New(&Options{Root: t.TempDir(), RequireLevel: LevelNamespaces})
 	require.NoError(t, err, "isolated sandboxes must work on this machine")
@@ -29,20 +29,32 @@ func newIsolated(t testing.TB) *Provider {
 	return p
 }
 
-func create(t testing.TB, p *Provider, spec *sandbox.Spec) *Sandbox {
+func create(t testing.TB, p *sandbox.Provider, spec *sandbox.Spec) testSandbox {
 	t.Helper()
+	if !driverOf(p).Isolated() && (spec == nil || spec.Network == nil) {
+		// L0 shares the host's network and so refuses the default (none):
+		// its sandboxes ask for open egress.
+		s := sandbox.Spec{}
+		if spec != nil {
+			s = *spec
+		}
+		s.Network = &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}
+		spec = &s
+	}
 	sb, err := p.Create(context.Background(), spec)
 	require.NoError(t, err)
 	t.Cleanup(func() { sb.Terminate(context.Background()) })
-	return sb.(*Sandbox)
+	ts := testSandbox{Sandbox: sb}
+	require.True(t, sb.As(&ts.d))
+	return ts
 }
 
 // sh runs script with sh -c and returns its status and output.
-func sh(t testing.TB, sb sandbox.Sandbox, script string) (sandbox.ExitStatus, string, string) {
+func sh(t testing.TB, sb any, script string) (sandbox.ExitStatus, string, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", script}}, nil)
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"sh", "-c", script}}, nil)
 	require.NoError(t, err, script)
 	return res.Status, string(res.Stdout), string(res.Stderr)
 }
@@ -208,7 +220,7 @@ func TestEscapeBattery(t *testing.T) {
 		assert.Less(t, n, 200, "200 processes started under a pids limit of 64 (%s)", errs)
 		// The agent survives and the sandbox works again once the bomb's
 		// processes end (they sleep 3 s).
-		require.NoError(t, sb.iso.call(ctx, &agentRequest{Op: "ping"}), "the agent died in the fork bomb")
+		require.NoError(t, sb.d.iso.call(ctx, &agentRequest{Op: "ping"}), "the agent died in the fork bomb")
 		assert.Eventually(t, func() bool {
 			st, _, _ := sh(t, sb, "true")
 			return st.Success()
@@ -218,7 +230,7 @@ func TestEscapeBattery(t *testing.T) {
 		sb := create(t, p, &sandbox.Spec{Resources: sandbox.Resources{Memory: 128 << 20}})
 		st, _, errs := sh(t, sb, "head -c 400000000 /dev/zero | tail > /dev/null")
 		assert.False(t, st.Success(), "allocating 400 MB under a 128 MiB limit succeeded (%s)", errs)
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"python3", "-c", "b = b'x' * (400 << 20)"}, Timeout: time.Minute}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"python3", "-c", "b = b'x' * (400 << 20)"}, Timeout: time.Minute}, nil)
 		require.NoError(t, err)
 		assert.False(t, res.Status.Success(), "allocating 400 MB under a 128 MiB limit succeeded (%s)", res.Stderr)
 		if sb.Isolation().Cgroup != "none" {
@@ -342,7 +354,7 @@ func TestPTYResize(t *testing.T) {
 	p, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sh", "-c", "stty size; read x; stty size"}, TTY: &sandbox.TTY{Rows: 24, Cols: 80}, Stdin: pr, Stdout: &out})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "24 80") }, 10*time.Second, 10*time.Millisecond, out.String())
-	require.NoError(t, sandbox.Resize(ctx, p, 40, 100))
+	require.NoError(t, p.Resize(ctx, 40, 100))
 	w.Write([]byte("go\n"))
 	st, err := p.Wait(ctx)
 	w.Close()
@@ -377,10 +389,10 @@ func TestURLs(t *testing.T) {
 	ctx := context.Background()
 	p, err := sandbox.Open(ctx, "local://"+t.TempDir()+"?isolation=none")
 	require.NoError(t, err)
-	assert.False(t, p.(*Provider).Isolated())
+	assert.False(t, driverOf(p).Isolated())
 	p, err = sandbox.Open(ctx, "local://"+t.TempDir()+"?require=L2")
 	require.NoError(t, err)
-	assert.True(t, p.(*Provider).Isolated())
+	assert.True(t, driverOf(p).Isolated())
 	_, err = sandbox.Open(ctx, "local:///x?isolation=maybe")
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
 	_, err = sandbox.Open(ctx, "local:///x?require=9")
@@ -488,7 +500,7 @@ func TestOutputIsBinarySafeAndSeparate(t *testing.T) {
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	var stdout, stderr bytes.Buffer
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{
 		Args:   []string{"sh", "-c", "head -c 3000000 /dev/urandom > r.bin; cat r.bin; printf 'e\\000rr' >&2; exit 3"},
 		Stdout: &stdout, Stderr: &stderr,
 	}, &sandbox.RunOptions{OutputLimit: -1})
@@ -513,7 +525,7 @@ func TestL2LimitsWithRlimits(t *testing.T) {
 	assert.Equal(t, LevelNamespaces, iso.Level)
 	assert.True(t, iso.Rlimits)
 	assert.Equal(t, "none", iso.Cgroup)
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"python3", "-c", "b = b'x' * (400 << 20)"}, Timeout: time.Minute}, nil)
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"python3", "-c", "b = b'x' * (400 << 20)"}, Timeout: time.Minute}, nil)
 	require.NoError(t, err)
 	assert.False(t, res.Status.Success(), "400 MB under a 128 MiB address-space limit succeeded")
 	_, out, _ := sh(t, sb, "for i in $(seq 100); do sleep 3 >/dev/null 2>&1 & done 2>/dev/null; jobs -p | wc -l")
@@ -606,7 +618,7 @@ func TestLargeArgvAndEnvironment(t *testing.T) {
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	big := strings.Repeat("abcdefghij", 12000) // 120 kB each: past one 64 KiB frame, under the kernel's 128 KiB per string
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{
 		Args: []string{"sh", "-c", `printf '%s' "$1" | wc -c; printf '%s' "$BIG" | wc -c`, "sh", big},
 		Env:  map[string]string{"BIG": big},
 	}, nil)
@@ -629,18 +641,18 @@ func TestAgentConnectionsAreReusedCleanly(t *testing.T) {
 		case 3:
 			script = "echo out-%d; echo err-%d >&2; kill -9 $$"
 		}
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", fmt.Sprintf(script, i, i)}}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"sh", "-c", fmt.Sprintf(script, i, i)}}, nil)
 		require.NoError(t, err, "exec %d", i)
 		assert.Equal(t, fmt.Sprintf("out-%d\n", i), string(res.Stdout), "exec %d", i)
 		assert.Equal(t, fmt.Sprintf("err-%d\n", i), string(res.Stderr), "exec %d", i)
 		// A command with stdin in between uses a connection of its own.
-		res, err = sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("in")}, nil)
+		res, err = sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"cat"}, Stdin: strings.NewReader("in")}, nil)
 		require.NoError(t, err)
 		assert.Equal(t, "in", string(res.Stdout))
 	}
-	sb.iso.idleMu.Lock()
-	n := len(sb.iso.idle)
-	sb.iso.idleMu.Unlock()
+	sb.d.iso.idleMu.Lock()
+	n := len(sb.d.iso.idle)
+	sb.d.iso.idleMu.Unlock()
 	assert.Equal(t, 1, n, "sequential commands should share one kept connection")
 
 	// A cancelled command leaves no poisoned connection behind.
@@ -650,7 +662,7 @@ func TestAgentConnectionsAreReusedCleanly(t *testing.T) {
 	cancel()
 	_, err = p.Wait(ctx)
 	assert.ErrorIs(t, err, context.Canceled)
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"echo", "after"}}, nil)
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"echo", "after"}}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "after\n", string(res.Stdout))
 }

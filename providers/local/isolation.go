@@ -27,11 +27,14 @@ const (
 	LevelNone Level = 0
 	// LevelLandlock (L1): where namespaces are unavailable, commands run as
 	// host processes of an unprivileged uid (as root: the sandbox's own),
-	// confined by Landlock (reads: system directories; writes: the
-	// workspace and a private tmp; TCP: nothing, or the proxy's port),
-	// seccomp (the L2 list plus IP sockets, UDP or Unix sockets by network
-	// mode), no_new_privs, and cgroups or rlimits. No pid, mount or network
-	// namespace: commands see the host's processes and directory layout.
+	// confined by Landlock (reads: system directories and a few device
+	// nodes, not /dev/shm; writes: the workspace and a private tmp; TCP:
+	// nothing, or the proxy's port), seccomp (the L2 filter without System
+	// V IPC, Unix or netlink sockets, and IP sockets by network mode),
+	// no_new_privs, and cgroups or rlimits. No pid, mount, IPC or network
+	// namespace: commands see the host's processes and their command lines,
+	// its directory layout and its network details in /proc, and only the
+	// seccomp filter keeps them from the agent's Unix socket.
 	LevelLandlock Level = 1
 	// LevelNamespaces (L2): user, mount, pid, ipc, uts and network
 	// namespaces, a pivot_root into a minimal root, no capabilities,
@@ -77,7 +80,7 @@ type Isolation struct {
 // String describes the isolation in one line, for Info.Isolation.
 func (i Isolation) String() string {
 	if i.Level == LevelNone {
-		return "L0 none: commands run as plain host processes of the calling user in their own process group; only the file methods are confined, to the workspace"
+		return "L0 none: commands run as plain host processes of the calling user in their own process group; only the file methods are confined, to the workspace; network: open (the host's, NOT isolated)"
 	}
 	var ns []string
 	for _, n := range []struct {
@@ -90,7 +93,7 @@ func (i Isolation) String() string {
 	}
 	var b strings.Builder
 	if i.Level == LevelLandlock {
-		fmt.Fprintf(&b, "%s no namespaces (host processes of uid %d; the host's process list and directory layout are visible) rootfs=%s network=%s", i.Level, i.UIDBase, i.RootFS, i.Network)
+		fmt.Fprintf(&b, "%s no namespaces (host processes of uid %d; visible to commands: the host's process list and command lines, directory layout, System V IPC objects (listed in /proc, calls refused) and network details (/proc/net); /dev/shm closed; the agent's socket guarded only by the seccomp refusal of Unix sockets) rootfs=%s network=%s", i.Level, i.UIDBase, i.RootFS, i.Network)
 	} else {
 		fmt.Fprintf(&b, "%s namespaces(%s) uid0=host:%d rootfs=%s network=%s", i.Level, strings.Join(ns, ","), i.UIDBase, i.RootFS, i.Network)
 	}

@@ -90,7 +90,7 @@ func TestNothingLeaks(t *testing.T) {
 		ids = append(ids, sb.ID())
 		// A background process that outlives its command, and one that
 		// leaves its process group.
-		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "sleep 60 >/dev/null 2>&1 & setsid sleep 60 >/dev/null 2>&1 & echo ok"}}, nil)
+		res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"sh", "-c", "sleep 60 >/dev/null 2>&1 & setsid sleep 60 >/dev/null 2>&1 & echo ok"}}, nil)
 		require.NoError(t, err)
 		require.Equal(t, "ok\n", string(res.Stdout), "cycle %d", i)
 		require.NoError(t, sb.Terminate(ctx), "cycle %d", i)
@@ -171,8 +171,8 @@ func TestListSweepsSandboxesOfADeadProcess(t *testing.T) {
 	}
 	require.Equal(t, 1, n, "a live sandbox of another provider is listed")
 	// Its init dies, as it would with its creating process.
-	sb.iso.init.Process.Kill()
-	<-sb.iso.initDone
+	sb.d.iso.init.Process.Kill()
+	<-sb.d.iso.initDone
 	for info, err := range p2.List(ctx, nil) {
 		require.NoError(t, err)
 		t.Errorf("sandbox %s of a dead init is still listed", info.ID)

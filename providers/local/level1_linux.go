@@ -11,19 +11,20 @@ import (
 	"time"
 	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 )
 
 // L1: where namespaces are unavailable, the agent runs as a plain host
 // process (as an unprivileged uid when the provider is root) and every
-// command is confined by Landlock (reads limited to the system directories,
-// writes to the workspace and a private tmp), a seccomp deny list (the L2
-// list plus IP sockets in the none mode, UDP in the allowlist mode, and
-// socket(AF_UNIX), which Landlock below ABI 9 cannot confine), Landlock TCP
-// rules (allowlist mode: connect only to the proxy's port) and cgroups or
-// rlimits. There is no pid, mount or network namespace: commands see the
-// host's process list and the host's root directory layout.
+// command is confined by Landlock (reads limited to the system directories
+// and a few device nodes, writes to the workspace and a private tmp), the L1
+// seccomp filter (filter_linux.go: no System V IPC or message queues, no
+// Unix or netlink sockets, IP sockets by network mode), Landlock TCP rules
+// (allowlist mode: connect only to the proxy's port) and cgroups or rlimits.
+// There is no pid, mount, IPC or network namespace: commands see the host's
+// process list and command lines, its root directory layout and, through
+// /proc/net, its network details; the agent's socket is a file in the host's
+// filesystem that only the refusal of socket(AF_UNIX) keeps commands from.
 
 // l1Config is the part of initConfig only L1 uses.
 type l1Config struct {
@@ -33,10 +34,13 @@ type l1Config struct {
 	ProxyPort int    `json:"proxy_port"` // the host proxy, in proxy mode
 }
 
-// l1ReadDirs are what commands may read and execute at L1.
-var l1ReadDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc", "/dev", "/opt"}
+// l1ReadDirs are what commands may read and execute at L1. /dev is not
+// among them: its /dev/shm and /dev/mqueue are the host's.
+var l1ReadDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc", "/opt"}
 
-// l1WriteDevices are the device nodes commands may write at L1.
+// l1WriteDevices are the device nodes commands may read and write at L1, and
+// all they reach in /dev (whose symbolic links, such as /dev/stdout and
+// /dev/fd, lead into /proc).
 var l1WriteDevices = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev/pts", "/dev/random", "/dev/urandom"}
 
 // runInitL1 is a sandbox's init at L1.
@@ -207,37 +211,9 @@ func restrictLandlock(abi int, rules []llRule, netHandled uint64, ports []uint64
 	return nil
 }
 
-// applySeccompL1 is applySeccomp's list plus socket rules by network mode.
-func applySeccompL1(network string) error {
-	eperm := seccomp.ActionErrno | seccomp.Action(unix.EPERM)
-	var extra []seccomp.NameWithConditions
-	sock := func(domain uint64, typ ...uint64) {
-		if len(typ) == 0 {
-			extra = append(extra, seccomp.NameWithConditions{Name: "socket", Conditions: seccomp.ArgumentConditions{
-				{Argument: 0, Operation: seccomp.Equal, Value: domain}}})
-			return
-		}
-		for _, t := range typ {
-			extra = append(extra, seccomp.NameWithConditions{Name: "socket", Conditions: seccomp.ArgumentConditions{
-				{Argument: 0, Operation: seccomp.Equal, Value: domain},
-				{Argument: 1, Operation: seccomp.Equal, Value: t}}})
-		}
-	}
-	sock(unix.AF_UNIX)
-	switch network {
-	case "none":
-		sock(unix.AF_INET)
-		sock(unix.AF_INET6)
-	case "proxy":
-		var dgram []uint64
-		for _, f := range []uint64{0, unix.SOCK_CLOEXEC, unix.SOCK_NONBLOCK, unix.SOCK_CLOEXEC | unix.SOCK_NONBLOCK} {
-			dgram = append(dgram, unix.SOCK_DGRAM|f)
-		}
-		sock(unix.AF_INET, dgram...)
-		sock(unix.AF_INET6, dgram...)
-	}
-	return applySeccompWith([]seccomp.SyscallGroup{{NamesWithCondtions: extra, Action: eperm}})
-}
+// applySeccompL1 installs the L1 filter for the network mode (see
+// filter_linux.go) on the calling thread.
+func applySeccompL1(network string) error { return installFilter(policyL1(network)) }
 
 // killDescendants kills every child of the agent (a subreaper, so orphans
 // are its children too) until none is left or the deadline passes.

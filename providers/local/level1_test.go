@@ -22,7 +22,7 @@ import (
 
 // newL1 makes a provider that runs without namespaces, as on hosts where
 // they are unavailable (inside Docker, under Ubuntu's AppArmor rule).
-func newL1(t testing.TB) *Provider {
+func newL1(t testing.TB) *sandbox.Provider {
 	t.Helper()
 	// Sandboxes at L1 reach their workspace by path as their own uid: the
 	// directories above the root must be searchable.
@@ -111,7 +111,7 @@ func TestL1AllowlistAndLimits(t *testing.T) {
 	st, _, _ = sh(t, sb, fmt.Sprintf("curl -sS --max-time 5 --noproxy '*' http://127.0.0.1:%d/", port))
 	assert.False(t, st.Success(), "L1: a direct TCP connection, bypassing the proxy, got through")
 
-	res, err := sandbox.Run(context.Background(), sb, &sandbox.Cmd{Args: []string{"python3", "-c", "b = b'x' * (400 << 20)"}, Timeout: time.Minute}, nil)
+	res, err := sandbox.Run(context.Background(), portable(sb), &sandbox.Cmd{Args: []string{"python3", "-c", "b = b'x' * (400 << 20)"}, Timeout: time.Minute}, nil)
 	require.NoError(t, err)
 	assert.False(t, res.Status.Success(), "400 MB under a 128 MiB limit")
 	if sb.Isolation().Cgroup != "none" {
@@ -124,10 +124,12 @@ func TestL1TerminateKillsEscapedProcesses(t *testing.T) {
 	p := newL1(t)
 	sb, err := p.Create(ctx, nil)
 	require.NoError(t, err)
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "setsid sh -c 'sleep 300' >/dev/null 2>&1 & (sleep 300 &) >/dev/null 2>&1; echo started"}}, nil)
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"sh", "-c", "setsid sh -c 'sleep 300' >/dev/null 2>&1 & (sleep 300 &) >/dev/null 2>&1; echo started"}}, nil)
 	require.NoError(t, err)
 	require.Equal(t, "started\n", string(res.Stdout))
-	uid := sb.(*Sandbox).Isolation().UIDBase
+	var d *Sandbox
+	require.True(t, sb.As(&d))
+	uid := d.Isolation().UIDBase
 	require.NoError(t, sb.Terminate(ctx))
 	if os.Getuid() != 0 {
 		return

@@ -31,10 +31,16 @@
 //   - Hardening of every command: no capabilities (bounding set emptied,
 //     securebits locked), no_new_privs, Landlock (read and execute
 //     everywhere, write only in /workspace, /tmp and /dev; signals and
-//     abstract sockets scoped, ABI 6+), a seccomp deny list (mount family,
-//     namespaces, ptrace, process_vm_*, bpf, perf, keyrings, modules, kexec,
-//     userfaultfd, io_uring, clock and host settings), and a non-dumpable
-//     agent so /proc/1 cannot be followed.
+//     abstract sockets scoped, ABI 6+), a seccomp filter (a system call
+//     through a foreign ABI, such as int 0x80 or x32, kills the process;
+//     refused: the mount family, namespaces (clone with a namespace flag,
+//     unshare, setns; clone3 answers ENOSYS), ptrace, process_vm_*, bpf,
+//     perf, keyrings, modules, kexec, userfaultfd, io_uring, clock and host
+//     settings; sockets only of the families AF_UNIX, AF_INET and AF_INET6
+//     (stream and datagram, protocols TCP, UDP and ICMP: no Multipath TCP or
+//     SCTP) and AF_NETLINK with NETLINK_ROUTE), nested user namespaces
+//     limited to 0 as well, and a non-dumpable agent so /proc/1 cannot be
+//     followed.
 //   - Resource limits from Spec.Resources, or for fields it leaves zero
 //     Options.Limits and [DefaultLimits] (2 GiB of memory, 1024 processes,
 //     a 512 MiB /tmp), through cgroups (v2, or v1 and hybrid hierarchies,
@@ -75,7 +81,10 @@
 // is the baseline: each sandbox is a workspace directory; commands run as
 // plain host processes of the calling user in their own process group. Only
 // the file methods are confined to the workspace. Before each command
-// starts, the host process's descriptors are marked close-on-exec.
+// starts, the host process's descriptors are marked close-on-exec. Its
+// commands share the host's network, so it cannot honour the network mode
+// none, which a nil Spec.Network means on every provider: Create refuses it
+// with ErrNotSupported unless the spec asks for NetworkOpen.
 //
 // # URLs
 //
@@ -104,6 +113,17 @@
 // agent's /proc entries, write only where commands can (/workspace, /tmp),
 // and refuse to remove, rename or replace the sandbox's mount points. At L1 and L0, "/" is the workspace directory, which
 // commands see at its host path.
+//
+// # Escape hatches
+//
+// [New] returns the portable *sandbox.Provider host code uses; [NewDriver]
+// returns this package's driver, for sandbox.NewProvider with hooks or a
+// logger. As on the portable types reaches the driver's own: a
+// (*sandbox.Provider).As accepts **local.Provider ([Provider.Level],
+// [Provider.Root]) and a (*sandbox.Sandbox).As accepts **local.Sandbox
+// ([Sandbox.Isolation], [Sandbox.Workspace]). Host code calls the portable
+// types' methods, not the driver's: only the portable layer validates
+// arguments.
 package local
 
 import (
@@ -126,16 +146,17 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // Name is the provider's name in errors and Info.
 const Name = "local"
 
 func init() {
-	sandbox.Register("local", func(ctx context.Context, u *url.URL) (sandbox.Provider, error) {
+	sandbox.Register("local", func(ctx context.Context, u *url.URL) (driver.Provider, error) {
 		if u.Host != "" {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("URL %q names a host; want local:///ABSOLUTE/PATH or local://", u.String()))
+				"URL %q names a host; want local:///ABSOLUTE/PATH or local://", u.String())
 		}
 		opts := &Options{Root: u.Path}
 		q := u.Query()
@@ -145,17 +166,21 @@ func init() {
 			opts.Unisolated, opts.AllowUnisolated = true, true
 		default:
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("isolation=%q; want auto or none", v))
+				"isolation=%q; want auto or none", v)
 		}
 		if v := q.Get("require"); v != "" {
 			n, err := strconv.Atoi(strings.TrimPrefix(strings.ToUpper(v), "L"))
 			if err != nil || n < 0 || n > int(LevelFull) {
 				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-					fmt.Sprintf("require=%q; want a level 0-3", v))
+					"require=%q; want a level 0-3", v)
 			}
 			opts.RequireLevel = Level(n)
 		}
-		return New(opts)
+		d, err := NewDriver(opts)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
 	})
 }
 
@@ -198,13 +223,25 @@ type Provider struct {
 
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox // live handles made by this process
-	closed    bool
 }
 
-var _ sandbox.Provider = (*Provider)(nil)
+var _ driver.Provider = (*Provider)(nil)
 
-// New returns a provider that keeps its sandboxes under opts.Root.
-func New(opts *Options) (*Provider, error) {
+// New returns a provider that keeps its sandboxes under opts.Root, ready for
+// host code.
+func New(opts *Options) (*sandbox.Provider, error) {
+	d, err := NewDriver(opts)
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.NewProvider(d, nil), nil
+}
+
+// NewDriver returns the provider's driver, for [sandbox.NewProvider] with
+// [sandbox.ProviderOptions] (hooks, logging) or for wrapping it. Host code
+// calls the portable type's methods, never the driver's: the portable layer
+// validates arguments and applies defaults before the driver sees them.
+func NewDriver(opts *Options) (*Provider, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
@@ -214,7 +251,7 @@ func New(opts *Options) (*Provider, error) {
 	}
 	if !filepath.IsAbs(root) {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("root %q is not an absolute path", root))
+			"root %q is not an absolute path", root)
 	}
 	limits, err := resolveLimits(opts.Limits)
 	if err != nil {
@@ -224,7 +261,7 @@ func New(opts *Options) (*Provider, error) {
 	if opts.Unisolated {
 		if opts.RequireLevel > LevelNone {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("Unisolated contradicts RequireLevel %v", opts.RequireLevel))
+				"Unisolated contradicts RequireLevel %v", opts.RequireLevel)
 		}
 		p.unisolated = true
 	} else {
@@ -233,17 +270,17 @@ func New(opts *Options) (*Provider, error) {
 		if opts.Level != LevelNone {
 			if opts.Level > level {
 				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
-					fmt.Sprintf("Options.Level %v: this host reaches %v; missing %s", opts.Level, level, h.missing(opts.Level)))
+					"Options.Level %v: this host reaches %v; missing %s", opts.Level, level, h.missing(opts.Level))
 			}
 			level = opts.Level
 		}
 		if level < opts.RequireLevel {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
-				fmt.Sprintf("this host isolates sandboxes at %v, below the required %v: missing %s", level, opts.RequireLevel, h.missing(opts.RequireLevel)))
+				"this host isolates sandboxes at %v, below the required %v: missing %s", level, opts.RequireLevel, h.missing(opts.RequireLevel))
 		}
 		if level == LevelNone && !opts.AllowUnisolated {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrNotSupported,
-				fmt.Sprintf("this host cannot isolate sandboxes: missing %s; set Options.AllowUnisolated (URL local://?isolation=none) to run commands as plain host processes instead", h.missing(LevelLandlock)))
+				"this host cannot isolate sandboxes: missing %s; set Options.AllowUnisolated (URL local://?isolation=none) to run commands as plain host processes instead", h.missing(LevelLandlock))
 		}
 		p.level = level
 		p.unisolated = level == LevelNone
@@ -305,21 +342,12 @@ const metaFile = "sandbox.json"
 // Create makes a workspace and returns its sandbox. Spec fields this provider
 // cannot honour (Image, RootFS, Resources, Snapshot, a network mode other than
 // open) are errors of kind ErrNotSupported.
-func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbox, error) {
-	if spec == nil {
-		spec = &sandbox.Spec{}
-	}
+func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if err := p.checkSpec(spec); err != nil {
 		return nil, err
-	}
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
-		return nil, sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "provider is closed")
 	}
 	workdir := "/"
 	if p.nsNames() {
@@ -377,7 +405,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 		st, err = p.startIsolated(ctx, spec, id, dir)
 		if err == nil && st.iso.Level < p.require {
 			err = sandbox.Errorf(Name, id, "create", sandbox.ErrNotSupported,
-				fmt.Sprintf("sandbox isolated at %v, below the required %v: missing %s", st.iso.Level, p.require, Probe().missing(p.require)))
+				"sandbox isolated at %v, below the required %v: missing %s", st.iso.Level, p.require, Probe().missing(p.require))
 		}
 		if err != nil {
 			if st != nil {
@@ -477,18 +505,12 @@ func (p *Provider) checkSpec(spec *sandbox.Spec) error {
 		field = "Snapshot"
 	case spec.Resources != (sandbox.Resources{}):
 		field = "Resources"
-	case spec.Network != nil && spec.Network.Mode != sandbox.NetworkOpen:
-		field = "Network mode " + strconv.Quote(string(spec.Network.Mode))
+	case spec.Network.Mode != sandbox.NetworkOpen:
+		field = "Network mode " + strconv.Quote(string(spec.Network.Mode)) + " (it runs plain host processes, which share the host's network: ask for NetworkOpen)"
 	}
 	if field != "" {
-		return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported,
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "%s",
 			"the baseline local provider cannot honour Spec."+field)
-	}
-	for _, port := range spec.Ports {
-		if port < 1 || port > 65535 {
-			return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("port %d out of range 1-65535", port))
-		}
 	}
 	return nil
 }
@@ -504,36 +526,16 @@ func checkIsolatedSpec(spec *sandbox.Spec) error {
 		field = "Resources.GPU"
 	}
 	if field != "" {
-		return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "the local provider cannot honour Spec."+field)
+		return sandbox.Errorf(Name, "", "create", sandbox.ErrNotSupported, "the local provider cannot honour Spec.%s", field)
 	}
 	r := spec.Resources
-	if r.CPU < 0 || r.Memory < 0 || r.Disk < 0 || r.PIDs < 0 {
-		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument, "negative Spec.Resources")
-	}
 	if r.Memory > 0 && r.Memory < minMemory {
 		return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("Spec.Resources.Memory %d is below the %d MiB the sandbox's init needs", r.Memory, minMemory>>20))
+			"Spec.Resources.Memory %d is below the %d MiB the sandbox's init needs", r.Memory, minMemory>>20)
 	}
-	if n := spec.Network; n != nil {
-		switch n.Mode {
-		case sandbox.NetworkNone, sandbox.NetworkOpen:
-			if len(n.Allow) > 0 {
-				return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-					fmt.Sprintf("Network.Allow is only for mode %q", sandbox.NetworkAllowlist))
-			}
-		case sandbox.NetworkAllowlist:
-			if _, err := parseAllowlist(n.Allow); err != nil {
-				return sandbox.NewError(Name, "", "create", sandbox.ErrInvalidArgument, err)
-			}
-		default:
-			return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("unknown network mode %q", n.Mode))
-		}
-	}
-	for _, port := range spec.Ports {
-		if port < 1 || port > 65535 {
-			return sandbox.Errorf(Name, "", "create", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("port %d out of range 1-65535", port))
+	if n := spec.Network; n.Mode == sandbox.NetworkAllowlist {
+		if _, err := parseAllowlist(n.Allow); err != nil {
+			return sandbox.NewError(Name, "", "create", sandbox.ErrInvalidArgument, err)
 		}
 	}
 	return nil
@@ -548,8 +550,7 @@ func (p *Provider) open(dir string, m *meta, st *isoState) (*Sandbox, error) {
 		return sb, nil
 	}
 	if m.Isolated && st == nil {
-		return nil, sandbox.Errorf(Name, m.ID, "get", sandbox.ErrNotFound,
-			"an isolated sandbox is reachable only from the process that created it")
+		return nil, sandbox.Errorf(Name, m.ID, "get", sandbox.ErrNotFound, "an isolated sandbox is reachable only from the process that created it")
 	}
 	sb, err := newSandbox(p, dir, m, st)
 	if err != nil {
@@ -567,7 +568,7 @@ func (p *Provider) forget(id string) {
 
 // Get returns the sandbox with id, made by this or another process using the
 // same root.
-func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
+func (p *Provider) Get(ctx context.Context, id string) (driver.Sandbox, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -582,7 +583,11 @@ func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) 
 		}
 		return nil, sandbox.NewError(Name, id, "get", kindOf(err), err)
 	}
-	return p.open(dir, m, nil)
+	sb, err := p.open(dir, m, nil)
+	if err != nil {
+		return nil, err
+	}
+	return sb, nil
 }
 
 // List yields the sandboxes under the provider's root that carry every label
@@ -643,13 +648,21 @@ func infoOf(root string, m *meta) sandbox.Info {
 	}
 }
 
-// Close marks the provider closed: Create fails afterwards. Sandboxes it
-// created keep running until terminated.
-func (p *Provider) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	return nil
+// Close releases nothing: the provider holds no connections. Sandboxes it
+// created keep running until terminated; the portable layer refuses every
+// call after Close.
+func (p *Provider) Close() error { return nil }
+
+// Name returns "local".
+func (p *Provider) Name() string { return Name }
+
+// As sets a **Provider target to p.
+func (p *Provider) As(target any) bool {
+	if t, ok := target.(**Provider); ok {
+		*t = p
+		return true
+	}
+	return false
 }
 
 func newID() (string, error) {

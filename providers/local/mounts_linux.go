@@ -127,7 +127,7 @@ func (s *Sandbox) refuseMount(op, name, rel string, below bool) error {
 		return s.fileErr(op, err)
 	}
 	if m != "" {
-		return sandbox.Errorf(Name, s.id, op, sandbox.ErrPermissionDenied,
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrPermissionDenied, "%s",
 			"/"+m+" is a mount point of the sandbox (under "+name+"): the files API does not remove, rename or replace mounts")
 	}
 	return nil

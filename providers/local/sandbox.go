@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // Sandbox is a workspace directory and the process groups started in it.
@@ -41,10 +41,20 @@ type Sandbox struct {
 }
 
 var (
-	_ sandbox.Sandbox         = (*Sandbox)(nil)
-	_ sandbox.Dialer          = (*Sandbox)(nil)
-	_ sandbox.TimeoutExtender = (*Sandbox)(nil)
+	_ driver.Sandbox         = (*Sandbox)(nil)
+	_ driver.Dialer          = (*Sandbox)(nil)
+	_ driver.TimeoutExtender = (*Sandbox)(nil)
 )
+
+// As sets a **Sandbox target to s, for [Sandbox.Isolation] and
+// [Sandbox.Workspace].
+func (s *Sandbox) As(target any) bool {
+	if t, ok := target.(**Sandbox); ok {
+		*t = s
+		return true
+	}
+	return false
+}
 
 func newSandbox(p *Provider, dir string, m *meta, st *isoState) (*Sandbox, error) {
 	ws := filepath.Join(dir, "workspace")
@@ -185,10 +195,6 @@ func (s *Sandbox) ExtendTimeout(ctx context.Context, d time.Duration) error {
 	if err := s.live(ctx, "extend timeout"); err != nil {
 		return err
 	}
-	if d <= 0 {
-		return sandbox.Errorf(Name, s.id, "extend timeout", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("duration %v is not positive", d))
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	base := s.meta.Expires
@@ -290,14 +296,14 @@ func (s *Sandbox) resolve(ctx context.Context, op, name string) (string, error) 
 	return s.rel(op, name)
 }
 
-// rel turns a sandbox name into a path relative to s.root.
+// rel turns a sandbox name (clean, without "..", as the portable layer
+// passes it) into a path relative to s.root.
 func (s *Sandbox) rel(op, name string) (string, error) {
-	s.mu.Lock()
-	wd := s.meta.Workdir
-	s.mu.Unlock()
-	abs, err := sandbox.CleanName(wd, name)
-	if err != nil {
-		return "", sandbox.NewError(Name, s.id, op, nil, err)
+	abs := name
+	if !path.IsAbs(name) {
+		s.mu.Lock()
+		abs = path.Join(s.meta.Workdir, name)
+		s.mu.Unlock()
 	}
 	// s.root is the workspace (L0, L1) or the sandbox's own root (L2+):
 	// either way, the name relative to "/".
@@ -329,7 +335,7 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 	if !fi.Mode().IsRegular() {
 		f.Close()
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("%s is not a regular file (%v)", name, fi.Mode().Type()))
+			"%s is not a regular file (%v)", name, fi.Mode().Type())
 	}
 	if isProcFS(f) {
 		// Some /proc files check the reader's credentials at each read,
@@ -370,12 +376,8 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	if rel == "." {
 		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "cannot write to the workspace root")
 	}
-	if perm&^fs.ModePerm != 0 {
-		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("perm %v has bits other than permissions", perm))
-	}
 	if fi, err := s.root.Lstat(rel); err == nil && fi.IsDir() {
-		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, name+" is a directory")
+		return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "%s is a directory", name)
 	}
 	if err := s.refuseMount(op, name, rel, false); err != nil {
 		return err
@@ -484,8 +486,33 @@ func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) e
 	if err != nil {
 		return err
 	}
-	if err := s.root.MkdirAll(rel, perm); err != nil {
-		return s.fileErr(op, err)
+	// Each directory made gets perm exactly, whatever the umask.
+	for i := 0; i <= len(rel); i++ {
+		if i < len(rel) && rel[i] != '/' {
+			continue
+		}
+		dir := rel[:i]
+		if dir == "" || dir == "." {
+			continue
+		}
+		fi, err := s.root.Stat(dir) // a link to a directory is a directory here
+		if err == nil {
+			switch {
+			case fi.IsDir():
+				continue
+			case i == len(rel):
+				return sandbox.Errorf(Name, s.id, op, sandbox.ErrAlreadyExists, "%s exists and is not a directory", name)
+			default:
+				return sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "%s is not a directory", "/"+dir)
+			}
+		}
+		if err := s.root.Mkdir(dir, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+			return s.fileErr(op, err)
+		} else if err == nil {
+			if err := s.root.Chmod(dir, perm); err != nil {
+				return s.fileErr(op, err)
+			}
+		}
 	}
 	return nil
 }

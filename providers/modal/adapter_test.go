@@ -119,7 +119,9 @@ func TestCreateGivesUpWithItsContextAndLeavesNothingBehind(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := p.Create(ctx, nil)
+	// Open egress: the fake then makes no network namespace, so the
+	// deadline passes while the sandbox waits to be scheduled.
+	_, err := p.Create(ctx, &sandbox.Spec{Network: openNetwork})
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Less(t, time.Since(start), 5*time.Second)
 	assert.Equal(t, terminated+1, fake.Calls("SandboxTerminate"), "the unscheduled sandbox is terminated")
@@ -140,7 +142,7 @@ func TestSnapshotRestoresFilesIntoANewSandbox(t *testing.T) {
 	ctx := context.Background()
 	sb := create(t, p, nil)
 	require.NoError(t, sb.WriteFile(ctx, "state.txt", strings.NewReader("kept"), 0o600))
-	id, err := sandbox.Snapshot(ctx, sb)
+	id, err := sb.Snapshot(ctx)
 	require.NoError(t, err)
 	sb2 := create(t, p, &sandbox.Spec{Snapshot: id})
 	r, err := sb2.ReadFile(ctx, "state.txt")
@@ -207,7 +209,7 @@ func TestExposeThroughEncryptedTunnel(t *testing.T) {
 	ln.Close()
 	p := newProvider(t)
 	ctx := context.Background()
-	sb := create(t, p, &sandbox.Spec{Ports: []int{port}})
+	sb := create(t, p, &sandbox.Spec{Ports: []int{port}, Network: openNetwork})
 	require.NoError(t, sb.WriteFile(ctx, "index.html", strings.NewReader("served"), 0o644))
 	srv, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"python3", "-m", "http.server", fmt.Sprint(port), "--bind", "127.0.0.1"}})
 	require.NoError(t, err)
@@ -244,10 +246,10 @@ func TestUnclaimedAbilitiesAreNotSupported(t *testing.T) {
 	caps := sb.Capabilities()
 	assert.False(t, caps.PTY || caps.Dial || caps.Pause || caps.ExtendTimeout || caps.UpdateNetwork)
 	assert.True(t, caps.Signal && caps.Stdin && caps.Expose && caps.Snapshot)
-	assert.ErrorIs(t, sandbox.Pause(ctx, sb), sandbox.ErrNotSupported)
-	assert.ErrorIs(t, sandbox.ExtendTimeout(ctx, sb, time.Minute), sandbox.ErrNotSupported)
-	assert.ErrorIs(t, sandbox.UpdateNetwork(ctx, sb, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}), sandbox.ErrNotSupported)
-	_, err := sandbox.Dial(ctx, sb, 80)
+	assert.ErrorIs(t, sb.Pause(ctx), sandbox.ErrNotSupported)
+	assert.ErrorIs(t, sb.ExtendTimeout(ctx, time.Minute), sandbox.ErrNotSupported)
+	assert.ErrorIs(t, sb.UpdateNetwork(ctx, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}), sandbox.ErrNotSupported)
+	_, err := sb.Dial(ctx, 80)
 	assert.ErrorIs(t, err, sandbox.ErrNotSupported)
 }
 
@@ -291,7 +293,7 @@ func TestFileErrorsAndEdgeCases(t *testing.T) {
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
 	assert.ErrorIs(t, sb.WriteFile(ctx, "nodir/f", strings.NewReader("x"), 0o644), sandbox.ErrNotFound)
 	assert.ErrorIs(t, sb.WriteFile(ctx, "d", strings.NewReader("x"), 0o644), sandbox.ErrInvalidArgument)
-	assert.ErrorIs(t, sb.WriteFile(ctx, "f", strings.NewReader("x"), fs.ModeSetuid|0o755), sandbox.ErrInvalidArgument)
+	assert.ErrorIs(t, sb.WriteFile(ctx, "f", strings.NewReader("x"), fs.ModeDir|0o755), sandbox.ErrInvalidArgument)
 	_, err = sb.ReadFile(ctx, "../etc/passwd")
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
 
@@ -393,13 +395,13 @@ func TestNewAndOpen(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 	var c *sdk.Client
-	require.True(t, p.(*modal.Provider).As(&c))
+	require.True(t, p.As(&c))
 	assert.NotNil(t, c)
-	assert.Equal(t, "perimeter-url-test", p.(*modal.Provider).App().Name)
+	assert.Equal(t, "perimeter-url-test", modalDriver(p).App().Name)
 	require.NoError(t, p.Close())
 	require.NoError(t, p.Close(), "Close is idempotent")
 	_, err = p.Create(ctx, nil)
-	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.ErrorIs(t, err, sandbox.ErrClosed)
 }
 
 func TestUnreachableModalIsUnavailable(t *testing.T) {
@@ -417,10 +419,10 @@ func TestUnreachableModalIsUnavailable(t *testing.T) {
 func TestSandboxAsReachesTheSDK(t *testing.T) {
 	sb := create(t, newProvider(t), nil)
 	var native *sdk.Sandbox
-	require.True(t, sb.(*modal.Sandbox).As(&native))
+	require.True(t, sb.As(&native))
 	assert.Equal(t, sb.ID(), native.SandboxID)
 	var wrong *sdk.Client
-	assert.False(t, sb.(*modal.Sandbox).As(&wrong))
+	assert.False(t, sb.As(&wrong))
 }
 
 func TestDeadConnection(t *testing.T) {
@@ -456,14 +458,14 @@ func TestDeadConnection(t *testing.T) {
 	wctx2, wcancel2 := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel2()
 	_, err = pr.Wait(wctx2)
-	assert.ErrorIs(t, err, sandbox.ErrUnavailable, "closing the provider ends the wait: %v", err)
+	assert.ErrorIs(t, err, sandbox.ErrClosed, "closing the provider ends the wait: %v", err)
 }
 
 func TestTerminateThroughADetachedHandleStillTerminates(t *testing.T) {
 	p := newProvider(t)
 	sb := create(t, p, nil)
 	var native *sdk.Sandbox
-	require.True(t, sb.(*modal.Sandbox).As(&native))
+	require.True(t, sb.As(&native))
 	require.NoError(t, native.Detach())
 	require.NoError(t, sb.Terminate(context.Background()))
 	got, _ := fake.Sandbox(sb.ID())
@@ -478,8 +480,8 @@ func TestSandboxesAreUnusableAfterProviderClose(t *testing.T) {
 	id := sb.ID()
 	require.NoError(t, p.Close())
 	_, err = sb.Start(context.Background(), &sandbox.Cmd{Args: []string{"true"}})
-	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
-	assert.ErrorIs(t, sb.Terminate(context.Background()), sandbox.ErrInvalidArgument, "a closed provider cannot terminate; it must not pretend to")
+	assert.ErrorIs(t, err, sandbox.ErrClosed)
+	assert.ErrorIs(t, sb.Terminate(context.Background()), sandbox.ErrClosed, "a closed provider cannot terminate; it must not pretend to")
 	got, _ := fake.Sandbox(id)
 	assert.False(t, got.Finished, "Close does not terminate sandboxes")
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/conformance"
 	"github.com/perimeter-sdk/perimeter/providers/modal"
+	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
 // TestConformance runs the whole battery against the fake, through the
@@ -27,6 +28,11 @@ func TestConformance(t *testing.T) {
 	conformance.Run(t, &conformance.Harness{
 		Provider:    p,
 		NativeError: func() any { return new(sdk.SandboxFilesystemError) },
+		// The fake serves a tunnel from the host's loopback, which a fake
+		// sandbox without egress (its own network namespace) does not
+		// share: its sandboxes ask for open egress unless a check sets the
+		// network itself.
+		Spec: func() *sandbox.Spec { return &sandbox.Spec{Network: openNetwork} },
 	}, nil)
 }
 

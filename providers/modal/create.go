@@ -10,6 +10,7 @@ import (
 	sdk "github.com/modal-labs/libmodal/modal-go"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // Create starts a Modal sandbox from spec and returns once it can run
@@ -22,14 +23,8 @@ import (
 // allowlist becomes a CIDR allowlist. Spec.RootFS, Resources.Disk,
 // Resources.PIDs and domain names in an allowlist are errors of kind
 // ErrNotSupported.
-func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbox, error) {
+func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
 	const op = "create"
-	if err := p.live(op); err != nil {
-		return nil, err
-	}
-	if spec == nil {
-		spec = &sandbox.Spec{}
-	}
 	params, err := createParams(spec)
 	if err != nil {
 		return nil, err
@@ -81,7 +76,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 	} else {
 		s.expires = created.Add(5 * time.Minute) // the SDK's default lifetime
 	}
-	fail := func(err error) (sandbox.Sandbox, error) {
+	fail := func(err error) (driver.Sandbox, error) {
 		// Do not leave a sandbox behind that the caller never got.
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -108,7 +103,7 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sand
 // createParams checks spec and maps it to the SDK's parameters.
 func createParams(spec *sandbox.Spec) (*sdk.SandboxCreateParams, error) {
 	bad := func(kind error, format string, a ...any) (*sdk.SandboxCreateParams, error) {
-		return nil, sandbox.Errorf(Name, "", "create", kind, fmt.Sprintf(format, a...))
+		return nil, sandbox.Errorf(Name, "", "create", kind, "%s", fmt.Sprintf(format, a...))
 	}
 	if spec.RootFS != "" {
 		return bad(sandbox.ErrNotSupported, "Spec.RootFS: Modal sandboxes start from images (Spec.Image), not host root filesystems")

@@ -33,7 +33,8 @@
 //     to whole seconds, default 5 minutes) is the sandbox's lifetime;
 //     Spec.Env reaches every command; Spec.Workdir is the working directory;
 //     Spec.Labels are Modal tags (List filters on them); Spec.Ports are
-//     encrypted ports. Spec.Network none blocks all egress. Capabilities
+//     encrypted ports. Spec.Network none (also what a nil Network means)
+//     blocks all egress. Capabilities
 //     claim the network modes none and open only: Modal's allowlist takes
 //     CIDR ranges, the contract's takes domain names too. An allowlist of
 //     CIDR ranges and addresses is still honoured (an empty one blocks
@@ -58,7 +59,8 @@
 //   - ReadFile and WriteFile use the SDK's file API (Sandbox.Open); WriteFile
 //     writes a temporary file and renames it into place. Stat, ReadDir,
 //     MkdirAll, Remove, RemoveAll and Rename, which the SDK lacks, run short
-//     sh scripts with coreutils (stat, mkdir, rm, mv) in the sandbox. So the
+//     sh scripts (internal/shellfs: stat, mkdir -m for every new directory,
+//     rm, mv) in the sandbox. So the
 //     image needs a POSIX sh and coreutils or busybox, as almost every image
 //     has.
 //   - Expose returns the encrypted tunnel (https://...) of a port declared in
@@ -68,7 +70,8 @@
 //   - Get finds a running sandbox by id; List lists the App's running
 //     sandboxes; Terminate ends a sandbox and waits for Modal to confirm.
 //     Provider.Close releases the connections of every sandbox handle it gave
-//     out (the sandboxes keep running; Get reaches them again).
+//     out (the sandboxes keep running; Get reaches them again); every call
+//     on the provider or its handles then fails with ErrClosed.
 //
 // Modal lacks, and the adapter does not claim (Capabilities false, errors of
 // kind ErrNotSupported): PTYs with a size and resize (Cmd.TTY), dialling a
@@ -87,10 +90,12 @@
 // The adapter's values reach the SDK's own with As, in the manner of
 // gocloud.dev:
 //
-//   - *Provider.As accepts **modal.Client (the SDK client);
-//   - *Sandbox.As accepts **modal.Sandbox (detached after Terminate);
-//   - a Process from Start has As(any) bool accepting **modal.ContainerProcess;
-//   - a Tunnel from Expose has As(any) bool accepting **modal.Tunnel.
+//   - (*sandbox.Provider).As accepts **modal.Client (the SDK client) and
+//     **Provider (this package's driver, for [Provider.App]);
+//   - (*sandbox.Sandbox).As accepts **modal.Sandbox (detached after
+//     Terminate);
+//   - (*sandbox.Process).As accepts **modal.ContainerProcess;
+//   - a Tunnel from Expose accepts **modal.Tunnel.
 //
 // Errors wrap the SDK's (modal.NotFoundError, modal.SandboxFilesystemError,
 // ...) or its gRPC status, so errors.As reaches them; errors.Is reports the

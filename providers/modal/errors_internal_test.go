@@ -70,15 +70,3 @@ func TestWrapPassesContextErrorsThrough(t *testing.T) {
 		t.Errorf("wrap = %#v, want a *sandbox.Error naming provider, sandbox and op", err)
 	}
 }
-
-func TestParseReadDirRefusesGarbage(t *testing.T) {
-	for _, out := range []string{"41ed 4096 1700000000 5:ab\n", "41ed 4096 x 1:a\n", "zz 1 1 1:a\n", "41ed 1 1 nope\n"} {
-		if _, err := parseReadDir([]byte(out)); err == nil {
-			t.Errorf("parseReadDir(%q) succeeded", out)
-		}
-	}
-	list, err := parseReadDir([]byte("81a4 3 1700000000 3:a\nb\n41ed 4096 1700000000 1:c\n"))
-	if err != nil || len(list) != 2 || list[0].Name != "a\nb" || list[1].Name != "c" || !list[1].IsDir() {
-		t.Errorf("parseReadDir = %+v, %v", list, err)
-	}
-}

@@ -51,6 +51,9 @@ func Example_url() {
 		log.Fatal(err)
 	}
 	defer p.Close()
-	fmt.Println(p.(*modal.Provider).App().Name)
+	var d *modal.Provider // As reaches the driver, for its App
+	if p.As(&d) {
+		fmt.Println(d.App().Name)
+	}
 	// Output: my-agent-tools
 }

@@ -14,6 +14,7 @@ import (
 	sdk "github.com/modal-labs/libmodal/modal-go"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // wrapper starts every command: it changes to the working directory,
@@ -45,22 +46,8 @@ var signals = map[sandbox.Signal]int{
 // stderr streamed separately, and returns once the command is running.
 // cmd.Env reaches the command as an ephemeral Modal Secret. cmd.TTY is an
 // error of kind ErrNotSupported (Modal has no terminal size or resize).
-func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 	const op = "exec"
-	if cmd == nil || len(cmd.Args) == 0 || cmd.Args[0] == "" {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, "empty command (Cmd.Args)")
-	}
-	if cmd.TTY != nil {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "Modal has no terminal size or resize for exec")
-	}
-	if cmd.Timeout < 0 {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("negative Cmd.Timeout %v", cmd.Timeout))
-	}
-	for k := range cmd.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("invalid environment variable name %q", k))
-		}
-	}
 	end, err := s.begin(ctx, op)
 	if err != nil {
 		return nil, err
@@ -71,9 +58,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process,
 	}
 	dir := s.workdir
 	if cmd.Dir != "" {
-		if dir, err = sandbox.CleanName(s.workdir, cmd.Dir); err != nil {
-			return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrInvalidArgument, fmt.Errorf("Cmd.Dir: %w", err))
-		}
+		dir = s.abs(cmd.Dir)
 	}
 	argv := append([]string{"sh", "-c", wrapper, "perimeter", dir}, cmd.Args...)
 	if err := sdk.ValidateExecArgs(argv); err != nil {
@@ -229,7 +214,7 @@ func (pr *process) copyStdout(w io.Writer) {
 	case strings.HasPrefix(line, "perimeter:pid:"):
 		pr.pid, err = strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "perimeter:pid:")))
 		if err != nil || pr.pid <= 0 {
-			pr.startErr = sandbox.Errorf(Name, pr.s.id, "exec", sandbox.ErrUnavailable, fmt.Sprintf("unexpected first line from the command wrapper: %q", line))
+			pr.startErr = sandbox.Errorf(Name, pr.s.id, "exec", sandbox.ErrUnavailable, "unexpected first line from the command wrapper: %q", line)
 		}
 	case line == "perimeter:nodir\n":
 		pr.startErr = sandbox.Errorf(Name, pr.s.id, "exec", sandbox.ErrNotFound, "working directory (Cmd.Dir) does not exist")
@@ -238,7 +223,7 @@ func (pr *process) copyStdout(w io.Writer) {
 	case line == "perimeter:noaccess\n":
 		pr.startErr = sandbox.Errorf(Name, pr.s.id, "exec", sandbox.ErrPermissionDenied, "working directory (Cmd.Dir) cannot be entered")
 	default:
-		pr.startErr = sandbox.Errorf(Name, pr.s.id, "exec", sandbox.ErrUnavailable, fmt.Sprintf("unexpected first line from the command wrapper: %q", line))
+		pr.startErr = sandbox.Errorf(Name, pr.s.id, "exec", sandbox.ErrUnavailable, "unexpected first line from the command wrapper: %q", line)
 	}
 	close(pr.started)
 	if pr.startErr != nil {
@@ -368,7 +353,7 @@ func (pr *process) Signal(ctx context.Context, sig sandbox.Signal) error {
 	const op = "signal"
 	num, ok := signals[sig]
 	if !ok {
-		return sandbox.Errorf(Name, pr.s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("unknown signal %q", sig))
+		return sandbox.Errorf(Name, pr.s.id, op, sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 // dialled without TLS).
 var quiet = slog.New(slog.DiscardHandler)
 
-func newProvider(t testing.TB) *modal.Provider {
+func newProvider(t testing.TB) *sandbox.Provider {
 	t.Helper()
 	p, err := modal.New(context.Background(), &modal.Options{App: "perimeter-test", Logger: quiet})
 	require.NoError(t, err)
@@ -65,10 +65,23 @@ func newProvider(t testing.TB) *modal.Provider {
 	return p
 }
 
-func create(t testing.TB, p sandbox.Provider, spec *sandbox.Spec) sandbox.Sandbox {
+func create(t testing.TB, p *sandbox.Provider, spec *sandbox.Spec) *sandbox.Sandbox {
 	t.Helper()
 	sb, err := p.Create(context.Background(), spec)
 	require.NoError(t, err)
 	t.Cleanup(func() { sb.Terminate(context.Background()) })
 	return sb
+}
+
+// openNetwork is the egress of fake sandboxes that serve a tunnel (see
+// TestConformance).
+var openNetwork = &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}
+
+// modalDriver returns the Modal driver behind a portable provider.
+func modalDriver(p *sandbox.Provider) *modal.Provider {
+	var d *modal.Provider
+	if !p.As(&d) {
+		panic("not a Modal provider")
+	}
+	return d
 }

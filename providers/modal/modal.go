@@ -3,7 +3,6 @@ package modal
 import (
 	"context"
 	"errors"
-	"fmt"
 	"iter"
 	"log/slog"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 	sdk "github.com/modal-labs/libmodal/modal-go"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // Name is the provider's name in errors and in Info.Provider, and its URL
@@ -74,13 +74,27 @@ type Provider struct {
 	handles map[*Sandbox]struct{} // handed out and not terminated
 }
 
-var _ sandbox.Provider = (*Provider)(nil)
+var _ driver.Provider = (*Provider)(nil)
 
 // New connects to Modal and finds or creates opts.App. Connecting makes a
 // blocking call the SDK cannot cancel; New runs it under ctx and returns
 // ctx's error if ctx ends first (the connection is then closed when it
 // completes).
-func New(ctx context.Context, opts *Options) (*Provider, error) {
+//
+// New returns the portable provider host code uses; [NewDriver] returns the
+// driver, for [sandbox.NewProvider] with [sandbox.ProviderOptions].
+func New(ctx context.Context, opts *Options) (*sandbox.Provider, error) {
+	d, err := NewDriver(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.NewProvider(d, nil), nil
+}
+
+// NewDriver is [New] returning the provider's driver. Host code calls the
+// portable type's methods, never the driver's: the portable layer validates
+// arguments and applies defaults before the driver sees them.
+func NewDriver(ctx context.Context, opts *Options) (*Provider, error) {
 	if opts == nil || opts.App == "" {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument, "Options.App (the Modal App name) is required")
 	}
@@ -143,14 +157,13 @@ func newClient(ctx context.Context, params *sdk.ClientParams) (*sdk.Client, erro
 }
 
 // openURL opens "modal://APP_NAME[?environment=ENV&image=IMAGE]".
-func openURL(ctx context.Context, u *url.URL) (sandbox.Provider, error) {
+func openURL(ctx context.Context, u *url.URL) (driver.Provider, error) {
 	if u.User != nil {
-		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-			"credentials do not go in the URL; set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET")
+		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument, "credentials do not go in the URL; set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET")
 	}
 	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("URL %q: want modal://APP_NAME", u.Redacted()))
+			"URL %q: want modal://APP_NAME", u.Redacted())
 	}
 	o := &Options{App: u.Host}
 	for k, v := range u.Query() {
@@ -161,22 +174,32 @@ func openURL(ctx context.Context, u *url.URL) (sandbox.Provider, error) {
 			o.DefaultImage = v[0]
 		default:
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
-				fmt.Sprintf("URL %q: unknown parameter %q (known: environment, image)", u.Redacted(), k))
+				"URL %q: unknown parameter %q (known: environment, image)", u.Redacted(), k)
 		}
 	}
-	return New(ctx, o)
+	d, err := NewDriver(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
 }
+
+// Name returns "modal".
+func (p *Provider) Name() string { return Name }
 
 // App returns the Modal App the provider's sandboxes belong to.
 func (p *Provider) App() *sdk.App { return p.app }
 
 // As sets target to the provider's native value: a **sdk.Client
-// (github.com/modal-labs/libmodal/modal-go) receives the SDK client. It
-// reports whether target was set.
+// (github.com/modal-labs/libmodal/modal-go) receives the SDK client, a
+// **Provider the driver. It reports whether target was set.
 func (p *Provider) As(target any) bool {
 	switch t := target.(type) {
 	case **sdk.Client:
 		*t = p.client
+		return true
+	case **Provider:
+		*t = p
 		return true
 	}
 	return false
@@ -214,14 +237,8 @@ func (p *Provider) live(op string) error {
 
 // Get returns the running sandbox id. An unknown or finished sandbox is an
 // error of kind ErrNotFound.
-func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
+func (p *Provider) Get(ctx context.Context, id string) (driver.Sandbox, error) {
 	const op = "get"
-	if err := p.live(op); err != nil {
-		return nil, err
-	}
-	if id == "" {
-		return nil, sandbox.Errorf(Name, "", op, sandbox.ErrInvalidArgument, "empty sandbox id")
-	}
 	sb, err := p.client.Sandboxes.FromID(ctx, id)
 	if err != nil {
 		return nil, wrap(ctx, id, op, err)
@@ -232,7 +249,7 @@ func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) 
 	}
 	if code != nil {
 		sb.Detach()
-		return nil, sandbox.Errorf(Name, id, op, sandbox.ErrNotFound, fmt.Sprintf("sandbox has finished (exit code %d)", *code))
+		return nil, sandbox.Errorf(Name, id, op, sandbox.ErrNotFound, "sandbox has finished (exit code %d)", *code)
 	}
 	s := newSandbox(p, sb, nil)
 	if err := p.track(s); err != nil {
@@ -246,12 +263,8 @@ func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) 
 func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq2[sandbox.Info, error] {
 	return func(yield func(sandbox.Info, error) bool) {
 		const op = "list"
-		if err := p.live(op); err != nil {
-			yield(sandbox.Info{}, err)
-			return
-		}
 		params := &sdk.SandboxListParams{AppID: p.app.AppID, Environment: p.opts.Environment}
-		if opts != nil && len(opts.Labels) > 0 {
+		if len(opts.Labels) > 0 {
 			params.Tags = opts.Labels
 		}
 		seq, err := p.client.Sandboxes.List(ctx, params)
@@ -275,7 +288,7 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 			}
 			if !yield(sandbox.Info{
 				ID: sb.SandboxID, Provider: Name, State: sandbox.StateRunning,
-				Labels: tags, Isolation: isolation,
+				Labels: tags, Isolation: isolation + "; network: as created (Modal does not report it)",
 			}, nil) {
 				return
 			}

@@ -14,6 +14,7 @@ import (
 	sdk "github.com/modal-labs/libmodal/modal-go"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 const isolation = "gVisor container on Modal's infrastructure (one sandbox per container, network policy enforced by Modal)"
@@ -39,6 +40,7 @@ type Sandbox struct {
 	expires time.Time
 	labels  map[string]string
 	specDir string // Spec.Workdir, if given
+	egress  string // Info.Isolation's network part
 
 	// opMu is held shared by every operation that uses sb, and exclusively
 	// by Terminate: the SDK's Sandbox is not safe against a concurrent
@@ -55,17 +57,31 @@ type Sandbox struct {
 }
 
 var (
-	_ sandbox.Sandbox     = (*Sandbox)(nil)
-	_ sandbox.Snapshotter = (*Sandbox)(nil)
+	_ driver.Sandbox     = (*Sandbox)(nil)
+	_ driver.Snapshotter = (*Sandbox)(nil)
 )
 
 func newSandbox(p *Provider, sb *sdk.Sandbox, spec *sandbox.Spec) *Sandbox {
-	s := &Sandbox{p: p, sb: sb, id: sb.SandboxID}
+	s := &Sandbox{p: p, sb: sb, id: sb.SandboxID, egress: "network: as created (Modal does not report it)"}
 	if spec != nil {
 		s.specDir = spec.Workdir
 		s.labels = spec.Labels
+		s.egress = egressOf(spec.Network)
 	}
 	return s
+}
+
+// egressOf describes the egress Create gave a sandbox.
+func egressOf(n *sandbox.NetworkPolicy) string {
+	switch {
+	case n == nil || n.Mode == sandbox.NetworkNone:
+		return "network: none (blocked)"
+	case n.Mode == sandbox.NetworkAllowlist && len(n.Allow) == 0:
+		return "network: none (an empty allowlist)"
+	case n.Mode == sandbox.NetworkAllowlist:
+		return "network: allowlist of CIDR ranges"
+	}
+	return "network: open"
 }
 
 // ID returns Modal's sandbox id ("sb-...").
@@ -232,7 +248,8 @@ func (s *Sandbox) Info(ctx context.Context) (sandbox.Info, error) {
 		return sandbox.Info{}, err
 	}
 	defer end()
-	info := sandbox.Info{ID: s.id, Provider: Name, State: sandbox.StateRunning, Created: s.created, Expires: s.expires, Isolation: isolation}
+	info := sandbox.Info{ID: s.id, Provider: Name, State: sandbox.StateRunning, Created: s.created, Expires: s.expires,
+		Isolation: isolation + "; " + s.egress}
 	code, err := s.sb.Poll(ctx)
 	if err != nil {
 		return sandbox.Info{}, wrap(ctx, s.id, op, err)
@@ -309,21 +326,15 @@ func (s *Sandbox) Snapshot(ctx context.Context) (string, error) {
 // Expose returns the encrypted tunnel Modal opened for port, which must have
 // been declared in Spec.Ports (Modal opens tunnels only at creation). Its URL
 // is https://HOST[:PORT]. Protocol "tcp" is an error of kind ErrNotSupported.
-func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
+func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error) {
 	const op = "expose"
 	end, err := s.begin(ctx, op)
 	if err != nil {
 		return nil, err
 	}
 	defer end()
-	if port < 1 || port > 65535 {
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("%d is not a TCP port", port))
-	}
-	if opts != nil && opts.Protocol != "" && opts.Protocol != "http" {
-		if opts.Protocol == "tcp" {
-			return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "Modal's encrypted tunnels carry TLS; plain tcp is not exposed")
-		}
-		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument, fmt.Sprintf("unknown protocol %q (want http or tcp)", opts.Protocol))
+	if opts.Protocol != "http" {
+		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrNotSupported, "Modal's encrypted tunnels carry TLS; plain %s is not exposed", opts.Protocol)
 	}
 	timeout := 50 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -338,7 +349,7 @@ func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOpti
 	t := tunnels[port]
 	if t == nil {
 		return nil, sandbox.Errorf(Name, s.id, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("port %d has no tunnel: Modal opens tunnels only for ports declared in Spec.Ports at creation", port))
+			"port %d has no tunnel: Modal opens tunnels only for ports declared in Spec.Ports at creation", port)
 	}
 	return &tunnel{url: t.URL(), native: t}, nil
 }

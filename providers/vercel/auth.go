@@ -71,7 +71,7 @@ func (envOIDC) Token(context.Context) (string, error) {
 		return "", sandbox.NewError(providerName, "", "token", sandbox.ErrPermissionDenied, err)
 	}
 	if c.Expiry != 0 && time.Now().After(time.Unix(c.Expiry, 0)) {
-		return "", sandbox.Errorf(providerName, "", "token", sandbox.ErrPermissionDenied,
+		return "", sandbox.Errorf(providerName, "", "token", sandbox.ErrPermissionDenied, "%s",
 			"VERCEL_OIDC_TOKEN expired at "+time.Unix(c.Expiry, 0).UTC().Format(time.RFC3339)+"; refresh it (vercel env pull) or give Options.Token a TokenSource that refreshes")
 	}
 	return tok, nil

@@ -39,27 +39,27 @@ func TestCredentialsFromEnvironment(t *testing.T) {
 	t.Setenv("VERCEL_TEAM_ID", "team_1")
 	t.Setenv("VERCEL_PROJECT_ID", "prj_1")
 	p, err := New(nil)
-	if err != nil || p.c.team != "team_1" || p.c.project != "prj_1" {
+	if err != nil || drv(p).c.team != "team_1" || drv(p).c.project != "prj_1" {
 		t.Fatalf("access token: %v", err)
 	}
-	if tok, _ := p.c.tokens.Token(context.Background()); tok != "tok" {
+	if tok, _ := drv(p).c.tokens.Token(context.Background()); tok != "tok" {
 		t.Errorf("token %q", tok)
 	}
 
 	clearEnv(t)
 	t.Setenv("VERCEL_OIDC_TOKEN", jwt(t, map[string]any{"owner_id": "team_o", "project_id": "prj_o", "exp": time.Now().Add(time.Hour).Unix()}))
 	p, err = New(nil)
-	if err != nil || p.c.team != "team_o" || p.c.project != "prj_o" {
+	if err != nil || drv(p).c.team != "team_o" || drv(p).c.project != "prj_o" {
 		t.Fatalf("OIDC: %v %+v", err, p)
 	}
 	// A refreshed variable is picked up; an expired one is refused.
 	fresh := jwt(t, map[string]any{"owner_id": "team_o", "project_id": "prj_o", "exp": time.Now().Add(2 * time.Hour).Unix()})
 	t.Setenv("VERCEL_OIDC_TOKEN", fresh)
-	if tok, err := p.c.tokens.Token(context.Background()); err != nil || tok != fresh {
+	if tok, err := drv(p).c.tokens.Token(context.Background()); err != nil || tok != fresh {
 		t.Errorf("refreshed OIDC token not used: %v", err)
 	}
 	t.Setenv("VERCEL_OIDC_TOKEN", jwt(t, map[string]any{"owner_id": "team_o", "project_id": "prj_o", "exp": time.Now().Add(-time.Minute).Unix()}))
-	if _, err := p.c.tokens.Token(context.Background()); !errors.Is(err, sandbox.ErrPermissionDenied) || !strings.Contains(err.Error(), "expired") {
+	if _, err := drv(p).c.tokens.Token(context.Background()); !errors.Is(err, sandbox.ErrPermissionDenied) || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("expired OIDC token: %v", err)
 	}
 	t.Setenv("VERCEL_OIDC_TOKEN", "not-a-jwt")

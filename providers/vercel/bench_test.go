@@ -22,7 +22,7 @@ func BenchmarkExecRoundTrip(b *testing.B) {
 		ctx := context.Background()
 		b.ResetTimer()
 		for b.Loop() {
-			res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: args}, nil)
+			res, err := sandbox.Run(ctx, sb.Sandbox, &sandbox.Cmd{Args: args}, nil)
 			if err != nil || string(res.Stdout) != "hello\n" {
 				b.Fatalf("%v %q", err, res.Stdout)
 			}

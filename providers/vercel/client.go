@@ -108,7 +108,9 @@ func (c *Client) ProjectID() string { return c.project }
 // Do sends one API request: path is absolute ("/v2/sandboxes"), query gets
 // teamId added, and a non-nil in is sent as JSON. A non-2xx answer is
 // returned as an *APIError after the retries; on success the caller closes
-// the response body.
+// the response body. Only idempotent requests are retried (see [Idempotent]):
+// a command start, a sandbox creation, a snapshot or a timeout extension is
+// sent once, so a lost answer never makes it happen twice.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in any) (*http.Response, error) {
 	var b *body
 	if in != nil {
@@ -120,7 +122,27 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	return c.do(ctx, method, path, query, b)
 }
 
+// Idempotent reports whether sending the request twice has the effect of
+// sending it once, so that the client may retry it: every method but POST,
+// and the POST routes that read, replace or stop (fs/read, fs/write, kill,
+// stop, network-policy).
+func Idempotent(method, path string) bool {
+	if method != http.MethodPost {
+		return true
+	}
+	for _, suffix := range []string{"/fs/read", "/fs/write", "/kill", "/stop", "/network-policy"} {
+		if strings.HasSuffix(path, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, b *body) (*http.Response, error) {
+	retries := c.retries
+	if !Idempotent(method, path) {
+		retries = 0
+	}
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	q := url.Values{}
@@ -162,7 +184,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			req.Header.Set("Content-Type", "application/json")
 		}
 		resp, err := c.http.Do(req)
-		last := attempt >= c.retries
+		last := attempt >= retries
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

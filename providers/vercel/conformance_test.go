@@ -8,6 +8,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/conformance"
 	"github.com/perimeter-sdk/perimeter/providers/vercel/vercelfake"
+	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
 func fakeHarness(t *testing.T) *conformance.Harness {
@@ -29,7 +30,16 @@ func fakeHarness(t *testing.T) *conformance.Harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	return &conformance.Harness{Provider: p, NativeError: func() any { return new(*APIError) }}
+	return &conformance.Harness{
+		Provider: p, NativeError: func() any { return new(*APIError) },
+		// The fake's routes answer on the host's loopback, which a fake
+		// sandbox without egress (its own network namespace) does not
+		// share: its sandboxes ask for open egress unless a check sets the
+		// network itself.
+		Spec: func() *sandbox.Spec {
+			return &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}
+		},
+	}
 }
 
 // TestConformance runs the public battery against the fake. Vercel carries

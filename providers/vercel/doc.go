@@ -54,29 +54,34 @@
 //     silently short output. Output travels as JSON strings: valid UTF-8 is
 //     exact, other bytes arrive as U+FFFD.
 //   - Cmd.Timeout is sent to the sandbox, which kills the command with
-//     SIGKILL; Cmd.Stdin and Cmd.TTY are ErrNotSupported (Vercel has stdin
-//     only on its interactive PTY WebSocket, which this adapter does not
-//     implement). A missing program exits 127.
+//     SIGKILL. Cmd.TTY runs the command on Vercel's interactive PTY
+//     WebSocket, which also carries Cmd.Stdin; without a TTY, Vercel has no
+//     stdin, so Capabilities.Stdin is false. A missing program exits 127.
 //   - Signal: POST …/cmd/{id}/kill with the signal's number. A command
 //     killed by a signal this process sent reports Code -1 and the signal;
 //     the sandbox itself reports 128+n.
 //   - Files: ReadFile is POST …/fs/read (streamed, byte-exact); WriteFile is
 //     POST …/fs/write with a gzip-compressed tar, built after r is read
 //     whole into a temporary file on this host, so a failing r sends
-//     nothing. These operations have no API and run as commands in the
-//     sandbox (GNU coreutils and sh): Stat (stat), ReadDir (find and stat),
-//     MkdirAll (mkdir -p), Remove (rm or rmdir), RemoveAll (rm -rf), Rename
-//     (mv -T), and WriteFile's check that the parent exists (test -d).
+//     nothing. These operations have no API and run as POSIX sh scripts in
+//     the sandbox (internal/shellfs: stat, mkdir -m for every new directory,
+//     rm, rmdir, mv), and WriteFile's check that the parent exists (test
+//     -d).
 //   - Expose: the route of a port ("https://…vercel.run"); a port not in
 //     Spec.Ports is added with PATCH. HTTP only. Tunnel.Close removes the
 //     port (PATCH), which withdraws its route.
 //   - Snapshot (which stops the session, as on Vercel), Spec.Snapshot,
 //     ExtendTimeout, UpdateNetwork and the network modes none (deny-all),
 //     allowlist (domains, and CIDRs as subnets) and open (allow-all).
-//   - Not supported: Stdin, PTY, Dial, Pause (a Vercel stop ends every
+//   - Not supported: Stdin without a TTY, Dial, Pause (a Vercel stop ends every
 //     process, so it is not the contract's pause; [Sandbox.Stop] is there
 //     as Vercel's own operation), Resources other than whole vCPUs (memory
 //     is 2048 MB per vCPU), Spec.RootFS.
+//
+// A nil Spec.Network is the network mode none (deny-all), as on every
+// provider. The client retries only idempotent requests (network errors,
+// 5xx, 429 with a bounded Retry-After): a command start, a creation, a
+// snapshot or a timeout extension is sent once, so it never happens twice.
 //
 // Spec.Workdir is created with mkdir -p and used as the default directory of
 // commands and relative file names; it is not stored with the sandbox, so a
@@ -84,10 +89,15 @@
 //
 // # Escape hatches
 //
-// [Provider.CreateWith] takes Vercel's own settings ([CreateOptions]: name,
-// git or tarball source, legacy runtime, persistence, regions).
-// [Provider.Client] returns the authenticated, retrying [Client] for any
-// other endpoint. [Sandbox] has [Sandbox.Stop], [Sandbox.SessionID] and
-// [Sandbox.Routes]. Errors wrap *[APIError] (status, code, message) for
-// errors.As.
+// [CreateWith] takes Vercel's own settings ([CreateOptions]: name, git or
+// tarball source, legacy runtime, persistence, regions). As on the portable
+// types reaches this package's own:
+//
+//   - (*sandbox.Provider).As accepts **vercel.Provider (the driver) and
+//     **vercel.Client (the authenticated, retrying client for any other
+//     endpoint);
+//   - (*sandbox.Sandbox).As accepts **vercel.Sandbox, which has
+//     [Sandbox.Stop], [Sandbox.SessionID] and [Sandbox.Routes].
+//
+// Errors wrap *[APIError] (status, code, message) for errors.As.
 package vercel

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // ndjsonType is the exact content type of command streams.
@@ -47,30 +48,14 @@ type streamLine struct {
 // and streams its NDJSON output to cmd.Stdout and cmd.Stderr as it comes.
 // Cmd.Stdin and Cmd.TTY are ErrNotSupported: Vercel has no stdin for
 // commands outside its interactive PTY, which this adapter does not use.
-func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (sandbox.Process, error) {
+func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, error) {
 	const op = "exec"
-	switch {
-	case cmd == nil || len(cmd.Args) == 0 || cmd.Args[0] == "":
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "empty Cmd.Args")
-	case cmd.Stdin != nil && cmd.TTY == nil:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotSupported,
-			"Cmd.Stdin: Vercel commands have no standard input outside a terminal (set Cmd.TTY)")
-	case cmd.TTY != nil && (cmd.TTY.Rows <= 0 || cmd.TTY.Cols <= 0):
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument,
-			fmt.Sprintf("Cmd.TTY size %dx%d", cmd.TTY.Rows, cmd.TTY.Cols))
-	case cmd.Timeout < 0:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "negative Cmd.Timeout")
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	dir := s.dir()
 	if cmd.Dir != "" {
-		d, err := sandbox.CleanName(dir, cmd.Dir)
-		if err != nil {
-			return nil, sandbox.NewError(providerName, s.name, op, sandbox.ErrInvalidArgument, err)
-		}
-		dir = d
+		dir = s.abs(cmd.Dir)
 	}
 	if cmd.TTY != nil {
 		return s.startPTY(ctx, cmd, dir)
@@ -389,6 +374,9 @@ func (p *process) kill(ctx context.Context) {
 	p.signal(ctx, sandbox.SIGKILL)
 }
 
+// As reports false: the process has no native type to expose.
+func (p *process) As(any) bool { return false }
+
 // Wait waits for the command's end and for its output to be written.
 func (p *process) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
 	select {
@@ -403,7 +391,7 @@ func (p *process) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
 // is not an error.
 func (p *process) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if _, ok := signalNumbers[sig]; !ok {
-		return sandbox.Errorf(providerName, p.s.name, "signal", sandbox.ErrInvalidArgument, fmt.Sprintf("unknown signal %q", sig))
+		return sandbox.Errorf(providerName, p.s.name, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	select {
 	case <-p.done:

@@ -16,7 +16,7 @@ import (
 func TestExecSeparatesStreamsAndReportsExitCodes(t *testing.T) {
 	_, p := newFake(t, nil)
 	sb := newSandbox(t, p, &sandbox.Spec{Env: map[string]string{"A": "spec", "B": "spec"}})
-	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{
+	res, err := sandbox.Run(ctxT(t), sb.Sandbox, &sandbox.Cmd{
 		Args: []string{"sh", "-c", `printf 'out %s %s' "$A" "$B"; printf 'err' >&2; exit 3`},
 		Env:  map[string]string{"B": "cmd"},
 	}, nil)
@@ -37,11 +37,11 @@ func TestExecDirAndWorkdir(t *testing.T) {
 	if err := sb.MkdirAll(ctxT(t), "sub", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{Args: []string{"pwd"}, Dir: "sub"}, nil)
+	res, err := sandbox.Run(ctxT(t), sb.Sandbox, &sandbox.Cmd{Args: []string{"pwd"}, Dir: "sub"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := sb.dir() + "/sub\n"; string(res.Stdout) != want || !strings.HasSuffix(want, "/work/space/sub\n") {
+	if want := sb.d.dir() + "/sub\n"; string(res.Stdout) != want || !strings.HasSuffix(want, "/work/space/sub\n") {
 		t.Errorf("pwd = %q, want %q", res.Stdout, want)
 	}
 	if _, err := sb.Start(ctxT(t), &sandbox.Cmd{Args: []string{"true"}, Dir: "missing"}); !errors.Is(err, sandbox.ErrInvalidArgument) {
@@ -66,10 +66,10 @@ func TestExecRefusesWhatVercelLacks(t *testing.T) {
 	if _, err := sb.Start(ctx, &sandbox.Cmd{}); !errors.Is(err, sandbox.ErrInvalidArgument) {
 		t.Errorf("empty argv: %v", err)
 	}
-	if err := sandbox.Pause(ctx, sb); !errors.Is(err, sandbox.ErrNotSupported) {
+	if err := sb.Pause(ctx); !errors.Is(err, sandbox.ErrNotSupported) {
 		t.Errorf("Pause: %v", err)
 	}
-	if _, err := sandbox.Dial(ctx, sb, 80); !errors.Is(err, sandbox.ErrNotSupported) {
+	if _, err := sb.Dial(ctx, 80); !errors.Is(err, sandbox.ErrNotSupported) {
 		t.Errorf("Dial: %v", err)
 	}
 	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sh"}, TTY: &sandbox.TTY{}}); !errors.Is(err, sandbox.ErrInvalidArgument) {
@@ -102,7 +102,7 @@ func TestExecStreamsBeforeTheCommandEnds(t *testing.T) {
 		t.Fatalf("the command ended before it was told to: %v", err)
 	}
 	cancel()
-	if err := sb.WriteFile(ctx, "go-on", nil, 0o644); err != nil {
+	if err := sb.WriteFile(ctx, "go-on", strings.NewReader(""), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	st, err := proc.Wait(ctx)
@@ -170,7 +170,7 @@ func TestExecTimeoutKillsAndSaysSo(t *testing.T) {
 	_, p := newFake(t, nil)
 	sb := newSandbox(t, p, nil)
 	start := time.Now()
-	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{Args: []string{"sleep", "30"}, Timeout: 300 * time.Millisecond}, nil)
+	res, err := sandbox.Run(ctxT(t), sb.Sandbox, &sandbox.Cmd{Args: []string{"sleep", "30"}, Timeout: 300 * time.Millisecond}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,14 +309,23 @@ func TestStartHonoursCtxBeforeTheCommandStarts(t *testing.T) {
 	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Start with a cancelled ctx: %v", err)
 	}
-	// A 429 with a long-enough Retry-After keeps the request waiting; the
-	// ctx ends it.
+	// A command start is never retried (it could run twice): a 429 is the
+	// answer, at once, whatever its Retry-After.
 	f.Fail(vercelfake.Fault{Path: "/cmd", Status: 429, Code: "rate_limited", RetryAfter: "15", Times: 5})
+	before := f.Hits("POST", "/cmd")
+	if _, err := sb.Start(ctxT(t), &sandbox.Cmd{Args: []string{"true"}}); !errors.Is(err, sandbox.ErrResourceExhausted) {
+		t.Errorf("Start answered 429: %v, want ErrResourceExhausted", err)
+	}
+	if n := f.Hits("POST", "/cmd") - before; n != 1 {
+		t.Errorf("Start answered 429 was sent %d times, want once", n)
+	}
+	// An idempotent request waiting out a long Retry-After is ended by its
+	// ctx.
+	f.Fail(vercelfake.Fault{Method: "GET", Path: "/v2/sandboxes/" + sb.ID(), Status: 429, Code: "rate_limited", RetryAfter: "15", Times: 5})
 	ctx, cancel = context.WithTimeout(ctxT(t), 200*time.Millisecond)
 	defer cancel()
-	start := time.Now()
-	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
-		t.Errorf("Start during a 15s Retry-After with a 200ms ctx: %v after %v", err, time.Since(start))
+	if _, err := p.Get(ctx, sb.ID()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Get during a 15s Retry-After with a 200ms ctx: %v", err)
 	}
 }
 

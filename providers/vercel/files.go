@@ -12,24 +12,29 @@ import (
 	"net/http"
 	"os"
 	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/perimeter-sdk/perimeter/internal/posixfs"
+	"github.com/perimeter-sdk/perimeter/internal/shellfs"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 func (s *Sandbox) clean(op, name string) (string, error) {
 	if err := s.checkLive(op); err != nil {
 		return "", err
 	}
-	p, err := sandbox.CleanName(s.dir(), name)
-	if err != nil {
-		return "", sandbox.NewError(providerName, s.name, op, sandbox.ErrInvalidArgument, err)
+	return s.abs(name), nil
+}
+
+// abs resolves a name the portable layer checked (clean, without "..")
+// against the working directory.
+func (s *Sandbox) abs(name string) string {
+	if path.IsAbs(name) {
+		return name
 	}
-	return p, nil
+	return path.Join(s.dir(), name)
 }
 
 // ReadFile reads the named file with POST …/fs/read; the body streams.
@@ -50,7 +55,7 @@ func (s *Sandbox) ReadFile(ctx context.Context, name string) (io.ReadCloser, err
 		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
 			// The API answers 400 for a directory; say so, checking it is one.
 			if fi, serr := s.Stat(ctx, p); serr == nil && fi.IsDir() {
-				return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, p+" is a directory")
+				return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "%s is a directory", p)
 			}
 		}
 		return nil, wrap(s.name, op, fmt.Errorf("%s: %w", p, err))
@@ -72,9 +77,6 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 	if p == "/" {
 		return sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "cannot write to /")
 	}
-	if r == nil {
-		r = bytes.NewReader(nil)
-	}
 	spool, err := os.CreateTemp("", "perimeter-vercel-*")
 	if err != nil {
 		return sandbox.NewError(providerName, s.name, op, sandbox.ErrUnavailable, err)
@@ -95,10 +97,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 		}
 		return sandbox.NewError(providerName, s.name, op, sandbox.ErrInvalidArgument, fmt.Errorf("reading the content for %s: %w", p, err))
 	}
-	if perm == 0 {
-		perm = 0o644
-	}
-	hdr := &tar.Header{Name: strings.TrimPrefix(p, "/"), Mode: int64(perm.Perm()), Size: n,
+	hdr := &tar.Header{Name: strings.TrimPrefix(p, "/"), Mode: int64(driver.ChmodBits(perm)), Size: n,
 		Typeflag: tar.TypeReg, ModTime: time.Now(), Format: tar.FormatPAX}
 	if err := tw.WriteHeader(hdr); err != nil {
 		return sandbox.NewError(providerName, s.name, op, sandbox.ErrInvalidArgument, err)
@@ -121,7 +120,7 @@ func (s *Sandbox) WriteFile(ctx context.Context, name string, r io.Reader, perm 
 			return err
 		}
 		if res.code != 0 {
-			return sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, "parent directory "+parent+" does not exist")
+			return sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, "parent directory %s does not exist", parent)
 		}
 	}
 	b := &body{contentType: "application/gzip", header: http.Header{"X-Cwd": {"/"}},
@@ -217,140 +216,66 @@ func (s *Sandbox) failed(op, name string, res *result) error {
 	default:
 		kind = sandbox.ErrInvalidArgument
 	}
-	return sandbox.Errorf(providerName, s.name, op, kind, name+": "+msg)
+	return sandbox.Errorf(providerName, s.name, op, kind, "%s", name+": "+msg)
 }
 
-// statFormat prints size, raw mode in hex, modification time and name,
-// NUL-terminated (GNU stat).
-const statFormat = `%s %f %Y %n\0`
+// shfs runs package shellfs's scripts through the sandbox's commands.
+func (s *Sandbox) shfs(op string) *shellfs.FS {
+	return &shellfs.FS{Run: func(ctx context.Context, argv []string) ([]byte, []byte, int, error) {
+		res, err := s.runInternal(ctx, op, argv...)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		return res.stdout, res.stderr, res.code, nil
+	}}
+}
 
-// Stat runs `stat` (which does not follow a final symbolic link).
+// shErr gives a script's failure the provider, sandbox and operation; a
+// failure to run it is already decorated.
+func (s *Sandbox) shErr(op string, err error) error {
+	var se *shellfs.Error
+	if errors.As(err, &se) {
+		return sandbox.NewError(providerName, s.name, op, nil, err)
+	}
+	return err
+}
+
+// Stat runs stat(1) in the sandbox (a final symbolic link is not followed).
 func (s *Sandbox) Stat(ctx context.Context, name string) (sandbox.FileInfo, error) {
 	const op = "stat"
 	p, err := s.clean(op, name)
 	if err != nil {
 		return sandbox.FileInfo{}, err
 	}
-	res, err := s.runInternal(ctx, op, "stat", "--printf", statFormat, "--", p)
-	if err != nil {
-		return sandbox.FileInfo{}, err
-	}
-	if res.code != 0 {
-		return sandbox.FileInfo{}, s.failed(op, p, res)
-	}
-	infos, err := parseStat(res.stdout)
-	if err != nil || len(infos) != 1 {
-		return sandbox.FileInfo{}, sandbox.Errorf(providerName, s.name, op, sandbox.ErrUnavailable,
-			fmt.Sprintf("%s: unexpected stat output %q", p, res.stdout))
-	}
-	fi := infos[0]
-	fi.Name = path.Base(p)
-	return fi, nil
+	fi, err := s.shfs(op).Stat(ctx, p)
+	return fi, s.shErr(op, err)
 }
 
-// readDirScript lists a directory's entries with stat, failing clearly for
-// a missing name or one that is not a directory.
-const readDirScript = `if [ ! -e "$1" ]; then echo "$1: No such file or directory" >&2; exit 2; fi
-if [ ! -d "$1" ]; then echo "$1: Not a directory" >&2; exit 3; fi
-cd -- "$1" || exit 1
-find . -mindepth 1 -maxdepth 1 -exec stat --printf '` + statFormat + `' {} +`
-
-// ReadDir runs `find … -exec stat` and sorts the entries by name.
+// ReadDir lists the directory with a shell loop and stat(1), sorted by name.
 func (s *Sandbox) ReadDir(ctx context.Context, name string) ([]sandbox.FileInfo, error) {
 	const op = "read dir"
 	p, err := s.clean(op, name)
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.runInternal(ctx, op, "sh", "-c", readDirScript, "sh", p)
-	if err != nil {
-		return nil, err
-	}
-	switch res.code {
-	case 0:
-	case 2:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrNotFound, p+": no such directory")
-	case 3:
-		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, p+" is not a directory")
-	default:
-		return nil, s.failed(op, p, res)
-	}
-	infos, err := parseStat(res.stdout)
-	if err != nil {
-		return nil, sandbox.NewError(providerName, s.name, op, sandbox.ErrUnavailable, err)
-	}
-	for i := range infos {
-		infos[i].Name = path.Base(infos[i].Name)
-	}
-	slices.SortFunc(infos, func(a, b sandbox.FileInfo) int { return strings.Compare(a.Name, b.Name) })
-	return infos, nil
+	list, err := s.shfs(op).ReadDir(ctx, p)
+	return list, s.shErr(op, err)
 }
 
-// parseStat reads records of statFormat.
-func parseStat(out []byte) ([]sandbox.FileInfo, error) {
-	var infos []sandbox.FileInfo
-	for _, rec := range bytes.Split(out, []byte{0}) {
-		if len(rec) == 0 {
-			continue
-		}
-		f := strings.SplitN(string(rec), " ", 4)
-		if len(f) != 4 {
-			return nil, fmt.Errorf("bad stat record %q", rec)
-		}
-		size, err1 := strconv.ParseInt(f[0], 10, 64)
-		raw, err2 := strconv.ParseUint(f[1], 16, 32)
-		mtime, err3 := strconv.ParseInt(f[2], 10, 64)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, fmt.Errorf("bad stat record %q: %w", rec, err)
-		}
-		infos = append(infos, sandbox.FileInfo{Name: f[3], Size: size, Mode: posixfs.Mode(uint32(raw)), ModTime: time.Unix(mtime, 0)})
-	}
-	return infos, nil
-}
-
-// MkdirAll runs `mkdir -p` (the API's mkdir is not recursive). perm applies
-// to the directories it creates.
+// MkdirAll makes the directory and its missing parents, each with perm, with
+// a script (the API's mkdir is not recursive).
 func (s *Sandbox) MkdirAll(ctx context.Context, name string, perm fs.FileMode) error {
 	const op = "mkdir"
 	p, err := s.clean(op, name)
 	if err != nil {
 		return err
 	}
-	if perm == 0 {
-		perm = 0o755
-	}
-	res, err := s.runInternal(ctx, op, "sh", "-c", `umask $2 && mkdir -p -- "$1"`, "sh", p,
-		fmt.Sprintf("%04o", ^uint32(perm.Perm())&0o777))
-	if err != nil {
-		return err
-	}
-	if res.code != 0 {
-		return s.failed(op, p, res)
-	}
-	return nil
+	return s.shErr(op, s.shfs(op).MkdirAll(ctx, p, perm))
 }
 
-// Remove runs `rmdir` for a directory, `rm` otherwise.
+// Remove removes the file or empty directory with a script.
 func (s *Sandbox) Remove(ctx context.Context, name string) error {
 	const op = "remove"
-	p, err := s.clean(op, name)
-	if err != nil {
-		return err
-	}
-	res, err := s.runInternal(ctx, op, "sh", "-c",
-		`if [ -d "$1" ] && [ ! -L "$1" ]; then rmdir -- "$1"; else rm -- "$1"; fi`, "sh", p)
-	if err != nil {
-		return err
-	}
-	if res.code != 0 {
-		return s.failed(op, p, res)
-	}
-	return nil
-}
-
-// RemoveAll runs `rm -rf`.
-func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
-	const op = "remove all"
 	p, err := s.clean(op, name)
 	if err != nil {
 		return err
@@ -358,33 +283,26 @@ func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
 	if p == "/" {
 		return sandbox.Errorf(providerName, s.name, op, sandbox.ErrInvalidArgument, "refusing to remove /")
 	}
-	res, err := s.runInternal(ctx, op, "rm", "-rf", "--", p)
+	return s.shErr(op, s.shfs(op).Remove(ctx, p))
+}
+
+// RemoveAll runs rm -rf.
+func (s *Sandbox) RemoveAll(ctx context.Context, name string) error {
+	const op = "remove all"
+	p, err := s.clean(op, name)
 	if err != nil {
 		return err
 	}
-	if res.code != 0 {
-		return s.failed(op, p, res)
-	}
-	return nil
+	return s.shErr(op, s.shfs(op).RemoveAll(ctx, p))
 }
 
-// Rename runs `mv -f -T` (newname is replaced, never entered).
+// Rename moves oldname to newname with a script: a file or an empty
+// directory at newname is replaced; a file does not replace a directory.
 func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	const op = "rename"
 	from, err := s.clean(op, oldname)
 	if err != nil {
 		return err
 	}
-	to, err := s.clean(op, newname)
-	if err != nil {
-		return err
-	}
-	res, err := s.runInternal(ctx, op, "mv", "-f", "-T", "--", from, to)
-	if err != nil {
-		return err
-	}
-	if res.code != 0 {
-		return s.failed(op, from+" -> "+to, res)
-	}
-	return nil
+	return s.shErr(op, s.shfs(op).Rename(ctx, from, s.abs(newname)))
 }

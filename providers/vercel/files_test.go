@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"io/fs"
 	"strings"
 	"testing"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
-func readAll(t *testing.T, sb sandbox.Sandbox, name string) ([]byte, error) {
+func readAll(t *testing.T, sb testSandbox, name string) ([]byte, error) {
 	t.Helper()
 	rc, err := sb.ReadFile(ctxT(t), name)
 	if err != nil {
@@ -166,19 +165,5 @@ func TestFileOpsThroughCommands(t *testing.T) {
 	}
 	if err := sb.RemoveAll(ctx, "/"); !errors.Is(err, sandbox.ErrInvalidArgument) {
 		t.Errorf("RemoveAll(/): %v", err)
-	}
-}
-
-func TestParseStatModes(t *testing.T) {
-	infos, err := parseStat([]byte("12 81a4 1700000000 f\x000 41ed 1700000000 d\x003 a1ff 1 l with space\x00"))
-	if err != nil || len(infos) != 3 {
-		t.Fatalf("%+v %v", infos, err)
-	}
-	if infos[0].Mode != 0o644 || infos[0].Size != 12 || infos[1].Mode != fs.ModeDir|0o755 ||
-		infos[2].Mode != fs.ModeSymlink|0o777 || infos[2].Name != "l with space" {
-		t.Errorf("modes %v %v %v name %q", infos[0].Mode, infos[1].Mode, infos[2].Mode, infos[2].Name)
-	}
-	if _, err := parseStat([]byte("garbage\x00")); err == nil {
-		t.Error("garbage parsed")
 	}
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // newFake starts a fake and a provider pointed at it, with fast retries.
-func newFake(t testing.TB, fo *vercelfake.Options) (*vercelfake.Server, *Provider) {
+func newFake(t testing.TB, fo *vercelfake.Options) (*vercelfake.Server, *sandbox.Provider) {
 	t.Helper()
 	f := vercelfake.New(fo)
 	t.Cleanup(f.Close)
@@ -27,16 +27,38 @@ func newFake(t testing.TB, fo *vercelfake.Options) (*vercelfake.Server, *Provide
 	return f, p
 }
 
-func newSandbox(t testing.TB, p *Provider, spec *sandbox.Spec) *Sandbox {
+// testSandbox is a portable sandbox with its driver at hand.
+type testSandbox struct {
+	*sandbox.Sandbox
+	d *Sandbox
+}
+
+func (s testSandbox) SessionID() string { return s.d.SessionID() }
+func (s testSandbox) Routes() []Route   { return s.d.Routes() }
+
+// drv returns the driver behind a portable provider.
+func drv(p *sandbox.Provider) *Provider {
+	var d *Provider
+	if !p.As(&d) {
+		panic("not a Vercel provider")
+	}
+	return d
+}
+
+func newSandbox(t testing.TB, p *sandbox.Provider, spec *sandbox.Spec) testSandbox {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sb, err := p.CreateWith(ctx, spec, nil)
+	sb, err := p.Create(ctx, spec)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
 	t.Cleanup(func() { sb.Terminate(context.Background()) })
-	return sb
+	ts := testSandbox{Sandbox: sb}
+	if !sb.As(&ts.d) {
+		t.Fatal("As(**Sandbox) failed")
+	}
+	return ts
 }
 
 func ctxT(t testing.TB) context.Context {
@@ -45,9 +67,9 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
-func run(t testing.TB, sb sandbox.Sandbox, args ...string) *sandbox.Result {
+func run(t testing.TB, sb testSandbox, args ...string) *sandbox.Result {
 	t.Helper()
-	res, err := sandbox.Run(ctxT(t), sb, &sandbox.Cmd{Args: args}, nil)
+	res, err := sandbox.Run(ctxT(t), sb.Sandbox, &sandbox.Cmd{Args: args}, nil)
 	if err != nil {
 		t.Fatalf("Run %q: %v", args, err)
 	}

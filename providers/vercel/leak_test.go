@@ -35,17 +35,18 @@ func TestNothingLeftBehind(t *testing.T) {
 		}
 		defer p.Close()
 		ctx := context.Background()
-		sb, err := p.CreateWith(ctx, nil, nil)
+		ps, err := p.Create(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		sb := testSandbox{Sandbox: ps}
 		root = filepath.Dir(filepath.Dir(sbHostDir(t, sb)))
 		if fi, err := os.Stat(root); err != nil || !fi.IsDir() || !strings.Contains(root, "vercelfake-") {
 			t.Fatalf("cannot find the fake's directory (got %q): %v", root, err)
 		}
 		sb.WriteFile(ctx, "f", strings.NewReader("x"), 0o644)
 		run(t, sb, "cat", "f")
-		sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"true"}, TTY: &sandbox.TTY{Rows: 2, Cols: 2}}, nil)
+		sandbox.Run(ctx, sb.Sandbox, &sandbox.Cmd{Args: []string{"true"}, TTY: &sandbox.TTY{Rows: 2, Cols: 2}}, nil)
 		proc, _ := sb.Start(ctx, &sandbox.Cmd{Args: []string{"sleep", "30"}})
 		sb.Terminate(ctx)
 		proc.Wait(ctx)
@@ -69,7 +70,7 @@ func TestNothingLeftBehind(t *testing.T) {
 // sbHostDir finds the fake's host directory of sb through the fake's own
 // view: the session's cwd is either /vercel/sandbox (isolated) or the host
 // directory itself.
-func sbHostDir(t *testing.T, sb *Sandbox) string {
+func sbHostDir(t *testing.T, sb testSandbox) string {
 	res := run(t, sb, "sh", "-c", "cat /proc/self/mountinfo | grep -F ' /vercel/sandbox ' | cut -d' ' -f4; pwd")
 	lines := strings.Split(strings.TrimSpace(string(res.Stdout)), "\n")
 	if len(lines) == 2 && lines[1] == "/vercel/sandbox" {

@@ -44,7 +44,7 @@ func TestCreateMapsTheSpec(t *testing.T) {
 	var raw struct {
 		Sandbox map[string]any `json:"sandbox"`
 	}
-	resp, err := p.Client().Do(ctx, http.MethodGet, "/v2/sandboxes/"+sb.ID(), url.Values{"projectId": {p.Client().ProjectID()}}, nil)
+	resp, err := drv(p).Client().Do(ctx, http.MethodGet, "/v2/sandboxes/"+sb.ID(), url.Values{"projectId": {drv(p).Client().ProjectID()}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestCreateMapsTheSpec(t *testing.T) {
 func TestGetListAndTerminate(t *testing.T) {
 	_, p := newFake(t, &vercelfake.Options{PageSize: 2})
 	ctx := ctxT(t)
-	var all []*Sandbox
+	var all []testSandbox
 	for i := range 5 {
 		all = append(all, newSandbox(t, p, &sandbox.Spec{Labels: map[string]string{"i": fmt.Sprint(i % 2), "k": "v"}}))
 	}
@@ -125,7 +125,7 @@ func TestResumeAfterStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := sb.SessionID()
-	if err := sb.Stop(ctx); err != nil {
+	if err := sb.d.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if info, err := sb.Info(ctx); err != nil || info.State != sandbox.StateStopped {
@@ -156,7 +156,7 @@ func TestSnapshotRestoresAndStopsTheSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := sb.SessionID()
-	id, err := sandbox.Snapshot(ctx, sb)
+	id, err := sb.Snapshot(ctx)
 	if err != nil || !strings.HasPrefix(id, "snap_") {
 		t.Fatalf("Snapshot = %q, %v", id, err)
 	}
@@ -200,17 +200,17 @@ func TestExposeExtendAndNetwork(t *testing.T) {
 		t.Errorf("tcp: %v", err)
 	}
 	before, _ := sb.Info(ctx)
-	if err := sandbox.ExtendTimeout(ctx, sb, 5*time.Minute); err != nil {
+	if err := sb.ExtendTimeout(ctx, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := sb.Info(ctx)
 	if d := after.Expires.Sub(before.Expires); d != 5*time.Minute {
 		t.Errorf("expiry moved by %v, want 5m", d)
 	}
-	if err := sandbox.UpdateNetwork(ctx, sb, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}); err != nil {
+	if err := sb.UpdateNetwork(ctx, &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := p.Client().Do(ctx, http.MethodGet, "/v2/sandboxes/sessions/"+sb.SessionID(), nil, nil)
+	resp, err := drv(p).Client().Do(ctx, http.MethodGet, "/v2/sandboxes/sessions/"+sb.SessionID(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,8 +224,11 @@ func TestExposeExtendAndNetwork(t *testing.T) {
 	if s.Session.NetworkPolicy["mode"] != "deny-all" {
 		t.Errorf("session policy after UpdateNetwork(none) = %v", s.Session.NetworkPolicy)
 	}
-	if err := sandbox.UpdateNetwork(ctx, sb, nil); !errors.Is(err, sandbox.ErrInvalidArgument) {
-		t.Errorf("nil policy: %v", err)
+	if err := sb.UpdateNetwork(ctx, nil); err != nil {
+		t.Errorf("nil policy (none, as a nil Spec.Network): %v", err)
+	}
+	if err := sb.UpdateNetwork(ctx, &sandbox.NetworkPolicy{Mode: "host"}); !errors.Is(err, sandbox.ErrInvalidArgument) {
+		t.Errorf("unknown mode: %v", err)
 	}
 }
 
@@ -262,6 +265,92 @@ func TestRetries(t *testing.T) {
 	f.Fail(vercelfake.Fault{Method: "GET", Path: "/nope", Drop: true})
 	if err := get(); !errors.Is(err, sandbox.ErrNotFound) || count() != 12 {
 		t.Errorf("a dropped connection is retried: %v after %d", err, count())
+	}
+}
+
+// A request that is not idempotent is sent once: a lost answer to a command
+// start or a sandbox creation must not make it happen twice.
+func TestNonIdempotentRequestsAreNeverRetried(t *testing.T) {
+	f, p := newFake(t, nil)
+	ctx := ctxT(t)
+	sb := newSandbox(t, p, nil)
+	starts := func() int { return f.Hits("POST", "/cmd") }
+
+	before := starts()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/cmd", Status: 503, Code: "internal"})
+	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); !errors.Is(err, sandbox.ErrUnavailable) {
+		t.Errorf("a command start answered 503: %v, want ErrUnavailable", err)
+	}
+	if n := starts() - before; n != 1 {
+		t.Errorf("a command start answered 503 was sent %d times, want once", n)
+	}
+	before = starts()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/cmd", Drop: true})
+	if _, err := sb.Start(ctx, &sandbox.Cmd{Args: []string{"true"}}); err == nil {
+		t.Error("a command start whose connection dropped succeeded")
+	}
+	if n := starts() - before; n != 1 {
+		t.Errorf("a command start whose connection dropped was sent %d times, want once", n)
+	}
+
+	creates := func() int { return f.Hits("POST", "/v2/sandboxes") }
+	before = creates()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/v2/sandboxes", Status: 502, Code: "internal"})
+	if _, err := p.Create(ctx, nil); err == nil {
+		t.Error("a creation answered 502 succeeded")
+	}
+	if n := creates() - before; n != 1 {
+		t.Errorf("a creation answered 502 was sent %d times, want once", n)
+	}
+
+	// An idempotent POST (a read) is still retried.
+	reads := func() int { return f.Hits("POST", "/fs/read") }
+	require := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	require(sb.WriteFile(ctx, "f", strings.NewReader("x"), 0))
+	before = reads()
+	f.Fail(vercelfake.Fault{Method: "POST", Path: "/fs/read", Status: 503, Code: "internal"})
+	rc, err := sb.ReadFile(ctx, "f")
+	require(err)
+	rc.Close()
+	if n := reads() - before; n != 2 {
+		t.Errorf("a read answered 503 once was sent %d times, want twice", n)
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         bool
+	}{
+		{"GET", "/v2/sandboxes/x", true},
+		{"PATCH", "/v2/sandboxes/x", true},
+		{"POST", "/v2/sandboxes", false},
+		{"POST", "/v2/sandboxes/sessions/s/cmd", false},
+		{"POST", "/v2/sandboxes/sessions/s/snapshot", false},
+		{"POST", "/v2/sandboxes/sessions/s/extend-timeout", false},
+		{"POST", "/v2/sandboxes/sessions/s/cmd/c/kill", true},
+		{"POST", "/v2/sandboxes/sessions/s/fs/write", true},
+	} {
+		if got := Idempotent(tc.method, tc.path); got != tc.want {
+			t.Errorf("Idempotent(%s %s) = %v, want %v", tc.method, tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestCreateWithTakesVercelsSettings(t *testing.T) {
+	_, p := newFake(t, nil)
+	ctx := ctxT(t)
+	sb, err := CreateWith(ctx, p, nil, &CreateOptions{Name: "perimeter-named"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sb.Terminate(context.Background()) })
+	if sb.ID() != "perimeter-named" {
+		t.Errorf("ID = %q, want the name asked for", sb.ID())
+	}
+	if _, err := CreateWith(ctx, p, &sandbox.Spec{Timeout: -1}, nil); !errors.Is(err, sandbox.ErrInvalidArgument) {
+		t.Errorf("CreateWith with a bad spec: %v, want the layer's ErrInvalidArgument", err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 // startPTY runs cmd on a terminal through Vercel's interactive session:
@@ -23,7 +24,7 @@ import (
 // binary frames (or non-JSON text frames), a "resize" text frame changes the
 // size and an "exit" text frame reports the exit code. This protocol is not
 // in Vercel's API reference; it is the one Vercel's CLI speaks.
-func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (sandbox.Process, error) {
+func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (driver.Process, error) {
 	const op = "exec"
 	var out struct {
 		URL   string `json:"url"`
@@ -38,7 +39,7 @@ func (s *Sandbox) startPTY(ctx context.Context, cmd *sandbox.Cmd, dir string) (s
 	u, err := url.Parse(out.URL)
 	if err != nil || (u.Scheme != "wss" && u.Scheme != "ws") {
 		return nil, sandbox.Errorf(providerName, s.name, op, sandbox.ErrUnavailable,
-			fmt.Sprintf("the API returned an interactive URL %q that is not a WebSocket URL", out.URL))
+			"the API returned an interactive URL %q that is not a WebSocket URL", out.URL)
 	}
 	q := u.Query()
 	q.Set("token", out.Token)
@@ -213,6 +214,9 @@ func (p *ptyProcess) pumpStdin(r io.Reader) {
 	}
 }
 
+// As reports false: the process has no native type to expose.
+func (p *ptyProcess) As(any) bool { return false }
+
 // Wait waits for the exit frame.
 func (p *ptyProcess) Wait(ctx context.Context) (sandbox.ExitStatus, error) {
 	select {
@@ -239,14 +243,14 @@ func (p *ptyProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 		p.conn.Close(websocket.StatusNormalClosure, "killed by the client")
 		return nil
 	}
-	return sandbox.Errorf(providerName, p.s.name, "signal", sandbox.ErrNotSupported,
-		"Vercel's interactive sessions carry no signals (only SIGKILL, by closing the session)")
+	return sandbox.Errorf(providerName, p.s.name, "signal", sandbox.ErrNotSupported, "Vercel's interactive sessions carry no signals (only SIGKILL, by closing the session)")
+
 }
 
 // Resize sends a resize frame.
 func (p *ptyProcess) Resize(ctx context.Context, rows, cols int) error {
 	if rows <= 0 || cols <= 0 {
-		return sandbox.Errorf(providerName, p.s.name, "resize", sandbox.ErrInvalidArgument, fmt.Sprintf("size %dx%d", rows, cols))
+		return sandbox.Errorf(providerName, p.s.name, "resize", sandbox.ErrInvalidArgument, "size %dx%d", rows, cols)
 	}
 	msg, _ := json.Marshal(map[string]any{"type": "resize", "cols": cols, "rows": rows})
 	if err := p.conn.Write(ctx, websocket.MessageText, msg); err != nil {

@@ -15,7 +15,7 @@ func TestPTYRunsOnATerminalAndResizes(t *testing.T) {
 	_, p := newFake(t, nil)
 	sb := newSandbox(t, p, nil)
 	ctx := ctxT(t)
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{
+	res, err := sandbox.Run(ctx, sb.Sandbox, &sandbox.Cmd{
 		Args: []string{"sh", "-c", `stty size; [ -t 0 ] && echo tty; echo "$TERM $X"; exit 5`},
 		Env:  map[string]string{"X": "y"},
 		TTY:  &sandbox.TTY{Rows: 12, Cols: 34},
@@ -43,7 +43,7 @@ func TestPTYRunsOnATerminalAndResizes(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if err := sandbox.Resize(ctx, proc, 40, 120); err != nil {
+	if err := proc.Resize(ctx, 40, 120); err != nil {
 		t.Fatal(err)
 	}
 	io.WriteString(pw, "line\n")
@@ -51,7 +51,7 @@ func TestPTYRunsOnATerminalAndResizes(t *testing.T) {
 	if got := strings.ReplaceAll(buf.String(), "\r", ""); err != nil || !st.Success() || !strings.Contains(got, "40 120\ngot line\n") {
 		t.Errorf("after resize: %q %v %v", got, st, err)
 	}
-	if err := sandbox.Resize(ctx, proc, 0, 1); !errors.Is(err, sandbox.ErrInvalidArgument) {
+	if err := proc.Resize(ctx, 0, 1); !errors.Is(err, sandbox.ErrInvalidArgument) {
 		t.Errorf("bad size: %v", err)
 	}
 }
@@ -60,7 +60,7 @@ func TestPTYStdinEOFCancelAndKill(t *testing.T) {
 	_, p := newFake(t, nil)
 	sb := newSandbox(t, p, nil)
 	ctx := ctxT(t)
-	res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sh", "-c", "stty -echo; wc -c"},
+	res, err := sandbox.Run(ctx, sb.Sandbox, &sandbox.Cmd{Args: []string{"sh", "-c", "stty -echo; wc -c"},
 		Stdin: strings.NewReader("abc\n"), TTY: &sandbox.TTY{Rows: 10, Cols: 10}}, nil)
 	if err != nil || !strings.Contains(string(res.Stdout), "4") {
 		t.Errorf("wc -c of 4 bytes then EOF: %q %v", res.Stdout, err)
@@ -89,7 +89,7 @@ func TestPTYStdinEOFCancelAndKill(t *testing.T) {
 	if st, err := proc.Wait(ctx); err != nil || st.Signal != sandbox.SIGKILL {
 		t.Errorf("after SIGKILL: %+v %v", st, err)
 	}
-	res, err = sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"sleep", "30"}, Timeout: 200 * time.Millisecond,
+	res, err = sandbox.Run(ctx, sb.Sandbox, &sandbox.Cmd{Args: []string{"sleep", "30"}, Timeout: 200 * time.Millisecond,
 		TTY: &sandbox.TTY{Rows: 10, Cols: 10}}, nil)
 	if err != nil || !res.Status.TimedOut {
 		t.Errorf("timeout on a terminal: %+v %v", res, err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
 func init() {
@@ -55,11 +56,23 @@ type Provider struct {
 	c *Client
 }
 
-var _ sandbox.Provider = (*Provider)(nil)
+var _ driver.Provider = (*Provider)(nil)
 
-// New returns a Provider. It does no I/O: bad credentials show up on the
-// first call.
-func New(opts *Options) (*Provider, error) {
+// New returns a provider for host code. It does no I/O: bad credentials show
+// up on the first call.
+func New(opts *Options) (*sandbox.Provider, error) {
+	d, err := NewDriver(opts)
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.NewProvider(d, nil), nil
+}
+
+// NewDriver returns the provider's driver, for [sandbox.NewProvider] with
+// [sandbox.ProviderOptions] (hooks, logging). Host code calls the portable
+// type's methods, never the driver's: the portable layer validates arguments
+// and applies defaults before the driver sees them.
+func NewDriver(opts *Options) (*Provider, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -73,7 +86,7 @@ func New(opts *Options) (*Provider, error) {
 	base, err := url.Parse(o.BaseURL)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return nil, sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("BaseURL %q is not an http(s) URL", o.BaseURL))
+			"BaseURL %q is not an http(s) URL", o.BaseURL)
 	}
 	c := &Client{
 		base: base, team: o.TeamID, project: o.ProjectID, tokens: o.Token, http: o.HTTPClient,
@@ -100,14 +113,35 @@ func New(opts *Options) (*Provider, error) {
 // open serves vercel://TEAM/PROJECT. Both parts may be left out
 // ("vercel://") to take them from the environment. The query parameter
 // "endpoint" sets Options.BaseURL (for a proxy or a fake).
-func open(_ context.Context, u *url.URL) (sandbox.Provider, error) {
+func open(_ context.Context, u *url.URL) (driver.Provider, error) {
 	o := &Options{TeamID: u.Host, ProjectID: strings.Trim(u.Path, "/")}
 	if strings.Contains(o.ProjectID, "/") || u.User != nil {
 		return nil, sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument,
-			fmt.Sprintf("provider URL %q: want vercel://TEAM/PROJECT (credentials come from VERCEL_TOKEN or VERCEL_OIDC_TOKEN, never the URL)", u.Redacted()))
+			"provider URL %q: want vercel://TEAM/PROJECT (credentials come from VERCEL_TOKEN or VERCEL_OIDC_TOKEN, never the URL)", u.Redacted())
 	}
 	o.BaseURL = u.Query().Get("endpoint")
-	return New(o)
+	d, err := NewDriver(o)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Name returns "vercel".
+func (p *Provider) Name() string { return providerName }
+
+// As sets a **Provider target to the driver and a **Client target to its API
+// client.
+func (p *Provider) As(target any) bool {
+	switch t := target.(type) {
+	case **Provider:
+		*t = p
+	case **Client:
+		*t = p.c
+	default:
+		return false
+	}
+	return true
 }
 
 // Client returns the provider's API client, for endpoints the adapter does
@@ -132,6 +166,7 @@ type wireSandbox struct {
 	Cwd              string            `json:"cwd"`
 	Timeout          int64             `json:"timeout"`
 	ExpiresAt        int64             `json:"expiresAt"`
+	NetworkPolicy    json.RawMessage   `json:"networkPolicy"`
 }
 
 type wireSession struct {
@@ -194,20 +229,37 @@ var legacyRuntimes = []string{"node22", "node24", "node26", "python3.13"}
 // id. Resources.CPU becomes whole vCPUs; memory follows vCPUs (2048 MB
 // each), so Resources.Memory, Disk, GPU and PIDs, and RootFS, are
 // ErrNotSupported.
-func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (sandbox.Sandbox, error) {
-	return p.CreateWith(ctx, spec, nil)
+func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
+	opts, _ := ctx.Value(createOptionsKey{}).(*CreateOptions)
+	sb, err := p.create(ctx, spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	return sb, nil
 }
 
-// CreateWith is Create with Vercel's own settings.
-func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *CreateOptions) (*Sandbox, error) {
-	if spec == nil {
-		spec = &sandbox.Spec{}
+type createOptionsKey struct{}
+
+// CreateWith is [sandbox.Provider.Create] with Vercel's own settings; p must
+// be a Vercel provider (ErrInvalidArgument otherwise). The portable layer
+// checks spec as for Create.
+func CreateWith(ctx context.Context, p *sandbox.Provider, spec *sandbox.Spec, opts *CreateOptions) (*sandbox.Sandbox, error) {
+	var d *Provider
+	if !p.As(&d) {
+		return nil, sandbox.Errorf(providerName, "", "create", sandbox.ErrInvalidArgument, "CreateWith: %s is not a Vercel provider", p.Name())
 	}
 	if opts == nil {
 		opts = &CreateOptions{}
 	}
+	return p.Create(context.WithValue(ctx, createOptionsKey{}, opts), spec)
+}
+
+func (p *Provider) create(ctx context.Context, spec *sandbox.Spec, opts *CreateOptions) (*Sandbox, error) {
+	if opts == nil {
+		opts = &CreateOptions{}
+	}
 	fail := func(kind error, msg string) (*Sandbox, error) {
-		return nil, sandbox.Errorf(providerName, "", "create", kind, msg)
+		return nil, sandbox.Errorf(providerName, "", "create", kind, "%s", msg)
 	}
 	r := spec.Resources
 	switch {
@@ -217,24 +269,12 @@ func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *Cre
 		return fail(sandbox.ErrNotSupported, "Resources.Memory: Vercel sets memory from vCPUs (2048 MB each); set Resources.CPU")
 	case r.Disk != 0 || r.GPU != "" || r.PIDs != 0:
 		return fail(sandbox.ErrNotSupported, "Resources.Disk, GPU and PIDs cannot be set on Vercel (vCPUs only)")
-	case r.CPU < 0 || r.CPU != math.Trunc(r.CPU):
+	case r.CPU != math.Trunc(r.CPU):
 		return fail(sandbox.ErrInvalidArgument, fmt.Sprintf("Resources.CPU %v: Vercel takes a whole number of vCPUs", r.CPU))
-	case spec.Timeout < 0:
-		return fail(sandbox.ErrInvalidArgument, "Spec.Timeout is negative")
 	case spec.Snapshot != "" && opts.Source != nil:
 		return fail(sandbox.ErrInvalidArgument, "Spec.Snapshot and CreateOptions.Source both set")
 	case opts.Runtime != "" && spec.Image != "":
 		return fail(sandbox.ErrInvalidArgument, "Spec.Image and CreateOptions.Runtime both set")
-	}
-	for _, port := range spec.Ports {
-		if port < 1 || port > 65535 {
-			return fail(sandbox.ErrInvalidArgument, fmt.Sprintf("Spec.Ports: %d is not a TCP port", port))
-		}
-	}
-	if spec.Workdir != "" {
-		if _, err := sandbox.CleanName("/", spec.Workdir); err != nil {
-			return nil, sandbox.NewError(providerName, "", "create", sandbox.ErrInvalidArgument, err)
-		}
 	}
 
 	name := opts.Name
@@ -273,13 +313,11 @@ func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *Cre
 	if len(spec.Labels) > 0 {
 		req["tags"] = spec.Labels
 	}
-	if spec.Network != nil {
-		np, err := policyToWire(spec.Network)
-		if err != nil {
-			return nil, sandbox.NewError(providerName, "", "create", sandbox.ErrInvalidArgument, err)
-		}
-		req["networkPolicy"] = np
+	np, err := policyToWire(spec.Network)
+	if err != nil {
+		return nil, sandbox.NewError(providerName, "", "create", sandbox.ErrInvalidArgument, err)
 	}
+	req["networkPolicy"] = np
 	switch {
 	case spec.Snapshot != "":
 		req["source"] = Source{Type: "snapshot", SnapshotID: spec.Snapshot}
@@ -304,7 +342,7 @@ func (p *Provider) CreateWith(ctx context.Context, spec *sandbox.Spec, opts *Cre
 	}
 	if spec.Workdir != "" {
 		// A relative Workdir is inside the session's own working directory.
-		workdir, _ := sandbox.CleanName(sb.dir(), spec.Workdir)
+		workdir := sb.abs(spec.Workdir)
 		if err := sb.MkdirAll(ctx, workdir, 0o755); err != nil {
 			sb.Terminate(context.WithoutCancel(ctx))
 			return nil, err
@@ -324,9 +362,9 @@ func (p *Provider) handle(r *sandboxResponse) *Sandbox {
 
 // Get returns the named sandbox. A stopped sandbox is resumed by the first
 // call that needs it running, not by Get.
-func (p *Provider) Get(ctx context.Context, id string) (sandbox.Sandbox, error) {
+func (p *Provider) Get(ctx context.Context, id string) (driver.Sandbox, error) {
 	if id == "" || strings.ContainsAny(id, "/?#") {
-		return nil, sandbox.Errorf(providerName, id, "get", sandbox.ErrInvalidArgument, fmt.Sprintf("%q is not a sandbox name", id))
+		return nil, sandbox.Errorf(providerName, id, "get", sandbox.ErrInvalidArgument, "%q is not a sandbox name", id)
 	}
 	var out sandboxResponse
 	if err := p.c.call(ctx, http.MethodGet, "/v2/sandboxes/"+url.PathEscape(id),
@@ -406,13 +444,33 @@ func hasLabels(tags, want map[string]string) bool {
 
 const isolation = "Firecracker microVM per sandbox (Vercel Sandbox)"
 
+// egressOf describes a wire network policy as Info.Isolation states it.
+func egressOf(raw json.RawMessage) string {
+	var p struct {
+		Mode  string          `json:"mode"`
+		Allow json.RawMessage `json:"allow"`
+	}
+	switch {
+	case len(raw) == 0 || json.Unmarshal(raw, &p) != nil:
+		return "network: not reported by Vercel"
+	case p.Mode == "allow-all":
+		return "network: open"
+	case p.Mode == "deny-all":
+		return "network: none"
+	case len(p.Allow) > 0:
+		return "network: allowlist"
+	}
+	return "network: " + p.Mode
+}
+
 func infoOf(w *wireSandbox, se *wireSession) sandbox.Info {
 	status := w.Status
 	if se != nil && se.Status != "" {
 		status = se.Status
 	}
 	info := sandbox.Info{
-		ID: w.Name, Provider: providerName, State: stateOf(status), Labels: w.Tags, Isolation: isolation,
+		ID: w.Name, Provider: providerName, State: stateOf(status), Labels: w.Tags,
+		Isolation: isolation + "; " + egressOf(w.NetworkPolicy),
 	}
 	if w.CreatedAt > 0 {
 		info.Created = time.UnixMilli(w.CreatedAt)
@@ -490,11 +548,21 @@ type Sandbox struct {
 }
 
 var (
-	_ sandbox.Sandbox         = (*Sandbox)(nil)
-	_ sandbox.Snapshotter     = (*Sandbox)(nil)
-	_ sandbox.NetworkUpdater  = (*Sandbox)(nil)
-	_ sandbox.TimeoutExtender = (*Sandbox)(nil)
+	_ driver.Sandbox         = (*Sandbox)(nil)
+	_ driver.Snapshotter     = (*Sandbox)(nil)
+	_ driver.NetworkUpdater  = (*Sandbox)(nil)
+	_ driver.TimeoutExtender = (*Sandbox)(nil)
 )
+
+// As sets a **Sandbox target to the driver's sandbox (for SessionID, Routes
+// and the like).
+func (s *Sandbox) As(target any) bool {
+	if t, ok := target.(**Sandbox); ok {
+		*t = s
+		return true
+	}
+	return false
+}
 
 func (s *Sandbox) update(r *sandboxResponse) {
 	s.mu.Lock()
@@ -627,7 +695,7 @@ func (s *Sandbox) waitRunning(ctx context.Context) error {
 			return nil
 		case "pending":
 		default:
-			return sandbox.Errorf(providerName, s.name, "create", sandbox.ErrUnavailable, "session is "+status)
+			return sandbox.Errorf(providerName, s.name, "create", sandbox.ErrUnavailable, "session is %s", status)
 		}
 		if err := sleep(ctx, delay); err != nil {
 			return err
@@ -744,16 +812,13 @@ func (s *Sandbox) UpdateNetwork(ctx context.Context, policy *sandbox.NetworkPoli
 
 // Expose returns the public URL of port. A port not declared in Spec.Ports
 // is added to the sandbox's ports first (PATCH). Only "http" is supported.
-func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (sandbox.Tunnel, error) {
+func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOptions) (driver.Tunnel, error) {
 	if err := s.checkLive("expose"); err != nil {
 		return nil, err
 	}
-	if opts != nil && opts.Protocol != "" && opts.Protocol != "http" {
+	if opts.Protocol != "http" {
 		return nil, sandbox.Errorf(providerName, s.name, "expose", sandbox.ErrNotSupported,
-			fmt.Sprintf("protocol %q: Vercel routes serve HTTP(S) only", opts.Protocol))
-	}
-	if port < 1 || port > 65535 {
-		return nil, sandbox.Errorf(providerName, s.name, "expose", sandbox.ErrInvalidArgument, fmt.Sprintf("%d is not a TCP port", port))
+			"protocol %q: Vercel routes serve HTTP(S) only", opts.Protocol)
 	}
 	if r, ok := s.route(port); ok {
 		return &tunnel{s: s, port: port, url: r.URL}, nil
@@ -769,7 +834,8 @@ func (s *Sandbox) Expose(ctx context.Context, port int, opts *sandbox.ExposeOpti
 		return &tunnel{s: s, port: port, url: r.URL}, nil
 	}
 	return nil, sandbox.Errorf(providerName, s.name, "expose", sandbox.ErrUnavailable,
-		fmt.Sprintf("the API returned no route for port %d", port))
+		"the API returned no route for port %d", port)
+
 }
 
 func (s *Sandbox) route(port int) (Route, bool) {
@@ -809,6 +875,9 @@ type tunnel struct {
 }
 
 func (t *tunnel) URL() string { return t.url }
+
+// As reports false: a route has no native type beyond its URL.
+func (t *tunnel) As(any) bool { return false }
 
 // Close removes the port from the sandbox (PATCH ports), which withdraws
 // its route. Closing again, or after the sandbox is gone, returns nil.

@@ -18,7 +18,7 @@ import (
 	"github.com/perimeter-sdk/perimeter/toolexec/anthropic/fakeapi"
 )
 
-func newSandbox(t *testing.T) sandbox.Sandbox {
+func newSandbox(t *testing.T) *sandbox.Sandbox {
 	t.Helper()
 	p, err := local.New(&local.Options{Root: t.TempDir()})
 	if err != nil {
@@ -32,7 +32,7 @@ func newSandbox(t *testing.T) sandbox.Sandbox {
 	return sb
 }
 
-func newToolset(t *testing.T, sb sandbox.Sandbox, opts *toolexec.Options) *toolexec.Toolset {
+func newToolset(t *testing.T, sb *sandbox.Sandbox, opts *toolexec.Options) *toolexec.Toolset {
 	t.Helper()
 	ts, err := toolexec.New(sb, opts)
 	if err != nil {

@@ -71,7 +71,7 @@ func (t *closingTool) Close() error { return t.c.close() }
 //
 // If the sandbox or toolset cannot be made, every tool answers each call
 // with an error naming the cause.
-func ToolsFunc(ctx context.Context, provider sandbox.Provider, spec *sandbox.Spec, opts *toolexec.Options) func(env *agenttoolset.AgentToolContext) []sdk.BetaTool {
+func ToolsFunc(ctx context.Context, provider *sandbox.Provider, spec *sandbox.Spec, opts *toolexec.Options) func(env *agenttoolset.AgentToolContext) []sdk.BetaTool {
 	return func(env *agenttoolset.AgentToolContext) []sdk.BetaTool {
 		o := toolexec.Options{}
 		if opts != nil {

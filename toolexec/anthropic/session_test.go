@@ -13,6 +13,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/providers/local"
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 	perimeter "github.com/perimeter-sdk/perimeter/toolexec/anthropic"
 )
 
@@ -59,19 +60,22 @@ func TestToolsFuncGivesEachSessionASandbox(t *testing.T) {
 	}
 }
 
-type brokenProvider struct{ sandbox.Provider }
+// brokenProvider is a driver whose every creation fails.
+type brokenProvider struct{ driver.Provider }
 
-func (brokenProvider) Create(context.Context, *sandbox.Spec) (sandbox.Sandbox, error) {
+func (brokenProvider) Name() string { return "broken" }
+
+func (brokenProvider) Create(context.Context, *sandbox.Spec) (driver.Sandbox, error) {
 	return nil, errors.New("quota exceeded")
 }
 
 func TestToolsFuncReportsAFailedSandbox(t *testing.T) {
-	tools := perimeter.ToolsFunc(context.Background(), brokenProvider{}, nil, nil)(&agenttoolset.AgentToolContext{})
+	tools := perimeter.ToolsFunc(context.Background(), sandbox.NewProvider(brokenProvider{}, nil), nil, nil)(&agenttoolset.AgentToolContext{})
 	if len(tools) != 6 {
 		t.Fatalf("%d tools, want the six agent tools", len(tools))
 	}
 	_, err := toolByName(tools, "bash").Execute(context.Background(), json.RawMessage(`{"command":"true"}`))
-	if err == nil || err.Error() != "creating the session's sandbox: quota exceeded" {
+	if err == nil || err.Error() != "creating the session's sandbox: broken: create: unavailable: quota exceeded" {
 		t.Errorf("err = %v", err)
 	}
 }

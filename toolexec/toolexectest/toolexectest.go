@@ -4,7 +4,7 @@
 // documented. Call [Run] from a provider's own test:
 //
 //	func TestToolexec(t *testing.T) {
-//		toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox {
+//		toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox {
 //			sb, err := provider.Create(ctx, nil)
 //			if err != nil {
 //				t.Fatal(err)
@@ -42,7 +42,7 @@ type Options struct {
 
 // Run runs the battery. newSandbox returns a fresh sandbox for a subtest and
 // arranges its termination with t.Cleanup.
-func Run(t *testing.T, newSandbox func(t *testing.T) sandbox.Sandbox, opts *Options) {
+func Run(t *testing.T, newSandbox func(t *testing.T) *sandbox.Sandbox, opts *Options) {
 	if opts == nil {
 		opts = &Options{}
 	}
@@ -58,7 +58,7 @@ func Run(t *testing.T, newSandbox func(t *testing.T) sandbox.Sandbox, opts *Opti
 }
 
 type harness struct {
-	newSandbox func(t *testing.T) sandbox.Sandbox
+	newSandbox func(t *testing.T) *sandbox.Sandbox
 	opts       *Options
 }
 
@@ -66,7 +66,7 @@ type harness struct {
 type env struct {
 	t    *testing.T
 	h    *harness
-	sb   sandbox.Sandbox
+	sb   *sandbox.Sandbox
 	ts   *toolexec.Toolset
 	base string // a fresh directory for this subtest, in sandbox terms
 }

@@ -20,7 +20,7 @@ import (
 )
 
 // controlPlane implements the modal.client.ModalClient RPCs on the sandbox
-// paths; the rest answer Unimplemented, as an older server would.
+// paths; the rest answer Unimplemented (see implemented).
 type controlPlane struct {
 	pb.UnimplementedModalClientServer
 	s *Server
@@ -48,9 +48,14 @@ type sandbox struct {
 	execs       map[string]*execProc
 	files       map[string]*os.File
 	tunnels     map[uint32]*tunnel
+	fsOps       []string // its file requests' ids in Server.fsOps
 	timer       *time.Timer
-	h           *holder // the sandbox's namespaces; nil where the host has none
+	ready       chan struct{} // closed when setUp has finished
+	h           *holder       // the sandbox's namespaces and root; set by setUp
 }
+
+// entrypointExec is the key of a sandbox's own command in its execs.
+const entrypointExec = "entrypoint"
 
 func (sb *sandbox) finished() bool {
 	sb.mu.Lock()
@@ -80,21 +85,31 @@ func (sb *sandbox) finish(st pb.GenericResult_GenericStatus, code int32, msg str
 	}
 	tunnels := sb.tunnels
 	sb.tunnels = nil
+	fsOps := sb.fsOps
+	sb.fsOps = nil
+	h := sb.h
 	close(sb.done)
 	sb.mu.Unlock()
+	sb.s.mu.Lock()
+	for _, id := range fsOps {
+		delete(sb.s.fsOps, id)
+	}
+	sb.s.mu.Unlock()
 	for _, e := range execs {
 		e.kill()
 	}
 	for _, t := range tunnels {
 		t.close()
 	}
-	if sb.h != nil {
-		sb.h.stop()
+	if h != nil {
+		h.stop()
 	}
 }
 
-// wait waits for every process of a finished sandbox to be reaped.
+// wait waits for a finished sandbox's set-up to end and every one of its
+// processes to be reaped.
 func (sb *sandbox) wait() {
+	<-sb.ready
 	sb.mu.Lock()
 	execs := make([]*execProc, 0, len(sb.execs))
 	for _, e := range sb.execs {
@@ -135,6 +150,9 @@ func (s *Server) runningTask(id string) (*sandbox, error) {
 	if sb.finished() {
 		return nil, status.Errorf(codes.FailedPrecondition, "Task '%s' has already finished", id)
 	}
+	if !sb.isReady() {
+		return nil, status.Errorf(codes.FailedPrecondition, "Task '%s' is not running yet", id)
+	}
 	return sb, nil
 }
 
@@ -168,6 +186,17 @@ func (c *controlPlane) ImageGetOrCreate(ctx context.Context, req *pb.ImageGetOrC
 	cmds := req.GetImage().GetDockerfileCommands()
 	if len(cmds) == 0 || !strings.HasPrefix(cmds[0], "FROM ") || strings.TrimSpace(cmds[0][5:]) == "" {
 		return nil, status.Error(codes.InvalidArgument, "Image definition must start with a FROM command")
+	}
+	if len(cmds) > 1 {
+		// The fake runs commands on the host's own files, whatever the
+		// base image; it cannot apply build steps, so it fails the build
+		// rather than report one that had no effect.
+		return pb.ImageGetOrCreateResponse_builder{
+			Result: pb.GenericResult_builder{
+				Status:    pb.GenericResult_GENERIC_STATUS_FAILURE,
+				Exception: "modalfake does not run image build steps: " + strings.Join(cmds[1:], "; "),
+			}.Build(),
+		}.Build(), nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -286,47 +315,94 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 		}
 	}
 	blocked := na.GetNetworkAccessType() == pb.NetworkAccess_BLOCKED || na.GetNetworkAccessType() == pb.NetworkAccess_ALLOWLIST
-	h, herr := startHolder(dir, blocked)
-	if herr != nil && blocked {
-		os.RemoveAll(dir)
-		return nil, status.Errorf(codes.Unimplemented, "modalfake cannot enforce the network policy on this host: %v", herr)
-	}
-	// With a holder the sandbox's own directory is its /tmp; without one
-	// (no namespaces on this host) commands run in the host's view.
-	workdir := dir
-	if h != nil {
-		workdir = "/tmp"
-	}
+	workdir := "/tmp"
 	if def.HasWorkdir() {
 		workdir = def.GetWorkdir()
-		var err error
-		if h != nil {
-			err = exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", workdir)...).Run()
-		} else {
-			err = os.MkdirAll(workdir, 0o755)
-		}
-		if err != nil {
-			if h != nil {
-				h.stop()
-			}
-			os.RemoveAll(dir)
-			return nil, status.Errorf(codes.InvalidArgument, "cannot create workdir %s: %v", workdir, err)
-		}
 	}
 	sb := &sandbox{
 		s: s, id: id, appID: req.GetAppId(), taskID: s.newID("ta"), name: def.GetName(),
 		def: def, created: s.now(), unscheduled: s.opts.UnscheduledPolls, dir: dir, workdir: workdir, env: env,
-		tags: map[string]string{}, done: make(chan struct{}), h: h,
+		tags: map[string]string{}, done: make(chan struct{}), ready: make(chan struct{}),
 		execs: map[string]*execProc{}, files: map[string]*os.File{}, tunnels: map[uint32]*tunnel{},
 	}
-	if t := def.GetTimeoutSecs(); t > 0 {
+	// As on Modal, the sandbox exists at once and gets its task when it
+	// has been set up (SandboxGetTaskId waits for that); its timeout runs
+	// from then.
+	go sb.setUp(blocked)
+	s.sandboxes[id] = sb
+	s.tasks[sb.taskID] = sb
+	return pb.SandboxCreateResponse_builder{SandboxId: id}.Build(), nil
+}
+
+// setUp confines the sandbox (its namespaces and root, see holder), makes
+// its workdir and starts its entrypoint command, then marks it ready. A
+// sandbox that cannot be set up ends as a failure saying why; nothing runs
+// outside a confined root.
+func (sb *sandbox) setUp(isolateNet bool) {
+	defer close(sb.ready)
+	h, err := startHolder(sb.dir, isolateNet)
+	if err == nil && sb.def.HasWorkdir() {
+		if out, merr := exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", "--", sb.workdir)...).CombinedOutput(); merr != nil {
+			err = fmt.Errorf("cannot create workdir %s: %s", sb.workdir, strings.TrimSpace(string(out)))
+		}
+	}
+	if err != nil {
+		if h != nil {
+			h.stop()
+		}
+		sb.finish(pb.GenericResult_GENERIC_STATUS_FAILURE, 0, "modalfake cannot set up the sandbox: "+err.Error())
+		return
+	}
+	sb.mu.Lock()
+	if sb.result != nil {
+		// Terminated (or timed out) while it was being set up.
+		sb.mu.Unlock()
+		h.stop()
+		return
+	}
+	sb.h = h
+	if t := sb.def.GetTimeoutSecs(); t > 0 {
 		sb.timer = time.AfterFunc(time.Duration(t)*time.Second, func() {
 			sb.finish(pb.GenericResult_GENERIC_STATUS_TIMEOUT, 0, "Sandbox timed out")
 		})
 	}
-	s.sandboxes[id] = sb
-	s.tasks[sb.taskID] = sb
-	return pb.SandboxCreateResponse_builder{SandboxId: id}.Build(), nil
+	var entry *execProc
+	if args := sb.def.GetEntrypointArgs(); len(args) > 0 {
+		// The sandbox runs its command and ends with it.
+		entry, err = sb.startProcess(args, sb.workdir, sb.commandEnv(nil), false, false)
+		if err == nil {
+			sb.execs[entrypointExec] = entry
+		}
+	}
+	sb.mu.Unlock()
+	switch {
+	case err != nil:
+		sb.finish(pb.GenericResult_GENERIC_STATUS_FAILURE, 0, "modalfake cannot start the sandbox's command: "+err.Error())
+	case entry != nil:
+		go func() {
+			<-entry.done
+			st := entry.status()
+			code := st.GetCode()
+			if st.HasSignal() {
+				code = 128 + st.GetSignal()
+			}
+			result := pb.GenericResult_GENERIC_STATUS_SUCCESS
+			if code != 0 {
+				result = pb.GenericResult_GENERIC_STATUS_FAILURE
+			}
+			sb.finish(result, code, "")
+		}()
+	}
+}
+
+// isReady reports whether setUp has finished.
+func (sb *sandbox) isReady() bool {
+	select {
+	case <-sb.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 func mapValues(m map[string]string) []string {
@@ -342,6 +418,11 @@ func (c *controlPlane) SandboxGetTaskId(ctx context.Context, req *pb.SandboxGetT
 	sb, err := c.s.lookup(req.GetSandboxId())
 	if err != nil {
 		return nil, err
+	}
+	select {
+	case <-sb.ready:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
@@ -592,6 +673,9 @@ func (c *controlPlane) ContainerFilesystemExec(ctx context.Context, req *pb.Cont
 	id := c.s.newID("fe")
 	c.s.fsOps[id] = res
 	c.s.mu.Unlock()
+	sb.mu.Lock()
+	sb.fsOps = append(sb.fsOps, id)
+	sb.mu.Unlock()
 	b := pb.ContainerFilesystemExecResponse_builder{ExecId: id}
 	if fd != "" {
 		b.FileDescriptor = &fd
@@ -599,16 +683,22 @@ func (c *controlPlane) ContainerFilesystemExec(ctx context.Context, req *pb.Cont
 	return b.Build(), nil
 }
 
-// ContainerFilesystemExecGetOutput streams a file request's output (or its system error) in one final batch.
+// ContainerFilesystemExecGetOutput streams a file request's output in one
+// batch that ends it (eof), or its system error in a batch of its own that
+// does not: the clients take eof as success, so an error never comes with
+// it. An output can be fetched again (the clients do, after a broken stream
+// or an error) until its sandbox ends.
 func (c *controlPlane) ContainerFilesystemExecGetOutput(req *pb.ContainerFilesystemExecGetOutputRequest, stream grpc.ServerStreamingServer[pb.FilesystemRuntimeOutputBatch]) error {
 	c.s.mu.Lock()
 	res := c.s.fsOps[req.GetExecId()]
-	delete(c.s.fsOps, req.GetExecId())
 	c.s.mu.Unlock()
 	if res == nil {
 		return status.Errorf(codes.NotFound, "filesystem exec '%s' not found", req.GetExecId())
 	}
-	return stream.Send(pb.FilesystemRuntimeOutputBatch_builder{Output: res.output, Error: res.err, Eof: true}.Build())
+	if res.err != nil {
+		return stream.Send(pb.FilesystemRuntimeOutputBatch_builder{Error: res.err}.Build())
+	}
+	return stream.Send(pb.FilesystemRuntimeOutputBatch_builder{Output: res.output, Eof: true}.Build())
 }
 
 // copyTree copies the directory src to dst (created if missing) with cp -a,

@@ -2,20 +2,51 @@
 // servers on 127.0.0.1 (the control plane, modal.client.ModalClient, and the
 // per-task command router, modal.task_command_router.TaskCommandRouter) built
 // from the official modal-go SDK's own generated server stubs, so the
-// unmodified SDK talks to it when MODAL_SERVER_URL points at [Server.URL].
+// unmodified SDKs (modal-go, and Modal's JavaScript SDK) talk to it when
+// MODAL_SERVER_URL points at [Server.URL].
 //
-// It implements the RPCs that the SDK's sandbox paths call (see the Modal notes
-// in the repository) and runs commands for real, as processes of the host, each
-// sandbox in its own temporary directory, each command in its own process group
-// (killed when the sandbox is terminated). Errors are gRPC status codes as the
-// service returns them (NotFound for unknown ids, AlreadyExists for a taken
-// sandbox name, InvalidArgument for malformed requests, Unauthenticated for
-// missing credentials).
+// It runs commands for real, each in its own process group with default
+// signal dispositions, each sandbox confined to a root directory in the
+// fake's temporary tree: in its own mount namespace, chrooted, with the
+// host's top-level directories bind-mounted read-only, so whatever its
+// commands write (/, /tmp, a workdir such as /w1) lands in that tree and
+// nothing outside it. A sandbox whose egress is blocked or allowlisted also
+// gets its own network namespace. It needs unshare(1) and nsenter(1) and
+// root or unprivileged user namespaces. As on Modal, SandboxCreate answers
+// at once and the sandbox gets its task (SandboxGetTaskId waits for it) once
+// it is set up; one the fake cannot confine (or whose workdir it cannot
+// make) ends at once as a failure saying why, rather than run on the host.
+// Errors are gRPC status codes as the service returns them (NotFound for
+// unknown ids, AlreadyExists for a taken sandbox name, InvalidArgument for
+// malformed requests, Unauthenticated for missing or wrong credentials; the
+// x-modal-auth-token from AuthTokenGet is optional, as on the service, but
+// checked when sent).
 //
-// What it does not do: isolate anything (commands see the host's filesystem and
-// network; a sandbox's directory is only its default working directory and what
-// a filesystem snapshot copies), or enforce resources and egress policies (it
-// records them in [Sandbox.Definition] so a test can assert what was asked).
+// The RPCs it serves: AuthTokenGet, AppGetOrCreate, ImageGetOrCreate,
+// ImageFromId, SecretGetOrCreate, SandboxCreate (with its entrypoint
+// command: the sandbox ends with it, SUCCESS or FAILURE with its exit code),
+// SandboxGetTaskId, TaskGetCommandRouterAccess, SandboxWait,
+// SandboxTerminate, SandboxTagsSet, SandboxTagsGet, SandboxList,
+// SandboxGetFromName, SandboxSnapshotFs, SandboxGetTunnels,
+// ContainerFilesystemExec and ContainerFilesystemExecGetOutput on the control
+// plane; TaskExecStart (the exec id is the idempotency key), TaskExecStdinWrite,
+// TaskExecStdioRead, TaskExecWait and TaskExecPoll on the router. Every other
+// RPC answers codes.Unimplemented with "unknown method M for service S", as
+// a gRPC server answers a method it does not have; among them the sandbox's
+// own output and input (SandboxGetLogs, SandboxStdinWrite), connect tokens
+// (SandboxCreateConnectToken), TaskMountDirectory, TaskSnapshotDirectory,
+// volumes, functions, queues and the rest of Modal's API.
+//
+// What it does not implement within those RPCs: PTY execs, unencrypted
+// ports and filesystem requests other than open, read, write, flush and
+// close (codes.Unimplemented, naming the fake); image build steps (an image
+// with any Dockerfile command beyond FROM fails to build, since the fake
+// runs every sandbox on the host's own files whatever the image says);
+// resources, GPUs, regions, volumes and idle timeouts (recorded in
+// [Sandbox.Definition] so a test can assert what was asked, not enforced);
+// routing to an allowlist's ranges (an allowlist reaches nothing, stricter
+// than Modal); and writes to the host's directories inside a sandbox (they
+// are read-only, where a Modal image is writable).
 //
 // A fake is process-global in practice: the SDK reads MODAL_SERVER_URL once per
 // client, so tests start one Server in TestMain and set the environment there:
@@ -254,10 +285,12 @@ type Sandbox struct {
 	ID, AppID, TaskID string
 	// Definition is the definition the SDK sent in SandboxCreate.
 	Definition *pb.Sandbox
-	// Dir is the sandbox's own directory on the host.
+	// Dir is the sandbox's root directory on the host, in the fake's
+	// temporary tree: what its commands see as / (beside the host's
+	// directories, mounted read-only) and what a filesystem snapshot copies.
 	Dir string
-	// Workdir is its default working directory as its commands see it
-	// ("/tmp", where Dir is mounted, when the host has namespaces).
+	// Workdir is its default working directory as its commands see it:
+	// the definition's workdir, else /tmp.
 	Workdir string
 	// Env is the environment its secrets gave it.
 	Env map[string]string
@@ -328,20 +361,55 @@ func shortMethod(full string) string {
 	return full[strings.LastIndexByte(full, '/')+1:]
 }
 
-func (s *Server) checkTokens(ctx context.Context, unary bool, method string) error {
+func (s *Server) checkTokens(ctx context.Context) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if first(md, "x-modal-token-id") != s.TokenID || first(md, "x-modal-token-secret") != s.TokenSecret {
 		return status.Error(codes.Unauthenticated, "Token missing. Could not authenticate client. If you have token credentials, see modal.com/docs/reference/modal.config for setup help.")
 	}
-	if unary && method != "AuthTokenGet" && first(md, "x-modal-auth-token") != s.authToken {
-		return status.Error(codes.Unauthenticated, "invalid or missing x-modal-auth-token")
+	// The auth token from AuthTokenGet is optional (the clients send it once
+	// they have one, on unary and streaming calls alike); one that is sent
+	// must be the one the fake issued.
+	if tok := md.Get("x-modal-auth-token"); len(tok) > 0 && tok[0] != s.authToken {
+		return status.Error(codes.Unauthenticated, "invalid x-modal-auth-token")
 	}
 	return nil
 }
 
+// implemented lists the RPCs the fake serves, by service. Every other RPC
+// answers as a gRPC server answers a method it does not have.
+var implemented = map[string]map[string]bool{
+	"modal.client.ModalClient": set("AuthTokenGet", "AppGetOrCreate", "ImageGetOrCreate", "ImageFromId",
+		"SecretGetOrCreate", "SandboxCreate", "SandboxGetTaskId", "TaskGetCommandRouterAccess", "SandboxWait",
+		"SandboxTerminate", "SandboxTagsSet", "SandboxTagsGet", "SandboxList", "SandboxGetFromName",
+		"SandboxSnapshotFs", "SandboxGetTunnels", "ContainerFilesystemExec", "ContainerFilesystemExecGetOutput"),
+	"modal.task_command_router.TaskCommandRouter": set("TaskExecStart", "TaskExecStdinWrite", "TaskExecStdioRead",
+		"TaskExecWait", "TaskExecPoll"),
+}
+
+func set(names ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// unknownMethod is the answer to an RPC the fake does not implement: what a
+// gRPC server answers for a method it does not register.
+func unknownMethod(fullMethod string) error {
+	svc, m, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if implemented[svc][m] {
+		return nil
+	}
+	return status.Errorf(codes.Unimplemented, "unknown method %s for service %s", m, svc)
+}
+
 func (s *Server) cpUnaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	m := shortMethod(info.FullMethod)
-	if err := s.checkTokens(ctx, true, m); err != nil {
+	if err := unknownMethod(info.FullMethod); err != nil {
+		return nil, err
+	}
+	if err := s.checkTokens(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.count(m); err != nil {
@@ -352,7 +420,10 @@ func (s *Server) cpUnaryAuth(ctx context.Context, req any, info *grpc.UnaryServe
 
 func (s *Server) cpStreamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	m := shortMethod(info.FullMethod)
-	if err := s.checkTokens(ss.Context(), false, m); err != nil {
+	if err := unknownMethod(info.FullMethod); err != nil {
+		return err
+	}
+	if err := s.checkTokens(ss.Context()); err != nil {
 		return err
 	}
 	if err := s.count(m); err != nil {
@@ -370,6 +441,9 @@ func (s *Server) checkBearer(ctx context.Context) error {
 }
 
 func (s *Server) routerUnaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := unknownMethod(info.FullMethod); err != nil {
+		return nil, err
+	}
 	if err := s.checkBearer(ctx); err != nil {
 		return nil, err
 	}
@@ -380,6 +454,9 @@ func (s *Server) routerUnaryAuth(ctx context.Context, req any, info *grpc.UnaryS
 }
 
 func (s *Server) routerStreamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := unknownMethod(info.FullMethod); err != nil {
+		return err
+	}
 	if err := s.checkBearer(ss.Context()); err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// fsExec performs one filesystem request on the host, as the container's
+// fsExec performs one filesystem request in the sandbox's root, as the container's
 // filesystem agent does, and returns its output or its system error. A
 // malformed request is a gRPC error; a failed file operation is an error
 // carried in the output batch, which the SDK turns into SandboxFilesystemError.
@@ -153,11 +153,7 @@ func errResult(err error) *fsResult {
 	return &fsResult{err: pb.SystemErrorMessage_builder{ErrorCode: code, ErrorMessage: err.Error()}.Build()}
 }
 
-// openFile opens name as the sandbox sees it: inside its namespaces' root
-// when it has them, else on the host.
+// openFile opens name as the sandbox sees it, inside its root.
 func (sb *sandbox) openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
-	if sb.h != nil {
-		return sb.h.open(name, flag, uint32(perm))
-	}
-	return os.OpenFile(name, flag, perm)
+	return sb.h.open(name, flag, uint32(perm))
 }

@@ -1,29 +1,36 @@
 package modalfake
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // holder keeps a sandbox's namespaces alive: a sleeping process, started with
-// unshare(1), in a mount namespace of its own where the sandbox's directory is
-// bind-mounted over /tmp (so a sandbox sees its own /tmp, not the host's or
-// another sandbox's) and, when egress is blocked or allowlisted, a network
-// namespace with only a loopback interface. Every command of the sandbox
-// joins them with nsenter(1), and the file API resolves names inside the
-// holder's root with openat2(RESOLVE_IN_ROOT), so symbolic links cannot lead
-// out of the sandbox's view.
+// unshare(1), in a mount namespace of its own and chrooted into the
+// sandbox's root, a directory in the fake's temporary tree. In that view
+// the host's top-level directories (/usr, /etc, /home, ...) are bind-mounted
+// read-only, /proc, /dev and /sys are the host's, and everything else — /,
+// /tmp, a workdir such as /w1 — is the sandbox's own root directory, so
+// whatever a command writes lands in the fake's tree and never on the host.
+// When egress is blocked or allowlisted it also gets a network namespace
+// with only a loopback interface. Every command of the sandbox joins them
+// with nsenter(1), and the file API resolves names inside the holder's root
+// with openat2(RESOLVE_IN_ROOT), so symbolic links cannot lead out.
 //
-// The rest of the host's filesystem stays visible (read-write) to commands:
-// the fake is a test double, not a security boundary. It cannot route to an
-// allowlist's ranges, so it enforces an allowlist as "nothing reachable",
-// which is stricter than Modal.
+// The fake is a test double, not a security boundary: the host's files stay
+// readable. It cannot route to an allowlist's ranges, so it enforces an
+// allowlist as "nothing reachable", which is stricter than Modal; and the
+// host's directories are read-only, where a Modal container's image is
+// writable.
 type holder struct {
 	cmd    *exec.Cmd
 	userns bool
@@ -32,8 +39,34 @@ type holder struct {
 	root   *os.File // /proc/PID/root, an O_PATH handle
 }
 
-// startHolder starts the holder for a sandbox whose /tmp is dir. It tries a
-// plain mount (and network) namespace, which needs root, then one inside a
+// holderScript builds the view in the new mount namespace and sleeps in
+// it. It prints "ready" from inside the chroot, once the view is complete.
+// Argument: the root.
+const holderScript = `set -e
+R=$1
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+for d in /*; do
+  n=${d#/}
+  case "$n" in tmp|proc|dev|sys|lost+found|'*') continue;; esac
+  if [ -L "$d" ]; then
+    [ -e "$R/$n" ] || [ -L "$R/$n" ] || ln -s "$(readlink "$d")" "$R/$n"
+    continue
+  fi
+  [ -d "$d" ] || continue
+  mkdir -p "$R/$n"
+  mount --bind "$d" "$R/$n"
+  mount -o remount,bind,ro "$R/$n" 2>/dev/null || true
+done
+mkdir -p "$R/proc" "$R/dev" "$R/sys" "$R/tmp"
+chmod 1777 "$R/tmp"
+mount --rbind /proc "$R/proc"
+mount --rbind /dev "$R/dev"
+mount --rbind /sys "$R/sys"
+exec chroot "$R" /bin/sh -c 'echo ready; exec sleep 2147483647'
+`
+
+// startHolder starts the holder for a sandbox whose root is dir. It tries
+// plain mount (and network) namespaces, which need root, then ones inside a
 // user namespace.
 func startHolder(dir string, isolateNet bool) (*holder, error) {
 	var errs []error
@@ -45,17 +78,24 @@ func startHolder(dir string, isolateNet bool) (*holder, error) {
 		if userns {
 			args = append(args, "-U", "-r")
 		}
-		args = append(args, "--", "sh", "-c", `mount --bind "$1" /tmp && exec sleep 2147483647`, "sh", dir)
+		args = append(args, "--", "sh", "-c", holderScript, "sh", dir)
 		cmd := exec.Command("unshare", args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		ready, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("modalfake: sandboxes need unshare(1): %w", err)
 		}
 		h := &holder{cmd: cmd, userns: userns, net: isolateNet, done: make(chan struct{})}
-		go func() { cmd.Wait(); close(h.done) }()
-		if err := h.waitReady(dir); err != nil {
+		line, _ := bufio.NewReader(ready).ReadString('\n')
+		go func() { io.Copy(io.Discard, ready); cmd.Wait(); close(h.done) }()
+		if line != "ready\n" {
 			h.stop()
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("unshare (user namespace %v): %s", userns, strings.TrimSpace(stderr.String())))
 			continue
 		}
 		root, err := os.OpenFile("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/root", unix.O_PATH|unix.O_DIRECTORY, 0)
@@ -71,35 +111,13 @@ func startHolder(dir string, isolateNet bool) (*holder, error) {
 		}
 		return h, nil
 	}
-	return nil, fmt.Errorf("modalfake: cannot create a sandbox's namespaces: %v", errs)
+	return nil, fmt.Errorf("modalfake: cannot create a sandbox's namespaces (needs unshare(1) and root or user namespaces): %v", errors.Join(errs...))
 }
 
-// waitReady waits until the holder sleeps with dir mounted on its /tmp.
-func (h *holder) waitReady(dir string) error {
-	want, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	tmp := "/proc/" + strconv.Itoa(h.cmd.Process.Pid) + "/root/tmp"
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-h.done:
-			return fmt.Errorf("unshare exited: %v", h.cmd.ProcessState)
-		default:
-		}
-		if fi, err := os.Stat(tmp); err == nil && os.SameFile(fi, want) {
-			return nil
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return fmt.Errorf("the sandbox's namespaces were not ready in time")
-}
-
-// enterArgs returns nsenter's arguments to run argv in the namespaces, in
-// directory dir.
+// enterArgs returns nsenter's arguments to run argv in the namespaces and
+// the sandbox's root, in directory dir.
 func (h *holder) enterArgs(dir string, argv ...string) []string {
-	args := []string{"-t", strconv.Itoa(h.cmd.Process.Pid), "-m", "--wdns=" + dir}
+	args := []string{"-t", strconv.Itoa(h.cmd.Process.Pid), "-m", "-r", "--wdns=" + dir}
 	if h.net {
 		args = append(args, "-n")
 	}

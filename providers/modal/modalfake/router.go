@@ -2,7 +2,6 @@ package modalfake
 
 import (
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -144,6 +143,38 @@ func (r *router) TaskExecStart(ctx context.Context, req *pb.TaskExecStartRequest
 	if err != nil {
 		return nil, err
 	}
+
+	sb.mu.Lock()
+	if sb.result != nil {
+		sb.mu.Unlock()
+		return nil, status.Errorf(codes.FailedPrecondition, "Task '%s' has already finished", sb.taskID)
+	}
+	if sb.execs[req.GetExecId()] != nil {
+		// The exec id is the idempotency key: a retried start is
+		// answered with the command already started.
+		sb.mu.Unlock()
+		return pb.TaskExecStartResponse_builder{}.Build(), nil
+	}
+	e, err := sb.startProcess(args, dir, sb.commandEnv(execEnv),
+		req.GetStdoutConfig() == pb.TaskExecStdoutConfig_TASK_EXEC_STDOUT_CONFIG_PIPE,
+		req.GetStderrConfig() == pb.TaskExecStderrConfig_TASK_EXEC_STDERR_CONFIG_PIPE)
+	if err != nil {
+		sb.mu.Unlock()
+		return nil, status.Errorf(codes.Internal, "starting the command: %v", err)
+	}
+	sb.execs[req.GetExecId()] = e
+	sb.mu.Unlock()
+	if req.HasTimeoutSecs() && req.GetTimeoutSecs() > 0 {
+		e.mu.Lock()
+		e.timer = time.AfterFunc(time.Duration(req.GetTimeoutSecs())*time.Second, e.kill)
+		e.mu.Unlock()
+	}
+	return pb.TaskExecStartResponse_builder{}.Build(), nil
+}
+
+// commandEnv is the environment of a command: the base, then the
+// sandbox's secrets, then the command's own.
+func (sb *sandbox) commandEnv(execEnv map[string]string) []string {
 	env := baseEnv(sb.workdir)
 	for _, m := range []map[string]string{sb.env, execEnv} {
 		for k, v := range m {
@@ -155,76 +186,46 @@ func (r *router) TaskExecStart(ctx context.Context, req *pb.TaskExecStartRequest
 		envList = append(envList, k+"="+v)
 	}
 	sort.Strings(envList)
+	return envList
+}
 
+// startProcess starts args in the sandbox's namespaces and root, in dir,
+// in a process group of its own, with default signal dispositions (as a
+// fresh container's processes have, whatever the fake's process ignores).
+// A program that cannot be found exits 127, one that cannot run 126 (env's
+// codes, a shell's). sb.mu is held or sb is not yet shared.
+func (sb *sandbox) startProcess(args []string, dir string, env []string, pipeStdout, pipeStderr bool) (*execProc, error) {
 	e := &execProc{
 		stdout: newOutBuf(), stderr: newOutBuf(),
 		stdin: &inBuf{notify: make(chan struct{})},
 		done:  make(chan struct{}),
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	// Resolve the program on the command's own PATH, not the fake's.
-	if p, err := lookPath(args[0], env["PATH"], dir); err == nil {
-		cmd.Path = p
-		cmd.Err = nil
-	}
-	if sb.h != nil {
-		cmd = exec.Command("nsenter", sb.h.enterArgs(dir, args...)...)
-	} else {
-		cmd.Dir = dir
-	}
-	cmd.Env = envList
+	argv := append([]string{"/usr/bin/env", "--default-signal", "--"}, args...)
+	cmd := exec.Command("nsenter", sb.h.enterArgs(dir, argv...)...)
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if req.GetStdoutConfig() == pb.TaskExecStdoutConfig_TASK_EXEC_STDOUT_CONFIG_PIPE {
+	if pipeStdout {
 		cmd.Stdout = e.stdout
 	}
-	if req.GetStderrConfig() == pb.TaskExecStderrConfig_TASK_EXEC_STDERR_CONFIG_PIPE {
+	if pipeStderr {
 		cmd.Stderr = e.stderr
 	}
 	cmd.WaitDelay = time.Second
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "stdin pipe: %v", err)
+		return nil, err
 	}
 	e.cmd = cmd
-
-	sb.mu.Lock()
-	if sb.result != nil {
-		sb.mu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "Task '%s' has already finished", sb.taskID)
-	}
-	if sb.execs[req.GetExecId()] != nil {
-		sb.mu.Unlock()
-		return nil, status.Errorf(codes.AlreadyExists, "exec '%s' already exists", req.GetExecId())
-	}
-	startErr := cmd.Start()
-	sb.execs[req.GetExecId()] = e
-	sb.mu.Unlock()
-
-	if startErr != nil {
-		// As a shell reports it: 127 for a program not found, 126 for one
-		// that cannot be executed.
-		code := int32(126)
-		if errors.Is(startErr, exec.ErrNotFound) || errors.Is(startErr, os.ErrNotExist) {
-			code = 127
-		}
-		e.stderr.Write([]byte(startErr.Error() + "\n"))
-		e.code = &code
-		e.stdout.close()
-		e.stderr.close()
-		close(e.done)
-		stdin.Close()
-		return pb.TaskExecStartResponse_builder{}.Build(), nil
-	}
-	if req.HasTimeoutSecs() && req.GetTimeoutSecs() > 0 {
-		e.timer = time.AfterFunc(time.Duration(req.GetTimeoutSecs())*time.Second, e.kill)
+	if err := cmd.Start(); err != nil {
+		return nil, err
 	}
 	go e.feedStdin(stdin)
 	go func() {
-		err := cmd.Wait()
+		cmd.Wait()
+		e.mu.Lock()
 		if e.timer != nil {
 			e.timer.Stop()
 		}
-		e.mu.Lock()
 		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			sig := int32(ws.Signal())
 			e.signal = &sig
@@ -233,27 +234,12 @@ func (r *router) TaskExecStart(ctx context.Context, req *pb.TaskExecStartRequest
 			e.code = &code
 		}
 		e.mu.Unlock()
-		_ = err
 		e.stdin.close()
 		e.stdout.close()
 		e.stderr.close()
 		close(e.done)
 	}()
-	return pb.TaskExecStartResponse_builder{}.Build(), nil
-}
-
-// lookPath finds prog on path as the command's shell would.
-func lookPath(prog, path, dir string) (string, error) {
-	if filepath.IsAbs(prog) || filepath.Base(prog) != prog {
-		return prog, nil
-	}
-	for _, d := range filepath.SplitList(path) {
-		p := filepath.Join(d, prog)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
+	return e, nil
 }
 
 func (b *inBuf) close() {

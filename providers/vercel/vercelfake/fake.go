@@ -3,45 +3,69 @@
 //
 // It speaks the wire protocol the real service speaks, as documented in
 // Vercel's SDK (@vercel/sandbox) and modelled on Vercel's own mock server
-// (vercel/sandbox: packages/vercel-sandbox-mock): the same routes under an
-// optional "/api" prefix, a Bearer token and a teamId query on every request,
-// error bodies of the form {"error":{"code":"…","message":"…"}}, command
-// output as NDJSON with the content type "application/x-ndjson" exactly, file
-// uploads as a gzip-compressed tar relative to the "x-cwd" header, empty-body
-// 404s for missing files on fs/read, and named sandboxes whose sessions stop
-// (410 "sandbox_stopped" afterwards) and resume with GET ?resume=true.
+// (vercel/sandbox: packages/vercel-sandbox-mock); the official client
+// (@vercel/sandbox 3.5.0) runs against it in this package's jsclient test.
+// The same routes under an optional "/api" prefix, a Bearer token and a
+// teamId query on every request, error bodies of the form
+// {"error":{"code":"…","message":"…"}}, command output as NDJSON with the
+// content type "application/x-ndjson" exactly, file uploads as a
+// gzip-compressed tar relative to the "x-cwd" header, empty-body 404s for
+// missing files on fs/read, and named sandboxes whose sessions stop (410
+// "sandbox_stopped" afterwards) and resume with GET ?resume=true. Listings
+// of sandboxes, sessions and snapshots page with cursors and honour
+// sortOrder (and, for sandboxes, sortBy, namePrefix and one tag filter).
+// Network policies come back as the API reports them: {mode} or the
+// "custom" shape, lists the policy lacks omitted, per-domain rules as
+// injectionRules (header names only) and forwardRules. Stopping a
+// persistent sandbox (the default) snapshots it and returns the snapshot;
+// a snapshot's expiration gives it an expiresAt, after which it is gone.
+// Sandboxes default to the node24 runtime.
 //
 // Unlike Vercel's mock, it runs commands for real, each in its own process
-// group, streaming output as it is produced; kill, command timeouts and
-// stop signal the whole group, and the group is killed when the command
+// group with default signal dispositions (whatever the process running the
+// fake ignores), streaming output as it is produced; kill, command timeouts
+// and stop signal the whole group, and the group is killed when the command
 // exits (a background child does not outlive its command, which may be
 // stricter than Vercel). Where it can (root, or unprivileged user
 // namespaces, and util-linux's unshare), each command runs in a new mount
 // namespace chrooted into a read-only view of the host with the sandbox's
 // own directory at /vercel/sandbox (the session's cwd, as on Vercel) and its
 // own /tmp; a sandbox whose network policy is not "allow-all" also gets a
-// new network namespace, so it reaches nothing (an allow-list allows
-// nothing: the fake has no egress proxy). Elsewhere ([Options.NoIsolation],
-// or [Server.Isolated] false), commands run directly on the host in a
-// temporary directory, which is then the session's cwd. File routes serve
-// the sandbox's directory and /tmp only, through os.Root, so a symbolic
-// link cannot lead them out. Snapshots copy the directory and, as on the
-// real service, stop the session; a persistent sandbox (the default) keeps
-// its files across sessions, a non-persistent one starts each clean.
+// new network namespace, so it reaches nothing. Run as root, it runs
+// commands as the user [SandboxUser] (named in the view's /etc/passwd, with
+// a uid the host does not use), and as root when a command asks for sudo;
+// files written through the API belong to that user. Elsewhere
+// ([Options.NoIsolation], or [Server.Isolated] false), commands run
+// directly on the host, as the fake's own user, in a temporary directory
+// that is then the session's cwd and the only directory the file routes
+// serve. Isolated, the file routes serve the sandbox's directory and its
+// /tmp, through os.Root, so a symbolic link cannot lead them out, and what
+// a command writes elsewhere lands on a tmpfs of its own mount namespace,
+// never on the host.
 //
 // The interactive session (the WebSocket PTY protocol of Vercel's CLI) is
 // served on the same address, with real pseudo-terminals.
 //
-// What it does not do: drives, forks,
-// session listings, git and tarball sources, memory limits, and any
-// isolation beyond the namespaces above (it is a test fixture, not a
-// sandbox). Faults for tests are injected with [Server.Fail] and
-// [Server.CutStreams].
+// What it does not implement: forks (POST /v2/sandboxes/{name}/fork),
+// drives (/v2/sandboxes/drives…) and the snapshot tree
+// (/v2/sandboxes/snapshots/tree), which answer 404 "not_found" as the API
+// answers an unknown route; git and tarball sources (400); updating
+// networkId, snapshotExpiration, keepLastSnapshots or mounts at creation,
+// nor those, currentSnapshotId, region or failoverRegions with PATCH (400); an egress proxy (an
+// allow-list reaches nothing, and header-injection, forwarding and
+// fixed-response rules are stored and reported, never applied; the last
+// kind is not reported either, the API's response shape having no place
+// for it); a sudo program inside the sandbox (so the official client's
+// user helpers, which run "sudo -u", fail); regions (always iad1), memory
+// and vCPU limits; and any isolation beyond the namespaces above (it is a
+// test fixture, not a sandbox). Faults for tests are injected with
+// [Server.Fail] and [Server.CutStreams].
 package vercelfake
 
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"crypto/rand"
 	"encoding/hex"
@@ -113,6 +137,7 @@ type Server struct {
 	srv      *httptest.Server
 	ownRoot  bool
 	isolated bool
+	user     *sandboxUser // whom commands run as; the zero value is root
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandboxRec
@@ -167,9 +192,15 @@ type sessionRec struct {
 
 type snapshotRec struct {
 	ID, SourceSession, Status string
+	Sandbox                   string // the name of the sandbox it was taken of
 	Size                      int64
-	Created, Updated          int64
+	Created, Updated, Expires int64 // Expires: 0 for never
 	Dir                       string
+}
+
+// live reports whether the snapshot can be used: created and not expired.
+func (sn *snapshotRec) live() bool {
+	return sn.Status == "created" && (sn.Expires == 0 || now() < sn.Expires)
 }
 
 // New starts a fake on a loopback address. Close it when done.
@@ -209,6 +240,14 @@ func New(opts *Options) *Server {
 		}
 	}
 	s.isolated = !s.opts.NoIsolation && probeIsolation(s.opts.Root)
+	s.user = &sandboxUser{}
+	if s.isolated && os.Geteuid() == 0 {
+		u, err := newSandboxUser(filepath.Join(s.opts.Root, ".etc"))
+		if err != nil {
+			panic("vercelfake: " + err.Error())
+		}
+		s.user = u
+	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -369,7 +408,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 	parts := strings.Split(strings.Trim(p, "/"), "/")
 	if len(parts) < 2 || parts[1] != "sandboxes" || (parts[0] != "v2" && parts[0] != "v3") {
-		writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
+		noRoute(w, r)
 		return
 	}
 	version, rest := parts[0], parts[2:]
@@ -381,12 +420,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case len(rest) == 0 && r.Method == http.MethodGet:
 		s.list(w, r)
 		return
+	case rest[0] == "sessions" && len(rest) == 1 && r.Method == http.MethodGet:
+		s.listSessions(w, r)
+		return
 	case rest[0] == "sessions" && len(rest) >= 2:
 		s.sessionRoute(w, r, rest[1], rest[2:])
 		return
-	case rest[0] == "snapshots" && len(rest) == 2:
+	case rest[0] == "snapshots" && len(rest) == 1 && r.Method == http.MethodGet:
+		s.listSnapshots(w, r)
+		return
+	case rest[0] == "snapshots" && len(rest) == 2 && rest[1] != "tree":
 		s.snapshotRoute(w, r, rest[1])
 		return
+	case unservedCollections[rest[0]]:
+		// Drives, the snapshot tree, and the methods the routes above do
+		// not serve: not a sandbox of that name.
 	case len(rest) == 1:
 		switch r.Method {
 		case http.MethodGet:
@@ -400,6 +448,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	noRoute(w, r)
+}
+
+// unservedCollections are the path elements under /v2/sandboxes that name
+// collections rather than sandboxes, for the routes the fake does not serve.
+var unservedCollections = map[string]bool{"sessions": true, "snapshots": true, "drives": true}
+
+// noRoute answers a route the fake does not serve as the API answers an
+// unknown route: 404 with the error code "not_found".
+func noRoute(w http.ResponseWriter, r *http.Request) {
 	writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
 }
 
@@ -477,7 +535,11 @@ func (s *Server) sessionPayload(se *sessionRec) map[string]any {
 }
 
 // policyPayload echoes a policy as responses report it: {mode} for the two
-// modes, the legacy "custom" shape otherwise.
+// modes, the legacy "custom" shape otherwise. As on the real API, a list the
+// policy does not have is omitted (never null); per-domain rules come back
+// as injectionRules (header names only: the values are secrets and are
+// never echoed) and forwardRules. Rules that answer with a fixed response
+// have no place in that shape and are not reported.
 func policyPayload(raw json.RawMessage) any {
 	var p struct {
 		Mode    string          `json:"mode"`
@@ -491,17 +553,63 @@ func policyPayload(raw json.RawMessage) any {
 	if p.Mode != "" {
 		return map[string]string{"mode": p.Mode}
 	}
+	type rule struct {
+		Match     json.RawMessage `json:"match"`
+		Transform []struct {
+			Headers map[string]string `json:"headers"`
+		} `json:"transform"`
+		ForwardURL string `json:"forwardURL"`
+	}
 	var domains []string
+	var injection, forward []map[string]any
 	if json.Unmarshal(p.Allow, &domains) != nil {
-		var rules map[string]json.RawMessage
+		var rules map[string][]rule
 		json.Unmarshal(p.Allow, &rules)
 		for d := range rules {
 			domains = append(domains, d)
 		}
 		slices.Sort(domains)
+		for _, d := range domains {
+			for _, r := range rules[d] {
+				m := map[string]any{"domain": d}
+				if len(r.Match) > 0 && string(r.Match) != "null" {
+					m["match"] = r.Match
+				}
+				switch {
+				case len(r.Transform) > 0:
+					names := []string{}
+					for _, t := range r.Transform {
+						for h := range t.Headers {
+							names = append(names, h)
+						}
+					}
+					slices.Sort(names)
+					m["headerNames"] = names
+					injection = append(injection, m)
+				case r.ForwardURL != "":
+					m["forwardURL"] = r.ForwardURL
+					forward = append(forward, m)
+				}
+			}
+		}
 	}
-	return map[string]any{"mode": "custom", "allowedDomains": domains,
-		"allowedCIDRs": p.Subnets.Allow, "deniedCIDRs": p.Subnets.Deny}
+	out := map[string]any{"mode": "custom"}
+	if domains != nil {
+		out["allowedDomains"] = domains
+	}
+	if p.Subnets.Allow != nil {
+		out["allowedCIDRs"] = p.Subnets.Allow
+	}
+	if p.Subnets.Deny != nil {
+		out["deniedCIDRs"] = p.Subnets.Deny
+	}
+	if injection != nil {
+		out["injectionRules"] = injection
+	}
+	if forward != nil {
+		out["forwardRules"] = forward
+	}
+	return out
 }
 
 func (s *Server) routesPayload(sb *sandboxRec) []map[string]any {
@@ -535,6 +643,11 @@ type createBody struct {
 		URL        string `json:"url"`
 		SnapshotID string `json:"snapshotId"`
 	} `json:"source"`
+	// Fields the fake does not implement; present, they are refused.
+	NetworkID         json.RawMessage `json:"networkId"`
+	SnapshotExp       json.RawMessage `json:"snapshotExpiration"`
+	KeepLastSnapshots json.RawMessage `json:"keepLastSnapshots"`
+	Mounts            json.RawMessage `json:"mounts"`
 }
 
 func validName(n string) bool {
@@ -580,6 +693,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 	case b.Resources != nil && (b.Resources.VCPUs < 1 || b.Resources.VCPUs > 8):
 		writeErr(w, http.StatusBadRequest, "bad_request", "resources.vcpus must be between 1 and 8")
 		return
+	case b.NetworkID != nil || b.SnapshotExp != nil || b.KeepLastSnapshots != nil || b.Mounts != nil:
+		writeErr(w, http.StatusBadRequest, "bad_request", "vercelfake does not implement networkId, snapshotExpiration, keepLastSnapshots or mounts")
+		return
 	case b.Source != nil && b.Source.Type != "snapshot":
 		writeErr(w, http.StatusBadRequest, "bad_request", "the fake supports only snapshot sources, not "+b.Source.Type)
 		return
@@ -605,7 +721,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 		sb.Cwd = sandboxCwd
 	}
 	if b.Image == "" && b.Runtime == "" {
-		sb.Runtime = "node22"
+		sb.Runtime = "node24"
 	}
 	sb.Updated = sb.Created
 	if b.Persistent != nil {
@@ -617,7 +733,14 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 	if b.Timeout != nil {
 		sb.Timeout = *b.Timeout
 	}
-	if err := errors.Join(os.MkdirAll(sb.Disk, 0o755), os.MkdirAll(sb.Tmp, 0o1777), os.MkdirAll(sb.Mount, 0o755)); err != nil {
+	err := errors.Join(os.MkdirAll(sb.Disk, 0o755), os.MkdirAll(sb.Tmp, 0o1777), os.MkdirAll(sb.Mount, 0o755))
+	if err == nil {
+		err = os.Chmod(sb.Tmp, 0o1777) // not filtered by the umask
+	}
+	if err == nil && s.user.passwd != "" {
+		err = os.Chown(sb.Disk, s.user.uid, s.user.gid)
+	}
+	if err != nil {
 		os.RemoveAll(base)
 		writeErr(w, http.StatusInternalServerError, "internal_server_error", err.Error())
 		return
@@ -625,7 +748,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 	source := ""
 	if b.Source != nil {
 		snap := s.snapshots[b.Source.SnapshotID]
-		if snap == nil || snap.Status != "created" {
+		if snap == nil || !snap.live() {
 			os.RemoveAll(base)
 			writeErr(w, http.StatusGone, "snapshot_not_found", "Snapshot not found: "+b.Source.SnapshotID)
 			return
@@ -715,9 +838,13 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, name string) {
 			// filesystem.
 			os.RemoveAll(sb.Disk)
 			os.MkdirAll(sb.Disk, 0o755)
+			if s.user.passwd != "" {
+				os.Chown(sb.Disk, s.user.uid, s.user.gid)
+			}
 		}
 		os.RemoveAll(sb.Tmp)
 		os.MkdirAll(sb.Tmp, 0o1777)
+		os.Chmod(sb.Tmp, 0o1777)
 		se = s.startSessionLocked(sb, "")
 		resumed = true
 	}
@@ -727,19 +854,83 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, name string) {
 	})
 }
 
+// pageQuery reads limit, cursor and sortOrder, answering 400 for bad
+// values. ok is false when it has answered.
+func (s *Server) pageQuery(w http.ResponseWriter, r *http.Request) (limit int, cursor string, desc, ok bool) {
+	q := r.URL.Query()
+	limit = s.opts.PageSize
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			writeErr(w, http.StatusBadRequest, "bad_request", "limit must be between 1 and 100")
+			return 0, "", false, false
+		}
+		limit = n
+	}
+	switch q.Get("sortOrder") {
+	case "", "desc":
+		desc = true
+	case "asc":
+	default:
+		writeErr(w, http.StatusBadRequest, "bad_request", "sortOrder must be asc or desc")
+		return 0, "", false, false
+	}
+	return limit, q.Get("cursor"), desc, true
+}
+
+// page answers one page of items (sorted already), starting at the item
+// whose key is cursor; pagination.next is the key of the first item of the
+// next page, or null.
+func page[T any](w http.ResponseWriter, field string, items []T, key func(T) string, payload func(T) any, limit int, cursor string) {
+	start := 0
+	if cursor != "" {
+		start = slices.IndexFunc(items, func(it T) bool { return key(it) == cursor })
+		if start < 0 {
+			writeErr(w, http.StatusBadRequest, "bad_request", "Invalid cursor")
+			return
+		}
+	}
+	end := min(start+limit, len(items))
+	out := []any{}
+	for _, it := range items[start:end] {
+		out = append(out, payload(it))
+	}
+	var next any
+	if end < len(items) {
+		next = key(items[end])
+	}
+	writeJSON(w, map[string]any{field: out, "pagination": map[string]any{"count": len(out), "next": next}})
+}
+
+// byTime orders by a timestamp, then by a name so that cursors are stable.
+func byTime(desc bool, ta, tb int64, na, nb string) int {
+	c := cmp.Compare(ta, tb)
+	if c == 0 {
+		c = strings.Compare(na, nb)
+	}
+	if desc {
+		c = -c
+	}
+	return c
+}
+
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if !s.checkProject(w, r, "project") {
 		return
 	}
 	q := r.URL.Query()
-	limit := s.opts.PageSize
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 100 {
-			writeErr(w, http.StatusBadRequest, "bad_request", "limit must be between 1 and 100")
-			return
-		}
-		limit = n
+	limit, cursor, desc, ok := s.pageQuery(w, r)
+	if !ok {
+		return
+	}
+	sortBy := q.Get("sortBy")
+	switch sortBy {
+	case "":
+		sortBy = "createdAt"
+	case "createdAt", "name", "statusUpdatedAt":
+	default:
+		writeErr(w, http.StatusBadRequest, "bad_request", "sortBy must be createdAt, name or statusUpdatedAt")
+		return
 	}
 	var tagK, tagV string
 	if tags := q["tags"]; len(tags) > 1 {
@@ -764,32 +955,67 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		recs = append(recs, sb)
 	}
-	// Newest first; names break ties so that the cursor is stable.
 	slices.SortFunc(recs, func(a, b *sandboxRec) int {
-		if a.Created != b.Created {
-			return int(b.Created - a.Created)
+		switch sortBy {
+		case "name":
+			return byTime(desc, 0, 0, a.Name, b.Name)
+		case "statusUpdatedAt":
+			return byTime(desc, a.Updated, b.Updated, a.Name, b.Name)
 		}
-		return strings.Compare(a.Name, b.Name)
+		return byTime(desc, a.Created, b.Created, a.Name, b.Name)
 	})
-	start := 0
-	if c := q.Get("cursor"); c != "" {
-		i := slices.IndexFunc(recs, func(sb *sandboxRec) bool { return sb.Name == c })
-		if i < 0 {
-			writeErr(w, http.StatusBadRequest, "bad_request", "Invalid cursor")
-			return
+	page(w, "sandboxes", recs, func(sb *sandboxRec) string { return sb.Name },
+		func(sb *sandboxRec) any { return s.sandboxPayload(sb) }, limit, cursor)
+}
+
+// listSessions serves GET /v2/sandboxes/sessions?project=&name=: the
+// sessions of the project's sandboxes (or of one), newest first by default.
+func (s *Server) listSessions(w http.ResponseWriter, r *http.Request) {
+	if !s.checkProject(w, r, "project") {
+		return
+	}
+	limit, cursor, desc, ok := s.pageQuery(w, r)
+	if !ok {
+		return
+	}
+	name := r.URL.Query().Get("name")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var recs []*sessionRec
+	for _, se := range s.sessions {
+		if s.sandboxes[se.Sandbox] == nil || (name != "" && se.Sandbox != name) {
+			continue
 		}
-		start = i
+		recs = append(recs, se)
 	}
-	end := min(start+limit, len(recs))
-	page := []map[string]any{}
-	for _, sb := range recs[start:end] {
-		page = append(page, s.sandboxPayload(sb))
+	slices.SortFunc(recs, func(a, b *sessionRec) int { return byTime(desc, a.Created, b.Created, a.ID, b.ID) })
+	page(w, "sessions", recs, func(se *sessionRec) string { return se.ID },
+		func(se *sessionRec) any { return s.sessionPayload(se) }, limit, cursor)
+}
+
+// listSnapshots serves GET /v2/sandboxes/snapshots?project=&name=: the
+// project's live snapshots (or one sandbox's), newest first by default.
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	if !s.checkProject(w, r, "project") {
+		return
 	}
-	var next any
-	if end < len(recs) {
-		next = recs[end].Name
+	limit, cursor, desc, ok := s.pageQuery(w, r)
+	if !ok {
+		return
 	}
-	writeJSON(w, map[string]any{"sandboxes": page, "pagination": map[string]any{"count": len(page), "next": next}})
+	name := r.URL.Query().Get("name")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var recs []*snapshotRec
+	for _, snap := range s.snapshots {
+		if !snap.live() || (name != "" && snap.Sandbox != name) {
+			continue
+		}
+		recs = append(recs, snap)
+	}
+	slices.SortFunc(recs, func(a, b *snapshotRec) int { return byTime(desc, a.Created, b.Created, a.ID, b.ID) })
+	page(w, "snapshots", recs, func(sn *snapshotRec) string { return sn.ID },
+		func(sn *snapshotRec) any { return snapshotPayload(sn) }, limit, cursor)
 }
 
 func (s *Server) update(w http.ResponseWriter, r *http.Request, name string) {
@@ -797,15 +1023,34 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	var b struct {
-		Timeout    *int64            `json:"timeout"`
-		Ports      *[]int            `json:"ports"`
-		Network    json.RawMessage   `json:"networkPolicy"`
-		Persistent *bool             `json:"persistent"`
-		Tags       map[string]string `json:"tags"`
+		Timeout    *int64               `json:"timeout"`
+		Ports      *[]int               `json:"ports"`
+		Network    json.RawMessage      `json:"networkPolicy"`
+		Persistent *bool                `json:"persistent"`
+		Tags       map[string]string    `json:"tags"`
+		Resources  *struct{ VCPUs int } `json:"resources"`
+		// Fields the fake does not implement; present, they are refused
+		// rather than ignored.
+		NetworkID         json.RawMessage `json:"networkId"`
+		SnapshotExp       json.RawMessage `json:"snapshotExpiration"`
+		KeepLastSnapshots json.RawMessage `json:"keepLastSnapshots"`
+		CurrentSnapshotID json.RawMessage `json:"currentSnapshotId"`
+		Region            json.RawMessage `json:"region"`
+		FailoverRegions   json.RawMessage `json:"failoverRegions"`
+		Mounts            json.RawMessage `json:"mounts"`
 	}
 	if e := decode(r, &b); e != nil {
 		writeErr(w, e.status, e.code, e.message)
 		return
+	}
+	for field, v := range map[string]json.RawMessage{
+		"networkId": b.NetworkID, "snapshotExpiration": b.SnapshotExp, "keepLastSnapshots": b.KeepLastSnapshots,
+		"currentSnapshotId": b.CurrentSnapshotID, "region": b.Region, "failoverRegions": b.FailoverRegions, "mounts": b.Mounts,
+	} {
+		if v != nil {
+			writeErr(w, http.StatusBadRequest, "bad_request", "vercelfake does not implement updating "+field)
+			return
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -818,7 +1063,19 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, name string) {
 		writeErr(w, http.StatusBadRequest, "bad_request", "At most 15 ports are allowed")
 		return
 	}
+	if b.Resources != nil && (b.Resources.VCPUs < 1 || b.Resources.VCPUs > 8) {
+		writeErr(w, http.StatusBadRequest, "bad_request", "resources.vcpus must be between 1 and 8")
+		return
+	}
+	if b.Resources != nil {
+		sb.VCPUs = b.Resources.VCPUs
+	}
 	if b.Timeout != nil {
+		// A longer timeout also extends the running session's deadline.
+		if se := s.sessions[sb.SessionID]; se != nil && se.Status == "running" && *b.Timeout > sb.Timeout {
+			se.Timeout += *b.Timeout - sb.Timeout
+			s.armTimerLocked(se)
+		}
 		sb.Timeout = *b.Timeout
 	}
 	if b.Persistent != nil {
@@ -886,7 +1143,7 @@ func (s *Server) sessionRoute(w http.ResponseWriter, r *http.Request, sid string
 		return
 	}
 	if len(sub) == 0 {
-		writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
+		noRoute(w, r)
 		return
 	}
 	// Reading a finished command's record and logs works on a stopped
@@ -908,15 +1165,28 @@ func (s *Server) sessionRoute(w http.ResponseWriter, r *http.Request, sid string
 		case "mkdir":
 			s.fsMkdir(w, r, se)
 		default:
-			writeErr(w, http.StatusNotFound, "not_found", "No filesystem op: "+sub[1])
+			noRoute(w, r)
 		}
 	case len(sub) == 1 && r.Method == http.MethodPost:
 		switch sub[0] {
 		case "stop":
 			s.mu.Lock()
+			wasRunning := se.Status == "running"
 			s.stopLocked(se)
 			resp := map[string]any{"session": s.sessionPayload(se)}
-			if sb := s.sandboxes[se.Sandbox]; sb != nil {
+			sb := s.sandboxes[se.Sandbox]
+			if sb != nil && sb.Persistent && wasRunning {
+				// A persistent sandbox is snapshotted when it stops;
+				// its next session starts from that snapshot.
+				snap, err := s.takeSnapshotLocked(se, 0)
+				if err != nil {
+					s.mu.Unlock()
+					writeErr(w, http.StatusInternalServerError, "internal_server_error", err.Error())
+					return
+				}
+				resp["snapshot"] = snapshotPayload(snap)
+			}
+			if sb != nil {
 				resp["sandbox"] = s.sandboxPayload(sb)
 			}
 			s.mu.Unlock()
@@ -956,10 +1226,10 @@ func (s *Server) sessionRoute(w http.ResponseWriter, r *http.Request, sid string
 		case "interactive":
 			s.openInteractive(w, r, se)
 		default:
-			writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
+			noRoute(w, r)
 		}
 	default:
-		writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
+		noRoute(w, r)
 	}
 }
 
@@ -994,8 +1264,12 @@ func resolve(se *sessionRec, cwd, name string) (*os.Root, string, *apiErr) {
 			return root, rel, nil
 		}
 	}
+	served := se.Cwd
+	if len(maps) > 1 {
+		served += " and /tmp"
+	}
 	return nil, "", &apiErr{http.StatusBadRequest, "bad_request",
-		"path " + strconv.Quote(name) + " is outside what this fake serves (" + se.Cwd + " and /tmp)"}
+		"path " + strconv.Quote(name) + " is outside what this fake serves (" + served + ")"}
 }
 
 // missing reports whether a file error means "not there" as seen from
@@ -1047,7 +1321,11 @@ func (s *Server) fsMkdir(w http.ResponseWriter, r *http.Request, se *sessionRec)
 		return
 	}
 	defer root.Close()
-	if err := root.Mkdir(rel, 0o755); err != nil {
+	err := root.Mkdir(rel, 0o755)
+	if err == nil {
+		err = s.user.chown(root, rel)
+	}
+	if err != nil {
 		writeErr(w, http.StatusBadRequest, "bad_request", "mkdir failed: "+err.Error())
 		return
 	}
@@ -1085,7 +1363,7 @@ func (s *Server) fsWrite(w http.ResponseWriter, r *http.Request, se *sessionRec)
 			writeErr(w, http.StatusBadRequest, "bad_request", "Invalid tar body: "+err.Error())
 			return
 		}
-		if e := writeEntry(se, base, h, tr); e != nil {
+		if e := s.writeEntry(se, base, h, tr); e != nil {
 			writeErr(w, e.status, e.code, e.message)
 			return
 		}
@@ -1093,7 +1371,29 @@ func (s *Server) fsWrite(w http.ResponseWriter, r *http.Request, se *sessionRec)
 	writeJSON(w, map[string]any{})
 }
 
-func writeEntry(se *sessionRec, base string, h *tar.Header, content io.Reader) *apiErr {
+// mkdirAll makes rel and its missing parents in root, owned by the
+// sandbox user as the sandbox's own mkdir -p would make them.
+func (s *Server) mkdirAll(root *os.Root, rel string) error {
+	p := ""
+	for _, el := range strings.Split(path.Clean(rel), "/") {
+		p = path.Join(p, el)
+		if _, err := root.Lstat(p); err == nil {
+			continue
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := root.Mkdir(p, 0o755); err != nil {
+			return err
+		}
+		if err := s.user.chown(root, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeEntry writes one tar entry, owned by the sandbox user.
+func (s *Server) writeEntry(se *sessionRec, base string, h *tar.Header, content io.Reader) *apiErr {
 	root, rel, e := resolve(se, base, h.Name)
 	if e != nil {
 		return e
@@ -1104,7 +1404,7 @@ func writeEntry(se *sessionRec, base string, h *tar.Header, content io.Reader) *
 	}
 	switch h.Typeflag {
 	case tar.TypeDir:
-		if err := root.MkdirAll(rel, 0o755); err != nil {
+		if err := s.mkdirAll(root, rel); err != nil {
 			return bad(err)
 		}
 		return nil
@@ -1112,7 +1412,7 @@ func writeEntry(se *sessionRec, base string, h *tar.Header, content io.Reader) *
 	default:
 		return &apiErr{http.StatusBadRequest, "bad_request", "Unsupported tar entry type for " + h.Name}
 	}
-	if err := root.MkdirAll(path.Dir(rel), 0o755); err != nil {
+	if err := s.mkdirAll(root, path.Dir(rel)); err != nil {
 		return bad(err)
 	}
 	tmp := path.Join(path.Dir(rel), ".fs-write-"+newID("t"))
@@ -1132,6 +1432,9 @@ func writeEntry(se *sessionRec, base string, h *tar.Header, content io.Reader) *
 		err = root.Chmod(tmp, mode)
 	}
 	if err == nil {
+		err = s.user.chown(root, tmp)
+	}
+	if err == nil {
 		err = root.Rename(tmp, rel)
 	}
 	if err != nil {
@@ -1149,6 +1452,10 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, se *sessionRec
 		writeErr(w, e.status, e.code, e.message)
 		return
 	}
+	if b.Expiration != nil && *b.Expiration < 0 {
+		writeErr(w, http.StatusBadRequest, "bad_request", "expiration must be a number of milliseconds, or 0 for none")
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if se.Status != "running" {
@@ -1157,12 +1464,31 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, se *sessionRec
 	}
 	// The real service stops the session to take the snapshot.
 	s.stopLocked(se)
-	snap := &snapshotRec{ID: newID("snap"), SourceSession: se.ID, Status: "created", Created: now()}
-	snap.Updated = snap.Created
-	snap.Dir = filepath.Join(s.opts.Root, ".snapshots", snap.ID)
-	if err := copyDir(snap.Dir, se.disk); err != nil {
+	var expiration int64
+	if b.Expiration != nil {
+		expiration = *b.Expiration
+	}
+	snap, err := s.takeSnapshotLocked(se, expiration)
+	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "internal_server_error", err.Error())
 		return
+	}
+	writeJSON(w, map[string]any{"snapshot": snapshotPayload(snap), "session": s.sessionPayload(se)})
+}
+
+// takeSnapshotLocked copies a stopped session's files into a new snapshot,
+// which becomes its sandbox's current one. expiration is in milliseconds,
+// 0 for none.
+func (s *Server) takeSnapshotLocked(se *sessionRec, expiration int64) (*snapshotRec, error) {
+	snap := &snapshotRec{ID: newID("snap"), SourceSession: se.ID, Sandbox: se.Sandbox, Status: "created", Created: now()}
+	snap.Updated = snap.Created
+	if expiration > 0 {
+		snap.Expires = snap.Created + expiration
+	}
+	snap.Dir = filepath.Join(s.opts.Root, ".snapshots", snap.ID)
+	if err := copyDir(snap.Dir, se.disk); err != nil {
+		os.RemoveAll(snap.Dir)
+		return nil, err
 	}
 	filepath.WalkDir(snap.Dir, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
@@ -1176,21 +1502,25 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, se *sessionRec
 	if sb := s.sandboxes[se.Sandbox]; sb != nil {
 		sb.SnapshotID = snap.ID
 	}
-	writeJSON(w, map[string]any{"snapshot": snapshotPayload(snap), "session": s.sessionPayload(se)})
+	return snap, nil
 }
 
 func snapshotPayload(s *snapshotRec) map[string]any {
-	return map[string]any{
+	m := map[string]any{
 		"id": s.ID, "sourceSessionId": s.SourceSession, "region": "iad1", "status": s.Status,
 		"sizeBytes": s.Size, "createdAt": s.Created, "updatedAt": s.Updated,
 	}
+	if s.Expires != 0 {
+		m["expiresAt"] = s.Expires
+	}
+	return m
 }
 
 func (s *Server) snapshotRoute(w http.ResponseWriter, r *http.Request, id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap := s.snapshots[id]
-	if snap == nil {
+	if snap == nil || (snap.Status == "created" && !snap.live()) {
 		writeErr(w, http.StatusNotFound, "not_found", "Snapshot not found: "+id)
 		return
 	}
@@ -1201,7 +1531,7 @@ func (s *Server) snapshotRoute(w http.ResponseWriter, r *http.Request, id string
 		snap.Updated = now()
 		os.RemoveAll(snap.Dir)
 	default:
-		writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
+		noRoute(w, r)
 		return
 	}
 	writeJSON(w, map[string]any{"snapshot": snapshotPayload(snap)})
@@ -1274,7 +1604,7 @@ func (s *Server) cmdRoute(w http.ResponseWriter, r *http.Request, se *sessionRec
 			s.runCommand(w, r, se)
 			return
 		}
-		writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
+		noRoute(w, r)
 		return
 	}
 	s.mu.Lock()
@@ -1317,7 +1647,7 @@ func (s *Server) cmdRoute(w http.ResponseWriter, r *http.Request, se *sessionRec
 		c.signal(syscall.Signal(sig))
 		writeJSON(w, map[string]any{"command": c.payload(true)})
 	default:
-		writeErr(w, http.StatusNotFound, "not_found", "No route for "+r.Method+" "+r.URL.Path)
+		noRoute(w, r)
 	}
 }
 
@@ -1434,7 +1764,7 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request, se *sessionR
 		return
 	}
 	se.cmds[c.ID] = c
-	s.start(c, se, env, b.Timeout)
+	s.start(c, se, env, b.Timeout, b.Sudo)
 	s.mu.Unlock()
 
 	if !b.Wait {
@@ -1477,13 +1807,12 @@ func appendEnv(env []string, add map[string]string) []string {
 
 // start runs c in its own process group. A program that cannot be found or
 // run exits 127 or 126 with a message on stderr, as a shell would report it.
-func (s *Server) start(c *command, se *sessionRec, env []string, timeoutMs *int64) {
+func (s *Server) start(c *command, se *sessionRec, env []string, timeoutMs *int64, sudo bool) {
 	var cmd *exec.Cmd
 	if se.Cwd == sandboxCwd {
-		cmd = isolatedCommand(se, c.Cwd, env, c.Name, c.Args)
+		cmd = isolatedCommand(se, s.user, sudo, c.Cwd, env, c.Name, c.Args)
 	} else {
-		cmd = exec.Command(c.Name, c.Args...)
-		cmd.Dir, cmd.Env = c.Cwd, env
+		cmd = hostCommand(c.Cwd, env, c.Name, c.Args)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, _ := cmd.StdoutPipe()

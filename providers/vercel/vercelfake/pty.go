@@ -104,10 +104,9 @@ func (s *Server) serveInteractive(w http.ResponseWriter, r *http.Request, sid st
 	env = appendEnv(env, extra)
 	var cmd *exec.Cmd
 	if se.Cwd == sandboxCwd {
-		cmd = isolatedCommand(se, cwd, env, st.Command, st.Args)
+		cmd = isolatedCommand(se, s.user, false, cwd, env, st.Command, st.Args)
 	} else {
-		cmd = exec.Command(st.Command, st.Args...)
-		cmd.Dir, cmd.Env = cwd, env
+		cmd = hostCommand(cwd, env, st.Command, st.Args)
 	}
 	ptmx, tty, err := openPTY(st.Rows, st.Cols)
 	if err != nil {
