@@ -12,5 +12,5 @@ import (
 // PTY, so bash runs one persistent shell over pipes.
 func TestToolexecBattery(t *testing.T) {
 	p := newProvider(t)
-	toolexectest.Run(t, func(t *testing.T) sandbox.Sandbox { return create(t, p, nil) }, nil)
+	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox { return create(t, p, nil) }, nil)
 }
