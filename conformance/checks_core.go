@@ -411,8 +411,9 @@ func checkTimeout(c *C) {
 		}
 		wctx, wcancel := context.WithTimeout(c.ctx, timeout+30*time.Second)
 		st, err := p.Wait(wctx)
+		waitErr := wctx.Err()
 		wcancel()
-		if wctx.Err() != nil {
+		if waitErr != nil {
 			c.Fatalf("Wait did not return within 30s of a %v Cmd.Timeout", timeout)
 		}
 		if err != nil {
@@ -470,7 +471,7 @@ func checkLargeOutput(c *C) {
 	}}
 	res, err := sandbox.Run(c.ctx, sb, &sandbox.Cmd{
 		Args: []string{"sh", "-c", fmt.Sprintf(
-			`head -c %d /dev/zero; n=0; while [ ! -e release ]; do sleep 0.1; n=$((n+1)); [ $n -gt 150 ] && exit 9; done; exit 0`, size)},
+			`head -c %d /dev/zero; n=0; while [ ! -e release ]; do sleep 0.1; n=$((n+1)); [ $n -gt 600 ] && exit 9; done; exit 0`, size)},
 		Stdout:  w,
 		Timeout: 5 * time.Minute,
 	}, &sandbox.RunOptions{OutputLimit: 1024})
@@ -483,7 +484,7 @@ func checkLargeOutput(c *C) {
 	}
 	switch {
 	case res.Status.TimedOut || res.Status.Code == 9:
-		c.Errorf("output was not streamed while the command ran: the command waited 15s for the check to receive its %d bytes and gave up (%v)", size, res.Status)
+		c.Errorf("output was not streamed while the command ran: the command waited 60s for the check to receive its %d bytes and gave up (%v)", size, res.Status)
 	case !res.Status.Success():
 		c.Errorf("status %v, stderr %q", res.Status, res.Stderr)
 	}

@@ -93,7 +93,7 @@ type Options struct {
 	// Run, if set, is a regular expression; only checks whose ID matches it
 	// run.
 	Run string
-	// Timeout bounds each check; zero means 3 minutes.
+	// Timeout bounds each check; zero means 10 minutes (a bound on a hung provider, not on a slow one).
 	Timeout time.Duration
 	// OnStart and OnResult, if set, are called as each check starts and ends
 	// (from the goroutine that called RunChecks).
@@ -235,7 +235,7 @@ func newRunner(h *Harness, opts *Options) *runner {
 func (r *runner) run(ch check) Result {
 	timeout := r.opts.Timeout
 	if timeout <= 0 {
-		timeout = 3 * time.Minute
+		timeout = 10 * time.Minute
 	}
 	ctx, cancel := context.WithTimeout(r.parent, timeout)
 	defer cancel()

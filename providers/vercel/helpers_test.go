@@ -47,7 +47,7 @@ func drv(p *sandbox.Provider) *Provider {
 
 func newSandbox(t testing.TB, p *sandbox.Provider, spec *sandbox.Spec) testSandbox {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sb, err := p.Create(ctx, spec)
 	if err != nil {
@@ -61,8 +61,10 @@ func newSandbox(t testing.TB, p *sandbox.Provider, spec *sandbox.Spec) testSandb
 	return ts
 }
 
+// ctxT bounds a test's calls generously: each isolated command of the fake
+// builds a mount namespace, which takes seconds on a loaded machine.
 func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
