@@ -10,7 +10,7 @@ MODULES := $(shell find . -name go.mod -not -path './.git/*' -printf '%h\n' | so
 test:
 	@failed=""; for m in $(MODULES); do \
 		echo "== go test -race $$m"; \
-		(cd $$m && go test -race -count=1 -timeout 30m ./...) || failed="$$failed $$m"; \
+		(cd $$m && go test -race -count=1 -timeout 45m ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "== FAILED modules:$$failed"; exit 1; fi; \
 	echo "== all modules passed"

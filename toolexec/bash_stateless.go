@@ -37,19 +37,20 @@ func (s *statelessSession) exec(ctx context.Context, command string, timeout tim
 	if len(command) > maxStatelessCommand {
 		return "", -1, toolErr(fmt.Sprintf("the command is %d bytes; this sandbox has no stdin or terminal for a shell session, and commands sent as an argument are limited to %d bytes", len(command), maxStatelessCommand))
 	}
-	script := fmt.Sprintf(`__perimeter_state="${TMPDIR:-/tmp}/%s"
-if [ -f "$__perimeter_state" ]; then . "$__perimeter_state" >/dev/null 2>&1; fi
-trap '__perimeter_rc=$?; { export -p; printf "cd %%q\n" "$PWD"; } >"$__perimeter_state" 2>/dev/null; exit $__perimeter_rc' EXIT
-eval %s </dev/null 2>&1
-`, s.state, shellQuote(command))
+	// One line, so that the command's own line numbers start at 1 as in the
+	// persistent modes; "bash" is $0, so messages read "bash: line 1: ...".
+	script := fmt.Sprintf(`__perimeter_state="${TMPDIR:-/tmp}/%s"; `+
+		`if [ -f "$__perimeter_state" ]; then . "$__perimeter_state" >/dev/null 2>&1; fi; `+
+		`trap '__perimeter_rc=$?; { export -p; printf "cd %%q\n" "$PWD"; } >"$__perimeter_state" 2>/dev/null; exit $__perimeter_rc' EXIT; `+
+		`eval %s </dev/null 2>&1`, s.state, shellQuote(command))
 	out := sandbox.NewCappedBuffer(s.opts.OutputLimit, true)
-	args := append(append([]string(nil), s.opts.Shell...), "-c", script)
+	args := append(append([]string(nil), s.opts.Shell...), "-c", script, "bash")
 	p, err := s.target.Start(ctx, &sandbox.Cmd{Args: args, Dir: s.opts.Dir, Env: s.env, Stdout: out, Stderr: out, Timeout: timeout})
 	if err != nil {
 		return "", -1, err
 	}
 	st, err := p.Wait(ctx)
-	text := clean(out.Bytes(), out.Omitted() > 0, false, s.opts.OutputLimit)
+	text := clean(out.Bytes(), out.Omitted(), s.opts.OutputLimit)
 	switch {
 	case err != nil:
 		return "", -1, err

@@ -49,3 +49,20 @@ func benchBash(b *testing.B, sb *sandbox.Sandbox, command string) {
 		}
 	}
 }
+
+// BenchmarkBashTruePTY is BenchmarkBashTrue on the local provider's isolated
+// mode, where the bash tool's shell takes its input through a PTY.
+func BenchmarkBashTruePTY(b *testing.B) {
+	sb := newIsolatedSandbox(b)
+	ctx := context.Background()
+	b.Run("bare-exec", func(b *testing.B) {
+		for b.Loop() {
+			res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"true"}}, nil)
+			if err != nil || res.Status.Code != 0 {
+				b.Fatal(err, res)
+			}
+		}
+	})
+	b.Run("bash-tool", func(b *testing.B) { benchBash(b, sb, "true") })
+	b.Run("bash-tool-seq-10000", func(b *testing.B) { benchBash(b, sb, "seq 1 10000") })
+}

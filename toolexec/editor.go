@@ -10,6 +10,8 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -42,9 +44,17 @@ type EditorOptions struct {
 	// leaves overwriting unspecified; the reference executor refuses, and so
 	// does the default.
 	AllowOverwrite bool
-	// MaxCharacters caps a view's length and is sent in the tool definition;
-	// zero means DefaultViewCharacters and no max_characters field.
+	// MaxCharacters caps a view's length (file or directory); zero means
+	// DefaultViewCharacters. The toolset's definition always carries the
+	// limit as max_characters, since the API reads an absent max_characters
+	// as "the full file".
 	MaxCharacters int
+	// Workdir is the sandbox directory relative paths are resolved against
+	// (the documentation's examples send "primes.py"). Empty means the
+	// sandbox's own working directory when Roots is the whole sandbox (the
+	// path is passed to the sandbox, which resolves it as it does for
+	// commands), and the first root otherwise.
+	Workdir string
 	// MaxFileBytes is the largest file str_replace and insert load; zero
 	// means DefaultMaxEditBytes.
 	MaxFileBytes int64
@@ -73,6 +83,15 @@ func newEditorTool(fsys FS, opts EditorOptions) *editorTool {
 	roots := cleanRoots(opts.Roots)
 	if opts.MaxFileBytes <= 0 {
 		opts.MaxFileBytes = DefaultMaxEditBytes
+	}
+	if opts.MaxCharacters <= 0 {
+		opts.MaxCharacters = DefaultViewCharacters
+	}
+	switch {
+	case opts.Workdir != "":
+		opts.Workdir = path.Clean("/" + opts.Workdir)
+	case !(len(roots) == 1 && roots[0] == "/"):
+		opts.Workdir = roots[0]
 	}
 	return &editorTool{fsys: fsys, opts: opts, roots: roots}
 }
@@ -110,9 +129,22 @@ func outcome(text string, err error) (string, bool, error) {
 	}
 	var ie infraErr
 	if errors.As(err, &ie) {
-		return "Error: " + ie.err.Error(), true, ie.err
+		err = ie.err
 	}
-	return "Error: " + err.Error(), true, err
+	return "Error: " + infraMessage(err), true, err
+}
+
+// infraMessage is what the model is told of a failure of the sandbox or of
+// the call: its kind, never the provider's or the host's details (the host
+// gets those as the Go error).
+func infraMessage(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "the call timed out before the sandbox answered"
+	case errors.Is(err, context.Canceled):
+		return "the call was cancelled"
+	}
+	return "the sandbox could not complete the operation: " + kindMessage(err)
 }
 
 // isInfra reports whether err is a failure of the sandbox or of ctx rather
@@ -140,23 +172,20 @@ func (t *editorTool) do(ctx context.Context, in *EditorInput) (string, error) {
 	default:
 		return "", toolErr(fmt.Sprintf("Unrecognized command %s. The allowed commands for the %s tool are: view, create, str_replace, insert", in.Command, EditorName))
 	}
-	if in.Path == nil {
+	if in.Path == nil || *in.Path == "" {
 		return "", toolErr("Parameter `path` is required for command: " + in.Command)
 	}
+	// p is the path as the model sent it, and what every message names;
+	// name is the sandbox path the file methods get.
 	p := *in.Path
-	if !strings.HasPrefix(p, "/") {
-		return "", toolErr(fmt.Sprintf("The path %s is not an absolute path, it should start with `/`. Maybe you meant %s?", p, p))
-	}
-	if err := confine(ctx, t.fsys, t.roots, p); err != nil {
+	name, err := t.resolve(ctx, p)
+	if err != nil {
 		return "", err
 	}
-	fi, statErr := t.fsys.Stat(ctx, p)
+	fi, statErr := t.fsys.Stat(ctx, name)
 	exists := statErr == nil
 	if statErr != nil && !errors.Is(statErr, sandbox.ErrNotFound) {
-		if isInfra(statErr) {
-			return "", infraErr{statErr}
-		}
-		return "", toolErr("Error: " + statErr.Error())
+		return "", fileErr(p, statErr)
 	}
 	switch in.Command {
 	case "view":
@@ -167,13 +196,9 @@ func (t *editorTool) do(ctx context.Context, in *EditorInput) (string, error) {
 			if in.ViewRange != nil {
 				return "", toolErr("The `view_range` parameter is not allowed when `path` points to a directory.")
 			}
-			return viewDir(ctx, t.fsys, p)
+			return viewDir(ctx, t.fsys, name, p, t.opts.MaxCharacters)
 		}
-		limit := t.opts.MaxCharacters
-		if limit <= 0 {
-			limit = DefaultViewCharacters
-		}
-		return viewFile(ctx, t.fsys, p, in.ViewRange, limit)
+		return viewFile(ctx, t.fsys, name, p, in.ViewRange, t.opts.MaxCharacters)
 	case "create":
 		if in.FileText == nil {
 			return "", toolErr("Parameter `file_text` is required for command: create")
@@ -184,11 +209,11 @@ func (t *editorTool) do(ctx context.Context, in *EditorInput) (string, error) {
 		if exists && !t.opts.AllowOverwrite {
 			return "", toolErr(fmt.Sprintf("File already exists at: %s. Cannot overwrite files using command `create`.", p))
 		}
-		if err := t.fsys.MkdirAll(ctx, path.Dir(p), 0o755); err != nil {
-			return "", writeFailure(err)
+		if err := t.fsys.MkdirAll(ctx, path.Dir(name), 0o755); err != nil {
+			return "", writeFailure(p, err)
 		}
-		if err := writeAll(ctx, t.fsys, p, []byte(*in.FileText), 0o644); err != nil {
-			return "", writeFailure(err)
+		if err := writeAll(ctx, t.fsys, name, []byte(*in.FileText), 0o644); err != nil {
+			return "", writeFailure(p, err)
 		}
 		return "File created successfully at: " + p, nil
 	}
@@ -211,54 +236,122 @@ func (t *editorTool) do(ctx context.Context, in *EditorInput) (string, error) {
 			return "", toolErr("Parameter `insert_text` is required for command: insert")
 		}
 	}
-	data, err := t.load(ctx, p)
+	data, err := t.load(ctx, name, p)
 	if err != nil {
 		return "", err
+	}
+	// A file with CRLF line endings throughout is edited as the reference
+	// executor reads it (Python's universal newlines: CRLF is "\n"), and
+	// written back with CRLF endings. Other files are edited byte for byte.
+	crlf := isCRLF(data)
+	lf := func(s string) string {
+		if crlf {
+			return strings.ReplaceAll(s, "\r\n", "\n")
+		}
+		return s
+	}
+	if crlf {
+		data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
 	}
 	var out []byte
 	var msg string
 	if in.Command == "str_replace" {
-		old := []byte(*in.OldStr)
-		n := 0
+		old := []byte(lf(*in.OldStr))
+		var at []int // first line of each occurrence
 		if len(old) > 0 {
-			n = bytes.Count(data, old)
+			for off := 0; ; {
+				i := bytes.Index(data[off:], old)
+				if i < 0 {
+					break
+				}
+				at = append(at, bytes.Count(data[:off+i], []byte("\n"))+1)
+				off += i + 1
+			}
 		}
 		switch {
-		case n == 0:
+		case len(at) == 0:
 			return "", toolErr("Error: No match found for replacement. Please check your text and try again.")
-		case n > 1:
-			return "", toolErr(fmt.Sprintf("Error: Found %d matches for replacement text. Please provide more context to make a unique match.", n))
+		case len(at) > 1:
+			// The documented text, then the lines the reference executor
+			// lists ("... in lines [3, 7]. Please ensure it is unique").
+			return "", toolErr(fmt.Sprintf("Error: Found %d matches for replacement text. Please provide more context to make a unique match. The matches start in lines %s.", len(at), pyList(at)))
 		}
 		newStr := ""
 		if in.NewStr != nil {
-			newStr = *in.NewStr
+			newStr = lf(*in.NewStr)
 		}
 		out = bytes.Replace(data, old, []byte(newStr), 1)
-		msg = "Successfully replaced text at exactly one location."
+		// The documented success text, then the reference executor's
+		// snippet: 4 lines around the change, cat -n style.
+		line := at[0] - 1 // 0-based line of the replacement
+		from := max(0, line-snippetLines)
+		to := line + snippetLines + strings.Count(newStr, "\n")
+		msg = "Successfully replaced text at exactly one location. " +
+			fmt.Sprintf("The file %s has been edited. ", p) +
+			numbered(snippet(out, from+1, to+1), "a snippet of "+p, from+1) +
+			"Review the changes and make sure they are as expected. Edit the file again if necessary."
+		if isBinary(out) {
+			msg = "Successfully replaced text at exactly one location. " +
+				fmt.Sprintf("The file %s has been edited; it is a binary file, so no snippet is shown.", p)
+		}
 	} else {
 		text := in.InsertText
 		if text == nil {
 			text = in.NewStr
 		}
+		insert := lf(*text)
 		lines := countLines(data)
 		n := *in.InsertLine
 		if n < 0 || n > lines {
 			return "", toolErr(fmt.Sprintf("Invalid `insert_line` parameter: %d. It should be within the range of lines of the file: [0, %d]", n, lines))
 		}
-		out = insertAfter(data, n, *text)
+		out = insertAfter(data, n, insert)
 		msg = fmt.Sprintf("The file %s has been edited. ", p) +
-			numbered(snippet(out, max(1, n-3), n+strings.Count(strings.TrimSuffix(*text, "\n"), "\n")+5), "a snippet of the edited file", max(1, n-3)) +
+			numbered(snippet(out, max(1, n-3), n+strings.Count(strings.TrimSuffix(insert, "\n"), "\n")+5), "a snippet of the edited file", max(1, n-3)) +
 			"Review the changes and make sure they are as expected (correct indentation, no duplicate lines, etc). Edit the file again if necessary."
 	}
-	if err := writeAll(ctx, t.fsys, p, out, 0o644); err != nil {
-		return "", writeFailure(err)
+	if crlf {
+		out = bytes.ReplaceAll(out, []byte("\n"), []byte("\r\n"))
+	}
+	if err := writeAll(ctx, t.fsys, name, out, 0o644); err != nil {
+		return "", writeFailure(p, err)
 	}
 	return msg, nil
 }
 
+// isBinary reports whether data is not text: a NUL byte or invalid UTF-8.
+func isBinary(data []byte) bool {
+	return bytes.IndexByte(data, 0) >= 0 || !utf8.Valid(data)
+}
+
+// snippetLines is how many lines the reference executor shows on each side
+// of an edit (SNIPPET_LINES).
+const snippetLines = 4
+
+// isCRLF reports whether data has CRLF line endings and no bare LF.
+func isCRLF(data []byte) bool {
+	n := bytes.Count(data, []byte("\n"))
+	return n > 0 && bytes.Count(data, []byte("\r\n")) == n
+}
+
+// pyList formats ints as Python prints a list, [3, 7], showing at most the
+// first 50 and saying how many more there are.
+func pyList(v []int) string {
+	const most = 50
+	s := make([]string, 0, min(len(v), most))
+	for _, n := range v[:min(len(v), most)] {
+		s = append(s, strconv.Itoa(n))
+	}
+	out := "[" + strings.Join(s, ", ") + "]"
+	if len(v) > most {
+		out += fmt.Sprintf(" and %d more", len(v)-most)
+	}
+	return out
+}
+
 // load reads a file for editing, refusing one over the size limit.
-func (t *editorTool) load(ctx context.Context, p string) ([]byte, error) {
-	data, tooBig, err := readAll(ctx, t.fsys, p, t.opts.MaxFileBytes)
+func (t *editorTool) load(ctx context.Context, name, p string) ([]byte, error) {
+	data, tooBig, err := readAll(ctx, t.fsys, name, t.opts.MaxFileBytes)
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotFound) {
 			return nil, toolErr("Error: File not found")
@@ -266,10 +359,7 @@ func (t *editorTool) load(ctx context.Context, p string) ([]byte, error) {
 		if errors.Is(err, sandbox.ErrPermissionDenied) {
 			return nil, toolErr("Error: Permission denied. Cannot read file.")
 		}
-		if isInfra(err) {
-			return nil, infraErr{err}
-		}
-		return nil, toolErr("Error: " + err.Error())
+		return nil, fileErr(p, err)
 	}
 	if tooBig {
 		return nil, toolErr(fmt.Sprintf("Error: %s is larger than the %d-byte limit for editing; view it with view_range or change it with the bash tool.", p, t.opts.MaxFileBytes))
@@ -277,28 +367,74 @@ func (t *editorTool) load(ctx context.Context, p string) ([]byte, error) {
 	return data, nil
 }
 
-func writeFailure(err error) error {
+func writeFailure(p string, err error) error {
 	if errors.Is(err, sandbox.ErrPermissionDenied) {
 		return toolErr("Error: Permission denied. Cannot write to file.")
 	}
+	return fileErr(p, err)
+}
+
+// fileErr is the result for a failed file operation on the path the model
+// sent: a failure of the sandbox itself (a Go error for the host), or an
+// is_error text naming p and the kind of failure, and nothing of the
+// provider, the sandbox or the host.
+func fileErr(p string, err error) error {
 	if isInfra(err) {
 		return infraErr{err}
 	}
-	return toolErr("Error: " + err.Error())
+	return toolErr(fmt.Sprintf("Error: %s: %s", p, kindMessage(err)))
 }
 
-// confine refuses a path outside roots, with a ".." element, or (when roots
-// are narrower than the whole sandbox) through a symbolic link.
-func confine(ctx context.Context, fsys FS, roots []string, p string) error {
-	for _, el := range strings.Split(p, "/") {
-		if el == ".." {
-			return toolErr(fmt.Sprintf("Error: the path %s has a \"..\" element, which is not allowed", p))
-		}
+// kindMessage describes an error by its kind only.
+func kindMessage(err error) string {
+	switch k := sandbox.KindOf(err); {
+	case k == sandbox.ErrNotFound:
+		return "no such file or directory"
+	case k == sandbox.ErrPermissionDenied:
+		return "permission denied"
+	case k == sandbox.ErrAlreadyExists:
+		return "file exists"
+	case k != nil:
+		return k.Error()
 	}
-	clean := path.Clean(p)
+	return "the operation failed"
+}
+
+// resolve turns the path the model sent into the sandbox name the file
+// methods get, confined to the roots: ".." elements are resolved lexically
+// (then confined like any path), a relative path is resolved against the
+// working directory.
+func (t *editorTool) resolve(ctx context.Context, p string) (string, error) {
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", toolErr(fmt.Sprintf("Error: the path %q contains a NUL byte", p))
+	}
+	abs := p
+	if !strings.HasPrefix(p, "/") {
+		if t.opts.Workdir == "" {
+			// The whole sandbox is allowed: it resolves the name against
+			// its working directory, as for commands; it refuses a ".."
+			// there, since where that leads is its own business.
+			if slices.Contains(strings.Split(p, "/"), "..") {
+				return "", toolErr(fmt.Sprintf("The path %s is not an absolute path, it should start with `/`. A relative path may not go up with `..`; give the absolute path.", p))
+			}
+			return path.Clean(p), nil
+		}
+		abs = path.Join(t.opts.Workdir, p)
+	}
+	abs = path.Clean(abs)
+	if err := confine(ctx, t.fsys, t.roots, p, abs); err != nil {
+		return "", err
+	}
+	return abs, nil
+}
+
+// confine refuses abs (the clean form of the model's path p) outside roots
+// or, when roots are narrower than the whole sandbox, through a symbolic
+// link.
+func confine(ctx context.Context, fsys FS, roots []string, p, abs string) error {
 	var root string
 	for _, r := range roots {
-		if r == "/" || clean == r || strings.HasPrefix(clean, r+"/") {
+		if r == "/" || abs == r || strings.HasPrefix(abs, r+"/") {
 			root = r
 			break
 		}
@@ -312,7 +448,7 @@ func confine(ctx context.Context, fsys FS, roots []string, p string) error {
 	// Check every component from the root down; stop at the first missing
 	// one (nothing below it exists to be a link).
 	cur := root
-	for _, el := range strings.Split(strings.TrimPrefix(clean, root), "/") {
+	for _, el := range strings.Split(strings.TrimPrefix(abs, root), "/") {
 		if el == "" {
 			continue
 		}
@@ -322,10 +458,7 @@ func confine(ctx context.Context, fsys FS, roots []string, p string) error {
 			if errors.Is(err, sandbox.ErrNotFound) {
 				return nil
 			}
-			if isInfra(err) {
-				return infraErr{err}
-			}
-			return toolErr("Error: " + err.Error())
+			return fileErr(p, err)
 		}
 		if fi.Mode&fs.ModeSymlink != 0 {
 			return toolErr(fmt.Sprintf("Error: the path %s goes through the symbolic link %s, which this tool does not follow", p, cur))
@@ -335,12 +468,34 @@ func confine(ctx context.Context, fsys FS, roots []string, p string) error {
 }
 
 // viewDir lists a directory two levels deep, hidden entries excluded, as the
-// reference executor's find does (sorted here).
-func viewDir(ctx context.Context, fsys FS, p string) (string, error) {
-	var lines []string
-	lines = append(lines, p)
-	var walk func(dir string, depth int) error
-	walk = func(dir string, depth int) error {
+// reference executor's find does (sorted here), under the path p the model
+// sent. Like the reference (whose command output is clipped by
+// maybe_truncate), the listing is clipped at limit characters with the
+// reference's note.
+func viewDir(ctx context.Context, fsys FS, name, p string, limit int) (string, error) {
+	var b strings.Builder
+	chars := 0
+	clipped := false
+	add := func(line string) {
+		if clipped {
+			return
+		}
+		if chars > 0 {
+			line = "\n" + line
+		}
+		n := utf8.RuneCountInString(line)
+		if chars+n > limit {
+			b.WriteString(truncateRunes(line, limit-chars))
+			b.WriteString(truncatedNote)
+			clipped = true
+			return
+		}
+		chars += n
+		b.WriteString(line)
+	}
+	add(p)
+	var walk func(dir, shown string, depth int) error
+	walk = func(dir, shown string, depth int) error {
 		entries, err := fsys.ReadDir(ctx, dir)
 		if err != nil {
 			if isInfra(err) {
@@ -349,30 +504,33 @@ func viewDir(ctx context.Context, fsys FS, p string) (string, error) {
 			return nil // unreadable: listed without its contents
 		}
 		for _, e := range entries {
+			if clipped {
+				return nil
+			}
 			if strings.HasPrefix(e.Name, ".") {
 				continue
 			}
-			child := strings.TrimSuffix(dir, "/") + "/" + e.Name
-			lines = append(lines, child)
+			child := strings.TrimSuffix(shown, "/") + "/" + e.Name
+			add(child)
 			if e.IsDir() && depth < 2 {
-				if err := walk(child, depth+1); err != nil {
+				if err := walk(path.Join(dir, e.Name), child, depth+1); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	}
-	if err := walk(p, 1); err != nil {
+	if err := walk(name, p, 1); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("Here's the files and directories up to 2 levels deep in %s, excluding hidden items:\n%s\n", p, strings.Join(lines, "\n")), nil
+	return fmt.Sprintf("Here's the files and directories up to 2 levels deep in %s, excluding hidden items:\n%s\n", p, b.String()), nil
 }
 
 // viewFile shows a file with cat -n style line numbers, streaming it so that
 // files of any size can be viewed; it keeps at most limit characters of the
 // selected text.
-func viewFile(ctx context.Context, fsys FS, p string, viewRange []int, limit int) (string, error) {
-	rc, err := fsys.ReadFile(ctx, p)
+func viewFile(ctx context.Context, fsys FS, name, p string, viewRange []int, limit int) (string, error) {
+	rc, err := fsys.ReadFile(ctx, name)
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotFound) {
 			return "", toolErr(fmt.Sprintf("The path %s does not exist. Please provide a valid path.", p))
@@ -380,10 +538,7 @@ func viewFile(ctx context.Context, fsys FS, p string, viewRange []int, limit int
 		if errors.Is(err, sandbox.ErrPermissionDenied) {
 			return "", toolErr("Error: Permission denied. Cannot read file.")
 		}
-		if isInfra(err) {
-			return "", infraErr{err}
-		}
-		return "", toolErr("Error: " + err.Error())
+		return "", fileErr(p, err)
 	}
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 64<<10)
@@ -405,7 +560,9 @@ func viewFile(ctx context.Context, fsys FS, p string, viewRange []int, limit int
 		if len(line) > 0 {
 			total++
 			if total >= start && (end == -1 || total <= end) && !clipped {
-				text := strings.TrimSuffix(line, "\n")
+				// A CRLF ending shows as the end of the line, as the
+				// reference reads files (universal newlines).
+				text := strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 				n := utf8.RuneCountInString(text) + 1
 				if chars+n > limit {
 					text = truncateRunes(text, limit-chars)
@@ -422,10 +579,7 @@ func viewFile(ctx context.Context, fsys FS, p string, viewRange []int, limit int
 			break
 		}
 		if err != nil {
-			if isInfra(err) {
-				return "", infraErr{err}
-			}
-			return "", toolErr("Error: " + err.Error())
+			return "", fileErr(p, err)
 		}
 	}
 	if viewRange != nil {

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -128,8 +129,11 @@ func newFileTools(fsys FS, opts FilesOptions) *fileTools {
 // directories.
 func (f *fileTools) resolve(ctx context.Context, p string) (string, error) {
 	if f.ownWD && !strings.HasPrefix(p, "/") {
-		// Every path is permitted; the sandbox refuses a ".." that climbs
-		// out of its working directory's tree with ErrInvalidArgument.
+		// Every path is permitted and the sandbox resolves relative ones
+		// against its working directory; it refuses a ".." there.
+		if slices.Contains(strings.Split(p, "/"), "..") {
+			return "", fmt.Errorf("path %q goes up with \"..\" from the working directory; give the absolute path", p)
+		}
 		return path.Clean(p), nil
 	}
 	abs := p
@@ -177,19 +181,15 @@ func fsMessage(err error) string {
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
 		return "no such file or directory"
-	case errors.Is(err, sandbox.ErrPermissionDenied):
-		return "permission denied"
-	case errors.Is(err, sandbox.ErrAlreadyExists):
-		return "file exists"
 	}
-	return err.Error()
+	return kindMessage(err)
 }
 
 // fileFailure is the is_error text for a failed file operation, and the Go
 // error when the sandbox itself failed.
 func fileFailure(prefix string, err error) (string, bool, error) {
 	if isInfra(err) && !errors.Is(err, sandbox.ErrNotFound) {
-		return prefix + ": " + err.Error(), true, err
+		return prefix + ": " + infraMessage(err), true, err
 	}
 	return prefix + ": " + fsMessage(err), true, nil
 }

@@ -50,7 +50,7 @@ func (m *memoryTool) run(ctx context.Context, input json.RawMessage) (string, bo
 
 func required(field, command string, v *string) error {
 	if v == nil {
-		return toolErr(fmt.Sprintf("Parameter `%s` is required for command: %s", field, command))
+		return toolErr(fmt.Sprintf("Error: Parameter `%s` is required for command: %s", field, command))
 	}
 	return nil
 }
@@ -58,7 +58,7 @@ func required(field, command string, v *string) error {
 func (m *memoryTool) do(ctx context.Context, in *MemoryInput) (string, error) {
 	switch in.Command {
 	case "":
-		return "", toolErr("Parameter `command` is required")
+		return "", toolErr("Error: Parameter `command` is required")
 	case "view", "create", "str_replace", "insert", "delete":
 		if err := required("path", in.Command, in.Path); err != nil {
 			return "", err
@@ -71,7 +71,7 @@ func (m *memoryTool) do(ctx context.Context, in *MemoryInput) (string, error) {
 			return "", err
 		}
 	default:
-		return "", toolErr(fmt.Sprintf("Unknown command: %s. The memory tool's commands are: view, create, str_replace, insert, delete, rename", in.Command))
+		return "", toolErr(fmt.Sprintf("Error: Unknown command: %s. The memory tool's commands are: view, create, str_replace, insert, delete, rename", in.Command))
 	}
 	if err := m.store.MkdirAll(ctx, "/", 0o700); err != nil {
 		return "", storeFailure(err)
@@ -95,7 +95,7 @@ func (m *memoryTool) do(ctx context.Context, in *MemoryInput) (string, error) {
 		return m.strReplace(ctx, *in.Path, *in.OldStr, newStr)
 	case "insert":
 		if in.InsertLine == nil {
-			return "", toolErr("Parameter `insert_line` is required for command: insert")
+			return "", toolErr("Error: Parameter `insert_line` is required for command: insert")
 		}
 		if err := required("insert_text", "insert", in.InsertText); err != nil {
 			return "", err
@@ -111,17 +111,17 @@ func (m *memoryTool) do(ctx context.Context, in *MemoryInput) (string, error) {
 // resolve maps a /memories path to a store name, refusing anything outside.
 func (m *memoryTool) resolve(ctx context.Context, p string) (string, error) {
 	if p != "/memories" && !strings.HasPrefix(p, "/memories/") {
-		return "", toolErr("Path must start with /memories, got: " + p)
+		return "", toolErr("Error: Path must start with /memories, got: " + p)
 	}
 	rel := strings.TrimLeft(strings.TrimPrefix(p, "/memories"), "/")
 	if strings.IndexByte(rel, 0) >= 0 {
-		return "", toolErr(fmt.Sprintf("Path %s would escape /memories directory", p))
+		return "", toolErr(fmt.Sprintf("Error: Path %s would escape /memories directory", p))
 	}
 	// Resolve ".." lexically, as the reference does, and refuse a result
 	// outside the root.
 	clean := path.Clean(rel)
 	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", toolErr(fmt.Sprintf("Path %s would escape /memories directory", p))
+		return "", toolErr(fmt.Sprintf("Error: Path %s would escape /memories directory", p))
 	}
 	name := path.Clean("/" + clean)
 	// A symbolic link's target cannot be checked through the store, so no
@@ -140,17 +140,20 @@ func (m *memoryTool) resolve(ctx context.Context, p string) (string, error) {
 			return "", storeFailure(err)
 		}
 		if fi.Mode&fs.ModeSymlink != 0 {
-			return "", toolErr("Path would escape /memories directory via symlink")
+			return "", toolErr("Error: Path would escape /memories directory via symlink")
 		}
 	}
 	return name, nil
 }
 
+// storeFailure is the result of a failed store operation: the store's own
+// failure (a Go error for the host), or an is_error text naming the kind of
+// failure and nothing of the store's host paths.
 func storeFailure(err error) error {
 	if isInfra(err) {
 		return infraErr{err}
 	}
-	return toolErr("Error: " + err.Error())
+	return toolErr("Error: " + kindMessage(err))
 }
 
 // stat returns the entry at name, ok=false when missing.
@@ -189,7 +192,7 @@ func (m *memoryTool) view(ctx context.Context, p string, viewRange []int) (strin
 				return nil
 			}
 			for _, e := range entries {
-				if strings.HasPrefix(e.Name, ".") {
+				if strings.HasPrefix(e.Name, ".") || e.Name == "node_modules" {
 					continue
 				}
 				r := e.Name
@@ -213,10 +216,10 @@ func (m *memoryTool) view(ctx context.Context, p string, viewRange []int) (strin
 		if err := walk(name, "", 1); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("Here're the files and directories up to 2 levels deep in %s, excluding hidden items:\n", p) + strings.Join(lines, "\n"), nil
+		return fmt.Sprintf("Here're the files and directories up to 2 levels deep in %s, excluding hidden items and node_modules:\n", p) + strings.Join(lines, "\n"), nil
 	}
 	if !fi.Mode.IsRegular() {
-		return "", toolErr("Unsupported file type for " + p)
+		return "", toolErr("Error: Unsupported file type for " + p)
 	}
 	data, err := m.load(ctx, name, p)
 	if err != nil {
@@ -264,7 +267,7 @@ func (m *memoryTool) load(ctx context.Context, name, p string) ([]byte, error) {
 	data, tooBig, err := readAll(ctx, m.store, name, memoryMaxBytes)
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotFound) {
-			return nil, toolErr(fmt.Sprintf("The file %s no longer exists (may have been deleted or renamed concurrently).", p))
+			return nil, toolErr(fmt.Sprintf("Error: The file %s no longer exists (may have been deleted or renamed concurrently).", p))
 		}
 		return nil, storeFailure(err)
 	}
@@ -282,7 +285,7 @@ func (m *memoryTool) create(ctx context.Context, p, text string) (string, error)
 	if _, ok, err := m.stat(ctx, name); err != nil {
 		return "", err
 	} else if ok {
-		return "", toolErr(fmt.Sprintf("File %s already exists", p))
+		return "", toolErr(fmt.Sprintf("Error: File %s already exists", p))
 	}
 	if err := m.store.MkdirAll(ctx, path.Dir(name), 0o700); err != nil {
 		return "", storeFailure(err)
@@ -293,8 +296,10 @@ func (m *memoryTool) create(ctx context.Context, p, text string) (string, error)
 	return "File created successfully at: " + p, nil
 }
 
-// existingFile resolves p and checks it is a regular file.
-func (m *memoryTool) existingFile(ctx context.Context, p string) (string, error) {
+// existingFile resolves p and checks it is a regular file; missing is the
+// error text when it is not (the documentation answers a directory with the
+// "does not exist" error too).
+func (m *memoryTool) existingFile(ctx context.Context, p, missing string) (string, error) {
 	name, err := m.resolve(ctx, p)
 	if err != nil {
 		return "", err
@@ -303,17 +308,14 @@ func (m *memoryTool) existingFile(ctx context.Context, p string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	if !ok {
-		return "", toolErr(fmt.Sprintf("The path %s does not exist. Please provide a valid path.", p))
-	}
-	if !fi.Mode.IsRegular() {
-		return "", toolErr(fmt.Sprintf("The path %s is not a file.", p))
+	if !ok || !fi.Mode.IsRegular() {
+		return "", toolErr(missing)
 	}
 	return name, nil
 }
 
 func (m *memoryTool) strReplace(ctx context.Context, p, oldStr, newStr string) (string, error) {
-	name, err := m.existingFile(ctx, p)
+	name, err := m.existingFile(ctx, p, fmt.Sprintf("Error: The path %s does not exist. Please provide a valid path.", p))
 	if err != nil {
 		return "", err
 	}
@@ -362,7 +364,7 @@ func (m *memoryTool) strReplace(ctx context.Context, p, oldStr, newStr string) (
 }
 
 func (m *memoryTool) insert(ctx context.Context, p string, line int, text string) (string, error) {
-	name, err := m.existingFile(ctx, p)
+	name, err := m.existingFile(ctx, p, fmt.Sprintf("Error: The path %s does not exist", p))
 	if err != nil {
 		return "", err
 	}
@@ -375,7 +377,7 @@ func (m *memoryTool) insert(ctx context.Context, p string, line int, text string
 		lines = strings.Split(s, "\n")
 	}
 	if line < 0 || line > len(lines) {
-		return "", toolErr(fmt.Sprintf("Invalid `insert_line` parameter: %d. It should be within the range [0, %d].", line, len(lines)))
+		return "", toolErr(fmt.Sprintf("Error: Invalid `insert_line` parameter: %d. It should be within the range of lines of the file: [0, %d]", line, len(lines)))
 	}
 	lines = append(lines[:line], append([]string{strings.TrimRight(text, "\n")}, lines[line:]...)...)
 	updated := strings.Join(lines, "\n")
@@ -394,14 +396,14 @@ func (m *memoryTool) delete(ctx context.Context, p string) (string, error) {
 		return "", err
 	}
 	if name == "/" {
-		return "", toolErr("Cannot delete the /memories directory itself")
+		return "", toolErr("Error: Cannot delete the /memories directory itself")
 	}
 	fi, ok, err := m.stat(ctx, name)
 	if err != nil {
 		return "", err
 	}
 	if !ok {
-		return "", toolErr(fmt.Sprintf("The path %s does not exist", p))
+		return "", toolErr(fmt.Sprintf("Error: The path %s does not exist", p))
 	}
 	if fi.IsDir() {
 		err = m.store.RemoveAll(ctx, name)
@@ -410,7 +412,7 @@ func (m *memoryTool) delete(ctx context.Context, p string) (string, error) {
 	}
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotFound) {
-			return "", toolErr(fmt.Sprintf("The path %s does not exist", p))
+			return "", toolErr(fmt.Sprintf("Error: The path %s does not exist", p))
 		}
 		return "", storeFailure(err)
 	}
@@ -427,27 +429,27 @@ func (m *memoryTool) rename(ctx context.Context, oldPath, newPath string) (strin
 		return "", err
 	}
 	if oldName == "/" {
-		return "", toolErr("Cannot rename the /memories directory itself")
+		return "", toolErr("Error: Cannot rename the /memories directory itself")
 	}
 	if _, ok, err := m.stat(ctx, newName); err != nil {
 		return "", err
 	} else if ok {
-		return "", toolErr(fmt.Sprintf("The destination %s already exists", newPath))
+		return "", toolErr(fmt.Sprintf("Error: The destination %s already exists", newPath))
 	}
 	if _, ok, err := m.stat(ctx, oldName); err != nil {
 		return "", err
 	} else if !ok {
-		return "", toolErr(fmt.Sprintf("The path %s does not exist", oldPath))
+		return "", toolErr(fmt.Sprintf("Error: The path %s does not exist", oldPath))
 	}
 	if newName == oldName || strings.HasPrefix(newName, oldName+"/") {
-		return "", toolErr(fmt.Sprintf("Cannot move %s into itself", oldPath))
+		return "", toolErr(fmt.Sprintf("Error: Cannot move %s into itself", oldPath))
 	}
 	if err := m.store.MkdirAll(ctx, path.Dir(newName), 0o700); err != nil {
 		return "", storeFailure(err)
 	}
 	if err := m.store.Rename(ctx, oldName, newName); err != nil {
 		if errors.Is(err, sandbox.ErrNotFound) {
-			return "", toolErr(fmt.Sprintf("The path %s does not exist", oldPath))
+			return "", toolErr(fmt.Sprintf("Error: The path %s does not exist", oldPath))
 		}
 		return "", storeFailure(err)
 	}

@@ -135,9 +135,14 @@ func TestInfrastructureFailureIsAGoError(t *testing.T) {
 		{"write", `{"file_path":"f.txt","content":"x"}`},
 	} {
 		res, err := ts.Execute(ctx, toolexec.ToolUse{ID: "t", Name: tc.tool, Input: json.RawMessage(tc.input)})
+		// The host gets the whole error; the model its kind only, never
+		// the provider's details, the sandbox id or host paths.
 		require.ErrorIs(t, err, sandbox.ErrUnavailable, tc.input)
+		assert.Contains(t, err.Error(), "connection reset", tc.input)
 		assert.True(t, res.IsError)
-		assert.Contains(t, res.Text(), "connection reset", tc.input)
+		assert.Contains(t, res.Text(), "the sandbox could not complete the operation: unavailable", tc.input)
+		assert.NotContains(t, res.Text(), sb.ID(), tc.input)
+		assert.NotContains(t, res.Text(), "connection reset", tc.input)
 	}
 }
 
@@ -148,7 +153,7 @@ func TestBashCannotStart(t *testing.T) {
 	res, err := ts.Execute(context.Background(), toolexec.ToolUse{ID: "t", Name: "bash", Input: json.RawMessage(`{"command":"true"}`)})
 	require.ErrorIs(t, err, sandbox.ErrTerminated)
 	assert.True(t, res.IsError)
-	assert.Equal(t, "bash: "+err.Error(), res.Text())
+	assert.Equal(t, "bash: starting the shell: the sandbox could not complete the operation: sandbox terminated", res.Text())
 }
 
 func TestMemoryHostStore(t *testing.T) {
@@ -199,7 +204,9 @@ func TestMemorySymlinkEscapeRefused(t *testing.T) {
 		{"command": "rename", "old_path": "/memories/link/secret", "new_path": "/memories/stolen"},
 	} {
 		r := call(t, ts, "memory", in)
-		assert.Equal(t, "Path would escape /memories directory via symlink", r.Text(), in)
+		// The Python reference's text, with the "Error: " prefix of the
+		// documentation and the TypeScript SDK.
+		assert.Equal(t, "Error: Path would escape /memories directory via symlink", r.Text(), in)
 		assert.True(t, r.IsError)
 	}
 	_, err = os.Stat(filepath.Join(outside, "new"))

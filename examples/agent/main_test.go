@@ -65,8 +65,10 @@ func TestAgentLoopAgainstFakeAPI(t *testing.T) {
 	// The key is not in the sandbox: echo prints an empty line (1 byte).
 	check(2, 1, `{"content":[{"text":"1\n\nexit code: 3","type":"text"}],"is_error":true,"tool_use_id":"toolu_03","type":"tool_result"}`)
 
+	// The editor's definition states the view limit toolexec applies (the
+	// API reads an absent max_characters as "the full file").
 	tools, _ := srv.Requests()[0]["tools"].([]any)
-	if b, _ := json.Marshal(tools); string(b) != `[{"name":"bash","type":"bash_20250124"},{"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}]` {
+	if b, _ := json.Marshal(tools); string(b) != `[{"name":"bash","type":"bash_20250124"},{"max_characters":16000,"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}]` {
 		t.Errorf("tools sent = %s", b)
 	}
 	if !strings.Contains(out.String(), "It prints 1, 2, fizz.") {

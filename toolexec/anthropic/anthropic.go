@@ -20,9 +20,17 @@
 //
 // # With the SDK's tool runner
 //
-// Put [BetaToolDefinitions] in the runner's params.Tools (the API then sees
-// the exact built-in tools) and pass [BetaTools]: the runner executes tools by
-// name, so the built-ins run through Perimeter. The runner reports a failed
+// [NewToolRunner] creates the runner: the request carries the built-in
+// definitions (bash_20250124, text_editor_20250728, memory_20250818) and the
+// runner executes them, by name, through Perimeter:
+//
+//	runner := perimeter.NewToolRunner(&client.Beta.Messages, ts, sdk.BetaToolRunnerParams{...})
+//	final, err := runner.RunToCompletion(ctx)
+//
+// Passing [BetaTools] to the SDK's own constructor is not enough: the runner
+// then advertises every tool as a custom tool with an input schema, and the
+// model does not get the built-in tools it was trained on. Put
+// [BetaToolDefinitions] in params.Tools as well (NewToolRunner does). The runner reports a failed
 // tool as "Error: " followed by the tool's message; the wrapper removes a
 // leading "Error: " of its own so the prefix is not doubled, but tool
 // messages that do not start with it reach the model with it. For results
@@ -33,9 +41,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 
 	sdk "github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/anthropics/anthropic-sdk-go/v2/option"
 
 	"github.com/perimeter-sdk/perimeter/toolexec"
 )
@@ -45,14 +55,15 @@ func BashTool() sdk.ToolUnionParam {
 	return sdk.ToolUnionParam{OfBashTool20250124: &sdk.ToolBash20250124Param{}}
 }
 
-// TextEditorTool returns the text_editor_20250728 definition; maxCharacters
-// of zero leaves max_characters out.
+// TextEditorTool returns the text_editor_20250728 definition with
+// max_characters; zero means [toolexec.DefaultViewCharacters], the limit a
+// toolset applies by default. The field is always sent, since the API reads
+// an absent max_characters as "the full file".
 func TextEditorTool(maxCharacters int) sdk.ToolUnionParam {
-	p := &sdk.ToolTextEditor20250728Param{}
-	if maxCharacters > 0 {
-		p.MaxCharacters = sdk.Int(int64(maxCharacters))
+	if maxCharacters <= 0 {
+		maxCharacters = toolexec.DefaultViewCharacters
 	}
-	return sdk.ToolUnionParam{OfTextEditor20250728: p}
+	return sdk.ToolUnionParam{OfTextEditor20250728: &sdk.ToolTextEditor20250728Param{MaxCharacters: sdk.Int(int64(maxCharacters))}}
 }
 
 // MemoryTool returns the memory_20250818 definition.
@@ -93,11 +104,11 @@ func BetaToolDefinitions(ts *toolexec.Toolset) []sdk.BetaToolUnionParam {
 		case toolexec.BashName:
 			out = append(out, sdk.BetaToolUnionParam{OfBashTool20250124: &sdk.BetaToolBash20250124Param{}})
 		case toolexec.EditorName:
-			p := &sdk.BetaToolTextEditor20250728Param{}
-			if d.MaxCharacters > 0 {
-				p.MaxCharacters = sdk.Int(int64(d.MaxCharacters))
+			n := d.MaxCharacters
+			if n <= 0 {
+				n = toolexec.DefaultViewCharacters
 			}
-			out = append(out, sdk.BetaToolUnionParam{OfTextEditor20250728: p})
+			out = append(out, sdk.BetaToolUnionParam{OfTextEditor20250728: &sdk.BetaToolTextEditor20250728Param{MaxCharacters: sdk.Int(int64(n))}})
 		case toolexec.MemoryName:
 			out = append(out, sdk.BetaToolUnionParam{OfMemoryTool20250818: &sdk.BetaMemoryTool20250818Param{}})
 		default:
@@ -123,13 +134,84 @@ func schemaParts(raw json.RawMessage) (any, []string) {
 	return s.Properties, s.Required
 }
 
-// BetaTools returns one sdk.BetaTool per tool of ts, for
-// client.Beta.Messages.NewToolRunner. Each executes through ts.
+// NewToolRunner returns the SDK's tool runner (svc.NewToolRunner) for ts:
+// params.Tools gains ts's definitions ([BetaToolDefinitions]: the built-in
+// tool types for bash, the text editor and memory) for every name it does
+// not already define, and the runner executes ts's tools ([BetaTools]).
+// svc is usually &client.Beta.Messages.
+func NewToolRunner(svc *sdk.BetaMessageService, ts *toolexec.Toolset, params sdk.BetaToolRunnerParams, opts ...option.RequestOption) *sdk.BetaToolRunner {
+	return svc.NewToolRunner(BetaTools(ts), withDefinitions(ts, params), opts...)
+}
+
+// NewToolRunnerStreaming is [NewToolRunner] for the streaming runner.
+func NewToolRunnerStreaming(svc *sdk.BetaMessageService, ts *toolexec.Toolset, params sdk.BetaToolRunnerParams, opts ...option.RequestOption) *sdk.BetaToolRunnerStreaming {
+	return svc.NewToolRunnerStreaming(BetaTools(ts), withDefinitions(ts, params), opts...)
+}
+
+// withDefinitions adds ts's definitions to params.Tools for the names it
+// does not define yet; params.Tools itself is not modified.
+func withDefinitions(ts *toolexec.Toolset, params sdk.BetaToolRunnerParams) sdk.BetaToolRunnerParams {
+	have := map[string]bool{}
+	for _, d := range params.Tools {
+		if n := d.GetName(); n != nil {
+			have[*n] = true
+		}
+	}
+	tools := slices.Clone(params.Tools)
+	for _, d := range BetaToolDefinitions(ts) {
+		if n := d.GetName(); n != nil && !have[*n] {
+			tools = append(tools, d)
+		}
+	}
+	params.Tools = tools
+	return params
+}
+
+// builtinSchemas are the input schemas of the built-in tools, for a runner
+// that advertises BetaTools as custom tools (when BetaToolDefinitions are
+// not in params.Tools): a valid tool, though not the built-in one.
+var builtinSchemas = map[string]sdk.BetaToolInputSchemaParam{
+	toolexec.BashName: {Properties: map[string]any{
+		"command": map[string]any{"type": "string", "description": "The bash command to run."},
+		"restart": map[string]any{"type": "boolean", "description": "Restart the shell session."},
+	}},
+	toolexec.EditorName: {Properties: map[string]any{
+		"command":     map[string]any{"type": "string", "enum": []string{"view", "create", "str_replace", "insert"}},
+		"path":        map[string]any{"type": "string", "description": "Absolute path of the file or directory."},
+		"view_range":  map[string]any{"type": "array", "items": map[string]any{"type": "integer"}},
+		"file_text":   map[string]any{"type": "string"},
+		"old_str":     map[string]any{"type": "string"},
+		"new_str":     map[string]any{"type": "string"},
+		"insert_line": map[string]any{"type": "integer"},
+		"insert_text": map[string]any{"type": "string"},
+	}, Required: []string{"command", "path"}},
+	toolexec.MemoryName: {Properties: map[string]any{
+		"command":     map[string]any{"type": "string", "enum": []string{"view", "create", "str_replace", "insert", "delete", "rename"}},
+		"path":        map[string]any{"type": "string", "description": "A path under /memories."},
+		"view_range":  map[string]any{"type": "array", "items": map[string]any{"type": "integer"}},
+		"file_text":   map[string]any{"type": "string"},
+		"old_str":     map[string]any{"type": "string"},
+		"new_str":     map[string]any{"type": "string"},
+		"insert_line": map[string]any{"type": "integer"},
+		"insert_text": map[string]any{"type": "string"},
+		"old_path":    map[string]any{"type": "string"},
+		"new_path":    map[string]any{"type": "string"},
+	}, Required: []string{"command"}},
+}
+
+// BetaTools returns one sdk.BetaTool per tool of ts; each executes through
+// ts. Use [NewToolRunner], or put [BetaToolDefinitions] in the runner's
+// params.Tools too: on their own, BetaTools are advertised by the runner as
+// custom tools (with the built-ins' input schemas), not as the built-in
+// tool types.
 func BetaTools(ts *toolexec.Toolset) []sdk.BetaTool {
 	defs := ts.Definitions()
 	out := make([]sdk.BetaTool, 0, len(defs))
 	for _, d := range defs {
 		props, required := schemaParts(d.InputSchema)
+		if b, ok := builtinSchemas[d.Name]; ok && d.Type != "" {
+			props, required = b.Properties, b.Required
+		}
 		desc := d.Description
 		if desc == "" {
 			desc = "Anthropic's " + d.Type + " tool, executed in a Perimeter sandbox."

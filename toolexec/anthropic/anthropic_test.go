@@ -79,7 +79,7 @@ func TestToolDefinitionsWire(t *testing.T) {
 	}
 	for got, want := range map[string]string{
 		mustJSON(t, perimeter.BashTool()):            `{"name":"bash","type":"bash_20250124"}`,
-		mustJSON(t, perimeter.TextEditorTool(0)):     `{"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}`,
+		mustJSON(t, perimeter.TextEditorTool(0)):     `{"max_characters":16000,"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}`,
 		mustJSON(t, perimeter.TextEditorTool(12345)): `{"max_characters":12345,"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}`,
 		mustJSON(t, perimeter.MemoryTool()):          `{"name":"memory","type":"memory_20250818"}`,
 	} {
@@ -216,7 +216,7 @@ func TestToolRunnerExecutesBuiltinsThroughPerimeter(t *testing.T) {
 		t.Errorf("final message = %+v", final.Content)
 	}
 	tools, _ := srv.Requests()[0]["tools"].([]any)
-	if len(tools) != 2 || mustJSON(t, tools[0]) != `{"name":"bash","type":"bash_20250124"}` || mustJSON(t, tools[1]) != `{"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}` {
+	if len(tools) != 2 || mustJSON(t, tools[0]) != `{"name":"bash","type":"bash_20250124"}` || mustJSON(t, tools[1]) != `{"max_characters":16000,"name":"str_replace_based_edit_tool","type":"text_editor_20250728"}` {
 		t.Errorf("the runner sent tools %s, want exactly the built-in definitions", mustJSON(t, tools))
 	}
 	results := map[string]string{}

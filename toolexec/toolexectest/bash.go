@@ -79,11 +79,15 @@ func (h *harness) bash(t *testing.T) {
 	t.Run("output-capped-keeping-tail", func(t *testing.T) {
 		e := h.env(t, &toolexec.Options{Bash: toolexec.BashOptions{OutputLimit: 1000}})
 		r := e.call("bash", map[string]any{"command": "seq 1 100000"})
+		// seq 1 100000 writes 588895 bytes; the reference executor's marker
+		// (agenttoolset bash.go cleanOutput: "[output truncated]\n") gains
+		// how much was dropped and kept.
+		marker := "[output truncated: the first 587895 bytes were dropped; the last 1000 bytes follow]\n"
 		text := r.Text()
-		if r.IsError || !strings.HasPrefix(text, "[output truncated]\n") || !strings.HasSuffix(text, "\n99999\n100000\n") {
+		if r.IsError || !strings.HasPrefix(text, marker) || !strings.HasSuffix(text, "\n99999\n100000\n") {
 			t.Fatalf("capped output: is_error=%v, starts %q, ends %q", r.IsError, head(text), tail(text))
 		}
-		if n := len(strings.TrimPrefix(text, "[output truncated]\n")); n != 1000 {
+		if n := len(strings.TrimPrefix(text, marker)); n != 1000 {
 			t.Errorf("kept %d bytes, want 1000", n)
 		}
 		e.want(e.call("bash", map[string]any{"command": "echo small"}), "small\n", false)
@@ -91,16 +95,16 @@ func (h *harness) bash(t *testing.T) {
 	t.Run("default-output-cap-is-100KiB", func(t *testing.T) {
 		e := h.env(t, nil)
 		r := e.call("bash", map[string]any{"command": "head -c 300000 /dev/zero | tr '\\0' x"})
-		if got := len(strings.TrimPrefix(r.Text(), "[output truncated]\n")); !strings.HasPrefix(r.Text(), "[output truncated]\n") || got != 100<<10 {
-			t.Errorf("kept %d bytes (prefix %q), want %d after the marker", got, head(r.Text()), 100<<10)
-		}
+		e.want(r, "[output truncated: the first 197600 bytes were dropped; the last 102400 bytes follow]\n"+strings.Repeat("x", 100<<10), false)
 	})
 	t.Run("timeout-kills-tree-and-restarts", func(t *testing.T) {
 		e := h.env(t, &toolexec.Options{Bash: toolexec.BashOptions{Timeout: 2 * time.Second}})
 		pidfile := e.bash(e.base + "/pid")
 		e.call("bash", map[string]any{"command": "export BEFORE=1"})
 		r := e.call("bash", map[string]any{"command": "sleep 300 & echo $! > " + pidfile + "; echo started; sleep 300"})
-		e.want(r, "started\n\n[timed out]\nsession restarted after timeout", true)
+		// Reference (agenttoolset bash.go): "<partial>\n[timed out]" then
+		// "\nsession restarted after timeout"; the limit is stated.
+		e.want(r, "started\n\n[timed out after 2s]\nsession restarted after timeout", true)
 		e.want(e.call("bash", map[string]any{"command": "echo \"before=$BEFORE\""}), "before=\n", false)
 		// The background sleep was in the killed tree.
 		deadline := time.Now().Add(10 * time.Second)
@@ -118,7 +122,7 @@ func (h *harness) bash(t *testing.T) {
 	t.Run("timeout-ms-per-call", func(t *testing.T) {
 		e := h.env(t, nil)
 		start := time.Now()
-		e.want(e.call("bash", map[string]any{"command": "echo before; sleep 60", "timeout_ms": 1000}), "before\n\n[timed out]\nsession restarted after timeout", true)
+		e.want(e.call("bash", map[string]any{"command": "echo before; sleep 60", "timeout_ms": 1000}), "before\n\n[timed out after 1s]\nsession restarted after timeout", true)
 		if d := time.Since(start); d > 30*time.Second {
 			t.Errorf("a 1 s timeout_ms took %v", d)
 		}
@@ -147,9 +151,25 @@ func (h *harness) bash(t *testing.T) {
 			e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[1]\n", false)
 			return
 		}
-		e.want(e.call("bash", map[string]any{"command": "exit 3"}), "bash: the shell exited", true)
+		// The reference answers "bash: bash session terminated"
+		// (agenttoolset bash.go ErrBashTerminated); the code and the reset
+		// are stated here.
+		e.want(e.call("bash", map[string]any{"command": "exit 3"}), "bash: the shell exited with code 3; the session was restarted, so the working directory, variables and functions are reset", true)
+		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
+		e.call("bash", map[string]any{"command": "export GONE=2"})
+		e.want(e.call("bash", map[string]any{"command": "set -e; false"}), "bash: the shell exited with code 1; the session was restarted, so the working directory, variables and functions are reset", true)
 		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
 	})
+	t.Run("shell-messages-name-bash", func(t *testing.T) {
+		// A fresh session's first command is line 1, in every mode, as
+		// for bash -c: no "/dev/stdin" or other framing shows.
+		e := h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "no-such-command-xyz"}), "bash: line 1: no-such-command-xyz: command not found\n\nexit code: 127", true)
+		e = h.env(t, nil)
+		e.want(e.call("bash", map[string]any{"command": "if then fi"}), "bash: eval: line 1: syntax error near unexpected token `then'\nbash: eval: line 1: `if then fi'\n\nexit code: 2", true)
+		e.want(e.call("bash", map[string]any{"command": "echo $0"}), "bash\n", false)
+	})
+	t.Run("nothing-waits-for-a-person", h.nonInteractive)
 	t.Run("no-anthropic-secrets", func(t *testing.T) {
 		t.Setenv("ANTHROPIC_API_KEY", "sk-ant-host-secret")
 		e := h.env(t, &toolexec.Options{Bash: toolexec.BashOptions{Env: map[string]string{
@@ -180,7 +200,7 @@ func (h *harness) bash(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		res, err := e.ts.Execute(ctx, toolexec.ToolUse{ID: "toolu_c", Name: "bash", Input: json.RawMessage(`{"command":"sleep 60"}`)})
-		if err == nil || !res.IsError || res.Text() != "bash: "+err.Error() {
+		if err == nil || !res.IsError || res.Text() != "bash: the call timed out before the sandbox answered; the session was restarted" {
 			t.Fatalf("Execute with an ending context = (%q, %v), want an is_error result and the context's error", res.Text(), err)
 		}
 		e.want(e.call("bash", map[string]any{"command": "echo \"[$GONE]\""}), "[]\n", false)
@@ -219,6 +239,50 @@ func (h *harness) bash(t *testing.T) {
 			t.Errorf("Execute after Close = (%q, %v), want an error", res.Text(), err)
 		}
 	})
+}
+
+// nonInteractive runs programs that page or prompt on a terminal by
+// default; each must finish at once with its output, on every provider
+// (a PTY-backed shell included).
+func (h *harness) nonInteractive(t *testing.T) {
+	e := h.env(t, &toolexec.Options{Bash: toolexec.BashOptions{Timeout: time.Minute}})
+	e.want(e.call("bash", map[string]any{"command": "echo $PAGER $GIT_PAGER $MANPAGER $SYSTEMD_PAGER $GIT_TERMINAL_PROMPT $DEBIAN_FRONTEND"}), "cat cat cat cat 0 noninteractive\n", false)
+	// Output is never a terminal, so nothing pages whatever the variables.
+	e.want(e.call("bash", map[string]any{"command": "test -t 1 || echo stdout-is-not-a-terminal; test -t 0 || echo stdin-is-not-a-terminal"}), "stdout-is-not-a-terminal\nstdin-is-not-a-terminal\n", false)
+	if e.call("bash", map[string]any{"command": "command -v less"}).IsError {
+		t.Log("less is not installed in this sandbox: the direct less check cannot run")
+	} else {
+		e.want(e.call("bash", map[string]any{"command": "seq 1 100 > /tmp/pager-test.txt && less /tmp/pager-test.txt | wc -l && seq 1 100 | less | tail -n 1"}), "100\n100\n", false)
+		e.want(e.call("bash", map[string]any{"command": "PAGER=less LESS= sh -c 'seq 1 100 | $PAGER' | tail -n 1"}), "100\n", false)
+	}
+	if e.call("bash", map[string]any{"command": "command -v git"}).IsError {
+		t.Log("git is not installed in this sandbox: the git pager and editor checks cannot run")
+	} else {
+		dir := "/tmp/pager-repo-" + randHex(t)
+		var want strings.Builder
+		for i := 60; i >= 1; i-- {
+			fmt.Fprintf(&want, "commit %d\n", i)
+		}
+		// More than a screen of log, with the pager configured to less:
+		// GIT_PAGER overrides core.pager.
+		e.want(e.call("bash", map[string]any{"command": "git init -q " + dir + " && cd " + dir + " && git config user.email a@example.com && git config user.name A && git config core.pager less && for i in $(seq 1 60); do git commit -q --allow-empty -m \"commit $i\"; done && git log --format=%s"}), want.String(), false)
+		// A commit without -m takes the editor's (empty) message and stops
+		// instead of opening an editor.
+		e.want(e.call("bash", map[string]any{"command": "git commit -q --allow-empty"}), "Aborting commit due to empty commit message.\n\nexit code: 1", true)
+		// Credentials are refused instead of asked for.
+		r := e.call("bash", map[string]any{"command": "git ls-remote http://127.0.0.1:1/none.git"})
+		if !r.IsError || strings.Contains(r.Text(), "[timed out") {
+			t.Errorf("git against an unreachable remote = (%q, is_error=%v), want a prompt-free failure", r.Text(), r.IsError)
+		}
+	}
+	if e.call("bash", map[string]any{"command": "command -v man && man -w true"}).IsError {
+		t.Log("man or the true(1) page is not installed in this sandbox: the man check cannot run")
+	} else {
+		r := e.call("bash", map[string]any{"command": "man true"})
+		if r.IsError || !strings.Contains(r.Text(), "TRUE") || !strings.Contains(r.Text(), "NAME") {
+			t.Errorf("man true = (%q, is_error=%v), want the page as text", head(r.Text()), r.IsError)
+		}
+	}
 }
 
 // persistentShell reports whether the sandbox can hold a shell session

@@ -61,6 +61,20 @@ func (h *harness) files(t *testing.T) {
 			t.Error("write escaped the working directory")
 		}
 	})
+	t.Run("sandbox-working-directory", func(t *testing.T) {
+		// Without a Workdir, relative paths go to the sandbox; a ".." there
+		// is refused with a message naming the path sent and nothing of the
+		// provider, the sandbox or the host.
+		e := h.env(t, nil)
+		e.want(e.call("read", map[string]any{"file_path": "../../etc/passwd"}),
+			`read: path "../../etc/passwd" goes up with ".." from the working directory; give the absolute path`, true)
+		e.want(e.call("write", map[string]any{"file_path": "a/../../x", "content": "x"}),
+			`write: path "a/../../x" goes up with ".." from the working directory; give the absolute path`, true)
+		// An absolute path with ".." is resolved.
+		p := e.base + "/sub/../abs.txt"
+		e.want(e.call("write", map[string]any{"file_path": p, "content": "y"}), "wrote 1 bytes to "+p, false)
+		e.want(e.call("read", map[string]any{"file_path": e.base + "/abs.txt"}), "y", false)
+	})
 	t.Run("size-limits", func(t *testing.T) {
 		e := newEnv(t, 100)
 		w := e.base + "/work"
