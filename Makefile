@@ -2,7 +2,7 @@
 # heavy SDKs out of the core module's dependencies.
 MODULES := $(shell find . -name go.mod -not -path './.git/*' -printf '%h\n' | sort)
 
-.PHONY: test test-short vet fmt-check bench
+.PHONY: test test-short vet staticcheck fmt-check bench
 
 # The test command the README gives and CI runs: every module, with the race
 # detector. A failing module does not stop the others; the failures are listed
@@ -30,6 +30,14 @@ vet:
 		(cd $$m && go vet ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "== go vet failed in:$$failed"; exit 1; fi
+
+# staticcheck over every module (.ci/run installs the pinned version).
+staticcheck:
+	@failed=""; for m in $(MODULES); do \
+		echo "== staticcheck $$m"; \
+		(cd $$m && staticcheck ./...) || failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== staticcheck failed in:$$failed"; exit 1; fi
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -115,7 +115,7 @@ func newTestServer(h *testHooks) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "tunnel-test", Version: "1"}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "echo", Description: "echo text"},
 		func(ctx context.Context, req *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, echoOut, error) {
-			return nil, echoOut{Text: in.Text}, nil
+			return nil, echoOut(in), nil
 		})
 	mcp.AddTool(s, &mcp.Tool{Name: "stream", Description: "send n progress notifications, then return"},
 		func(ctx context.Context, req *mcp.CallToolRequest, in streamIn) (*mcp.CallToolResult, echoOut, error) {
@@ -141,7 +141,7 @@ func newTestServer(h *testHooks) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "block", Description: "block until released"},
 		func(ctx context.Context, req *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, echoOut, error) {
 			if h == nil {
-				return nil, echoOut{Text: in.Text}, nil
+				return nil, echoOut(in), nil
 			}
 			select {
 			case h.started <- struct{}{}:

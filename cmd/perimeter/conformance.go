@@ -27,6 +27,7 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 	run := fs.String("run", "", "run only the checks whose ID matches this `regexp`")
 	timeout := fs.Duration("check-timeout", 3*time.Minute, "time limit of each check")
 	list := fs.Bool("list", false, "list the checks and exit")
+	network := fs.String("network", "none", "egress of the sandboxes the checks create where a check sets none itself: `none` or open (for a provider whose port tunnels reach the sandbox from outside its network, as the Modal fake's do)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: perimeter conformance [flags] PROVIDER-URL")
 		fs.PrintDefaults()
@@ -44,12 +45,25 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 		fs.Usage()
 		return 2
 	}
+	h := &conformance.Harness{}
+	switch *network {
+	case "none":
+		// A nil Spec.Network means no egress on every provider.
+	case "open":
+		h.Spec = func() *sandbox.Spec {
+			return &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}
+		}
+	default:
+		fmt.Fprintf(stderr, "perimeter conformance: --network %q: want none or open\n", *network)
+		return 2
+	}
 	p, err := sandbox.Open(ctx, fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(stderr, "perimeter: %v\n", err)
 		return 1
 	}
 	defer p.Close()
+	h.Provider = p
 
 	total := len(conformance.Checks())
 	n := 0
@@ -73,7 +87,7 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 			}
 		},
 	}
-	rep, err := conformance.RunChecks(ctx, &conformance.Harness{Provider: p}, opts)
+	rep, err := conformance.RunChecks(ctx, h, opts)
 	if tty {
 		fmt.Fprint(stderr, "\r\033[K")
 	}

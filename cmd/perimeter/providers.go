@@ -1,8 +1,12 @@
 package main
 
-// The providers of the core module, registered for --provider URLs. Modal
-// lives in its own module (it pulls gRPC) and is not linked into this binary.
+// Every provider of the repository, registered for --provider URLs. The CLI
+// is its own module so that linking the heavy ones (Modal pulls gRPC) costs
+// the core module nothing.
 import (
+	_ "github.com/perimeter-sdk/perimeter/providers/cloudflare"
+	_ "github.com/perimeter-sdk/perimeter/providers/daytona"
 	_ "github.com/perimeter-sdk/perimeter/providers/local"
+	_ "github.com/perimeter-sdk/perimeter/providers/modal"
 	_ "github.com/perimeter-sdk/perimeter/providers/vercel"
 )

@@ -4,8 +4,8 @@ go 1.26.0
 
 require (
 	github.com/anthropics/anthropic-sdk-go/v2 v2.15.0
-	github.com/perimeter-sdk/perimeter v0.0.0
-	github.com/perimeter-sdk/perimeter/toolexec/anthropic v0.0.0
+	github.com/perimeter-sdk/perimeter v0.1.0
+	github.com/perimeter-sdk/perimeter/toolexec/anthropic v0.1.0
 )
 
 require (
@@ -33,9 +33,4 @@ require (
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
-)
-
-replace (
-	github.com/perimeter-sdk/perimeter => ../..
-	github.com/perimeter-sdk/perimeter/toolexec/anthropic => ../../toolexec/anthropic
 )

@@ -163,13 +163,6 @@ func (c *Client) call(ctx context.Context, method, route string, q url.Values, h
 	return nil
 }
 
-func sessionHeader(session string) http.Header {
-	if session == "" {
-		return nil
-	}
-	return http.Header{headerSession: {session}}
-}
-
 // VersionError is the start-up check's finding that the bridge is not the
 // version this package targets, or lacks routes it calls.
 type VersionError struct {

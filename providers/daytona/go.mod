@@ -2,13 +2,11 @@ module github.com/perimeter-sdk/perimeter/providers/daytona
 
 go 1.26.0
 
-replace github.com/perimeter-sdk/perimeter => ../..
-
 require (
 	github.com/coder/websocket v1.8.15
 	github.com/creack/pty v1.1.24
 	github.com/getkin/kin-openapi v0.153.0
-	github.com/perimeter-sdk/perimeter v0.0.0-00010101000000-000000000000
+	github.com/perimeter-sdk/perimeter v0.1.0
 	github.com/stretchr/testify v1.12.1
 )
 

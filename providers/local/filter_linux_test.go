@@ -199,7 +199,7 @@ func TestFilterNamespaceFlags(t *testing.T) {
 				}
 			}
 			for _, ok := range []uint64{uint64(unix.SIGCHLD), thread, unix.CLONE_VFORK | unix.CLONE_VM | uint64(unix.SIGCHLD),
-				unix.CLONE_NEWTIME | 0 /* the exit signal's bits in clone, not a namespace */} {
+				uint64(unix.CLONE_NEWTIME) /* the exit signal's bits in clone, not a namespace */} {
 				if got := action(e.run(t, audit, nr("clone"), ok)); got != allow {
 					t.Errorf("%s (%#x): clone(%#x) without namespace flags was %s", level, audit, ok, got)
 				}

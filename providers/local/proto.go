@@ -3,7 +3,6 @@ package local
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -134,5 +133,3 @@ func readFrame(r io.Reader, buf *[]byte) (byte, []byte, error) {
 	}
 	return hdr[0], p, nil
 }
-
-var errAgentProtocol = errors.New("agent protocol error")

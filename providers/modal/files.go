@@ -153,7 +153,7 @@ func (r *fileReader) Read(p []byte) (int, error) {
 func (r *fileReader) Close() error {
 	r.once.Do(func() {
 		if err := r.f.Close(); err != nil {
-			r.cerr = wrap(nil, r.s.id, "read file", err)
+			r.cerr = wrap(context.Background(), r.s.id, "read file", err)
 		}
 	})
 	return r.cerr

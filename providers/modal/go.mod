@@ -2,11 +2,9 @@ module github.com/perimeter-sdk/perimeter/providers/modal
 
 go 1.26.0
 
-replace github.com/perimeter-sdk/perimeter => ../..
-
 require (
 	github.com/modal-labs/libmodal/modal-go v0.7.0
-	github.com/perimeter-sdk/perimeter v0.0.0-00010101000000-000000000000
+	github.com/perimeter-sdk/perimeter v0.1.0
 	github.com/stretchr/testify v1.12.1
 	golang.org/x/sys v0.50.0
 	google.golang.org/grpc v1.72.0

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path"
-	"strconv"
 	"strings"
 	"time"
 
@@ -193,30 +192,6 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 		l.w.Write(p[:min(room, len(p))])
 	}
 	return len(p), nil
-}
-
-// failed turns a failed file command into an error whose kind is read from
-// the message coreutils print.
-func (s *Sandbox) failed(op, name string, res *result) error {
-	msg := strings.TrimSpace(string(res.stderr))
-	if msg == "" {
-		msg = "exit status " + strconv.Itoa(res.code)
-	}
-	var kind error
-	switch {
-	case strings.Contains(msg, "No such file or directory"):
-		kind = sandbox.ErrNotFound
-	case strings.Contains(msg, "Permission denied"), strings.Contains(msg, "Operation not permitted"):
-		kind = sandbox.ErrPermissionDenied
-	case strings.Contains(msg, "File exists"):
-		kind = sandbox.ErrAlreadyExists
-	case res.code == 127:
-		kind = sandbox.ErrNotSupported // the image lacks the tool
-		msg = "the sandbox's image lacks a tool this operation runs: " + msg
-	default:
-		kind = sandbox.ErrInvalidArgument
-	}
-	return sandbox.Errorf(providerName, s.name, op, kind, "%s", name+": "+msg)
 }
 
 // shfs runs package shellfs's scripts through the sandbox's commands.

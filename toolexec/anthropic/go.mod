@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	github.com/anthropics/anthropic-sdk-go/v2 v2.15.0
-	github.com/perimeter-sdk/perimeter v0.0.0
+	github.com/perimeter-sdk/perimeter v0.1.0
 )
 
 require (
@@ -33,5 +33,3 @@ require (
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )
-
-replace github.com/perimeter-sdk/perimeter => ../..

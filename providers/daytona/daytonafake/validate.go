@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -183,5 +182,3 @@ func (p *passthrough) Flush() {
 // Unwrap lets http.ResponseController and WebSocket upgrades reach the
 // connection.
 func (p *passthrough) Unwrap() http.ResponseWriter { return p.ResponseWriter }
-
-func isJSON(ct string) bool { return strings.HasPrefix(ct, "application/json") }

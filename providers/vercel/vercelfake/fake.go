@@ -169,7 +169,6 @@ type sandboxRec struct {
 	Updated    int64
 	SessionID  string
 	SnapshotID string
-	seq        int64
 }
 
 type sessionRec struct {
