@@ -18,6 +18,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // agent is a sandbox's PID 1: it serves the host's requests on the agent
@@ -464,9 +466,9 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		if master != nil {
 			master.Close()
 		}
-		code := 126
-		if errors.Is(res.err, unix.ENOENT) {
-			code = 127
+		code, ok := driverutil.ShellExitCode(res.err)
+		if !ok {
+			code = 126
 		}
 		fw.write(frameStarted, []byte("0"))
 		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], res.err)))
@@ -589,11 +591,8 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	if stdinW != nil {
 		stdinW.Close()
 	}
-	rep := exitReport{Code: ws.ExitStatus(), TimedOut: timedOut}
-	if ws.Signaled() {
-		rep.Code = -1
-		rep.Signal = unix.SignalName(ws.Signal())
-	}
+	st := driverutil.ExitStatusOf(syscall.WaitStatus(ws))
+	rep := exitReport{Code: st.Code, Signal: string(st.Signal), TimedOut: timedOut}
 	if !req.Stdin && req.TTY == nil {
 		// Stop the reader before reporting the exit, after which the host
 		// may send its next request on this connection.

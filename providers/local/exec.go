@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
@@ -137,7 +138,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 			stdinW.Close()
 		}
 		var pe *fs.PathError
-		if errors.As(err, &pe) && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC)) {
+		if code, ok := driverutil.ShellExitCode(err); ok && code == 126 && errors.As(err, &pe) {
 			fmt.Fprintf(stderr, "perimeter: %s: %v\n", cmd.Args[0], err)
 			return exitedProcess(126), nil
 		}
@@ -227,8 +228,8 @@ func statusOf(ps *os.ProcessState, err error) sandbox.ExitStatus {
 	if ps == nil {
 		return sandbox.ExitStatus{Code: -1}
 	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return sandbox.ExitStatus{Code: -1, Signal: sandbox.Signal(unix.SignalName(ws.Signal()))}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+		return driverutil.ExitStatusOf(ws)
 	}
 	return sandbox.ExitStatus{Code: ps.ExitCode()}
 }
@@ -253,8 +254,9 @@ func (pr *process) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	num := unix.SignalNum(string(sig))
-	if num == 0 {
+	n, known := driverutil.SignalNumber(sig)
+	num := unix.Signal(n)
+	if !known {
 		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	pr.mu.Lock()

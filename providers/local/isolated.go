@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
@@ -763,8 +764,9 @@ func (pr *isoProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	num := unix.SignalNum(string(sig))
-	if num == 0 {
+	n, known := driverutil.SignalNumber(sig)
+	num := unix.Signal(n)
+	if !known {
 		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	return pr.signal(ctx, num)

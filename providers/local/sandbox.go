@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
 
@@ -581,29 +582,11 @@ func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	return nil
 }
 
-// kindOf maps an operating-system error to an error kind.
+// kindOf maps an operating-system error to an error kind; one of no known
+// kind is ErrUnavailable.
 func kindOf(err error) error {
-	var errno syscall.Errno
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return sandbox.ErrNotFound
-	case errors.Is(err, fs.ErrExist):
-		return sandbox.ErrAlreadyExists
-	case errors.Is(err, fs.ErrPermission):
-		return sandbox.ErrPermissionDenied
-	case strings.Contains(err.Error(), "path escapes from parent"):
-		return sandbox.ErrPermissionDenied
-	case errors.As(err, &errno):
-		switch errno {
-		case syscall.ENOTDIR:
-			return sandbox.ErrNotFound
-		case syscall.EISDIR, syscall.ENOTEMPTY, syscall.EINVAL, syscall.ELOOP, syscall.ENAMETOOLONG, syscall.EXDEV:
-			return sandbox.ErrInvalidArgument
-		case syscall.EROFS, syscall.EACCES, syscall.EPERM:
-			return sandbox.ErrPermissionDenied
-		case syscall.ENOSPC, syscall.EDQUOT, syscall.EMFILE, syscall.ENFILE:
-			return sandbox.ErrResourceExhausted
-		}
+	if k := driverutil.KindOf(err); k != nil {
+		return k
 	}
 	return sandbox.ErrUnavailable
 }
