@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
-	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // defaultPath is the PATH commands get unless the spec or command sets one.

@@ -20,8 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
-	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // isoState is the host's side of an isolated sandbox: its init process, the

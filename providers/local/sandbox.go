@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
-	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // Sandbox is a workspace directory and the process groups started in it.
