@@ -77,6 +77,12 @@ type Harness struct {
 	// Connect returns the argv of a command that exits 0 if and only if a TCP
 	// connection to host:port succeeds. Nil means bash's /dev/tcp.
 	Connect func(host string, port int) []string
+
+	// Open, if set, opens another Provider of the same kind, reaching the
+	// same sandboxes as Provider; the lifecycle/close-keeps-sandboxes check
+	// closes it to prove that Provider.Close leaves sandboxes running. Nil
+	// makes that check not applicable.
+	Open func(ctx context.Context) (*sandbox.Provider, error)
 }
 
 // Level says how binding a check is.
@@ -95,8 +101,13 @@ type Options struct {
 	Run string
 	// Timeout bounds each check; zero means 10 minutes (a bound on a hung provider, not on a slow one).
 	Timeout time.Duration
-	// OnStart and OnResult, if set, are called as each check starts and ends
-	// (from the goroutine that called RunChecks).
+	// Parallel is how many checks run at once, each in its own sandboxes;
+	// zero means 4, and 1 runs them one after another.
+	Parallel int
+	// OnStart and OnResult, if set, are called for each check in the
+	// battery's order, from the goroutine that called RunChecks: OnStart
+	// when the run starts waiting for the check's result, OnResult when it
+	// has it.
 	OnStart  func(CheckInfo)
 	OnResult func(Result)
 }
@@ -123,7 +134,9 @@ func Checks() []CheckInfo {
 }
 
 // Run runs the battery as subtests of t, one per check, named by check ID. A
-// MUST failure fails its subtest; a SHOULD failure is logged.
+// MUST failure fails its subtest; a SHOULD failure is logged; a check that
+// does not apply is skipped with its reason. Checks run concurrently
+// (Options.Parallel) and are reported in order.
 func Run(t *testing.T, h *Harness, opts *Options) {
 	t.Helper()
 	if opts == nil {
@@ -134,23 +147,29 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 		t.Fatal(err)
 	}
 	r := newRunner(h, opts)
+	results := r.start(checks)
 	t.Cleanup(func() {
+		for _, ch := range results {
+			<-ch // a check whose subtest did not run still ends before the sweep
+		}
 		if err := r.sweep(); err != nil {
 			t.Errorf("conformance: sweeping leftovers: %v", err)
 		}
 	})
-	for _, ch := range checks {
+	for i, ch := range checks {
 		t.Run(ch.ID, func(t *testing.T) {
-			res := r.run(ch)
+			res := <-results[i]
+			results[i] <- res
 			for _, l := range res.Log {
 				t.Log(l)
 			}
-			if res.Passed {
-				return
-			}
-			if ch.Level == MUST {
+			switch {
+			case res.Outcome == NotApplicable:
+				t.Skipf("n/a: %s", res.Message)
+			case res.Outcome == Pass:
+			case ch.Level == MUST:
 				t.Errorf("%s %s: %s", ch.Level, ch.ID, res.Message)
-			} else {
+			default:
 				t.Logf("SHOULD-level check failed (not failing the test): %s", res.Message)
 			}
 		})
@@ -158,8 +177,9 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 }
 
 // RunChecks runs the battery without the testing package and reports every
-// check's outcome. The error is for a run that could not start (a bad
-// Options.Run); failed checks are in the report.
+// check's outcome, in the battery's order. The error is for a run that could
+// not start (a bad Options.Run) or was cancelled through ctx; failed checks
+// are in the report.
 func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -171,14 +191,12 @@ func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) 
 	r := newRunner(h, opts)
 	r.parent = ctx
 	rep := &Report{RunID: r.runID, Started: time.Now().UTC()}
-	for _, ch := range checks {
-		if ctx.Err() != nil {
-			break
-		}
+	results := r.start(checks)
+	for i, ch := range checks {
 		if opts.OnStart != nil {
 			opts.OnStart(ch.CheckInfo)
 		}
-		res := r.run(ch)
+		res := <-results[i]
 		rep.Results = append(rep.Results, res)
 		if opts.OnResult != nil {
 			opts.OnResult(res)
@@ -188,7 +206,37 @@ func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) 
 		rep.SweepError = err.Error()
 	}
 	rep.Finished = time.Now().UTC()
+	rep.Summary = rep.Summarize()
 	return rep, ctx.Err()
+}
+
+// start runs checks, at most Options.Parallel at once, and returns a channel
+// per check that receives its result (buffered: one value).
+func (r *runner) start(checks []check) []chan Result {
+	n := r.opts.Parallel
+	if n <= 0 {
+		n = 4
+	}
+	sem := make(chan struct{}, n)
+	out := make([]chan Result, len(checks))
+	for i := range out {
+		out[i] = make(chan Result, 1)
+	}
+	go func() {
+		for i, ch := range checks {
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				if err := r.parent.Err(); err != nil {
+					out[i] <- Result{CheckInfo: ch.CheckInfo, Outcome: Fail,
+						Message: fmt.Sprintf("not run: the run was cancelled (%v)", err)}
+					return
+				}
+				out[i] <- r.run(ch)
+			}()
+		}
+	}()
+	return out
 }
 
 func selectChecks(pattern string) ([]check, error) {
@@ -256,15 +304,23 @@ func (r *runner) run(ch check) Result {
 	<-done
 	c.runCleanups()
 	if ctx.Err() == context.DeadlineExceeded && !c.failed() {
-		c.fail(fmt.Sprintf("check did not finish within %v", timeout))
+		c.fail(fmt.Sprintf("check did not finish within %v (the provider hung; the last step is in the log)", timeout))
 	}
 	res := Result{
 		CheckInfo: ch.CheckInfo,
-		Passed:    !c.failed(),
+		Outcome:   Pass,
 		Message:   strings.Join(c.errs, "; "),
 		Log:       c.logs,
 		Duration:  time.Since(start),
 	}
+	switch {
+	case c.failed():
+		res.Outcome = Fail
+	case c.na != "":
+		res.Outcome = NotApplicable
+		res.Message = c.na
+	}
+	res.Passed = res.Outcome == Pass
 	return res
 }
 
@@ -305,7 +361,17 @@ type C struct {
 	mu       sync.Mutex
 	errs     []string
 	logs     []string
+	na       string
 	cleanups []func()
+}
+
+// NotApplicable ends the check as not applicable, with the reason. Failures
+// recorded before it still fail the check.
+func (c *C) NotApplicable(format string, args ...any) {
+	c.mu.Lock()
+	c.na = fmt.Sprintf(format, args...)
+	c.mu.Unlock()
+	runtime.Goexit()
 }
 
 // Context returns the check's context, which ends at the check's timeout.

@@ -415,7 +415,13 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandb
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, sandbox.NewError(Name, id, "create", sandbox.ErrUnavailable, fmt.Errorf("isolated sandbox: %w", err))
+			// A kind the cause carries (a missing Spec.RootFS is
+			// ErrNotFound) is kept; anything else is the host failing.
+			kind := sandbox.KindOf(err)
+			if kind == nil {
+				kind = sandbox.ErrUnavailable
+			}
+			return nil, sandbox.NewError(Name, id, "create", kind, fmt.Errorf("isolated sandbox: %w", err))
 		}
 	}
 	if st != nil {
