@@ -102,4 +102,3 @@ func TestRunChecksRejectsBadPattern(t *testing.T) {
 	_, err = conformance.RunChecks(context.Background(), harness(newLocal(t)), &conformance.Options{Run: "^nothing$"})
 	assert.ErrorContains(t, err, "matches no check")
 }
-

@@ -488,27 +488,12 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	fw.write(frameStarted, []byte(strconv.Itoa(res.pid)))
 
 	// Output.
-	var copies sync.WaitGroup
-	copyOut := func(f *os.File, typ byte) {
-		defer copies.Done()
-		b := make([]byte, 32<<10)
-		for {
-			n, err := f.Read(b)
-			if n > 0 {
-				fw.write(typ, b[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
+	var copies outputCopier
 	if master != nil {
-		copies.Add(1)
-		go copyOut(master, frameStdout)
+		copies.copy(master, func(b []byte) { fw.write(frameStdout, b) })
 	} else {
-		copies.Add(2)
-		go copyOut(outputs[0], frameStdout)
-		go copyOut(outputs[1], frameStderr)
+		copies.copy(outputs[0], func(b []byte) { fw.write(frameStdout, b) })
+		copies.copy(outputs[1], func(b []byte) { fw.write(frameStderr, b) })
 	}
 	// Input, and the host going away.
 	var recycling atomic.Bool
@@ -565,19 +550,9 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		// Take the group with the leader, as the host-side provider does.
 		unix.Kill(-pr.pgid, unix.SIGKILL)
 	}
-	// Wait for the output, then a grace period for background processes
-	// that still hold it.
-	copied := make(chan struct{})
-	go func() { copies.Wait(); close(copied) }()
-	select {
-	case <-copied:
-	case <-time.After(outputGrace):
-		closeAll(outputs)
-		if master != nil {
-			master.Close()
-		}
-		<-copied
-	}
+	// Copy the output until it ends or, for background processes that
+	// still hold it, stays idle for outputGrace.
+	copies.exit()
 	pr.mu.Lock()
 	pr.exited = true
 	pr.mu.Unlock()
