@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -579,26 +580,20 @@ var mutants = []mutant{
 		return st
 	})},
 	{"Signal after exit is an error", "exec/signal", procEdit(func(p driver.Process) *bproc {
-		var exited sync.WaitGroup
-		exited.Add(1)
-		var once sync.Once
+		var exited atomic.Bool
 		return &bproc{Process: p,
 			wait: func(ctx context.Context) (sandbox.ExitStatus, error) {
 				st, err := p.Wait(ctx)
 				if err == nil {
-					once.Do(exited.Done)
+					exited.Store(true)
 				}
 				return st, err
 			},
 			signal: func(ctx context.Context, sig sandbox.Signal) error {
-				done := make(chan struct{})
-				go func() { exited.Wait(); close(done) }()
-				select {
-				case <-done:
+				if exited.Load() {
 					return errors.New("no such process")
-				default:
-					return p.Signal(ctx, sig)
 				}
+				return p.Signal(ctx, sig)
 			}}
 	})},
 	{"every signal sent as SIGTERM", "exec/signal-group", procEdit(func(p driver.Process) *bproc {
