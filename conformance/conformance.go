@@ -3,38 +3,72 @@
 // sandbox, as host code does, so a third party implements the small
 // interfaces of package sandbox/driver and wraps them with
 // sandbox.NewProvider. A provider's whole conformance test is a harness and
-// one call:
+// one call, in a file such as myprovider/conformance_test.go:
+//
+//	package myprovider_test
+//
+//	import (
+//		"context"
+//		"io/fs"
+//		"testing"
+//
+//		"github.com/perimeter-sdk/perimeter/conformance"
+//		"github.com/perimeter-sdk/perimeter/sandbox"
+//
+//		"example.com/myprovider"
+//	)
 //
 //	func TestConformance(t *testing.T) {
-//		d, err := myprovider.NewDriver(ctx, nil)
+//		d, err := myprovider.NewDriver(context.Background(), nil)
 //		if err != nil {
 //			t.Fatal(err)
 //		}
 //		p := sandbox.NewProvider(d, nil)
 //		t.Cleanup(func() { p.Close() })
-//		conformance.Run(t, &conformance.Harness{Provider: p}, nil)
+//		conformance.Run(t, &conformance.Harness{
+//			Provider:    p,
+//			NativeError: func() any { return new(*fs.PathError) }, // optional
+//			Open: func(ctx context.Context) (*sandbox.Provider, error) { // optional
+//				d, err := myprovider.NewDriver(ctx, nil)
+//				if err != nil {
+//					return nil, err
+//				}
+//				return sandbox.NewProvider(d, nil), nil
+//			},
+//		}, nil)
 //	}
+//
+// and the same battery as a command is [Main], ten lines of a main package
+// (the perimeter CLI's "conformance" command is [Command]); the module in
+// conformance/testdata/thirdparty does both.
 //
 // Each check has a stable ID (group/name, such as "exec/stdin") and a level:
 // a MUST failure fails the test; a SHOULD failure is logged. Capabilities are
 // verified both ways: an ability the provider claims must work, and one it does
-// not claim must fail with sandbox.ErrNotSupported. No check is ever skipped.
+// not claim must fail with sandbox.ErrNotSupported. A check whose promise
+// cannot be tested (the ability is declared absent, the provider honestly
+// refuses the Spec field it needs, or the harness lacks something it needs)
+// is reported as not applicable ([NotApplicable]) with the reason, never as a
+// pass; in go test it is a skipped subtest. docs/conformance.md maps every
+// promise of the contract to its check.
 //
 // [RunChecks] runs the same battery without the testing package and returns a
-// [Report], which prints as a table or as JSON; the perimeter CLI's
-// "conformance" command uses it.
+// [Report], which prints as a table or as JSON with the passed, failed and
+// not applicable checks counted apart.
 //
-// The checks assume a POSIX userland inside the sandbox: sh, cat, printf,
-// head, ln, sleep, and stty for the PTY checks. The ports checks start an HTTP
-// server with python3; the network checks connect with bash, then with
-// python3 try TCP, Multipath TCP and UDP over IPv4 and IPv6 (a protocol this
-// machine's kernel lacks is noted as untested); a harness can change the HTTP
-// server and the bash command.
+// The checks assume a POSIX userland inside the sandbox: sh, cat, env,
+// printf, head, ln, sleep, touch, and stty for the PTY checks. The ports
+// checks start HTTP servers with python3; the network checks connect with
+// bash, then with python3 try TCP, Multipath TCP and UDP over IPv4 and IPv6
+// (a protocol this machine's kernel lacks is noted as untested); a harness
+// can change the HTTP server and the bash command.
 //
 // Every sandbox the suite creates carries the labels "perimeter.conformance"
 // and "perimeter.conformance.run" (the run's ID), and is terminated when its
 // check ends, pass or fail; at the end of a run, leftovers carrying the run's
-// label are terminated too.
+// label are terminated too. The exec/env-host check sets the variable
+// PERIMETER_CONFORMANCE_HOST_SECRET in the process running the suite, to
+// prove it does not reach commands.
 package conformance
 
 import (
