@@ -170,7 +170,8 @@ func Checks() []CheckInfo {
 // Run runs the battery as subtests of t, one per check, named by check ID. A
 // MUST failure fails its subtest; a SHOULD failure is logged; a check that
 // does not apply is skipped with its reason. Checks run concurrently
-// (Options.Parallel) and are reported in order.
+// (Options.Parallel) and are reported in order; a check whose subtest
+// go test -run leaves out is not run, but one started ahead of it may be.
 func Run(t *testing.T, h *Harness, opts *Options) {
 	t.Helper()
 	if opts == nil {
@@ -181,19 +182,21 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 		t.Fatal(err)
 	}
 	r := newRunner(h, opts)
-	results := r.start(checks)
+	b := r.batch(checks)
 	t.Cleanup(func() {
-		for _, ch := range results {
-			<-ch // a check whose subtest did not run still ends before the sweep
-		}
+		b.wait() // a check started ahead of a subtest that did not run still ends before the sweep
 		if err := r.sweep(); err != nil {
 			t.Errorf("conformance: sweeping leftovers: %v", err)
 		}
 	})
 	for i, ch := range checks {
 		t.Run(ch.ID, func(t *testing.T) {
-			res := <-results[i]
-			results[i] <- res
+			// Start this check and the next ones, up to Options.Parallel
+			// at once; a subtest that go test -run leaves out starts none.
+			for k := i; k < min(i+r.parallel(), len(checks)); k++ {
+				b.launch(k)
+			}
+			res := b.result(i)
 			for _, l := range res.Log {
 				t.Log(l)
 			}
@@ -225,12 +228,15 @@ func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) 
 	r := newRunner(h, opts)
 	r.parent = ctx
 	rep := &Report{RunID: r.runID, Started: time.Now().UTC()}
-	results := r.start(checks)
+	b := r.batch(checks)
+	for i := range checks {
+		b.launch(i)
+	}
 	for i, ch := range checks {
 		if opts.OnStart != nil {
 			opts.OnStart(ch.CheckInfo)
 		}
-		res := <-results[i]
+		res := b.result(i)
 		rep.Results = append(rep.Results, res)
 		if opts.OnResult != nil {
 			opts.OnResult(res)
@@ -244,34 +250,60 @@ func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) 
 	return rep, ctx.Err()
 }
 
-// start runs checks, at most Options.Parallel at once, and returns a channel
-// per check that receives its result (buffered: one value).
-func (r *runner) start(checks []check) []chan Result {
-	n := r.opts.Parallel
-	if n <= 0 {
-		n = 4
+func (r *runner) parallel() int {
+	if r.opts.Parallel <= 0 {
+		return 4
 	}
-	sem := make(chan struct{}, n)
-	out := make([]chan Result, len(checks))
-	for i := range out {
-		out[i] = make(chan Result, 1)
-	}
-	go func() {
-		for i, ch := range checks {
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem }()
-				if err := r.parent.Err(); err != nil {
-					out[i] <- Result{CheckInfo: ch.CheckInfo, Outcome: Fail,
-						Message: fmt.Sprintf("not run: the run was cancelled (%v)", err)}
-					return
-				}
-				out[i] <- r.run(ch)
-			}()
-		}
-	}()
-	return out
+	return r.opts.Parallel
 }
+
+// batch is a set of checks run at most Options.Parallel at once, each started
+// by launch and its result taken by result.
+type batch struct {
+	r       *runner
+	checks  []check
+	sem     chan struct{}
+	once    []sync.Once
+	results []chan Result
+	wg      sync.WaitGroup
+}
+
+func (r *runner) batch(checks []check) *batch {
+	b := &batch{r: r, checks: checks, sem: make(chan struct{}, r.parallel()),
+		once: make([]sync.Once, len(checks)), results: make([]chan Result, len(checks))}
+	for i := range b.results {
+		b.results[i] = make(chan Result, 1)
+	}
+	return b
+}
+
+// launch starts check i, once, when a slot is free.
+func (b *batch) launch(i int) {
+	b.once[i].Do(func() {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.sem <- struct{}{}
+			defer func() { <-b.sem }()
+			ch := b.checks[i]
+			if err := b.r.parent.Err(); err != nil {
+				b.results[i] <- Result{CheckInfo: ch.CheckInfo, Outcome: Fail,
+					Message: fmt.Sprintf("not run: the run was cancelled (%v)", err)}
+				return
+			}
+			b.results[i] <- b.r.run(ch)
+		}()
+	})
+}
+
+// result launches check i if needed and waits for its result.
+func (b *batch) result(i int) Result {
+	b.launch(i)
+	return <-b.results[i]
+}
+
+// wait waits for every launched check to end.
+func (b *batch) wait() { b.wg.Wait() }
 
 func selectChecks(pattern string) ([]check, error) {
 	if pattern == "" {
