@@ -218,11 +218,11 @@ while [ ! -e got-leader-$s ]; do sleep 0.05; done
 wait`
 	for _, sig := range []sandbox.Signal{sandbox.SIGUSR1, sandbox.SIGHUP, sandbox.SIGUSR2} {
 		name := strings.TrimPrefix(string(sig), "SIG")
-		p, err := sb.Start(c.ctx, &sandbox.Cmd{Args: []string{"sh", "-c", script, "sh", name}, Timeout: 60 * time.Second})
+		p, err := sb.Start(c.ctx, &sandbox.Cmd{Args: []string{"sh", "-c", script, "sh", name}, Timeout: 3 * time.Minute})
 		if err != nil {
 			c.Fatalf("Start: %v", err)
 		}
-		if !c.eventually(60*time.Second, func() bool { _, err := sb.Stat(c.ctx, "ready-"+name); return err == nil }) {
+		if !c.eventually(2*time.Minute, func() bool { _, err := sb.Stat(c.ctx, "ready-"+name); return err == nil }) {
 			c.Fatalf("the test command never became ready (it writes ready-%s)", name)
 		}
 		if err := p.Signal(c.ctx, sig); err != nil {
@@ -235,12 +235,12 @@ wait`
 		_, leaderErr := sb.Stat(c.ctx, "got-leader-"+name)
 		_, childErr := sb.Stat(c.ctx, "got-child-"+name)
 		switch {
+		case st.TimedOut && leaderErr == nil && childErr != nil:
+			c.Errorf("Signal(%s) reached the command but not the child it started (which waited 3m for it): send the signal to the command's whole process group", sig)
+		case st.TimedOut:
+			c.Errorf("Signal(%s) never reached the command (it waited 3m for it)", sig)
 		case st.Signal != "":
 			c.Errorf("Signal(%s) killed the command with %s although it traps %s: deliver the signal asked for, not another", sig, st.Signal, sig)
-		case st.TimedOut && leaderErr == nil && childErr != nil:
-			c.Errorf("Signal(%s) reached the command but not the child it started: send the signal to the command's whole process group", sig)
-		case st.TimedOut:
-			c.Errorf("Signal(%s) never reached the command (it waited 60s for it)", sig)
 		case !st.Success():
 			c.Errorf("after Signal(%s) the command ended with %v, want exit 0 (both the command and its child trapped it)", sig, st)
 		}

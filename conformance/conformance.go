@@ -136,7 +136,8 @@ type Options struct {
 	// Timeout bounds each check; zero means 10 minutes (a bound on a hung provider, not on a slow one).
 	Timeout time.Duration
 	// Parallel is how many checks run at once, each in its own sandboxes;
-	// zero means 4, and 1 runs them one after another.
+	// zero means GOMAXPROCS, at most 4 (as go test's -parallel), and 1 runs
+	// them one after another.
 	Parallel int
 	// OnStart and OnResult, if set, are called for each check in the
 	// battery's order, from the goroutine that called RunChecks: OnStart
@@ -252,7 +253,7 @@ func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) 
 
 func (r *runner) parallel() int {
 	if r.opts.Parallel <= 0 {
-		return 4
+		return min(4, runtime.GOMAXPROCS(0))
 	}
 	return r.opts.Parallel
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -66,7 +67,7 @@ func Main(open Opener) {
 // Flags: --json (the report as JSON instead of a table), --run REGEXP (only
 // the checks whose ID matches), --list (list the checks and exit),
 // --check-timeout (each check's bound, default 3m), --parallel N (checks
-// at once, default 4) and --network none|open (the egress of sandboxes
+// at once, default GOMAXPROCS up to 4) and --network none|open (the egress of sandboxes
 // whose check sets none: open for a provider whose port tunnels reach a
 // sandbox from outside its network). The report goes to stdout; progress
 // and errors to stderr.
@@ -80,7 +81,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	run := fs.String("run", "", "run only the checks whose ID matches this `regexp`")
 	timeout := fs.Duration("check-timeout", 3*time.Minute, "time limit of each check")
-	parallel := fs.Int("parallel", 4, "how many checks run at once")
+	parallel := fs.Int("parallel", min(4, runtime.GOMAXPROCS(0)), "how many checks run at once")
 	list := fs.Bool("list", false, "list the checks and exit")
 	network := fs.String("network", "none", "egress of the sandboxes the checks create where a check sets none itself: `none` or open (for a provider whose port tunnels reach the sandbox from outside its network)")
 	usage := func() {
