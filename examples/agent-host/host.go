@@ -631,12 +631,13 @@ func (h *Host) reapIdle(now time.Time) {
 // terminate ends a conversation's bash session and sandbox. The
 // conversation is no longer in h.convs.
 func (h *Host) terminate(c *conversation, why string) {
-	if c.ts != nil {
-		c.ts.Close()
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := c.sb.Terminate(ctx); err != nil {
+	err := c.sb.Terminate(ctx)
+	if c.ts != nil {
+		c.ts.Close() // after the sandbox: its shell is gone already
+	}
+	if err != nil {
 		h.log.Error("terminating a sandbox", "conversation", c.id, "sandbox", c.sb.ID(), "reason", why, "err", err)
 		return
 	}
