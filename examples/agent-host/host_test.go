@@ -48,8 +48,8 @@ type logRec struct {
 func newLogSink() *logSink { return &logSink{changed: make(chan struct{})} }
 
 func (s *logSink) Enabled(context.Context, slog.Level) bool { return true }
-func (s *logSink) WithAttrs([]slog.Attr) slog.Handler      { return s }
-func (s *logSink) WithGroup(string) slog.Handler           { return s }
+func (s *logSink) WithAttrs([]slog.Attr) slog.Handler       { return s }
+func (s *logSink) WithGroup(string) slog.Handler            { return s }
 func (s *logSink) Handle(_ context.Context, r slog.Record) error {
 	rec := logRec{Msg: r.Message, Attrs: map[string]string{}}
 	r.Attrs(func(a slog.Attr) bool {
@@ -296,6 +296,7 @@ func resultText(t *testing.T, api *fakeapi.Server, req int, id string) (string, 
 // one that fails in the same turn, then a follow-up task that finds the
 // file in the same sandbox.
 func TestConversation(t *testing.T) {
+	t.Setenv("ANTHROPIC_API_KEY", apiKey)
 	_, srv, api, sink := newHost(t, Config{}, []fakeapi.Turn{
 		{StopReason: "tool_use", Content: []map[string]any{
 			text("I'll write the script."),
@@ -311,7 +312,7 @@ func TestConversation(t *testing.T) {
 		endTurn("It greets."),
 		// The follow-up task.
 		{StopReason: "tool_use", Content: []map[string]any{
-			toolUse("toolu_5", "bash", map[string]any{"command": "cat greet.sh"}),
+			toolUse("toolu_5", "bash", map[string]any{"command": "cat greet.sh; echo \"key=[$ANTHROPIC_API_KEY]\""}),
 		}},
 		endTurn("Same file."),
 	})
@@ -359,7 +360,8 @@ func TestConversation(t *testing.T) {
 		t.Fatalf("first event = %v, want conversation %s", evs[0], conv)
 	}
 	mustFind(t, evs, "done", "")
-	if got, _ := resultText(t, api, 5, "toolu_5"); got != "echo hello, perimeter\n" {
+	// The key is in the service's environment, not in the sandbox's shell.
+	if got, _ := resultText(t, api, 5, "toolu_5"); got != "echo hello, perimeter\nkey=[]\n" {
 		t.Errorf("follow-up cat = %q", got)
 	}
 	if n := len(api.Requests()[4]["messages"].([]any)); n != 9 {
@@ -622,4 +624,22 @@ func TestBadRequests(t *testing.T) {
 			t.Errorf("a bad request created a sandbox: %v", r)
 		}
 	}
+}
+
+// TestLive runs one task against the real Messages API when a key is set.
+func TestLive(t *testing.T) {
+	if os.Getenv("ANTHROPIC_API_KEY") == "" || os.Getenv("PERIMETER_LIVE") == "" {
+		t.Skip("live test: set ANTHROPIC_API_KEY and PERIMETER_LIVE=1 to run a task against the real Messages API")
+	}
+	h, err := New(context.Background(), Config{Provider: "local://" + t.TempDir(), MaxModelCalls: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { h.Close(); srv.Close() })
+	evs := post(t, srv, map[string]any{"task": "Create hello.txt containing the word perimeter in your working directory, then show it with cat."}).all()
+	for _, ev := range evs {
+		t.Logf("%s %v", ev.Name, ev.Data)
+	}
+	mustFind(t, evs, "done", "")
 }
