@@ -169,3 +169,25 @@ func BenchmarkLayerCost(b *testing.B) {
 	b.ReportMetric(100*(portable-direct)/direct, "portable-%")
 	b.ReportMetric(100*(observed-direct)/direct, "otel-%")
 }
+
+// BenchmarkHooksSDK is the hooks' own cost per exec with the SDK installed
+// (a batching span processor and a metric reader): what the observed path
+// adds to an exec, without the exec. Compare with direct-ns above.
+func BenchmarkHooksSDK(b *testing.B) {
+	ctx := context.Background()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer tp.Shutdown(ctx)
+	mp := metric.NewMeterProvider(metric.WithReader(metric.NewManualReader()))
+	defer mp.Shutdown(ctx)
+	hooks, err := sandboxotel.New(&sandboxotel.Options{TracerProvider: tp, MeterProvider: mp})
+	if err != nil {
+		b.Fatal(err)
+	}
+	op := sandbox.Op{Provider: "local", Sandbox: "sb-1", Name: "exec"}
+	st := &sandbox.ExitStatus{}
+	b.ReportAllocs()
+	for b.Loop() {
+		_, end := hooks.Begin(ctx, op)
+		end(sandbox.Outcome{Status: st, FirstByte: time.Millisecond})
+	}
+}
