@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -210,7 +211,13 @@ func postRaw(t *testing.T, ctx context.Context, srv *httptest.Server, body map[s
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := srv.Client().Do(req)
+	c := srv.Client()
+	if c == nil { // a server the test did not start with httptest
+		tr := &http.Transport{}
+		t.Cleanup(tr.CloseIdleConnections)
+		c = &http.Client{Transport: tr}
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -640,4 +647,50 @@ func TestLive(t *testing.T) {
 		t.Logf("%s %v", ev.Name, ev.Data)
 	}
 	mustFind(t, evs, "done", "")
+}
+
+// TestServeShutdown: the command's serve loop, stopped (as by SIGTERM) while
+// a task runs and with no grace left, cancels the task, terminates every
+// sandbox, stops listening and returns no error.
+func TestServeShutdown(t *testing.T) {
+	marker := sleepMarker(t)
+	api := fakeapi.New([]fakeapi.Turn{{StopReason: "tool_use", Content: []map[string]any{
+		toolUse("toolu_long", "bash", map[string]any{"command": "sleep " + marker}),
+	}}})
+	defer api.Close()
+	sink := newLogSink()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, ln, 0, Config{
+			Provider:      "local://" + t.TempDir(),
+			Logger:        slog.New(sink),
+			ClientOptions: []option.RequestOption{option.WithBaseURL(api.URL), option.WithAPIKey(apiKey), option.WithMaxRetries(0)},
+		})
+	}()
+	srv := &httptest.Server{URL: "http://" + ln.Addr().String(), Listener: ln}
+	tk := post(t, srv, map[string]any{"task": "Run something long."})
+	conv := tk.until(t, "tool_call", "toolu_long")[0].Data["id"].(string)
+	waitSleep(t, marker, true)
+
+	stop()
+	evs := tk.all()
+	if ev, ok := find(evs, "error", ""); !ok || !strings.Contains(ev.Data["error"].(string), errShutdown.Error()) {
+		t.Errorf("the running task's events after shutdown: %v", evs)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	sink.wait(t, "sandbox terminated", map[string]string{"conversation": conv, "reason": "shutdown"})
+	waitSleep(t, marker, false)
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Error("still listening after serve returned")
+	}
+	checkNoSecrets(t, sink)
 }

@@ -44,16 +44,9 @@ func main() {
 	grace := flag.Duration("grace", 30*time.Second, "on shutdown, how long running tasks may go on")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	if err := run(*listen, *grace, cfg, log); err != nil {
-		log.Error("agent-host", "err", err)
-		os.Exit(1)
-	}
-}
-
-// run serves until SIGINT or SIGTERM, then shuts down gracefully.
-func run(listen string, grace time.Duration, cfg Config, log *slog.Logger) error {
 	if os.Getenv("ANTHROPIC_API_KEY") == "" {
-		return errors.New("ANTHROPIC_API_KEY is not set")
+		log.Error("agent-host: ANTHROPIC_API_KEY is not set")
+		os.Exit(1)
 	}
 	// AGENT_HOST_TOKEN, when set, is required of every caller as a bearer
 	// token. Without it, anyone who reaches the listener can run commands in
@@ -62,16 +55,27 @@ func run(listen string, grace time.Duration, cfg Config, log *slog.Logger) error
 	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ln, err := net.Listen("tcp", *listen)
+	if err == nil {
+		err = serve(ctx, ln, *grace, cfg)
+	}
+	if err != nil {
+		stop()
+		log.Error("agent-host", "err", err)
+		os.Exit(1)
+	}
+}
 
+// serve serves on ln until ctx ends, then shuts down gracefully: no new
+// connections, running tasks may go on for grace, then they are cancelled
+// and every sandbox is terminated. It closes ln.
+func serve(ctx context.Context, ln net.Listener, grace time.Duration, cfg Config) error {
 	h, err := New(ctx, cfg)
 	if err != nil {
+		ln.Close()
 		return err
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		h.Close()
-		return err
-	}
+	log := h.log
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
