@@ -556,7 +556,7 @@ func (o *observedTool) Execute(ctx context.Context, input json.RawMessage) ([]sd
 	t.host.log.Info("tool call",
 		"conversation", t.conv.id, "sandbox", t.conv.sb.ID(),
 		"tool", o.Name(), "tool_use_id", id,
-		"duration", d, "exit", status)
+		"duration_ms", float64(d.Microseconds())/1000, "exit", status)
 	summary := text
 	if len(summary) > summaryBytes {
 		summary = strings.ToValidUTF8(summary[:summaryBytes], "") + "…"

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -343,7 +345,12 @@ func TestConversation(t *testing.T) {
 		if ev.Data["exit"] != want || ev.Data["is_error"] != (want == "2") {
 			t.Errorf("tool_result %s = %v, want exit %s", id, ev.Data, want)
 		}
-		sink.wait(t, "tool call", map[string]string{"conversation": conv, "tool_use_id": id, "exit": want})
+		rec := sink.wait(t, "tool call", map[string]string{"conversation": conv, "tool_use_id": id, "exit": want})
+		// Exactly these attributes: nothing of the input or output.
+		keys := slices.Sorted(maps.Keys(rec.Attrs))
+		if !slices.Equal(keys, []string{"conversation", "duration_ms", "exit", "sandbox", "tool", "tool_use_id"}) || rec.Attrs["sandbox"] == "" {
+			t.Errorf("tool call log record = %v", rec.Attrs)
+		}
 	}
 	if ev := mustFind(t, evs, "tool_result", "toolu_3"); ev.Data["summary"] != "hello, perimeter\n" {
 		t.Errorf("tool_result summary = %q", ev.Data["summary"])

@@ -85,7 +85,7 @@ func serve(ctx context.Context, ln net.Listener, grace time.Duration, cfg Config
 	case err = <-served:
 		err = fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
-		log.Info("shutting down", "grace", grace)
+		log.Info("shutting down", "grace", grace.String())
 		sctx, cancel := context.WithTimeout(context.Background(), grace)
 		if serr := srv.Shutdown(sctx); serr != nil {
 			log.Info("grace period over; cancelling the running tasks")
