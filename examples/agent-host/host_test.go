@@ -701,3 +701,36 @@ func TestServeShutdown(t *testing.T) {
 	}
 	checkNoSecrets(t, sink)
 }
+
+// TestTaskEndsEarly: a task that reaches the model-call limit, and one whose
+// API call fails, end with an error event; the next task answers the tool
+// call that never ran, so the conversation goes on.
+func TestTaskEndsEarly(t *testing.T) {
+	_, srv, api, sink := newHost(t, Config{MaxModelCalls: 1}, []fakeapi.Turn{
+		{StopReason: "tool_use", Content: []map[string]any{
+			toolUse("toolu_never", "bash", map[string]any{"command": "echo never"}),
+		}},
+		endTurn("Understood."),
+		// No third reply: the fake answers 500.
+	})
+	evs := post(t, srv, map[string]any{"task": "Loop."}).all()
+	conv := evs[0].Data["id"].(string)
+	if ev, ok := find(evs, "error", ""); !ok || !strings.Contains(ev.Data["error"].(string), "after 1 model calls") {
+		t.Errorf("events at the model-call limit: %v", evs)
+	}
+	if _, ok := find(evs, "tool_result", ""); ok {
+		t.Errorf("a tool ran past the model-call limit: %v", evs)
+	}
+
+	evs = post(t, srv, map[string]any{"conversation": conv, "task": "Stop."}).all()
+	mustFind(t, evs, "done", "")
+	if got, isErr := resultText(t, api, 1, "toolu_never"); !strings.HasPrefix(got, "Error: not run: the previous task ended before this tool call ran") || !isErr {
+		t.Errorf("the unrun call's result = %q (error %v)", got, isErr)
+	}
+
+	evs = post(t, srv, map[string]any{"conversation": conv, "task": "Again."}).all()
+	if _, ok := find(evs, "error", ""); !ok {
+		t.Errorf("events when the API fails: %v", evs)
+	}
+	sink.wait(t, "task failed", map[string]string{"conversation": conv})
+}
