@@ -1170,3 +1170,53 @@ func TestMutantNamesAreUnique(t *testing.T) {
 		assert.True(t, ids[m.check], "mutant %q names the unknown check %s", m.name, m.check)
 	}
 }
+
+// refuse builds a provider that honestly refuses a Spec field with
+// ErrNotSupported, and claims, or not, ExtendTimeout.
+func refuse(field func(*sandbox.Spec) bool, extend bool) func(driver.Provider) driver.Provider {
+	return func(real driver.Provider) driver.Provider {
+		return &bp{Provider: real,
+			create: func(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
+				if field(spec) {
+					return nil, sandbox.Errorf("local", "", "create", sandbox.ErrNotSupported, "this provider cannot honour the field")
+				}
+				return real.Create(ctx, spec)
+			},
+			wrap: func(s driver.Sandbox) driver.Sandbox {
+				return &bs{Sandbox: s, caps: func(c sandbox.Capabilities) sandbox.Capabilities { c.ExtendTimeout = extend; return c }}
+			}}
+	}
+}
+
+// TestHonestRefusalsAreNotFailures: a provider that refuses Spec.Timeout or
+// Spec.Ports with ErrNotSupported does not fail the checks that use them;
+// they adapt or report n/a, and the capability is still held both ways.
+func TestHonestRefusalsAreNotFailures(t *testing.T) {
+	noTimeout := func(s *sandbox.Spec) bool { return s.Timeout > 0 }
+	noPorts := func(s *sandbox.Spec) bool { return len(s.Ports) > 0 }
+	for _, tc := range []struct {
+		name  string
+		build func(driver.Provider) driver.Provider
+		want  map[string]conformance.Outcome
+	}{
+		{"Spec.Timeout refused, ExtendTimeout unclaimed", refuse(noTimeout, false), map[string]conformance.Outcome{
+			"caps/extend-timeout": conformance.NotApplicable, "lifecycle/timeout": conformance.NotApplicable}},
+		{"Spec.Timeout refused, ExtendTimeout claimed", refuse(noTimeout, true), map[string]conformance.Outcome{
+			"caps/extend-timeout": conformance.Pass, "lifecycle/timeout": conformance.NotApplicable}},
+		{"Spec.Ports refused", refuse(noPorts, true), map[string]conformance.Outcome{
+			"ports/expose": conformance.Pass, "ports/dial": conformance.Pass}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ids []string
+			for id := range tc.want {
+				ids = append(ids, "^"+id+"$")
+			}
+			rep, err := runMutant(tc.build, strings.Join(ids, "|"))
+			require.NoError(t, err)
+			require.Len(t, rep.Results, len(tc.want))
+			for _, res := range rep.Results {
+				assert.Equal(t, tc.want[res.ID], res.Outcome, "%s: %s", res.ID, res.Message)
+			}
+		})
+	}
+}
