@@ -530,9 +530,9 @@ func checkLargeOutput(c *C) {
 	}}
 	res, err := sandbox.Run(c.ctx, sb, &sandbox.Cmd{
 		Args: []string{"sh", "-c", fmt.Sprintf(
-			`head -c %d /dev/zero; n=0; while [ ! -e release ]; do sleep 0.1; n=$((n+1)); [ $n -gt 600 ] && exit 9; done; exit 0`, size)},
+			`head -c %d /dev/zero; n=0; while [ ! -e release ]; do sleep 0.1; n=$((n+1)); [ $n -gt 1200 ] && exit 9; done; exit 0`, size)},
 		Stdout:  w,
-		Timeout: 5 * time.Minute,
+		Timeout: 10 * time.Minute,
 	}, &sandbox.RunOptions{OutputLimit: 1024})
 	if err != nil {
 		c.Fatalf("Run: %v", err)
@@ -543,7 +543,7 @@ func checkLargeOutput(c *C) {
 	}
 	switch {
 	case res.Status.TimedOut || res.Status.Code == 9:
-		c.Errorf("output was not streamed while the command ran: the command waited 60s for the check to receive its %d bytes and gave up (%v)", size, res.Status)
+		c.Errorf("output was not streamed while the command ran: the command waited 2m for the check to receive its %d bytes and gave up (%v): copy output to Cmd.Stdout as it is produced, not at exit", size, res.Status)
 	case !res.Status.Success():
 		c.Errorf("status %v, stderr %q", res.Status, res.Stderr)
 	}
