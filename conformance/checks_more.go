@@ -45,7 +45,8 @@ func checkTerminateStops(c *C) {
 	}
 	wctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
 	defer cancel()
-	_, err = p.Wait(wctx)
+	// Any outcome (a status, ErrTerminated) will do, as long as Wait returns.
+	p.Wait(wctx)
 	if wctx.Err() != nil && c.ctx.Err() == nil {
 		c.Errorf("Terminate returned nil, but a command it should have killed was still running 60s later (Process.Wait did not return): Terminate must kill every process of the sandbox")
 	}
