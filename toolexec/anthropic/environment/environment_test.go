@@ -314,13 +314,12 @@ func TestLostLeaseReleasesTheItem(t *testing.T) {
 		bash("sleep 600"),
 	}})
 	r.fake.LoseLeaseAtStep(work, 1)
-	r.waitFor("the lease lost and the call ended", func() bool {
-		return r.fake.WorkItem(work).LeaseLost && r.metrics.SessionsActive.Load() == 0 && r.metrics.ToolCalls.Load() == 2
-	})
+	r.waitFor("the lease lost", func() bool { return r.fake.WorkItem(work).LeaseLost })
 	res := r.fake.Results("sesn_lease")
 	require.NotEmpty(t, res)
 	assert.Equal(t, "one\n", res[0].Text)
-	// The next item proves the lost one was finished with.
+	// With one session at a time, the next item runs only once the lost
+	// one is finished with.
 	r.fake.AddSession(envfake.SessionSpec{ID: "sesn_after", Terminate: true, Steps: []envfake.Step{bash("echo after")}})
 	after := r.waitResults("sesn_after", 1)
 	assert.Equal(t, "after\n", after[0].Text)
