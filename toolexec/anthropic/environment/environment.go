@@ -257,7 +257,6 @@ type session struct {
 	mounts  []*mount
 	dead    error
 	timer   *time.Timer
-	readers atomic.Int64
 }
 
 // init finds the sandbox's working directory and makes the toolset.
