@@ -253,10 +253,10 @@ type session struct {
 	ts        *toolexec.Toolset
 	sbWorkdir string
 
-	mu      sync.Mutex // serialises carry-back and guards mounts, dead
-	mounts  []*mount
-	dead    error
-	timer   *time.Timer
+	mu     sync.Mutex // serialises carry-back and guards mounts, dead
+	mounts []*mount
+	dead   error
+	timer  *time.Timer
 }
 
 // init finds the sandbox's working directory and makes the toolset.

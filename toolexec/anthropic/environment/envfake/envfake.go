@@ -297,7 +297,7 @@ func (m *memory) json(storeID string, full bool) map[string]any {
 		"type": "memory", "id": m.id, "memory_store_id": storeID, "path": m.path,
 		"content_sha256": sha(m.content), "content_size_bytes": len(m.content),
 		"memory_version_id": fmt.Sprintf("%s_v%d", m.id, m.version),
-		"created_at": m.created.Format(time.RFC3339Nano), "updated_at": m.updated.Format(time.RFC3339Nano),
+		"created_at":        m.created.Format(time.RFC3339Nano), "updated_at": m.updated.Format(time.RFC3339Nano),
 		"content": nil,
 	}
 	if full {
