@@ -111,4 +111,8 @@ func TestWorkerCommandBadInput(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, stderr, "--max-sessions must be at least 1")
 	assert.False(t, strings.Contains(stderr, "panic"))
+
+	// The example deployment's spec is a valid spec.
+	_, err := readSpec("../../examples/managed-agents-worker/worker-spec.json")
+	assert.NoError(t, err)
 }
