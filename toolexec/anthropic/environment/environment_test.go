@@ -230,16 +230,22 @@ func TestBashStateAndFilesThroughTheSDKWorker(t *testing.T) {
 func TestMemoryWrittenInTheSandboxReachesTheStore(t *testing.T) {
 	r := newRig(t, nil, nil)
 	r.fake.PutMemory("memstore_1", "/notes.md", "known fact\n")
+	r.fake.PutMemory("memstore_ro", "/ref.md", "reference\n")
 	work := r.fake.AddSession(envfake.SessionSpec{ID: "sesn_mem", Terminate: true,
-		Stores: []envfake.StoreRef{{StoreID: "memstore_1", Name: "notes"}},
+		Stores: []envfake.StoreRef{{StoreID: "memstore_1", Name: "notes"}, {StoreID: "memstore_ro", Name: "ref", ReadOnly: true}},
 		Steps: []envfake.Step{
 			bash("cat memory/notes/notes.md"),
 			bash("echo learned in bash > memory/notes/bash.md"),
 			{Tool: "write", Input: map[string]any{"file_path": "memory/notes/sub/write.md", "content": "learned in write\n"}},
 			{Tool: "edit", Input: map[string]any{"file_path": "memory/notes/notes.md", "old_string": "known", "new_string": "edited"}},
+			{Tool: "read", Input: map[string]any{"file_path": "memory/ref/ref.md"}},
+			{Tool: "write", Input: map[string]any{"file_path": "memory/ref/ref.md", "content": "changed\n"}},
 		}})
-	res := r.waitResults("sesn_mem", 4)
-	for i, x := range res {
+	res := r.waitResults("sesn_mem", 6)
+	assert.Contains(t, res[4].Text, "reference")
+	assert.True(t, res[5].IsError)
+	assert.Equal(t, "write: memory/ref/ref.md is in a read-only memory store", res[5].Text)
+	for i, x := range res[:5] {
 		assert.False(t, x.IsError, "step %d: %s", i, x.Text)
 	}
 	assert.Equal(t, "known fact\n", res[0].Text, "the store's memory is in the sandbox before the first call")
@@ -250,6 +256,8 @@ func TestMemoryWrittenInTheSandboxReachesTheStore(t *testing.T) {
 		c, _ := r.fake.Memory("memstore_1", "/notes.md")
 		return a == "learned in bash\n" && b == "learned in write\n" && c == "edited fact\n"
 	})
+	ref, _ := r.fake.Memory("memstore_ro", "/ref.md")
+	assert.Equal(t, "reference\n", ref)
 	require.NoError(t, r.stop())
 	r.assertNoSandboxes()
 	assert.Empty(t, r.fake.Problems())

@@ -69,15 +69,27 @@ func (s *session) seed(ctx context.Context, env *agenttoolset.AgentToolContext) 
 		return fmt.Errorf("skills: %w", err)
 	}
 	for _, m := range mounts {
-		if err := s.sb.RemoveAll(ctx, m.sandbox); err != nil {
-			return fmt.Errorf("memory folder %s: %w", m.sandbox, err)
-		}
 		if err := s.sb.MkdirAll(ctx, m.sandbox, 0o700); err != nil {
 			return fmt.Errorf("memory folder %s: %w", m.sandbox, err)
 		}
 		m.seen = map[string]stamp{}
 		if err := s.copyIn(ctx, m.host, m.sandbox, m.seen); err != nil {
 			return fmt.Errorf("memory folder %s: %w", m.sandbox, err)
+		}
+		// A reused sandbox may hold files the store no longer has. They
+		// are removed one by one, never the folder: on a provider whose
+		// paths are the host's (an unisolated local sandbox), the folder
+		// is the SDK's own.
+		have := map[string]sandbox.FileInfo{}
+		if err := walkSandbox(ctx, s.sb, m.sandbox, "", have); err != nil {
+			return fmt.Errorf("memory folder %s: %w", m.sandbox, err)
+		}
+		for rel := range have {
+			if _, ok := m.seen[rel]; !ok {
+				if err := s.sb.Remove(ctx, path.Join(m.sandbox, rel)); err != nil {
+					return fmt.Errorf("memory folder %s: %w", m.sandbox, err)
+				}
+			}
 		}
 	}
 	var roots []string
