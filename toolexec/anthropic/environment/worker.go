@@ -102,7 +102,8 @@ func (w *Worker) Sandboxes() *Sandboxes { return w.sb }
 // Options.DrainTimeout) and post their results, ends every session (the
 // SDK flushes memory and stops each work item it still holds) and
 // terminates every sandbox. A cancelled ctx returns nil; an error the
-// poller cannot recover from (a rejected key) is returned.
+// poller cannot recover from (a rejected key) is returned. A Worker runs
+// once: its sandboxes are closed when Run returns.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := os.MkdirAll(w.opts.Workdir, 0o700); err != nil {
 		return fmt.Errorf("environment: workdir: %w", err)
