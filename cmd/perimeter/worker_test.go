@@ -5,9 +5,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +117,80 @@ func TestWorkerCommandBadInput(t *testing.T) {
 	// The example deployment's spec is a valid spec.
 	_, err := readSpec("../../examples/managed-agents-worker/worker-spec.json")
 	assert.NoError(t, err)
+}
+
+// TestMain lets TestWorkerProcessSIGTERM run the CLI as a child process
+// (this test binary, re-executed) so that it receives a real SIGTERM.
+func TestMain(m *testing.M) {
+	if os.Getenv("PERIMETER_WORKER_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// findHostFile finds a file named name under dir on the host (the local
+// provider keeps each sandbox's workspace under its root). It polls: the
+// file is the only sign that a command in the sandbox has started.
+func findHostFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	bound := time.Now().Add(5 * time.Minute) // a bound on a hang
+	for time.Now().Before(bound) {
+		var found string
+		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.Name() == name && found == "" {
+				found = p
+			}
+			return nil
+		})
+		if found != "" {
+			return found
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no %s under %s", name, dir)
+	return ""
+}
+
+func TestWorkerProcessSIGTERM(t *testing.T) {
+	f := envfake.New()
+	t.Cleanup(f.Close)
+	work := f.AddSession(envfake.SessionSpec{ID: "sesn_sigterm", Terminate: true, Steps: []envfake.Step{
+		{Tool: "bash", Input: map[string]any{"command": "touch started; while [ ! -e release ]; do sleep 0.05; done; echo finished"}},
+		{Tool: "bash", Input: map[string]any{"command": "echo never"}},
+	}})
+	root := t.TempDir()
+	var stderr syncBuf
+	cmd := exec.Command(os.Args[0], "worker", "--environment-id", f.EnvironmentID, "--provider", "local://"+root, "--base-url", f.URL())
+	cmd.Env = append(os.Environ(), "PERIMETER_WORKER_TEST_MAIN=1", environmentKeyVar+"="+f.EnvironmentKey, "ANTHROPIC_WORK_SECRET=")
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+
+	started := findHostFile(t, root, "started")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	// The call is still running: let it finish now.
+	require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(started), "release"), nil, 0o644))
+	select {
+	case err := <-exited:
+		require.NoError(t, err, stderr.String())
+	case <-time.After(5 * time.Minute): // a bound on a hang
+		t.Fatal("perimeter worker did not exit after SIGTERM")
+	}
+	res := f.Results("sesn_sigterm")
+	require.Len(t, res, 1, "the running call finishes, no new one starts: %s", stderr.String())
+	assert.Equal(t, "finished\n", res[0].Text)
+	assert.False(t, res[0].IsError)
+	w := f.WorkItem(work)
+	assert.True(t, w.Stopped && w.Forced, "the claimed item is released: %+v", w)
+	entries, _ := os.ReadDir(root)
+	assert.Empty(t, entries, "sandboxes left behind")
+	assert.Contains(t, stderr.String(), "shutting down")
 }
