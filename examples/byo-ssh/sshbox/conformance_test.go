@@ -10,7 +10,7 @@ import (
 	"github.com/perimeter-sdk/perimeter/conformance"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 
-	"github.com/perimeter-sdk/perimeter/examples/byo-ssh/sshbox"
+	_ "github.com/perimeter-sdk/perimeter/examples/byo-ssh/sshbox"
 	"github.com/perimeter-sdk/perimeter/examples/byo-ssh/sshdtest"
 )
 
@@ -39,6 +39,12 @@ func server(t *testing.T) (*sshdtest.Server, string) {
 		if len(left) > 0 {
 			t.Errorf("left on the remote host under %s: %s", base, strings.Join(left, ", "))
 		}
+		// Every sandbox was terminated: no command and no reaper is left.
+		for _, env := range []string{"PERIMETER_SANDBOX=", "PERIMETER_REAPER="} {
+			if pids := marked(env); len(pids) > 0 {
+				t.Errorf("processes carrying %s outlived the test: %v", env, pids)
+			}
+		}
 		os.RemoveAll(base)
 		if err := srv.Stop(); err != nil {
 			t.Errorf("stopping sshd: %v", err)
@@ -66,5 +72,3 @@ func TestConformance(t *testing.T) {
 		NativeError: func() any { return new(*fs.PathError) },
 	}, nil)
 }
-
-var _ = sshbox.Name

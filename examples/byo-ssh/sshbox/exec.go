@@ -62,6 +62,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *driver.Cmd) (driver.Process, e
 		line += " " + quote(a)
 	}
 
+	s.p.ctlOnce.Do(func() { go s.p.ctl.prepare(context.WithoutCancel(ctx)) })
 	sess, release, err := s.p.session(ctx)
 	if err != nil {
 		return nil, s.err("start", err)
@@ -222,11 +223,11 @@ func (pr *process) kill(flag *bool) {
 		return
 	default:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := pr.s.p.runScript(ctx, signalScript, "KILL", strconv.Itoa(pr.pgid)); err != nil {
-		// The group may have ended meanwhile; if it has not, closing the
-		// session is all that is left to do.
+	if err := pr.s.p.ctl.signal(ctx, "KILL", pr.pgid); err != nil && !errors.Is(err, errNoProcess) {
+		// If the group has not ended meanwhile, closing the session is all
+		// that is left to do.
 		select {
 		case <-pr.done:
 		default:
@@ -282,11 +283,14 @@ func (pr *process) Signal(ctx context.Context, sig driver.Signal) error {
 	default:
 	}
 	name := strings.TrimPrefix(string(sig), "SIG")
-	if _, err := pr.s.p.runScript(ctx, signalScript, name, strconv.Itoa(pr.pgid)); err != nil {
+	if err := pr.s.p.ctl.signal(ctx, name, pr.pgid); err != nil {
 		select {
 		case <-pr.done:
 			return nil
 		default:
+		}
+		if errors.Is(err, errNoProcess) {
+			return nil // exited, but its session has not closed yet
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

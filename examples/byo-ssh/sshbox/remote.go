@@ -1,6 +1,6 @@
 package sshbox
 
-// The remote side is three POSIX sh scripts, sent with each request (nothing
+// The remote side is four POSIX sh scripts (with controlScript), sent with each request (nothing
 // is installed on the remote host). They need sh, env, kill, grep with -z
 // (GNU or BusyBox), mv, rm and sleep, and Linux's /proc.
 
@@ -29,9 +29,6 @@ exec 3>&-
 shift 3
 exec "$@"
 `
-
-// signalScript sends signal $1 to process group $2.
-const signalScript = `exec kill -s "$1" -- "-$2"`
 
 // terminateScript terminates sandbox $2 under base $1: it moves the directory
 // aside (so Get and List stop seeing it at once), kills every process whose

@@ -35,9 +35,11 @@
 // and exit-signal. OpenSSH starts every session's command in a new session
 // (setsid), so that process ID is also the process group of the whole tree;
 // the wrapper checks this and refuses to run otherwise. Signals, Cmd.Timeout
-// and cancelling Start's context run "kill -s SIG -- -PGID" in another
-// session, which reaches every process of the tree that has not moved to a
-// process group of its own. Every command also carries
+// and cancelling Start's context send "kill -s SIG -- -PGID" to a
+// long-lived control shell (one more session, started with the first
+// command, so that a signal does not wait for a login shell to start), which
+// reaches every process of the tree that has not moved to a process group
+// of its own. Every command also carries
 // PERIMETER_SANDBOX=ID in its environment; Terminate kills every process of
 // the SSH user that carries it, then removes the directory. A process that
 // clears its environment and leaves its process group escapes both: this is
@@ -224,6 +226,9 @@ type Provider struct {
 	sftp  *sftp.Client
 	first *conn
 
+	ctl     control
+	ctlOnce sync.Once
+
 	mu     sync.Mutex
 	conns  []*conn
 	closed bool
@@ -245,6 +250,7 @@ func NewDriver(ctx context.Context, opts *Options) (*Provider, error) {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument, "Options.Base %q: want an absolute directory other than /", opts.Base)
 	}
 	p := &Provider{opts: *opts}
+	p.ctl.p = p
 	p.opts.Base = path.Clean(opts.Base)
 	if p.opts.SessionsPerConn <= 0 {
 		p.opts.SessionsPerConn = 8
@@ -372,6 +378,9 @@ func (p *Provider) Name() string { return Name }
 // Close closes the SFTP client and every SSH connection. Sandboxes and their
 // processes keep running on the remote host.
 func (p *Provider) Close() error {
+	p.ctl.mu.Lock()
+	p.ctl.stop()
+	p.ctl.mu.Unlock()
 	p.mu.Lock()
 	p.closed = true
 	conns := p.conns
@@ -467,7 +476,7 @@ func shellCommand(script string, args ...string) string {
 }
 
 // quote quotes s for a POSIX shell: inside single quotes every byte is
-// literal, and a single quote is written as '\''.
+// literal, and a single quote is written as '\”.
 func quote(s string) string {
 	b := make([]byte, 0, len(s)+2)
 	b = append(b, '\'')

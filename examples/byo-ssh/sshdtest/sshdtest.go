@@ -1,6 +1,6 @@
 // Package sshdtest starts a throwaway OpenSSH server for tests and demos: the
 // system's sshd binary, run in the foreground (sshd -D -e) on an ephemeral
-// port of 127.0.0.1, with a host key, a user key, an authorized_keys file and
+// port of 127.0.0.1 (sshd -D -E LOGFILE -f CONFIG), with a host key, a user key, an authorized_keys file and
 // a known_hosts file generated in a temporary directory. Nothing of the
 // system's own sshd configuration or keys is read or changed.
 package sshdtest
@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -46,8 +45,7 @@ type Server struct {
 	cmd      *exec.Cmd
 	done     chan struct{}
 	waitErr  error
-	logMu    sync.Mutex
-	log      strings.Builder
+	logFile  string
 	stopOnce sync.Once
 }
 
@@ -153,27 +151,17 @@ func config(dir string, port int, authKeys string) string {
 }
 
 func (s *Server) start(ctx context.Context, bin, conf string) error {
-	cmd := exec.Command(bin, "-D", "-e", "-f", conf)
-	cmd.Stdout = io.Discard
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
+	// -E: sshd's log goes to a file; with -e, messages logged inside a
+	// session would reach that session's stderr.
+	s.logFile = filepath.Join(s.Dir, "sshd.log")
+	cmd := exec.Command(bin, "-D", "-E", s.logFile, "-f", conf)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("sshdtest: starting %s: %w", bin, err)
 	}
 	s.cmd = cmd
 	s.done = make(chan struct{})
 	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			s.logMu.Lock()
-			s.log.WriteString(sc.Text() + "\n")
-			s.logMu.Unlock()
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	go func() {
 		s.waitErr = cmd.Wait()
-		pw.Close()
 		close(s.done)
 	}()
 	// Ready when a TCP connection gets the SSH banner.
@@ -227,11 +215,10 @@ func (s *Server) URL(base string) string {
 	return fmt.Sprintf("ssh://%s@%s%s?identity=%s&known_hosts=%s", s.User, s.Addr, base, s.IdentityFile, s.KnownHostsFile)
 }
 
-// Log returns what sshd has printed so far.
+// Log returns what sshd has logged so far.
 func (s *Server) Log() string {
-	s.logMu.Lock()
-	defer s.logMu.Unlock()
-	return s.log.String()
+	b, _ := os.ReadFile(s.logFile)
+	return string(b)
 }
 
 // Stop stops sshd and removes the temporary directory. A connection still
