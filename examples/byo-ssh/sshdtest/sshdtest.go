@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -228,7 +229,7 @@ func (s *Server) Stop() error {
 	var err error
 	s.stopOnce.Do(func() {
 		if s.cmd != nil && s.cmd.Process != nil {
-			s.cmd.Process.Signal(os.Interrupt)
+			s.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-s.done:
 			case <-time.After(10 * time.Second):
