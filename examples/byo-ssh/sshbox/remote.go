@@ -2,7 +2,7 @@ package sshbox
 
 // The remote side is four POSIX sh scripts (with controlScript), sent with each request (nothing
 // is installed on the remote host). They need sh, env, kill, grep with -z
-// (GNU or BusyBox), mv, rm and sleep, and Linux's /proc.
+// (GNU or BusyBox), mv, rm, sleep and date, and Linux's /proc.
 
 // execScript runs one command: $1 is the sandbox root, $2 the directory, $3
 // the descriptor for the header line (2, or 1 on a terminal), the rest the
@@ -60,10 +60,11 @@ killmarked "PERIMETER_REAPER=$id"
 exit 0
 `
 
-// reaperScript starts, detached, a process that sleeps $3 seconds and then
-// runs terminateScript ($4) for sandbox $2 under base $1. While it sleeps it
-// carries PERIMETER_REAPER=$2, so that Terminate can stop it; it drops the
-// marker before it terminates the sandbox itself.
+// reaperScript starts, detached, a process that waits until $3 (seconds
+// since the epoch, by the remote host's clock) and then runs terminateScript
+// ($4) for sandbox $2 under base $1. While it waits it carries
+// PERIMETER_REAPER=$2, so that Terminate can stop it; it drops the marker
+// before it terminates the sandbox itself.
 const reaperScript = `
-env PERIMETER_REAPER="$2" /bin/sh -c 'trap "" HUP; sleep "$3"; unset PERIMETER_REAPER; exec /bin/sh -c "$4" perimeter-ssh "$1" "$2"' perimeter-ssh "$1" "$2" "$3" "$4" </dev/null >/dev/null 2>&1 &
+env PERIMETER_REAPER="$2" /bin/sh -c 'trap "" HUP; d=$(( $3 - $(date +%s) )); [ "$d" -gt 0 ] && sleep "$d"; unset PERIMETER_REAPER; exec /bin/sh -c "$4" perimeter-ssh "$1" "$2"' perimeter-ssh "$1" "$2" "$3" "$4" </dev/null >/dev/null 2>&1 &
 `

@@ -15,6 +15,7 @@ import (
 	"net"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,8 +110,10 @@ func (p *Provider) create(ctx context.Context, s *Sandbox, timeout time.Duration
 		}
 	}
 	if timeout > 0 {
-		secs := int((timeout + time.Second - 1) / time.Second)
-		if _, err := p.runScript(ctx, reaperScript, p.opts.Base, s.meta.ID, itoa(secs), terminateScript); err != nil {
+		// The deadline is absolute, so the reaper's own start-up does not
+		// delay it; the two hosts' clocks are assumed to agree.
+		deadline := strconv.FormatInt(s.meta.Expires.Add(time.Second-1).Unix(), 10)
+		if _, err := p.runScript(ctx, reaperScript, p.opts.Base, s.meta.ID, deadline, terminateScript); err != nil {
 			return sandbox.NewError(Name, s.meta.ID, "create", sandbox.ErrUnavailable, fmt.Errorf("starting the reaper: %w", err))
 		}
 	}

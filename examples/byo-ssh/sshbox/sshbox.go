@@ -46,8 +46,9 @@
 // not a containment boundary.
 //
 // Spec.Timeout starts a detached reaper process on the remote host that
-// terminates the sandbox when the time passes; Terminate kills it. PTYs are
-// SSH pseudo-terminals (Resize is SSH's window-change).
+// terminates the sandbox at Info.Expires by the remote host's clock (the
+// client's and the host's clocks are assumed to agree); Terminate kills it.
+// PTYs are SSH pseudo-terminals (Resize is SSH's window-change).
 //
 // # Files
 //
@@ -77,7 +78,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -491,6 +491,3 @@ func quote(s string) string {
 }
 
 var _ driver.Provider = (*Provider)(nil)
-
-// itoa is strconv.Itoa, short.
-func itoa(n int) string { return strconv.Itoa(n) }
