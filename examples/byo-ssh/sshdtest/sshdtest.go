@@ -142,6 +142,10 @@ func config(dir string, port int, authKeys string) string {
 		// The temporary directory is not root-owned all the way up.
 		"StrictModes no",
 		"Subsystem sftp internal-sftp",
+		// bash reads ~/.bashrc for SSH sessions started at shell level 1;
+		// the level is raised so that a developer's heavy ~/.bashrc does
+		// not cost every command seconds.
+		"SetEnv SHLVL=1",
 		"AllowTcpForwarding local",
 		"X11Forwarding no",
 		"PrintMotd no",
