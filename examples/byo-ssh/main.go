@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"syscall"
 
 	"github.com/perimeter-sdk/perimeter/conformance"
 	"github.com/perimeter-sdk/perimeter/sandbox"
@@ -37,7 +38,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ok, err := runSuite(ctx, flag.Arg(0), *run, *jsonOut)
 	if err != nil {
