@@ -79,6 +79,7 @@ import (
 	"path"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -229,8 +230,9 @@ type Provider struct {
 	ctl     control
 	ctlOnce sync.Once
 
+	dialMu sync.Mutex // one dial at a time
 	mu     sync.Mutex
-	conns  []*conn
+	conns  []*conn // kept open until Close; as many as the peak needs
 	closed bool
 }
 
@@ -328,20 +330,29 @@ func (p *Provider) session(ctx context.Context) (_ *ssh.Session, release func(),
 }
 
 func (p *Provider) reserve(ctx context.Context) (*conn, error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, sandbox.NewError(Name, "", "session", sandbox.ErrClosed, errors.New("provider closed"))
+	if c, err := p.room(); c != nil || err != nil {
+		return c, err
 	}
-	for _, c := range p.conns {
-		if !c.dead && c.n < p.opts.SessionsPerConn {
-			c.n++
-			p.mu.Unlock()
-			return c, nil
+	// One dial at a time: a burst of commands must not become a burst of
+	// unauthenticated connections, which sshd's MaxStartups drops.
+	p.dialMu.Lock()
+	defer p.dialMu.Unlock()
+	if c, err := p.room(); c != nil || err != nil {
+		return c, err
+	}
+	var c *conn
+	var err error
+	for attempt, wait := 0, 50*time.Millisecond; ; attempt, wait = attempt+1, 2*wait {
+		c, err = p.dial(ctx)
+		if err == nil || attempt == 5 || !transient(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
 		}
 	}
-	p.mu.Unlock()
-	c, err := p.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -356,12 +367,33 @@ func (p *Provider) reserve(ctx context.Context) (*conn, error) {
 	return c, nil
 }
 
+// room reserves a session on an open connection with room for one.
+func (p *Provider) room() (*conn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, sandbox.NewError(Name, "", "session", sandbox.ErrClosed, errors.New("provider closed"))
+	}
+	for _, c := range p.conns {
+		if !c.dead && c.n < p.opts.SessionsPerConn {
+			c.n++
+			return c, nil
+		}
+	}
+	return nil, nil
+}
+
+// transient reports a connection the server dropped before authentication
+// (sshd's MaxStartups under a burst, or a restart).
+func transient(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
 func (p *Provider) unreserve(c *conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c.n--
-	if c.n == 0 && c != p.first {
-		// An idle extra connection is closed; the first one carries SFTP.
+	if c.dead && c.n == 0 {
 		for i, x := range p.conns {
 			if x == c {
 				p.conns = append(p.conns[:i], p.conns[i+1:]...)
