@@ -16,7 +16,9 @@ import (
 
 // server starts a throwaway sshd for the test, and a base directory for
 // sandboxes on it that must be empty when the test ends.
-func server(t *testing.T) (*sshdtest.Server, string) {
+func server(t *testing.T) (*sshdtest.Server, string) { return benchServer(t) }
+
+func benchServer(t testing.TB) (*sshdtest.Server, string) {
 	t.Helper()
 	if _, err := sshdtest.Binary(); err != nil {
 		t.Skipf("cannot start a real OpenSSH server: %v", err)

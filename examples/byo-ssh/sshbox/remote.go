@@ -14,10 +14,11 @@ package sshbox
 // such directory), then exits 125.
 const execScript = `
 if [ "$3" = 1 ]; then exec 3>&1; else exec 3>&2; fi
-pgrp() { printf %s "$3"; }
+pgrp() { g=$3; }
 if [ -r /proc/$$/stat ]; then
 	read -r st < /proc/$$/stat
-	if [ "$(pgrp ${st##*) })" != "$$" ]; then
+	pgrp ${st##*) }
+	if [ "$g" != "$$" ]; then
 		printf 'perimeter-error the command is not a process group leader\n' >&3
 		exit 125
 	fi
