@@ -282,6 +282,10 @@ func (s *Sandbox) Remove(ctx context.Context, name string) error {
 		return s.fileErr("remove", pathErr("lstat", p, err))
 	}
 	if fi.IsDir() {
+		// SFTP reports a non-empty directory as a bare failure.
+		if list, err := s.p.sftp.ReadDirContext(ctx, p); err == nil && len(list) > 0 {
+			return sandbox.NewError(Name, s.meta.ID, "remove", sandbox.ErrInvalidArgument, pathErr("remove", p, errors.New("directory not empty")))
+		}
 		err = s.p.sftp.RemoveDirectory(p)
 	} else {
 		err = s.p.sftp.Remove(p)

@@ -117,6 +117,9 @@ type Options struct {
 	// Base is the absolute directory on the remote host that holds the
 	// sandboxes; it is created if missing.
 	Base string
+	// Closer, if set, is closed with the Provider (OptionsFromURL sets it to
+	// its connection to the SSH agent).
+	Closer io.Closer
 	// SessionsPerConn bounds the SSH sessions opened on one connection
 	// (OpenSSH's MaxSessions defaults to 10); more concurrent commands open
 	// more connections. Zero means 8.
@@ -164,13 +167,14 @@ func OptionsFromURL(u *url.URL) (*Options, error) {
 	if err != nil {
 		return nil, bad("known_hosts: %v", err)
 	}
-	auth, err := authMethod(q.Get("identity"), home)
+	auth, closer, err := authMethod(q.Get("identity"), home)
 	if err != nil {
 		return nil, bad("%v", err)
 	}
 	return &Options{
-		Addr: net.JoinHostPort(u.Hostname(), port),
-		Base: path.Clean(u.Path),
+		Closer: closer,
+		Addr:   net.JoinHostPort(u.Hostname(), port),
+		Base:   path.Clean(u.Path),
 		Config: &ssh.ClientConfig{
 			User:            u.User.Username(),
 			Auth:            []ssh.AuthMethod{auth},
@@ -180,14 +184,14 @@ func OptionsFromURL(u *url.URL) (*Options, error) {
 	}, nil
 }
 
-func authMethod(identity, home string) (ssh.AuthMethod, error) {
+func authMethod(identity, home string) (ssh.AuthMethod, io.Closer, error) {
 	if identity == "" {
 		if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
 			conn, err := net.Dial("unix", sock)
 			if err != nil {
-				return nil, fmt.Errorf("SSH agent at SSH_AUTH_SOCK: %w", err)
+				return nil, nil, fmt.Errorf("SSH agent at SSH_AUTH_SOCK: %w", err)
 			}
-			return ssh.PublicKeysCallback(agent.NewClient(conn).Signers), nil
+			return ssh.PublicKeysCallback(agent.NewClient(conn).Signers), conn, nil
 		}
 		for _, f := range []string{"id_ed25519", "id_ecdsa", "id_rsa"} {
 			p := filepath.Join(home, ".ssh", f)
@@ -197,18 +201,18 @@ func authMethod(identity, home string) (ssh.AuthMethod, error) {
 			}
 		}
 		if identity == "" {
-			return nil, errors.New("no identity: set identity=FILE, SSH_AUTH_SOCK, or create ~/.ssh/id_ed25519")
+			return nil, nil, errors.New("no identity: set identity=FILE, SSH_AUTH_SOCK, or create ~/.ssh/id_ed25519")
 		}
 	}
 	key, err := os.ReadFile(identity)
 	if err != nil {
-		return nil, fmt.Errorf("identity: %w", err)
+		return nil, nil, fmt.Errorf("identity: %w", err)
 	}
 	signer, err := ssh.ParsePrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("identity %s: %w", identity, err)
+		return nil, nil, fmt.Errorf("identity %s: %w", identity, err)
 	}
-	return ssh.PublicKeys(signer), nil
+	return ssh.PublicKeys(signer), nil, nil
 }
 
 // New returns a provider for host code.
@@ -244,7 +248,14 @@ type conn struct {
 
 // NewDriver connects to the server, starts SFTP and makes sure the base
 // directory exists.
-func NewDriver(ctx context.Context, opts *Options) (*Provider, error) {
+func NewDriver(ctx context.Context, opts *Options) (_ *Provider, err error) {
+	if opts != nil && opts.Closer != nil {
+		defer func() {
+			if err != nil {
+				opts.Closer.Close()
+			}
+		}()
+	}
 	if opts == nil || opts.Addr == "" || opts.Config == nil || opts.Base == "" {
 		return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument, "Options need Addr, Config and Base")
 	}
@@ -426,6 +437,9 @@ func (p *Provider) Close() error {
 		if e := c.client.Close(); e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
 			err = e
 		}
+	}
+	if p.opts.Closer != nil {
+		p.opts.Closer.Close()
 	}
 	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		return sandbox.NewError(Name, "", "close", sandbox.ErrUnavailable, err)

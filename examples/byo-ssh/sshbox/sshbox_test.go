@@ -142,6 +142,9 @@ func TestProvider(t *testing.T) {
 		if err := sb.Remove(ctx, "out-link"); err != nil {
 			t.Errorf("Remove(out-link): %v", err)
 		}
+		if err := sb.Remove(ctx, "sub"); !errors.Is(err, sandbox.ErrInvalidArgument) {
+			t.Errorf("Remove of a non-empty directory = %v, want ErrInvalidArgument", err)
+		}
 		if b, err := os.ReadFile(outside); err != nil || string(b) != "host" {
 			t.Errorf("the file outside reads %q, %v", b, err)
 		}
