@@ -92,6 +92,14 @@ func workerCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	log := slog.New(h)
+	// The SDK's HandleItem would take these for an item that lacks them:
+	// they belong to one claimed item of another tool, never to this worker.
+	for _, k := range []string{"ANTHROPIC_WORK_SECRET", "ANTHROPIC_WORK_LAST_HEARTBEAT"} {
+		if _, ok := os.LookupEnv(k); ok {
+			log.Warn("ignoring a per-item variable in the worker's environment", slog.String("variable", k))
+			os.Unsetenv(k)
+		}
+	}
 
 	p, err := sandbox.Open(ctx, *provider)
 	if err != nil {

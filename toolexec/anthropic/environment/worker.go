@@ -50,7 +50,10 @@ type WorkerOptions struct {
 
 // Worker serves an environment's work queue with the SDK's WorkPoller and
 // EnvironmentWorker.HandleItem, running each session's tools in its own
-// sandbox.
+// sandbox. HandleItem reads ANTHROPIC_WORK_SECRET and
+// ANTHROPIC_WORK_LAST_HEARTBEAT from the process environment for an item
+// that lacks them; they must not be set in a worker's environment
+// (perimeter worker clears them).
 type Worker struct {
 	client sdk.Client
 	opts   WorkerOptions
