@@ -367,5 +367,3 @@ func anthropicCAArchive(ctx context.Context, sub string, args []string, stdout, 
 	fmt.Fprintf(stdout, "CA %s archived\n", c.ID)
 	return 0
 }
-
-
