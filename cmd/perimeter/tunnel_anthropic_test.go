@@ -173,6 +173,17 @@ func TestTunnelAnthropicErrors(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "is a directory")
 
+	// No credential at all: the SDK's own message, which lists where it
+	// looked; nothing is sent.
+	t.Setenv("ANTHROPIC_API_KEY", "")
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	before := len(fake.Requests())
+	code, _, errOut = cli(t, "", "tunnel", "anthropic", "list", "--base-url", fake.URL)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "no Anthropic credentials found")
+	assert.Len(t, fake.Requests(), before)
+
 	t.Setenv("ANTHROPIC_API_KEY", "sk-ant-wrong")
 	code, _, errOut = cli(t, "", "tunnel", "anthropic", "list", "--base-url", fake.URL)
 	assert.Equal(t, 1, code)
