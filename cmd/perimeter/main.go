@@ -6,6 +6,7 @@
 //
 //	perimeter run [--provider URL] [--env K=V]... [--dir D] -- CMD [ARGS...]
 //	perimeter conformance [--json] [--run REGEXP] URL
+//	perimeter worker --environment-id ID [--provider URL] [--spec FILE] [--max-sessions N]
 //	perimeter help
 //
 // The default provider is local (a workspace directory under the system's
