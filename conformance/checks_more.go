@@ -566,9 +566,16 @@ func (c *C) startTwo(sb *sandbox.Sandbox, t [2]exposeTarget) *syncBuffer {
 }
 
 // get fetches url on a fresh connection, so that a withdrawn endpoint is not
-// reached through a kept-alive one.
+// reached through a kept-alive one; otherwise as http.DefaultClient does.
 func (c *C) get(url string) (int, string, error) {
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	// A clone of the default transport keeps what the process configured
+	// there (the roots a provider's test trusts, a proxy).
+	tr := &http.Transport{}
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		tr = dt.Clone()
+	}
+	tr.DisableKeepAlives = true
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	defer client.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(c.ctx, "GET", url, nil)
 	if err != nil {
