@@ -75,7 +75,8 @@
 // over in its init function when started that way, so any program that
 // imports it works; [Init] makes the hand-over explicit at the top of main.
 // A sandbox lives with the process that created it (its init has
-// Pdeathsig), and Get finds it only there.
+// Pdeathsig), and Get finds it only there, through any Provider on the same
+// root (closing the Provider that created it leaves it running).
 //
 // L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
 // is the baseline: each sandbox is a workspace directory; commands run as
