@@ -418,19 +418,6 @@ func TestPauseEndsRunningCommandsWithAClearError(t *testing.T) {
 	assert.Equal(t, "again\n", string(res.Stdout))
 }
 
-func TestRetryAfterReadsSecondsAndDates(t *testing.T) {
-	d, ok := retryAfter("3")
-	assert.True(t, ok)
-	assert.Equal(t, 3*time.Second, d)
-	d, ok = retryAfter(time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
-	assert.True(t, ok)
-	assert.InDelta(t, time.Hour.Seconds(), d.Seconds(), 5)
-	_, ok = retryAfter("-1")
-	assert.False(t, ok)
-	_, ok = retryAfter("soon")
-	assert.False(t, ok)
-}
-
 func TestAsReachesTheDriversTypes(t *testing.T) {
 	_, p := newFake(t, &daytonafake.Options{NoIsolation: true})
 	var d *Provider

@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/httpretry"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -77,13 +75,11 @@ func (e *APIError) kind() error {
 // transient failures, and decodes error bodies into *APIError. It is the
 // escape hatch for endpoints the adapter does not use.
 type Client struct {
-	base       *url.URL
-	token      string
-	org        string // sent only with a JWT
-	http       *http.Client
-	retries    int
-	backoff    time.Duration
-	maxRetryAt time.Duration
+	base  *url.URL
+	token string
+	org   string // sent only with a JWT
+	http  *http.Client
+	retry httpretry.Policy
 }
 
 // body is a request body. A body with open can be sent again on a retry;
@@ -163,10 +159,11 @@ func (c *Client) header(h http.Header) {
 }
 
 func (c *Client) do(ctx context.Context, method, rawURL string, b *body, idem bool) (*http.Response, error) {
-	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	policy := c.retry
+	if b != nil && b.open == nil {
+		policy.Retries = 0 // a body read from a one-shot reader cannot be sent again
+	}
+	return policy.Do(ctx, idem, func() (*http.Response, error) {
 		var rd io.Reader
 		if b != nil {
 			if b.open != nil {
@@ -183,84 +180,8 @@ func (c *Client) do(ctx context.Context, method, rawURL string, b *body, idem bo
 		if b != nil {
 			req.Header.Set("Content-Type", b.contentType)
 		}
-		resp, err := c.http.Do(req)
-		// A body read from a one-shot reader cannot be sent again.
-		last := attempt >= c.retries || (b != nil && b.open == nil)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if last || (!idem && !notSent(err)) {
-				return nil, err
-			}
-			if err := sleep(ctx, c.delay(attempt)); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if resp.StatusCode < 300 {
-			return resp, nil
-		}
-		apiErr := readAPIError(resp)
-		retryable := resp.StatusCode == http.StatusTooManyRequests || (idem && resp.StatusCode >= 500)
-		if !retryable || last {
-			return nil, apiErr
-		}
-		wait := c.delay(attempt)
-		if ra := resp.Header.Get("Retry-After"); ra != "" && resp.StatusCode == http.StatusTooManyRequests {
-			d, ok := retryAfter(ra)
-			if !ok || d > c.maxRetryAt {
-				return nil, apiErr
-			}
-			wait = max(wait, d)
-		}
-		if err := sleep(ctx, wait); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if secs, err := strconv.Atoi(v); err == nil {
-		return time.Duration(secs) * time.Second, secs >= 0
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0), true
-	}
-	return 0, false
-}
-
-// notSent reports whether a transport error happened before the request
-// could reach the server (the connection was never made).
-func notSent(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// delay is the backoff before retry attempt+1: backoff·2^attempt plus up to
-// half as much again at random.
-func (c *Client) delay(attempt int) time.Duration {
-	d := c.backoff << attempt
-	if d <= 0 {
-		return 0
-	}
-	return d + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+		return c.http.Do(req)
+	}, func(resp *http.Response) error { return readAPIError(resp) })
 }
 
 func readAPIError(resp *http.Response) *APIError {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/httpretry"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
@@ -122,24 +123,14 @@ func NewDriver(opts *Options) (*Provider, error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 3 * time.Minute
 	}
-	c := &Client{base: base, token: token, http: o.HTTPClient, retries: o.MaxRetries, backoff: o.RetryBackoff, maxRetryAt: o.MaxRetryAfter}
+	c := &Client{base: base, token: token, http: o.HTTPClient,
+		retry: httpretry.Policy{Retries: o.MaxRetries, Backoff: o.RetryBackoff, MaxRetryAfter: o.MaxRetryAfter}.Fill(
+			httpretry.Policy{Retries: 3, Backoff: 250 * time.Millisecond, MaxRetryAfter: 30 * time.Second})}
 	if o.JWTToken != "" {
 		c.org = o.OrganizationID
 	}
 	if c.http == nil {
 		c.http = &http.Client{}
-	}
-	switch {
-	case c.retries == 0:
-		c.retries = 3
-	case c.retries < 0:
-		c.retries = 0
-	}
-	if c.backoff <= 0 {
-		c.backoff = 250 * time.Millisecond
-	}
-	if c.maxRetryAt <= 0 {
-		c.maxRetryAt = 30 * time.Second
 	}
 	return &Provider{c: c, opts: o, pageSize: 100}, nil
 }
@@ -746,7 +737,7 @@ func (s *Sandbox) waitStarted(ctx context.Context, op string) error {
 		case "destroyed", "destroying":
 			return sandbox.Errorf(providerName, s.id, op, sandbox.ErrNotFound, "%s", "the sandbox is "+w.State)
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := httpretry.Sleep(ctx, delay); err != nil {
 			return sandbox.Errorf(providerName, s.id, op, sandbox.ErrTimeout,
 				"the sandbox was still %s after waiting: %v", w.State, err)
 		}
@@ -890,7 +881,7 @@ func (s *Sandbox) Pause(ctx context.Context) error {
 	// Wait for the stop to finish, so Info says paused.
 	delay := 50 * time.Millisecond
 	for w.State == "stopping" {
-		if err := sleep(ctx, delay); err != nil {
+		if err := httpretry.Sleep(ctx, delay); err != nil {
 			return err
 		}
 		delay = min(delay*2, time.Second)
@@ -957,7 +948,7 @@ func (s *Sandbox) Snapshot(ctx context.Context) (string, error) {
 		case err != nil && !(errors.As(err, &ae) && ae.Status == http.StatusNotFound):
 			return "", wrap(s.id, op, err)
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := httpretry.Sleep(ctx, delay); err != nil {
 			return "", err
 		}
 		delay = min(delay*2, 2*time.Second)

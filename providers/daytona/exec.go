@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/httpretry"
+
 	"github.com/coder/websocket"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
@@ -385,7 +387,7 @@ func (p *process) exitCode(ctx context.Context) (int, error) {
 		if c.ExitCode != nil {
 			return *c.ExitCode, nil
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := httpretry.Sleep(ctx, delay); err != nil {
 			return 0, err
 		}
 		delay = min(delay*2, 500*time.Millisecond)

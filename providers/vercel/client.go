@@ -7,13 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/httpretry"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -72,14 +71,12 @@ func (e *APIError) stopped() bool {
 // and teamId, retries as Vercel's SDK does, and decodes error bodies into
 // *APIError. It is the escape hatch for endpoints the adapter does not use.
 type Client struct {
-	base       *url.URL
-	team       string
-	project    string
-	tokens     TokenSource
-	http       *http.Client
-	retries    int
-	backoff    time.Duration
-	maxRetryAt time.Duration
+	base    *url.URL
+	team    string
+	project string
+	tokens  TokenSource
+	http    *http.Client
+	retry   httpretry.Policy
 }
 
 // body is a request body that can be sent again on a retry.
@@ -139,9 +136,12 @@ func Idempotent(method, path string) bool {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, b *body) (*http.Response, error) {
-	retries := c.retries
-	if !Idempotent(method, path) {
-		retries = 0
+	policy := c.retry
+	idempotent := Idempotent(method, path)
+	if !idempotent {
+		// Vercel's API has no idempotency keys: a command start, a creation,
+		// a snapshot or a timeout extension is sent once, whatever failed.
+		policy.Retries = 0
 	}
 	u := *c.base
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
@@ -152,10 +152,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	q.Set("teamId", c.team)
 	u.RawQuery = q.Encode()
 
-	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	return policy.Do(ctx, idempotent, func() (*http.Response, error) {
 		token, err := c.tokens.Token(ctx)
 		if err != nil {
 			return nil, err
@@ -183,71 +180,8 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		} else {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		resp, err := c.http.Do(req)
-		last := attempt >= retries
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if last {
-				return nil, err
-			}
-			if err := sleep(ctx, c.delay(attempt)); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if resp.StatusCode < 300 {
-			return resp, nil
-		}
-		apiErr := readAPIError(resp)
-		retryable := resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests
-		if !retryable || last {
-			return nil, apiErr
-		}
-		wait := c.delay(attempt)
-		if resp.StatusCode == http.StatusTooManyRequests {
-			if ra := resp.Header.Get("Retry-After"); ra != "" {
-				secs, perr := strconv.Atoi(strings.TrimSpace(ra))
-				if perr != nil || secs < 0 {
-					return nil, apiErr
-				}
-				if d := time.Duration(secs) * time.Second; d > c.maxRetryAt {
-					// Vercel's SDK gives up at once when told to wait long.
-					return nil, apiErr
-				} else if d > 0 {
-					wait = d
-				}
-			}
-		}
-		if err := sleep(ctx, wait); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// delay is the backoff before retry attempt+1: backoff·2^attempt, plus up
-// to half as much again at random.
-func (c *Client) delay(attempt int) time.Duration {
-	d := c.backoff << attempt
-	if d <= 0 {
-		return 0
-	}
-	return d + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+		return c.http.Do(req)
+	}, func(resp *http.Response) error { return readAPIError(resp) })
 }
 
 func readAPIError(resp *http.Response) *APIError {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/httpretry"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 )
@@ -90,22 +91,11 @@ func NewDriver(opts *Options) (*Provider, error) {
 	}
 	c := &Client{
 		base: base, team: o.TeamID, project: o.ProjectID, tokens: o.Token, http: o.HTTPClient,
-		retries: o.MaxRetries, backoff: o.RetryBackoff, maxRetryAt: o.MaxRetryAfter,
+		retry: httpretry.Policy{Retries: o.MaxRetries, Backoff: o.RetryBackoff, MaxRetryAfter: o.MaxRetryAfter}.Fill(
+			httpretry.Policy{Retries: 2, Backoff: 400 * time.Millisecond, MaxRetryAfter: 20 * time.Second}),
 	}
 	if c.http == nil {
 		c.http = &http.Client{}
-	}
-	switch {
-	case c.retries == 0:
-		c.retries = 2
-	case c.retries < 0:
-		c.retries = 0
-	}
-	if c.backoff == 0 {
-		c.backoff = 400 * time.Millisecond
-	}
-	if c.maxRetryAt == 0 {
-		c.maxRetryAt = 20 * time.Second
 	}
 	return &Provider{c: c}, nil
 }
@@ -697,7 +687,7 @@ func (s *Sandbox) waitRunning(ctx context.Context) error {
 		default:
 			return sandbox.Errorf(providerName, s.name, "create", sandbox.ErrUnavailable, "session is %s", status)
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := httpretry.Sleep(ctx, delay); err != nil {
 			return err
 		}
 		var out struct {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
 // holderScript builds, in a new mount namespace, a view of the host's
@@ -22,20 +24,8 @@ import (
 const holderScript = `set -e
 NR=$1 WS=$2 TMPD=$3
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t tmpfs -o mode=755 cloudflarefake "$NR"
-for d in /*; do
-  n=${d#/}
-  case "$n" in tmp|proc|dev|sys|workspace|lost+found|'*') continue;; esac
-  if [ -L "$d" ]; then ln -s "$(readlink "$d")" "$NR/$n"; continue; fi
-  [ -d "$d" ] || continue
-  mkdir "$NR/$n"
-  mount --bind "$d" "$NR/$n"
-  mount -o remount,bind,ro "$NR/$n" 2>/dev/null || true
-done
-mkdir -p "$NR/proc" "$NR/dev" "$NR/sys" "$NR/tmp" "$NR/workspace"
-mount --rbind /proc "$NR/proc"
-mount --rbind /dev "$NR/dev"
-mount --rbind /sys "$NR/sys"
+FSNAME=cloudflarefake OWN=workspace
+` + hostview.Script + `mkdir -p "$NR/workspace"
 mount --bind "$TMPD" "$NR/tmp"
 mount --bind "$WS" "$NR/workspace"
 exec chroot "$NR" /bin/sh -c 'echo ready; exec sleep 2147483647'

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
 // homeDir is the working directory of a Daytona sandbox (the home of its
@@ -19,7 +21,7 @@ import (
 const homeDir = "/home/daytona"
 
 // baseScript builds, in the new mount namespace it runs in, a view of the
-// host's filesystem read-only at $BASE (with empty /home/daytona and /tmp
+// host's filesystem read-only at its first argument (with empty /home/daytona and /tmp
 // to mount over), then reports "ready" and holds the namespace until it is
 // killed. Each sandbox's root is a recursive bind of the base with its own
 // directory at /home/daytona and its own /tmp (rootScript); commands enter
@@ -28,22 +30,10 @@ const homeDir = "/home/daytona"
 // (vercelfake builds the whole view for every command; here it is built
 // once per fake, and a sandbox or a command costs a few process starts.)
 const baseScript = `set -e
-BASE=$1
+NR=$1
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t tmpfs -o mode=755 daytonafake "$BASE"
-for d in /*; do
-  n=${d#/}
-  case "$n" in tmp|proc|dev|sys|home|lost+found|'*') continue;; esac
-  if [ -L "$d" ]; then ln -s "$(readlink "$d")" "$BASE/$n"; continue; fi
-  [ -d "$d" ] || continue
-  mkdir "$BASE/$n"
-  mount --bind "$d" "$BASE/$n"
-  mount -o remount,bind,ro "$BASE/$n" 2>/dev/null || true
-done
-mkdir -p "$BASE/proc" "$BASE/dev" "$BASE/sys" "$BASE/tmp" "$BASE/home/daytona"
-mount --rbind /proc "$BASE/proc"
-mount --rbind /dev "$BASE/dev"
-mount --rbind /sys "$BASE/sys"
+FSNAME=daytonafake OWN=home
+` + hostview.Script + `mkdir -p "$NR/home/daytona"
 echo ready
 exec sleep infinity
 `

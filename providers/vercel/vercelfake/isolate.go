@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
 // sandboxCwd is the working directory of a Vercel sandbox, which the fake
@@ -34,20 +36,8 @@ const isolateScript = `set -e
 NR=$1 DISK=$2 TMPD=$3 NONET=$4 DIR=$5 UPATH=$6 PASSWD=$7 GROUP=$8 USERSPEC=$9
 shift 9
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t tmpfs -o mode=755 vercelfake "$NR"
-for d in /*; do
-  n=${d#/}
-  case "$n" in tmp|proc|dev|sys|vercel|lost+found|'*') continue;; esac
-  if [ -L "$d" ]; then ln -s "$(readlink "$d")" "$NR/$n"; continue; fi
-  [ -d "$d" ] || continue
-  mkdir "$NR/$n"
-  mount --bind "$d" "$NR/$n"
-  mount -o remount,bind,ro "$NR/$n" 2>/dev/null || true
-done
-mkdir -p "$NR/proc" "$NR/dev" "$NR/sys" "$NR/tmp" "$NR/vercel/sandbox"
-mount --rbind /proc "$NR/proc"
-mount --rbind /dev "$NR/dev"
-mount --rbind /sys "$NR/sys"
+FSNAME=vercelfake OWN=vercel
+` + hostview.Script + `mkdir -p "$NR/vercel/sandbox"
 mount --bind "$TMPD" "$NR/tmp"
 mount --bind "$DISK" "$NR/vercel/sandbox"
 if [ -n "$PASSWD" ]; then
