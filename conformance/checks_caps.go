@@ -96,115 +96,126 @@ func checkErrorMessage(c *C) {
 
 func checkNativeError(c *C) {
 	if c.r.h.NativeError == nil {
-		c.Logf("the harness declares no native error type; nothing to reach")
-		return
+		c.NotApplicable("the harness declares no native error type (Harness.NativeError), so there is nothing to reach with errors.As")
 	}
 	sb := c.NewSandbox(nil)
 	_, err := sb.ReadFile(c.ctx, "no-such-file")
 	target := c.r.h.NativeError()
 	if err == nil || !errors.As(err, target) {
-		c.Errorf("errors.As(%v, %T) = false, want the provider's native error", err, target)
+		c.Errorf("the error of ReadFile of a missing file (%v) does not reach the provider's native error %T with errors.As: pass the native error as the cause of sandbox.NewError", err, target)
 	}
 }
 
 // ---- ports
 
-// serve starts the harness's HTTP server in a new sandbox with ports in its
-// spec, and returns the sandbox, the port, and the body it serves at /probe.
-func (c *C) serve() (*sandbox.Sandbox, int, string) {
-	port := freePort()
-	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Ports = append(s.Ports, port) })
-	body := fmt.Sprintf("perimeter conformance %x", randomBytes(uint64(port), 8))
-	if err := sb.MkdirAll(c.ctx, "www", 0o755); err != nil {
-		c.Fatalf("MkdirAll www: %v", err)
-	}
-	c.writeFile(sb, "www/probe", []byte(body))
-	return sb, port, body
-}
-
-func (c *C) startServer(sb *sandbox.Sandbox, port int) *syncBuffer {
-	logs := newSyncBuffer()
-	c.background(sb, &sandbox.Cmd{Args: c.httpServerArgs(port), Dir: "www", Stdout: logs, Stderr: logs})
-	return logs
-}
-
 func checkExpose(c *C) {
-	sb, port, body := c.serve()
+	sb, t := c.serveTwo()
 	if !sb.Capabilities().Expose {
-		_, err := sb.Expose(c.ctx, port, nil)
+		_, err := sb.Expose(c.ctx, t[0].port, nil)
 		c.wantKind("Expose, Expose unclaimed", err, sandbox.ErrNotSupported)
-		return
+		c.unclaimed("Expose")
 	}
-	logs := c.startServer(sb, port)
-	tun, err := sb.Expose(c.ctx, port, nil)
-	if err != nil {
-		c.Fatalf("Expose(%d): %v", port, err)
-	}
-	defer tun.Close()
-	url := strings.TrimSuffix(tun.URL(), "/") + "/probe"
-	var got string
-	var lastErr error
-	ok := c.eventually(60*time.Second, func() bool {
-		req, _ := http.NewRequestWithContext(c.ctx, "GET", url, nil)
-		resp, err := http.DefaultClient.Do(req)
+	logs := c.startTwo(sb, t)
+	// The second port first: a provider that forwards another port than the
+	// one asked for (the first of Spec.Ports, a cached tunnel) answers with
+	// the wrong body.
+	var urls [2]string
+	for _, i := range []int{1, 0} {
+		tun, err := sb.Expose(c.ctx, t[i].port, nil)
 		if err != nil {
-			lastErr = err
-			return false
+			c.Fatalf("Expose(%d): %v", t[i].port, err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		got = string(b)
-		lastErr = fmt.Errorf("HTTP %s", resp.Status)
-		return resp.StatusCode == 200
-	})
-	if !ok {
-		c.Fatalf("GET %s never answered 200: %v; server output: %q", url, lastErr, logs.String())
+		defer tun.Close()
+		urls[i] = strings.TrimSuffix(tun.URL(), "/") + "/probe"
+		var got string
+		var lastErr error
+		ok := c.eventually(60*time.Second, func() bool {
+			code, body, err := c.get(urls[i])
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			got, lastErr = body, fmt.Errorf("HTTP %d", code)
+			return code == 200
+		})
+		if !ok {
+			c.Fatalf("GET %s (Expose(%d)) never answered 200 within 60s: %v; server output: %q", urls[i], t[i].port, lastErr, logs.String())
+		}
+		if got != t[i].body {
+			other := t[1-i]
+			if got == other.body {
+				c.Errorf("Expose(%d) forwards to port %d: forward the port asked for", t[i].port, other.port)
+			} else {
+				c.Errorf("GET %s = %q, want %q", urls[i], got, t[i].body)
+			}
+		}
+		if i == 1 {
+			if err := tun.Close(); err != nil {
+				c.Errorf("Tunnel.Close: %v", err)
+			}
+			if err := tun.Close(); err != nil {
+				c.Errorf("second Tunnel.Close: %v, want nil", err)
+			}
+			if !sb.Capabilities().CloseTunnel {
+				c.Logf("Capabilities.CloseTunnel is false: the endpoint may answer until the sandbox ends, so its withdrawal is not checked")
+				continue
+			}
+			var lastCode int
+			var lastBody string
+			if !c.eventually(60*time.Second, func() bool {
+				code, body, err := c.get(urls[1])
+				lastCode, lastBody = code, body
+				return err != nil || code != 200 || body != t[1].body
+			}) {
+				c.Errorf("60s after Tunnel.Close, %s still answers (HTTP %d, %q): Close must withdraw the endpoint (or declare Capabilities.CloseTunnel false)", urls[1], lastCode, lastBody)
+			}
+		}
 	}
-	if got != body {
-		c.Errorf("GET %s = %q, want %q", url, got, body)
-	}
-	if err := tun.Close(); err != nil {
-		c.Errorf("Tunnel.Close: %v", err)
-	}
-	if err := tun.Close(); err != nil {
-		c.Errorf("second Tunnel.Close: %v, want nil", err)
-	}
+	_, err := sb.Expose(c.ctx, t[0].port, &sandbox.ExposeOptions{Protocol: "udp"})
+	c.wantKind(`Expose with the unknown protocol "udp"`, err, sandbox.ErrInvalidArgument, sandbox.ErrNotSupported)
 }
 
 func checkDial(c *C) {
-	sb, port, body := c.serve()
+	sb, t := c.serveTwo()
 	if !sb.Capabilities().Dial {
-		_, err := sb.Dial(c.ctx, port)
+		_, err := sb.Dial(c.ctx, t[0].port)
 		c.wantKind("Dial, Dial unclaimed", err, sandbox.ErrNotSupported)
-		return
+		c.unclaimed("Dial")
 	}
-	logs := c.startServer(sb, port)
-	var got string
-	var lastErr error
-	ok := c.eventually(60*time.Second, func() bool {
-		conn, err := sb.Dial(c.ctx, port)
-		if err != nil {
-			lastErr = err
-			return false
+	logs := c.startTwo(sb, t)
+	for _, i := range []int{1, 0} {
+		port := t[i].port
+		var got string
+		var lastErr error
+		ok := c.eventually(60*time.Second, func() bool {
+			conn, err := sb.Dial(c.ctx, port)
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(conn, "GET /probe HTTP/1.0\r\nHost: sandbox\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			got = string(b)
+			return resp.StatusCode == 200
+		})
+		if !ok {
+			c.Fatalf("HTTP through Dial(%d) never answered 200 within 60s: %v; server output: %q", port, lastErr, logs.String())
 		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(conn, "GET /probe HTTP/1.0\r\nHost: sandbox\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			lastErr = err
-			return false
+		if got != t[i].body {
+			if got == t[1-i].body {
+				c.Errorf("Dial(%d) connects to port %d: connect to the port asked for", port, t[1-i].port)
+			} else {
+				c.Errorf("HTTP through Dial(%d) = %q, want %q", port, got, t[i].body)
+			}
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		got = string(b)
-		return resp.StatusCode == 200
-	})
-	if !ok {
-		c.Fatalf("HTTP through Dial(%d) never answered 200: %v; server output: %q", port, lastErr, logs.String())
-	}
-	if got != body {
-		c.Errorf("HTTP through Dial = %q, want %q", got, body)
 	}
 }
 
@@ -219,7 +230,7 @@ func checkPTY(c *C) {
 	if !sb.Capabilities().PTY {
 		_, err := sb.Start(c.ctx, cmd)
 		c.wantKind("Start with TTY, PTY unclaimed", err, sandbox.ErrNotSupported)
-		return
+		c.unclaimed("PTY")
 	}
 	res := c.run(sb, cmd)
 	out := strings.ReplaceAll(string(res.Stdout), "\r", "")
@@ -241,7 +252,7 @@ func checkPTYResize(c *C) {
 		p.Wait(c.ctx)
 		c.wantKind("Resize of a process without a TTY, PTY unclaimed",
 			p.Resize(c.ctx, 10, 10), sandbox.ErrNotSupported, sandbox.ErrInvalidArgument)
-		return
+		c.unclaimed("PTY")
 	}
 	pr, pw := io.Pipe()
 	defer pw.Close()
@@ -485,7 +496,7 @@ func checkNetworkNone(c *C) {
 	if !c.caps().SupportsNetwork(sandbox.NetworkNone) {
 		_, err := c.create(edit)
 		c.wantKind("Create with NetworkNone, unclaimed", err, sandbox.ErrNotSupported)
-		return
+		c.unclaimed("network mode none")
 	}
 	l := c.listen()
 	c.checkBlocked(c.NewSandbox(edit), l, "NetworkNone")
@@ -498,7 +509,7 @@ func checkNetworkAllowlist(c *C) {
 	if !c.caps().SupportsNetwork(sandbox.NetworkAllowlist) {
 		_, err := c.create(edit)
 		c.wantKind("Create with NetworkAllowlist, unclaimed", err, sandbox.ErrNotSupported)
-		return
+		c.unclaimed("network mode allowlist")
 	}
 	l := c.listen()
 	c.checkBlocked(c.NewSandbox(edit), l, "NetworkAllowlist without 127.0.0.1")
@@ -509,7 +520,7 @@ func checkNetworkOpen(c *C) {
 	if !c.caps().SupportsNetwork(sandbox.NetworkOpen) {
 		_, err := c.create(edit)
 		c.wantKind("Create with NetworkOpen, unclaimed", err, sandbox.ErrNotSupported)
-		return
+		c.unclaimed("network mode open")
 	}
 	sb, err := c.create(edit)
 	if err != nil {
@@ -525,13 +536,13 @@ func checkUpdateNetwork(c *C) {
 	err := sb.UpdateNetwork(c.ctx, policy)
 	if !caps.UpdateNetwork {
 		c.wantKind("UpdateNetwork, unclaimed", err, sandbox.ErrNotSupported)
-		return
+		c.unclaimed("UpdateNetwork")
 	}
 	if !caps.SupportsNetwork(sandbox.NetworkNone) {
 		if err == nil {
 			c.Errorf("UpdateNetwork to NetworkNone succeeded, but NetworkNone is not among the claimed modes")
 		}
-		return
+		c.NotApplicable("UpdateNetwork is claimed but network mode none is not; its refusal was verified")
 	}
 	if err != nil {
 		c.Fatalf("UpdateNetwork(none): %v", err)
@@ -547,7 +558,7 @@ func checkPause(c *C) {
 	if !sb.Capabilities().Pause {
 		c.wantKind("Pause, unclaimed", err, sandbox.ErrNotSupported)
 		c.wantKind("Resume, unclaimed", sb.Resume(c.ctx), sandbox.ErrNotSupported)
-		return
+		c.unclaimed("Pause")
 	}
 	if err != nil {
 		c.Fatalf("Pause: %v", err)
@@ -570,9 +581,9 @@ func checkSnapshot(c *C) {
 		c.wantKind("Snapshot, unclaimed", err, sandbox.ErrNotSupported)
 		_, err = c.create(func(s *sandbox.Spec) { s.Snapshot = "perimeter-conformance-no-such-snapshot" })
 		if err == nil {
-			c.Errorf("Create with Spec.Snapshot succeeded although Snapshot is unclaimed")
+			c.Errorf("Create with Spec.Snapshot succeeded although Snapshot is unclaimed: refuse Spec.Snapshot with ErrNotSupported")
 		}
-		return
+		c.unclaimed("Snapshot")
 	}
 	c.writeFile(sb, "snap.txt", []byte("kept by the snapshot"))
 	id, err := sb.Snapshot(c.ctx)
@@ -589,16 +600,47 @@ func checkSnapshot(c *C) {
 }
 
 func checkExtendTimeout(c *C) {
-	sb := c.NewSandbox(func(s *sandbox.Spec) { s.Timeout = 30 * time.Minute })
+	const ttl = 10 * time.Second
+	sb, err := c.create(func(s *sandbox.Spec) { s.Timeout = ttl })
+	if errors.Is(err, sandbox.ErrNotSupported) {
+		// An honest refusal of Spec.Timeout: extend the provider's default
+		// lifetime instead, if ExtendTimeout is claimed.
+		sb = c.NewSandbox(nil)
+		if !sb.Capabilities().ExtendTimeout {
+			c.wantKind("ExtendTimeout, unclaimed", sb.ExtendTimeout(c.ctx, time.Minute), sandbox.ErrNotSupported)
+			c.NotApplicable("ExtendTimeout is not claimed and Spec.Timeout is refused; the refusals were verified")
+		}
+		before, err := sb.Info(c.ctx)
+		if err != nil {
+			c.Fatalf("Info: %v", err)
+		}
+		if err := sb.ExtendTimeout(c.ctx, 10*time.Minute); err != nil {
+			c.Fatalf("ExtendTimeout (claimed, on a sandbox of default lifetime): %v", err)
+		}
+		after, err := sb.Info(c.ctx)
+		if err != nil {
+			c.Fatalf("Info: %v", err)
+		}
+		if !before.Expires.IsZero() && !after.Expires.After(before.Expires) {
+			c.Errorf("Expires went from %v to %v after ExtendTimeout(10m)", before.Expires, after.Expires)
+		}
+		return
+	}
+	if err != nil {
+		c.Fatalf("Create with Spec.Timeout %v: %v", ttl, err)
+	}
 	if !sb.Capabilities().ExtendTimeout {
 		c.wantKind("ExtendTimeout, unclaimed", sb.ExtendTimeout(c.ctx, time.Minute), sandbox.ErrNotSupported)
-		return
+		c.unclaimed("ExtendTimeout")
 	}
 	before, err := sb.Info(c.ctx)
 	if err != nil {
 		c.Fatalf("Info: %v", err)
 	}
 	if err := sb.ExtendTimeout(c.ctx, 10*time.Minute); err != nil {
+		if gone(err) {
+			c.Fatalf("ExtendTimeout: %v: the sandbox (Spec.Timeout %v) ended before the suite could extend it", err, ttl)
+		}
 		c.Fatalf("ExtendTimeout: %v", err)
 	}
 	after, err := sb.Info(c.ctx)
@@ -606,9 +648,16 @@ func checkExtendTimeout(c *C) {
 		c.Fatalf("Info: %v", err)
 	}
 	if before.Expires.IsZero() {
-		c.Errorf("Info.Expires is zero for a sandbox created with Spec.Timeout 30m")
-	} else if !after.Expires.After(before.Expires) {
-		c.Errorf("Expires went from %v to %v after ExtendTimeout(10m)", before.Expires, after.Expires)
+		c.Fatalf("Info.Expires is zero for a sandbox created with Spec.Timeout %v: report the deadline", ttl)
 	}
-	c.sh(sb, "true")
+	if !after.Expires.After(before.Expires) {
+		c.Errorf("Expires went from %v to %v after ExtendTimeout(10m): move the deadline later", before.Expires, after.Expires)
+	}
+	// The event: the original deadline passing. The sandbox must outlive it.
+	time.Sleep(time.Until(before.Expires) + 2*time.Second)
+	res, err := sandbox.Run(c.ctx, sb, &sandbox.Cmd{Args: []string{"true"}}, nil)
+	if err != nil || !res.Status.Success() {
+		c.Errorf("after ExtendTimeout(10m) moved Info.Expires from %v to %v, the sandbox ended at its original deadline (running true: %v, %v): extend the sandbox's real lifetime, not only the time reported",
+			before.Expires.Format(time.RFC3339), after.Expires.Format(time.RFC3339), res.Status, err)
+	}
 }

@@ -3,38 +3,72 @@
 // sandbox, as host code does, so a third party implements the small
 // interfaces of package sandbox/driver and wraps them with
 // sandbox.NewProvider. A provider's whole conformance test is a harness and
-// one call:
+// one call, in a file such as myprovider/conformance_test.go:
+//
+//	package myprovider_test
+//
+//	import (
+//		"context"
+//		"io/fs"
+//		"testing"
+//
+//		"github.com/perimeter-sdk/perimeter/conformance"
+//		"github.com/perimeter-sdk/perimeter/sandbox"
+//
+//		"example.com/myprovider"
+//	)
 //
 //	func TestConformance(t *testing.T) {
-//		d, err := myprovider.NewDriver(ctx, nil)
+//		d, err := myprovider.NewDriver(context.Background(), nil)
 //		if err != nil {
 //			t.Fatal(err)
 //		}
 //		p := sandbox.NewProvider(d, nil)
 //		t.Cleanup(func() { p.Close() })
-//		conformance.Run(t, &conformance.Harness{Provider: p}, nil)
+//		conformance.Run(t, &conformance.Harness{
+//			Provider:    p,
+//			NativeError: func() any { return new(*fs.PathError) }, // optional
+//			Open: func(ctx context.Context) (*sandbox.Provider, error) { // optional
+//				d, err := myprovider.NewDriver(ctx, nil)
+//				if err != nil {
+//					return nil, err
+//				}
+//				return sandbox.NewProvider(d, nil), nil
+//			},
+//		}, nil)
 //	}
+//
+// and the same battery as a command is [Main], ten lines of a main package
+// (the perimeter CLI's "conformance" command is [Command]); the module in
+// conformance/testdata/thirdparty does both.
 //
 // Each check has a stable ID (group/name, such as "exec/stdin") and a level:
 // a MUST failure fails the test; a SHOULD failure is logged. Capabilities are
 // verified both ways: an ability the provider claims must work, and one it does
-// not claim must fail with sandbox.ErrNotSupported. No check is ever skipped.
+// not claim must fail with sandbox.ErrNotSupported. A check whose promise
+// cannot be tested (the ability is declared absent, the provider honestly
+// refuses the Spec field it needs, or the harness lacks something it needs)
+// is reported as not applicable ([NotApplicable]) with the reason, never as a
+// pass; in go test it is a skipped subtest. docs/conformance.md maps every
+// promise of the contract to its check.
 //
 // [RunChecks] runs the same battery without the testing package and returns a
-// [Report], which prints as a table or as JSON; the perimeter CLI's
-// "conformance" command uses it.
+// [Report], which prints as a table or as JSON with the passed, failed and
+// not applicable checks counted apart.
 //
-// The checks assume a POSIX userland inside the sandbox: sh, cat, printf,
-// head, ln, sleep, and stty for the PTY checks. The ports checks start an HTTP
-// server with python3; the network checks connect with bash, then with
-// python3 try TCP, Multipath TCP and UDP over IPv4 and IPv6 (a protocol this
-// machine's kernel lacks is noted as untested); a harness can change the HTTP
-// server and the bash command.
+// The checks assume a POSIX userland inside the sandbox: sh, cat, env,
+// printf, head, ln, sleep, touch, and stty for the PTY checks. The ports
+// checks start HTTP servers with python3; the network checks connect with
+// bash, then with python3 try TCP, Multipath TCP and UDP over IPv4 and IPv6
+// (a protocol this machine's kernel lacks is noted as untested); a harness
+// can change the HTTP server and the bash command.
 //
 // Every sandbox the suite creates carries the labels "perimeter.conformance"
 // and "perimeter.conformance.run" (the run's ID), and is terminated when its
 // check ends, pass or fail; at the end of a run, leftovers carrying the run's
-// label are terminated too.
+// label are terminated too. The exec/env-host check sets the variable
+// PERIMETER_CONFORMANCE_HOST_SECRET in the process running the suite, to
+// prove it does not reach commands.
 package conformance
 
 import (
@@ -77,6 +111,12 @@ type Harness struct {
 	// Connect returns the argv of a command that exits 0 if and only if a TCP
 	// connection to host:port succeeds. Nil means bash's /dev/tcp.
 	Connect func(host string, port int) []string
+
+	// Open, if set, opens another Provider of the same kind, reaching the
+	// same sandboxes as Provider; the lifecycle/close-keeps-sandboxes check
+	// closes it to prove that Provider.Close leaves sandboxes running. Nil
+	// makes that check not applicable.
+	Open func(ctx context.Context) (*sandbox.Provider, error)
 }
 
 // Level says how binding a check is.
@@ -95,8 +135,14 @@ type Options struct {
 	Run string
 	// Timeout bounds each check; zero means 10 minutes (a bound on a hung provider, not on a slow one).
 	Timeout time.Duration
-	// OnStart and OnResult, if set, are called as each check starts and ends
-	// (from the goroutine that called RunChecks).
+	// Parallel is how many checks run at once, each in its own sandboxes;
+	// zero means GOMAXPROCS, at most 4 (as go test's -parallel), and 1 runs
+	// them one after another.
+	Parallel int
+	// OnStart and OnResult, if set, are called for each check in the
+	// battery's order, from the goroutine that called RunChecks: OnStart
+	// when the run starts waiting for the check's result, OnResult when it
+	// has it.
 	OnStart  func(CheckInfo)
 	OnResult func(Result)
 }
@@ -123,7 +169,10 @@ func Checks() []CheckInfo {
 }
 
 // Run runs the battery as subtests of t, one per check, named by check ID. A
-// MUST failure fails its subtest; a SHOULD failure is logged.
+// MUST failure fails its subtest; a SHOULD failure is logged; a check that
+// does not apply is skipped with its reason. Checks run concurrently
+// (Options.Parallel) and are reported in order; a check whose subtest
+// go test -run leaves out is not run, but one started ahead of it may be.
 func Run(t *testing.T, h *Harness, opts *Options) {
 	t.Helper()
 	if opts == nil {
@@ -134,23 +183,31 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 		t.Fatal(err)
 	}
 	r := newRunner(h, opts)
+	b := r.batch(checks)
 	t.Cleanup(func() {
+		b.wait() // a check started ahead of a subtest that did not run still ends before the sweep
 		if err := r.sweep(); err != nil {
 			t.Errorf("conformance: sweeping leftovers: %v", err)
 		}
 	})
-	for _, ch := range checks {
+	for i, ch := range checks {
 		t.Run(ch.ID, func(t *testing.T) {
-			res := r.run(ch)
+			// Start this check and the next ones, up to Options.Parallel
+			// at once; a subtest that go test -run leaves out starts none.
+			for k := i; k < min(i+r.parallel(), len(checks)); k++ {
+				b.launch(k)
+			}
+			res := b.result(i)
 			for _, l := range res.Log {
 				t.Log(l)
 			}
-			if res.Passed {
-				return
-			}
-			if ch.Level == MUST {
+			switch {
+			case res.Outcome == NotApplicable:
+				t.Skipf("n/a: %s", res.Message)
+			case res.Outcome == Pass:
+			case ch.Level == MUST:
 				t.Errorf("%s %s: %s", ch.Level, ch.ID, res.Message)
-			} else {
+			default:
 				t.Logf("SHOULD-level check failed (not failing the test): %s", res.Message)
 			}
 		})
@@ -158,8 +215,9 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 }
 
 // RunChecks runs the battery without the testing package and reports every
-// check's outcome. The error is for a run that could not start (a bad
-// Options.Run); failed checks are in the report.
+// check's outcome, in the battery's order. The error is for a run that could
+// not start (a bad Options.Run) or was cancelled through ctx; failed checks
+// are in the report.
 func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -171,14 +229,15 @@ func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) 
 	r := newRunner(h, opts)
 	r.parent = ctx
 	rep := &Report{RunID: r.runID, Started: time.Now().UTC()}
-	for _, ch := range checks {
-		if ctx.Err() != nil {
-			break
-		}
+	b := r.batch(checks)
+	for i := range checks {
+		b.launch(i)
+	}
+	for i, ch := range checks {
 		if opts.OnStart != nil {
 			opts.OnStart(ch.CheckInfo)
 		}
-		res := r.run(ch)
+		res := b.result(i)
 		rep.Results = append(rep.Results, res)
 		if opts.OnResult != nil {
 			opts.OnResult(res)
@@ -188,8 +247,64 @@ func RunChecks(ctx context.Context, h *Harness, opts *Options) (*Report, error) 
 		rep.SweepError = err.Error()
 	}
 	rep.Finished = time.Now().UTC()
+	rep.Summary = rep.Summarize()
 	return rep, ctx.Err()
 }
+
+func (r *runner) parallel() int {
+	if r.opts.Parallel <= 0 {
+		return min(4, runtime.GOMAXPROCS(0))
+	}
+	return r.opts.Parallel
+}
+
+// batch is a set of checks run at most Options.Parallel at once, each started
+// by launch and its result taken by result.
+type batch struct {
+	r       *runner
+	checks  []check
+	sem     chan struct{}
+	once    []sync.Once
+	results []chan Result
+	wg      sync.WaitGroup
+}
+
+func (r *runner) batch(checks []check) *batch {
+	b := &batch{r: r, checks: checks, sem: make(chan struct{}, r.parallel()),
+		once: make([]sync.Once, len(checks)), results: make([]chan Result, len(checks))}
+	for i := range b.results {
+		b.results[i] = make(chan Result, 1)
+	}
+	return b
+}
+
+// launch starts check i, once, when a slot is free.
+func (b *batch) launch(i int) {
+	b.once[i].Do(func() {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.sem <- struct{}{}
+			defer func() { <-b.sem }()
+			ch := b.checks[i]
+			if err := b.r.parent.Err(); err != nil {
+				b.results[i] <- Result{CheckInfo: ch.CheckInfo, Outcome: Fail,
+					Message: fmt.Sprintf("not run: the run was cancelled (%v)", err)}
+				return
+			}
+			b.results[i] <- b.r.run(ch)
+		}()
+	})
+}
+
+// result launches check i if needed and waits for its result.
+func (b *batch) result(i int) Result {
+	b.launch(i)
+	return <-b.results[i]
+}
+
+// wait waits for every launched check to end.
+func (b *batch) wait() { b.wg.Wait() }
 
 func selectChecks(pattern string) ([]check, error) {
 	if pattern == "" {
@@ -256,15 +371,23 @@ func (r *runner) run(ch check) Result {
 	<-done
 	c.runCleanups()
 	if ctx.Err() == context.DeadlineExceeded && !c.failed() {
-		c.fail(fmt.Sprintf("check did not finish within %v", timeout))
+		c.fail(fmt.Sprintf("check did not finish within %v (the provider hung; the last step is in the log)", timeout))
 	}
 	res := Result{
 		CheckInfo: ch.CheckInfo,
-		Passed:    !c.failed(),
+		Outcome:   Pass,
 		Message:   strings.Join(c.errs, "; "),
 		Log:       c.logs,
 		Duration:  time.Since(start),
 	}
+	switch {
+	case c.failed():
+		res.Outcome = Fail
+	case c.na != "":
+		res.Outcome = NotApplicable
+		res.Message = c.na
+	}
+	res.Passed = res.Outcome == Pass
 	return res
 }
 
@@ -305,7 +428,17 @@ type C struct {
 	mu       sync.Mutex
 	errs     []string
 	logs     []string
+	na       string
 	cleanups []func()
+}
+
+// NotApplicable ends the check as not applicable, with the reason. Failures
+// recorded before it still fail the check.
+func (c *C) NotApplicable(format string, args ...any) {
+	c.mu.Lock()
+	c.na = fmt.Sprintf(format, args...)
+	c.mu.Unlock()
+	runtime.Goexit()
 }
 
 // Context returns the check's context, which ends at the check's timeout.

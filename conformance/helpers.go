@@ -57,10 +57,11 @@ func (c *C) mustRead(sb *sandbox.Sandbox, name string) []byte {
 	return b
 }
 
-// wantKind fails the check unless err matches one of kinds.
+// wantKind fails the check unless err matches one of kinds, saying what the
+// provider returned and what it should return.
 func (c *C) wantKind(what string, err error, kinds ...error) bool {
 	if err == nil {
-		c.Errorf("%s: got no error, want %s", what, kindNames(kinds))
+		c.Errorf("%s: no error; return an error of kind %s", what, kindNames(kinds))
 		return false
 	}
 	for _, k := range kinds {
@@ -68,8 +69,31 @@ func (c *C) wantKind(what string, err error, kinds ...error) bool {
 			return true
 		}
 	}
-	c.Errorf("%s: got %v, want an error of kind %s", what, err, kindNames(kinds))
+	got := sandbox.KindOf(err)
+	switch {
+	case got == sandbox.ErrUnavailable:
+		c.Errorf("%s: %v: the error has kind ErrUnavailable, which the portable layer gives a driver error without a kind (a plain error); wrap it with sandbox.NewError and kind %s", what, err, kindNames(kinds))
+	case got != nil:
+		c.Errorf("%s: %v: the error has kind %s; return kind %s", what, err, kindName(got), kindNames(kinds))
+	default:
+		c.Errorf("%s: %v: the error has no kind; return a *sandbox.Error of kind %s", what, err, kindNames(kinds))
+	}
 	return false
+}
+
+var kindIdents = map[error]string{
+	sandbox.ErrNotFound: "ErrNotFound", sandbox.ErrAlreadyExists: "ErrAlreadyExists",
+	sandbox.ErrInvalidArgument: "ErrInvalidArgument", sandbox.ErrNotSupported: "ErrNotSupported",
+	sandbox.ErrTimeout: "ErrTimeout", sandbox.ErrPermissionDenied: "ErrPermissionDenied",
+	sandbox.ErrResourceExhausted: "ErrResourceExhausted", sandbox.ErrUnavailable: "ErrUnavailable",
+	sandbox.ErrTerminated: "ErrTerminated", sandbox.ErrClosed: "ErrClosed",
+}
+
+func kindName(k error) string {
+	if n, ok := kindIdents[k]; ok {
+		return n
+	}
+	return strconv.Quote(k.Error())
 }
 
 func kindNames(kinds []error) string {
@@ -78,7 +102,7 @@ func kindNames(kinds []error) string {
 		if i > 0 {
 			s += " or "
 		}
-		s += strconv.Quote(k.Error())
+		s += kindName(k)
 	}
 	return s
 }

@@ -37,7 +37,8 @@ type Tunnel interface {
 	URL() string
 	// Close withdraws the endpoint and is idempotent. A provider whose
 	// endpoints live as long as the sandbox (Modal's tunnels) cannot
-	// withdraw one early; its package doc says so, and Terminate ends it.
+	// withdraw one early; its Capabilities.CloseTunnel is false, its package
+	// doc says so, and Terminate ends it.
 	Close() error
 	// As sets target to a provider-specific type and reports whether it
 	// did.

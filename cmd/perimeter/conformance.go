@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"time"
 
 	"github.com/perimeter-sdk/perimeter/conformance"
 	"github.com/perimeter-sdk/perimeter/sandbox"
@@ -20,102 +17,21 @@ func init() {
 	})
 }
 
+// conformanceCmd is conformance.Command, the same command a third-party
+// provider's own main gets from conformance.Main, opening a provider URL.
 func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("perimeter conformance", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the report as JSON")
-	run := fs.String("run", "", "run only the checks whose ID matches this `regexp`")
-	timeout := fs.Duration("check-timeout", 3*time.Minute, "time limit of each check")
-	list := fs.Bool("list", false, "list the checks and exit")
-	network := fs.String("network", "none", "egress of the sandboxes the checks create where a check sets none itself: `none` or open (for a provider whose port tunnels reach the sandbox from outside its network, as the Modal fake's do)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: perimeter conformance [flags] PROVIDER-URL")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if *list {
-		for _, ch := range conformance.Checks() {
-			fmt.Fprintf(stdout, "%-32s %-6s %s\n", ch.ID, ch.Level, ch.Title)
-		}
-		return 0
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return 2
-	}
-	h := &conformance.Harness{}
-	switch *network {
-	case "none":
-		// A nil Spec.Network means no egress on every provider.
-	case "open":
-		h.Spec = func() *sandbox.Spec {
-			return &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}
-		}
-	default:
-		fmt.Fprintf(stderr, "perimeter conformance: --network %q: want none or open\n", *network)
-		return 2
-	}
-	p, err := sandbox.Open(ctx, fs.Arg(0))
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return 1
-	}
-	defer p.Close()
-	h.Provider = p
-
-	total := len(conformance.Checks())
-	n := 0
-	tty := isTerminal(stderr)
-	opts := &conformance.Options{
-		Run:     *run,
-		Timeout: *timeout,
-		OnStart: func(ci conformance.CheckInfo) {
-			n++
-			if tty {
-				fmt.Fprintf(stderr, "\r\033[K[%d/%d] %s", n, total, ci.ID)
+	return conformance.Command(ctx, args, stdout, stderr, &conformance.CommandOptions{
+		Name:      "perimeter conformance",
+		ArgsUsage: "PROVIDER-URL",
+		Open: func(ctx context.Context, args []string) (*conformance.Harness, error) {
+			if len(args) != 1 {
+				return nil, fmt.Errorf("%w: want one provider URL, got %d arguments", conformance.ErrUsage, len(args))
 			}
-		},
-		OnResult: func(r conformance.Result) {
-			if !tty {
-				verdict := "pass"
-				if !r.Passed {
-					verdict = "FAIL"
-				}
-				fmt.Fprintf(stderr, "%s %s (%v)\n", verdict, r.ID, r.Duration.Round(time.Millisecond))
+			p, err := sandbox.Open(ctx, args[0])
+			if err != nil {
+				return nil, err
 			}
+			return &conformance.Harness{Provider: p}, nil
 		},
-	}
-	rep, err := conformance.RunChecks(ctx, h, opts)
-	if tty {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
-	if rep == nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return 2
-	}
-	if *asJSON {
-		rep.WriteJSON(stdout)
-	} else {
-		rep.WriteTable(stdout)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return 1
-	}
-	if !rep.OK() {
-		return 1
-	}
-	return 0
-}
-
-// isTerminal reports whether w is a character device, such as a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	})
 }

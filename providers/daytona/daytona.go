@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,6 +241,9 @@ type CreateOptions struct {
 	AutoStop, AutoArchive, AutoDelete *time.Duration
 }
 
+// gpuTypes are the GPU types Daytona's API accepts (CreateSandbox.gpuType).
+var gpuTypes = []string{"H100", "RTX-PRO-6000"}
+
 // Create starts a sandbox from spec and waits for it to be started.
 func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandbox, error) {
 	opts, _ := ctx.Value(createOptionsKey{}).(*CreateOptions)
@@ -363,6 +367,9 @@ func (p *Provider) createRequest(spec *sandbox.Spec, opts *CreateOptions) (*wire
 		}
 		r.GPU = n
 		if name != "" {
+			if !slices.Contains(gpuTypes, name) {
+				return fail(sandbox.ErrNotSupported, "Resources.GPU %q: Daytona offers the GPU types %s", g, strings.Join(gpuTypes, ", "))
+			}
 			r.GPUType = []string{name}
 		}
 	}

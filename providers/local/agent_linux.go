@@ -18,6 +18,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // agent is a sandbox's PID 1: it serves the host's requests on the agent
@@ -464,9 +466,9 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		if master != nil {
 			master.Close()
 		}
-		code := 126
-		if errors.Is(res.err, unix.ENOENT) {
-			code = 127
+		code, ok := driverutil.ShellExitCode(res.err)
+		if !ok {
+			code = 126
 		}
 		fw.write(frameStarted, []byte("0"))
 		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], res.err)))
@@ -486,27 +488,12 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	fw.write(frameStarted, []byte(strconv.Itoa(res.pid)))
 
 	// Output.
-	var copies sync.WaitGroup
-	copyOut := func(f *os.File, typ byte) {
-		defer copies.Done()
-		b := make([]byte, 32<<10)
-		for {
-			n, err := f.Read(b)
-			if n > 0 {
-				fw.write(typ, b[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
+	var copies outputCopier
 	if master != nil {
-		copies.Add(1)
-		go copyOut(master, frameStdout)
+		copies.copy(master, func(b []byte) { fw.write(frameStdout, b) })
 	} else {
-		copies.Add(2)
-		go copyOut(outputs[0], frameStdout)
-		go copyOut(outputs[1], frameStderr)
+		copies.copy(outputs[0], func(b []byte) { fw.write(frameStdout, b) })
+		copies.copy(outputs[1], func(b []byte) { fw.write(frameStderr, b) })
 	}
 	// Input, and the host going away.
 	var recycling atomic.Bool
@@ -563,19 +550,9 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		// Take the group with the leader, as the host-side provider does.
 		unix.Kill(-pr.pgid, unix.SIGKILL)
 	}
-	// Wait for the output, then a grace period for background processes
-	// that still hold it.
-	copied := make(chan struct{})
-	go func() { copies.Wait(); close(copied) }()
-	select {
-	case <-copied:
-	case <-time.After(outputGrace):
-		closeAll(outputs)
-		if master != nil {
-			master.Close()
-		}
-		<-copied
-	}
+	// Copy the output until it ends or, for background processes that
+	// still hold it, stays idle for outputGrace.
+	copies.exit()
 	pr.mu.Lock()
 	pr.exited = true
 	pr.mu.Unlock()
@@ -589,11 +566,8 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	if stdinW != nil {
 		stdinW.Close()
 	}
-	rep := exitReport{Code: ws.ExitStatus(), TimedOut: timedOut}
-	if ws.Signaled() {
-		rep.Code = -1
-		rep.Signal = unix.SignalName(ws.Signal())
-	}
+	st := driverutil.ExitStatusOf(syscall.WaitStatus(ws))
+	rep := exitReport{Code: st.Code, Signal: string(st.Signal), TimedOut: timedOut}
 	if !req.Stdin && req.TTY == nil {
 		// Stop the reader before reporting the exit, after which the host
 		// may send its next request on this connection.

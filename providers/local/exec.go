@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,14 +20,60 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // defaultPath is the PATH commands get unless the spec or command sets one.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// outputGrace is how long Wait keeps copying output after the command itself
-// has exited, for background processes that still hold its stdout or stderr.
+// outputGrace is how long, once the command itself has exited, its output
+// pipes may stay idle before copying stops: a background process that still
+// holds them does not keep Wait waiting. Output already written is never
+// dropped, however slowly the caller's writer takes it.
 const outputGrace = 500 * time.Millisecond
+
+// outputCopier copies a command's output pipes until EOF or, once the command
+// has exited, until a pipe has been idle for outputGrace.
+type outputCopier struct {
+	exited atomic.Bool
+	files  []*os.File
+	wg     sync.WaitGroup
+}
+
+// copy copies f to write in a new goroutine.
+func (o *outputCopier) copy(f *os.File, write func([]byte)) {
+	o.files = append(o.files, f)
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		b := make([]byte, 32<<10)
+		for {
+			if o.exited.Load() {
+				f.SetReadDeadline(time.Now().Add(outputGrace))
+			}
+			n, err := f.Read(b)
+			if n > 0 {
+				write(b[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// exit records that the command has exited and waits for the copies to end.
+// A pipe that cannot take a deadline is closed after outputGrace instead.
+func (o *outputCopier) exit() {
+	o.exited.Store(true)
+	for _, f := range o.files {
+		if f.SetReadDeadline(time.Now().Add(outputGrace)) != nil {
+			t := time.AfterFunc(outputGrace, func() { f.Close() })
+			defer t.Stop()
+		}
+	}
+	o.wg.Wait()
+}
 
 type process struct {
 	sb   *Sandbox
@@ -37,9 +84,18 @@ type process struct {
 	status sandbox.ExitStatus
 	err    error
 
+	output outputCopier
+
 	mu       sync.Mutex
 	timedOut bool
 	exited   bool
+}
+
+// closeFiles closes every file of fs.
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // Start runs cmd as a host process in its own process group, with the
@@ -96,23 +152,35 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 		return exitedProcess(code), nil
 	}
 
+	// Output goes through pipes of our own rather than os/exec's copying,
+	// whose WaitDelay would drop what a slow writer has not taken yet.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, sandbox.NewError(Name, s.id, op, kindOf(err), err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeFiles([]*os.File{outR, outW})
+		return nil, sandbox.NewError(Name, s.id, op, kindOf(err), err)
+	}
+	defer closeFiles([]*os.File{outW, errW}) // the child has its own copies once started
 	c := &exec.Cmd{
 		Path:   prog,
 		Args:   cmd.Args,
 		Dir:    dir,
 		Env:    env,
-		Stdout: stdout,
-		Stderr: stderr,
+		Stdout: outW,
+		Stderr: errW,
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:   true,
 			Pdeathsig: syscall.SIGKILL,
 		},
-		WaitDelay: outputGrace,
 	}
 	var stdinW *os.File
 	if cmd.Stdin != nil {
 		r, w, err := os.Pipe()
 		if err != nil {
+			closeFiles([]*os.File{outR, errR})
 			return nil, sandbox.NewError(Name, s.id, op, kindOf(err), err)
 		}
 		c.Stdin = r
@@ -126,6 +194,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 		if stdinW != nil {
 			stdinW.Close()
 		}
+		closeFiles([]*os.File{outR, errR})
 		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrTerminated, nil)
 	}
 	// Descriptors the host program left inheritable must not reach the
@@ -136,8 +205,9 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 		if stdinW != nil {
 			stdinW.Close()
 		}
+		closeFiles([]*os.File{outR, errR})
 		var pe *fs.PathError
-		if errors.As(err, &pe) && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC)) {
+		if code, ok := driverutil.ShellExitCode(err); ok && code == 126 && errors.As(err, &pe) {
 			fmt.Fprintf(stderr, "perimeter: %s: %v\n", cmd.Args[0], err)
 			return exitedProcess(126), nil
 		}
@@ -146,6 +216,8 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 	pr := &process{sb: s, cmd: c, pgid: c.Process.Pid, done: make(chan struct{})}
 	s.procs[pr] = struct{}{}
 	s.mu.Unlock()
+	pr.output.copy(outR, func(b []byte) { stdout.Write(b) })
+	pr.output.copy(errR, func(b []byte) { stderr.Write(b) })
 
 	if stdinW != nil {
 		go feedStdin(stdinW, cmd.Stdin, pr.done)
@@ -199,6 +271,8 @@ func (pr *process) wait(ctx context.Context, timeout time.Duration) {
 		pr.kill()
 		err = <-waited
 	}
+	pr.output.exit()
+	closeFiles(pr.output.files)
 	pr.status = statusOf(pr.cmd.ProcessState, err)
 	pr.mu.Lock()
 	pr.status.TimedOut = pr.timedOut
@@ -227,8 +301,8 @@ func statusOf(ps *os.ProcessState, err error) sandbox.ExitStatus {
 	if ps == nil {
 		return sandbox.ExitStatus{Code: -1}
 	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return sandbox.ExitStatus{Code: -1, Signal: sandbox.Signal(unix.SignalName(ws.Signal()))}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+		return driverutil.ExitStatusOf(ws)
 	}
 	return sandbox.ExitStatus{Code: ps.ExitCode()}
 }
@@ -253,8 +327,9 @@ func (pr *process) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	num := unix.SignalNum(string(sig))
-	if num == 0 {
+	n, known := driverutil.SignalNumber(sig)
+	num := unix.Signal(n)
+	if !known {
 		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	pr.mu.Lock()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // isoState is the host's side of an isolated sandbox: its init process, the
@@ -763,8 +764,9 @@ func (pr *isoProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	num := unix.SignalNum(string(sig))
-	if num == 0 {
+	n, known := driverutil.SignalNumber(sig)
+	num := unix.Signal(n)
+	if !known {
 		return sandbox.Errorf(Name, pr.sb.id, "signal", sandbox.ErrInvalidArgument, "unknown signal %q", sig)
 	}
 	return pr.signal(ctx, num)

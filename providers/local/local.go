@@ -75,7 +75,8 @@
 // over in its init function when started that way, so any program that
 // imports it works; [Init] makes the hand-over explicit at the top of main.
 // A sandbox lives with the process that created it (its init has
-// Pdeathsig), and Get finds it only there.
+// Pdeathsig), and Get finds it only there, through any Provider on the same
+// root (closing the Provider that created it leaves it running).
 //
 // L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
 // is the baseline: each sandbox is a workspace directory; commands run as
@@ -220,10 +221,16 @@ type Provider struct {
 	require    Level
 	log        *slog.Logger
 	limits     Limits
-
-	mu        sync.Mutex
-	sandboxes map[string]*Sandbox // live handles made by this process
 }
+
+// live holds the handles this process has made, by sandbox directory, shared
+// by every Provider: an isolated sandbox is reachable from the process that
+// created it, through any Provider on its root (Provider.Close leaves it
+// running, and another Provider opened on the root finds it).
+var live = struct {
+	mu        sync.Mutex
+	sandboxes map[string]*Sandbox
+}{sandboxes: map[string]*Sandbox{}}
 
 var _ driver.Provider = (*Provider)(nil)
 
@@ -257,7 +264,7 @@ func NewDriver(opts *Options) (*Provider, error) {
 	if err != nil {
 		return nil, sandbox.NewError(Name, "", "open", sandbox.ErrInvalidArgument, err)
 	}
-	p := &Provider{root: filepath.Clean(root), sandboxes: map[string]*Sandbox{}, require: opts.RequireLevel, log: opts.Logger, limits: limits}
+	p := &Provider{root: filepath.Clean(root), require: opts.RequireLevel, log: opts.Logger, limits: limits}
 	if opts.Unisolated {
 		if opts.RequireLevel > LevelNone {
 			return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
@@ -415,7 +422,13 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandb
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, sandbox.NewError(Name, id, "create", sandbox.ErrUnavailable, fmt.Errorf("isolated sandbox: %w", err))
+			// A kind the cause carries (a missing Spec.RootFS is
+			// ErrNotFound) is kept; anything else is the host failing.
+			kind := sandbox.KindOf(err)
+			if kind == nil {
+				kind = sandbox.ErrUnavailable
+			}
+			return nil, sandbox.NewError(Name, id, "create", kind, fmt.Errorf("isolated sandbox: %w", err))
 		}
 	}
 	if st != nil {
@@ -544,9 +557,9 @@ func checkIsolatedSpec(spec *sandbox.Spec) error {
 // open returns the live handle for the sandbox in dir, making one if this
 // process has none.
 func (p *Provider) open(dir string, m *meta, st *isoState) (*Sandbox, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if sb, ok := p.sandboxes[m.ID]; ok {
+	live.mu.Lock()
+	defer live.mu.Unlock()
+	if sb, ok := live.sandboxes[dir]; ok {
 		return sb, nil
 	}
 	if m.Isolated && st == nil {
@@ -556,14 +569,14 @@ func (p *Provider) open(dir string, m *meta, st *isoState) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.sandboxes[m.ID] = sb
+	live.sandboxes[dir] = sb
 	return sb, nil
 }
 
 func (p *Provider) forget(id string) {
-	p.mu.Lock()
-	delete(p.sandboxes, id)
-	p.mu.Unlock()
+	live.mu.Lock()
+	delete(live.sandboxes, filepath.Join(p.root, id))
+	live.mu.Unlock()
 }
 
 // Get returns the sandbox with id, made by this or another process using the
@@ -723,9 +736,9 @@ func (p *Provider) stale(m *meta) bool {
 	if !m.Isolated {
 		return false
 	}
-	p.mu.Lock()
-	_, mine := p.sandboxes[m.ID]
-	p.mu.Unlock()
+	live.mu.Lock()
+	_, mine := live.sandboxes[filepath.Join(p.root, m.ID)]
+	live.mu.Unlock()
 	switch {
 	case mine:
 		return false

@@ -11,6 +11,9 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/perimeter-sdk/perimeter/sandbox"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // prepareRootFS returns the directory to use as the lower layer of an image
@@ -20,10 +23,13 @@ import (
 // set-id bits are dropped.
 func (p *Provider) prepareRootFS(src, dir string) (string, error) {
 	if !filepath.IsAbs(src) {
-		return "", fmt.Errorf("Spec.RootFS %q is not an absolute path", src)
+		return "", fmt.Errorf("%w: Spec.RootFS %q is not an absolute path", sandbox.ErrInvalidArgument, src)
 	}
 	fi, err := os.Stat(src)
 	if err != nil {
+		if k := driverutil.KindOf(err); k != nil {
+			return "", fmt.Errorf("%w: Spec.RootFS: %w", k, err)
+		}
 		return "", fmt.Errorf("Spec.RootFS: %w", err)
 	}
 	if fi.IsDir() {

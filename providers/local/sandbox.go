@@ -18,6 +18,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // Sandbox is a workspace directory and the process groups started in it.
@@ -135,6 +136,7 @@ var isoCapabilities = sandbox.Capabilities{
 	Signal:        true,
 	PTY:           true,
 	Expose:        true,
+	CloseTunnel:   true,
 	Dial:          true,
 	ExtendTimeout: true,
 	NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkNone, sandbox.NetworkAllowlist, sandbox.NetworkOpen},
@@ -144,6 +146,7 @@ var capabilities = sandbox.Capabilities{
 	Stdin:         true,
 	Signal:        true,
 	Expose:        true,
+	CloseTunnel:   true,
 	Dial:          true,
 	ExtendTimeout: true,
 	NetworkModes:  []sandbox.NetworkMode{sandbox.NetworkOpen},
@@ -581,29 +584,11 @@ func (s *Sandbox) Rename(ctx context.Context, oldname, newname string) error {
 	return nil
 }
 
-// kindOf maps an operating-system error to an error kind.
+// kindOf maps an operating-system error to an error kind; one of no known
+// kind is ErrUnavailable.
 func kindOf(err error) error {
-	var errno syscall.Errno
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return sandbox.ErrNotFound
-	case errors.Is(err, fs.ErrExist):
-		return sandbox.ErrAlreadyExists
-	case errors.Is(err, fs.ErrPermission):
-		return sandbox.ErrPermissionDenied
-	case strings.Contains(err.Error(), "path escapes from parent"):
-		return sandbox.ErrPermissionDenied
-	case errors.As(err, &errno):
-		switch errno {
-		case syscall.ENOTDIR:
-			return sandbox.ErrNotFound
-		case syscall.EISDIR, syscall.ENOTEMPTY, syscall.EINVAL, syscall.ELOOP, syscall.ENAMETOOLONG, syscall.EXDEV:
-			return sandbox.ErrInvalidArgument
-		case syscall.EROFS, syscall.EACCES, syscall.EPERM:
-			return sandbox.ErrPermissionDenied
-		case syscall.ENOSPC, syscall.EDQUOT, syscall.EMFILE, syscall.ENFILE:
-			return sandbox.ErrResourceExhausted
-		}
+	if k := driverutil.KindOf(err); k != nil {
+		return k
 	}
 	return sandbox.ErrUnavailable
 }

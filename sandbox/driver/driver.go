@@ -460,6 +460,10 @@ type Capabilities struct {
 	PTY bool `json:"pty"`
 	// Expose: Sandbox.Expose with the "http" protocol.
 	Expose bool `json:"expose"`
+	// CloseTunnel: Tunnel.Close withdraws the endpoint at once. When false,
+	// an exposed endpoint may keep answering until the sandbox ends (as
+	// Modal's tunnels do).
+	CloseTunnel bool `json:"close_tunnel,omitempty"`
 	// Dial: the sandbox implements Dialer.
 	Dial bool `json:"dial"`
 	// Pause: the sandbox implements Pauser.

@@ -265,6 +265,10 @@ func (s *Server) secretEnv(ids []string) (map[string]string, error) {
 	return env, nil
 }
 
+// gpuTypes are the GPU types Modal offers, as the SDK sends them (upper case);
+// the server refuses any other.
+var gpuTypes = []string{"T4", "L4", "A10", "A10G", "A100", "A100-40GB", "A100-80GB", "L40S", "H100", "H100!", "H200", "B200", "B200+"}
+
 // SandboxCreate validates the definition and starts a sandbox: its directory, namespaces and timeout.
 func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateRequest) (*pb.SandboxCreateResponse, error) {
 	s := c.s
@@ -274,6 +278,9 @@ func (c *controlPlane) SandboxCreate(ctx context.Context, req *pb.SandboxCreateR
 	}
 	if w := def.GetWorkdir(); def.HasWorkdir() && !strings.HasPrefix(w, "/") {
 		return nil, status.Errorf(codes.InvalidArgument, "workdir must be an absolute path, got: %s", w)
+	}
+	if g := def.GetResources().GetGpuConfig().GetGpuType(); g != "" && !slices.Contains(gpuTypes, g) {
+		return nil, status.Errorf(codes.InvalidArgument, "GPU type %q is not available; choose one of %s", g, strings.Join(gpuTypes, ", "))
 	}
 	na := def.GetNetworkAccess()
 	if na.GetNetworkAccessType() == pb.NetworkAccess_ALLOWLIST {
