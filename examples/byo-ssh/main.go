@@ -1,8 +1,10 @@
 // Command byo-ssh runs Perimeter's conformance suite against the ssh://
-// provider of package sshbox and prints the report.
+// provider of package sshbox and prints the report, with the same flags,
+// table, JSON and exit codes as `perimeter conformance` (conformance.Command).
 //
 //	go run .                                  # against a throwaway sshd on 127.0.0.1
 //	go run . 'ssh://me@host:22/srv/sandboxes?identity=/home/me/.ssh/id_ed25519'
+//	go run . --json --run 'exec/'             # flags as perimeter conformance
 //
 // With no URL it starts the system's sshd on an ephemeral loopback port with
 // generated keys (see package sshdtest) and a temporary base directory, and
@@ -11,9 +13,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
@@ -27,68 +28,68 @@ import (
 )
 
 func main() {
-	jsonOut := flag.Bool("json", false, "print the report as JSON")
-	run := flag.String("run", "", "run only the checks whose ID matches this regular expression")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: byo-ssh [-json] [-run REGEXP] [ssh://USER@HOST:PORT/BASE?identity=FILE&known_hosts=FILE]\n")
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	if flag.NArg() > 1 {
-		flag.Usage()
-		os.Exit(2)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ok, err := runSuite(ctx, flag.Arg(0), *run, *jsonOut)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "byo-ssh:", err)
-		os.Exit(2)
-	}
-	if !ok {
-		os.Exit(1)
-	}
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-func runSuite(ctx context.Context, url, run string, jsonOut bool) (bool, error) {
-	if url == "" {
-		srv, err := sshdtest.Start(ctx)
-		if err != nil {
-			return false, err
+// run is the command without the process around it: it returns the exit
+// code after removing the throwaway server, if it started one.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cleanup []func()
+	defer func() {
+		for _, f := range cleanup {
+			f()
 		}
-		defer srv.Stop()
-		base, err := os.MkdirTemp("", "perimeter-byo-ssh-")
-		if err != nil {
-			return false, err
-		}
-		defer os.RemoveAll(base)
-		url = srv.URL(base)
-	}
-	p, err := sandbox.Open(ctx, url)
-	if err != nil {
-		return false, err
-	}
-	defer p.Close()
-	rep, err := conformance.RunChecks(ctx, &conformance.Harness{
-		Provider: p,
-		// A directory sandbox shares the host's network: only NetworkOpen.
-		Spec: func() *sandbox.Spec {
-			return &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}
+	}()
+	return conformance.Command(ctx, args, stdout, stderr, &conformance.CommandOptions{
+		Name:      "byo-ssh",
+		ArgsUsage: "[ssh://USER@HOST:PORT/BASE?identity=FILE&known_hosts=FILE]",
+		Open: func(ctx context.Context, args []string) (*conformance.Harness, error) {
+			if len(args) > 1 {
+				return nil, fmt.Errorf("%w: one URL at most, got %d arguments", conformance.ErrUsage, len(args))
+			}
+			url := ""
+			if len(args) == 1 {
+				url = args[0]
+			} else {
+				u, done, err := throwawayServer(ctx)
+				if err != nil {
+					return nil, err
+				}
+				cleanup = append(cleanup, done)
+				url = u
+			}
+			open := func(ctx context.Context) (*sandbox.Provider, error) { return sandbox.Open(ctx, url) }
+			p, err := open(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return &conformance.Harness{
+				Provider: p,
+				Open:     open,
+				// A directory sandbox shares the host's network: only NetworkOpen.
+				Spec: func() *sandbox.Spec {
+					return &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkOpen}}
+				},
+				NativeError: func() any { return new(*fs.PathError) },
+			}, nil
 		},
-		NativeError: func() any { return new(*fs.PathError) },
-	}, &conformance.Options{
-		Run:     run,
-		OnStart: func(c conformance.CheckInfo) { fmt.Fprintf(os.Stderr, "running %s\n", c.ID) },
 	})
-	if rep != nil {
-		if jsonOut {
-			rep.WriteJSON(os.Stdout)
-		} else {
-			rep.WriteTable(os.Stdout)
-		}
+}
+
+// throwawayServer starts sshd on a loopback port with a temporary base
+// directory and returns the provider URL and what removes both.
+func throwawayServer(ctx context.Context) (string, func(), error) {
+	srv, err := sshdtest.Start(ctx)
+	if err != nil {
+		return "", nil, err
 	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return false, err
+	base, err := os.MkdirTemp("", "perimeter-byo-ssh-")
+	if err != nil {
+		srv.Stop()
+		return "", nil, err
 	}
-	return rep != nil && rep.OK() && err == nil, nil
+	return srv.URL(base), func() { os.RemoveAll(base); srv.Stop() }, nil
 }

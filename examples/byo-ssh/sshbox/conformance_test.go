@@ -70,6 +70,7 @@ func TestConformance(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	conformance.Run(t, &conformance.Harness{
 		Provider:    p,
+		Open:        func(ctx context.Context) (*sandbox.Provider, error) { return sandbox.Open(ctx, srv.URL(base)) },
 		Spec:        openSpec,
 		NativeError: func() any { return new(*fs.PathError) },
 	}, nil)
