@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/conformance"
@@ -29,11 +28,12 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 	list := fs.Bool("list", false, "list the checks and exit")
 	network := fs.String("network", "none", "egress of the sandboxes the checks create where a check sets none itself: `none` or open (for a provider whose port tunnels reach the sandbox from outside its network, as the Modal fake's do)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: perimeter conformance [flags] PROVIDER-URL")
+		fmt.Fprintln(fs.Output(), "usage: perimeter conformance [flags] PROVIDER-URL")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	pos, code, ok := parseFlags(fs, args, -1)
+	if !ok {
+		return code
 	}
 	if *list {
 		for _, ch := range conformance.Checks() {
@@ -41,7 +41,12 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 		}
 		return 0
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
+		if len(pos) == 0 {
+			fmt.Fprintln(stderr, "perimeter conformance: no provider URL given")
+		} else {
+			fmt.Fprintf(stderr, "perimeter conformance: one provider URL, not %d: %q\n", len(pos), pos)
+		}
 		fs.Usage()
 		return 2
 	}
@@ -57,9 +62,12 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 		fmt.Fprintf(stderr, "perimeter conformance: --network %q: want none or open\n", *network)
 		return 2
 	}
-	p, err := sandbox.Open(ctx, fs.Arg(0))
+	p, err := sandbox.Open(ctx, pos[0])
 	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		if interrupted(ctx) {
+			return 130
+		}
+		printErr(stderr, "perimeter conformance", err)
 		return 1
 	}
 	defer p.Close()
@@ -92,7 +100,7 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if rep == nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		printErr(stderr, "perimeter conformance", err)
 		return 2
 	}
 	if *asJSON {
@@ -101,21 +109,14 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 		rep.WriteTable(stdout)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		if interrupted(ctx) {
+			return 130
+		}
+		printErr(stderr, "perimeter conformance", err)
 		return 1
 	}
 	if !rep.OK() {
 		return 1
 	}
 	return 0
-}
-
-// isTerminal reports whether w is a character device, such as a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

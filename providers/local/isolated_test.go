@@ -397,6 +397,11 @@ func TestURLs(t *testing.T) {
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
 	_, err = sandbox.Open(ctx, "local:///x?require=9")
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	// A misspelt parameter is an error naming the known ones, not a
+	// sandbox without the isolation it asked for.
+	_, err = sandbox.Open(ctx, "local://"+t.TempDir()+"?requre=L3")
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.ErrorContains(t, err, `unknown parameter "requre" (known: isolation, require)`)
 }
 
 func TestSpecValidation(t *testing.T) {

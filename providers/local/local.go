@@ -160,6 +160,12 @@ func init() {
 		}
 		opts := &Options{Root: u.Path}
 		q := u.Query()
+		for k := range q {
+			if k != "isolation" && k != "require" {
+				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+					"URL %q: unknown parameter %q (known: isolation, require)", u.String(), k)
+			}
+		}
 		switch v := q.Get("isolation"); v {
 		case "", "auto":
 		case "none":
