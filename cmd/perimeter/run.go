@@ -58,6 +58,14 @@ func (c *cmdFlags) add(fs *flag.FlagSet) {
 	fs.BoolVar(&c.interactive, "i", false, "pass standard input to the command even from a terminal (a pipe or file is passed without it)")
 }
 
+// check reports a flag value no sandbox would accept, before one is made.
+func (c *cmdFlags) check() error {
+	if c.timeout < 0 {
+		return fmt.Errorf("--timeout %v: must not be negative", c.timeout)
+	}
+	return nil
+}
+
 func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("perimeter run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -98,6 +106,9 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return 2
 	}
 	spec, err := runSpec(res, *network, allow)
+	if err == nil {
+		err = cf.check()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "perimeter run: %v\n", err)
 		return 2

@@ -101,6 +101,10 @@ func execCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fs.Usage()
 		return 2
 	}
+	if err := cf.check(); err != nil {
+		fmt.Fprintf(stderr, "perimeter exec: %v\n", err)
+		return 2
+	}
 	p, sb, code := getSandbox(ctx, *provider, pos[0], "perimeter exec", stderr)
 	if p == nil {
 		return code
