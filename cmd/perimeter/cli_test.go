@@ -194,6 +194,9 @@ func TestEarlyInterruptExits130Quietly(t *testing.T) {
 		{"tool", "--provider", url},
 		{"bench", "--provider", url, "-n", "1"},
 		{"exec", "--provider", url, "sb-0000000000000000", "--", "true"},
+		{"conformance", "--run", "^exec/env$", url},
+		{"ls", "--provider", url},
+		{"rm", "--provider", url, "sb-0000000000000000"},
 	} {
 		var out, errb bytes.Buffer
 		code := dispatch(ctx, args, strings.NewReader(""), &out, &errb)

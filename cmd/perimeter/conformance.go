@@ -100,6 +100,9 @@ func conformanceCmd(ctx context.Context, args []string, stdin io.Reader, stdout,
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if rep == nil {
+		if interrupted(ctx) {
+			return 130
+		}
 		printErr(stderr, "perimeter conformance", err)
 		return 2
 	}
