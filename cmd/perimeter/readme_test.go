@@ -15,8 +15,10 @@ package main
 //	```sh check      not run (it needs credentials, runs long, starts servers
 //	                 or recurses into the test suite): each "go run
 //	                 ./cmd/perimeter SUB ..." must name a command whose help
-//	                 lists every flag used, and each "make TARGET" a target
-//	                 of the Makefile.
+//	                 lists every flag used; each other "go run ./DIR ..."
+//	                 must build, and its -h output list every flag used;
+//	                 each "make TARGET" must be a target of the Makefile.
+//	                 Other commands (curl, ...) are not checked.
 //	```text ...      prose, output or layout; not code. A block without a
 //	                 language is the same.
 //
@@ -228,6 +230,13 @@ func checkShBlock(t *testing.T, b readmeBlock) {
 				}
 				checkInvocation(t, b, args)
 				checked++
+			case i+2 < len(words) && words[i] == "go" && words[i+1] == "run" && strings.HasPrefix(words[i+2], "./"):
+				args := words[i+3:]
+				if j := slices.IndexFunc(args, func(w string) bool { return w == "|" || w == "&&" || w == ";" }); j >= 0 {
+					args = args[:j]
+				}
+				checkProgram(t, b, words[i+2], args)
+				checked++
 			case words[i] == "make" && i+1 < len(words):
 				target := words[i+1]
 				assert.Regexp(t, `(?m)^`+regexp.QuoteMeta(target)+`:`, string(makefile), "%s: make %s: no such target", b.name(), target)
@@ -254,6 +263,29 @@ func checkInvocation(t *testing.T, b readmeBlock, args []string) {
 		}
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		assert.Regexp(t, `(^|[\s\[])--?`+regexp.QuoteMeta(name)+`\b`, help.String(), "%s: perimeter %s has no flag %s", b.name(), args[0], a)
+	}
+}
+
+// checkProgram builds the program in the repository directory dir and
+// checks that its -h output lists every flag args use before "--".
+func checkProgram(t *testing.T, b readmeBlock, dir string, args []string) {
+	goTool, err := exec.LookPath("go")
+	require.NoError(t, err)
+	bin := filepath.Join(t.TempDir(), "prog")
+	build := exec.Command(goTool, "build", "-o", bin, dir)
+	build.Dir = filepath.Join("..", "..")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s: go build %s: %s", b.name(), dir, out)
+	help, _ := exec.Command(bin, "-h").CombinedOutput() // -h's exit code is the program's choice
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		assert.Regexp(t, `(^|[\s\[])--?`+regexp.QuoteMeta(name)+`\b`, string(help), "%s: %s has no flag %s", b.name(), dir, a)
 	}
 }
 
