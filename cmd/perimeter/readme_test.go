@@ -17,7 +17,9 @@ package main
 //	                 ./cmd/perimeter SUB ..." must name a command whose help
 //	                 lists every flag used; each other "go run ./DIR ..."
 //	                 must build, and its -h output list every flag used;
-//	                 each "make TARGET" must be a target of the Makefile.
+//	                 each "go test PKGS" must compile (go test -run '^$', from
+//	                 the repository's root); each "make TARGET" must be a
+//	                 target of the Makefile.
 //	                 Other commands (curl, ...) are not checked.
 //	```text ...      prose, output or layout; not code. A block without a
 //	                 language is the same.
@@ -236,6 +238,23 @@ func checkShBlock(t *testing.T, b readmeBlock) {
 					args = args[:j]
 				}
 				checkProgram(t, b, words[i+2], args)
+				checked++
+			case i+2 < len(words) && words[i] == "go" && words[i+1] == "test":
+				var pkgs []string
+				for _, w := range words[i+2:] {
+					if w == "|" || w == "&&" || w == ";" {
+						break
+					}
+					if !strings.HasPrefix(w, "-") {
+						pkgs = append(pkgs, w)
+					}
+				}
+				goTool, err := exec.LookPath("go")
+				require.NoError(t, err)
+				cmd := exec.Command(goTool, append([]string{"test", "-count=1", "-run", "^$"}, pkgs...)...)
+				cmd.Dir = filepath.Join("..", "..")
+				out, err := cmd.CombinedOutput()
+				assert.NoError(t, err, "%s: go test %v does not compile: %s", b.name(), pkgs, out)
 				checked++
 			case words[i] == "make" && i+1 < len(words):
 				target := words[i+1]
