@@ -10,6 +10,7 @@
 //	perimeter ls [--provider URL]
 //	perimeter rm [--provider URL] ID...
 //	perimeter conformance [--json] [--run REGEXP] URL
+//	perimeter worker --environment-id ID [--provider URL] [--spec FILE] [--max-sessions N]
 //	perimeter help [COMMAND]
 //	perimeter --version
 //

@@ -67,7 +67,7 @@ func (t *closingTool) Close() error { return t.c.close() }
 // AllowedRoots are host directories: what the worker downloads into them
 // (skills, memory stores) is not copied into the sandbox, and what the agent
 // writes in the sandbox is not synced back; run the worker with memory sync
-// disabled.
+// disabled. Package environment (toolexec/anthropic/environment) does both.
 //
 // If the sandbox or toolset cannot be made, every tool answers each call
 // with an error naming the cause.
