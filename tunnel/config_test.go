@@ -38,6 +38,13 @@ func TestExampleConfigsParse(t *testing.T) {
 	require.Len(t, g.Routes, 2)
 	assert.Equal(t, []string{"admin_*"}, g.Policy.DenyTools)
 	assert.Equal(t, []string{"/usr/local/bin/docs-mcp", "--read-only"}, g.Routes[1].Command)
+
+	// The gateway of the Anthropic MCP tunnel deployment note.
+	ag, err := LoadGatewayConfig("../examples/tunnel/anthropic/gateway.yaml")
+	require.NoError(t, err)
+	require.Len(t, ag.Routes, 2)
+	assert.Equal(t, []string{"/etc/perimeter/client-token"}, ag.Clients.TokenFiles)
+	assert.Contains(t, ag.Policy.AllowedHosts, "perimeter")
 }
 
 func TestConfigRefusesUnknownKeysAndBadValues(t *testing.T) {

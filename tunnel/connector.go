@@ -412,7 +412,7 @@ func (c *Connector) serve(ctx context.Context, conn, raw net.Conn, addr string, 
 	c.metrics.Count("tunnel_connects_total", "side", "connector", "connector", c.opts.ID)
 	c.logger.Info("connected to edge", "edge", addr, "slot", slot)
 	cc := &carrierConn{Conn: conn, closed: make(chan struct{})}
-	ln := newCarrierListener(ctx, cc)
+	ln := newCarrierListener(context.WithValue(ctx, edgeAddrKey{}, addr), cc)
 	// Serve returns when the connection has closed (the listener's second
 	// Accept waits for that) or when Shutdown closes the listener; the
 	// server then keeps serving the connection until GOAWAY has drained it
@@ -445,6 +445,10 @@ type connectorMux struct {
 }
 
 type restKey struct{}
+
+// edgeAddrKey holds, in a request's context, the address of the edge whose
+// carrier connection brought it.
+type edgeAddrKey struct{}
 type wellKnownKey struct{}
 
 func restFrom(r *http.Request) string {
@@ -474,12 +478,14 @@ func (m *connectorMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sid := r.Header.Get("Mcp-Session-Id")
+	edge, _ := r.Context().Value(edgeAddrKey{}).(string)
 	if n, base := parseSeq(r); n > 0 && sid != "" && r.Method == http.MethodPost {
 		// Keep the order the edge numbered the session's requests in.
-		if err := m.gate.enter(r.Context(), sid, n, base); err != nil {
+		k := gateKey{edge, sid}
+		if err := m.gate.enter(r.Context(), k, n, base); err != nil {
 			return
 		}
-		handed := func() { m.gate.handedOn(sid, n) }
+		handed := func() { m.gate.handedOn(k, n) }
 		defer handed()
 		r = r.WithContext(context.WithValue(r.Context(), handedOnKey{}, handedOnFuncs{eof: handed, closed: handed}))
 	}
@@ -487,7 +493,7 @@ func (m *connectorMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer m.gate.forget(sid)
 	}
 	if sid == "" && r.Method == http.MethodPost {
-		w = &sessionStarter{ResponseWriter: w, gate: m.gate}
+		w = &sessionStarter{ResponseWriter: w, gate: m.gate, edge: edge}
 	}
 	m.rs.serve(w, r, name, rest, wk)
 }

@@ -26,6 +26,12 @@ import (
 // session moved to this connector) takes the first number it sees as the
 // start; a number at or below the last one seen passes at once (the edge
 // restarted), so a lost request can never block a session.
+//
+// Each edge numbers a session's requests on its own, so the connector keeps
+// one count per session and edge (the address it dialed): requests of one
+// session through one edge keep their order; requests of the same session
+// through two edges are ordered per edge only, and neither waits for the
+// other's numbers.
 
 // seqHeader carries a request's number within its session from the edge to
 // the connector; the edge always replaces a client's own value.
@@ -169,8 +175,12 @@ func (l *edgeLine) drop(id string) {
 // connectorGate keeps the connector's per-session order.
 type connectorGate struct {
 	mu       sync.Mutex
-	sessions map[string]*gateSession
+	sessions map[gateKey]*gateSession
+	edges    map[string]struct{} // every edge seen, for forget
 }
+
+// gateKey names a session's count: the session as numbered by one edge.
+type gateKey struct{ edge, id string }
 
 type gateSession struct {
 	last    int64         // highest number handed to the upstream
@@ -179,18 +189,20 @@ type gateSession struct {
 
 // start records a new session (its initialize was answered here): its
 // requests are counted from 1.
-func (g *connectorGate) start(id string) {
+func (g *connectorGate) start(k gateKey) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.session(id, 0)
+	g.session(k, 0)
 }
 
 // session returns the record of id, making one whose last number is last.
-func (g *connectorGate) session(id string, last int64) *gateSession {
+func (g *connectorGate) session(k gateKey, last int64) *gateSession {
 	if g.sessions == nil {
-		g.sessions = make(map[string]*gateSession)
+		g.sessions = make(map[gateKey]*gateSession)
+		g.edges = make(map[string]struct{})
 	}
-	s := g.sessions[id]
+	g.edges[k.edge] = struct{}{}
+	s := g.sessions[k]
 	if s == nil {
 		if len(g.sessions) >= 65536 {
 			// Forget old records rather than grow; a forgotten session's
@@ -201,18 +213,18 @@ func (g *connectorGate) session(id string, last int64) *gateSession {
 			}
 		}
 		s = &gateSession{last: last, changed: make(chan struct{})}
-		g.sessions[id] = s
+		g.sessions[k] = s
 	}
 	return s
 }
 
-// enter waits until request n of session id may go to the upstream. base
+// enter waits until request n of session k may go to the upstream. base
 // starts the count at n (the session's requests came over another
 // connection before).
-func (g *connectorGate) enter(ctx context.Context, id string, n int64, base bool) error {
+func (g *connectorGate) enter(ctx context.Context, k gateKey, n int64, base bool) error {
 	if base {
 		g.mu.Lock()
-		s := g.session(id, n-1)
+		s := g.session(k, n-1)
 		if s.last < n-1 || s.last >= n {
 			s.last = n - 1
 			close(s.changed)
@@ -223,7 +235,7 @@ func (g *connectorGate) enter(ctx context.Context, id string, n int64, base bool
 	}
 	for {
 		g.mu.Lock()
-		s := g.session(id, n-1)
+		s := g.session(k, n-1)
 		if n <= s.last+1 {
 			g.mu.Unlock()
 			return nil
@@ -238,11 +250,11 @@ func (g *connectorGate) enter(ctx context.Context, id string, n int64, base bool
 	}
 }
 
-// handedOn records that request n of session id reached the upstream.
-func (g *connectorGate) handedOn(id string, n int64) {
+// handedOn records that request n of session k reached the upstream.
+func (g *connectorGate) handedOn(k gateKey, n int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := g.sessions[id]
+	s := g.sessions[k]
 	if s == nil || n <= s.last {
 		return
 	}
@@ -251,13 +263,16 @@ func (g *connectorGate) handedOn(id string, n int64) {
 	s.changed = make(chan struct{})
 }
 
-// forget drops the record of a session that ended.
+// forget drops the records of a session that ended, from every edge.
 func (g *connectorGate) forget(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s := g.sessions[id]; s != nil {
-		delete(g.sessions, id)
-		close(s.changed)
+	for e := range g.edges {
+		k := gateKey{e, id}
+		if s := g.sessions[k]; s != nil {
+			delete(g.sessions, k)
+			close(s.changed)
+		}
 	}
 }
 
@@ -305,13 +320,14 @@ func parseSeq(r *http.Request) (n int64, base bool) {
 type sessionStarter struct {
 	http.ResponseWriter
 	gate *connectorGate
+	edge string
 	once sync.Once
 }
 
 func (s *sessionStarter) start() {
 	s.once.Do(func() {
 		if id := s.Header().Get("Mcp-Session-Id"); id != "" {
-			s.gate.start(id)
+			s.gate.start(gateKey{s.edge, id})
 		}
 	})
 }

@@ -67,33 +67,53 @@ func TestEdgeLineKeepsArrivalOrder(t *testing.T) {
 // after request n-1 was handed to the upstream.
 func TestConnectorGateOrder(t *testing.T) {
 	var g connectorGate
-	g.start("s")
+	g.start(gateKey{"e", "s"})
 	went := make(chan int64, 2)
 	go func() {
-		require.NoError(t, g.enter(context.Background(), "s", 2, false))
+		require.NoError(t, g.enter(context.Background(), gateKey{"e", "s"}, 2, false))
 		went <- 2
 	}()
-	require.NoError(t, g.enter(context.Background(), "s", 1, false))
+	require.NoError(t, g.enter(context.Background(), gateKey{"e", "s"}, 1, false))
 	select {
 	case <-went:
 		t.Fatal("request 2 went before request 1 was handed on")
 	default:
 	}
 	went <- 1
-	g.handedOn("s", 1)
+	g.handedOn(gateKey{"e", "s"}, 1)
 	assert.EqualValues(t, 1, <-went)
 	assert.EqualValues(t, 2, <-went)
-	g.handedOn("s", 2)
+	g.handedOn(gateKey{"e", "s"}, 2)
 
 	// A session whose requests come from another connection starts its
 	// count at the base number; a waiting request gives up with its context.
-	require.NoError(t, g.enter(context.Background(), "moved", 57, true))
+	require.NoError(t, g.enter(context.Background(), gateKey{"e", "moved"}, 57, true))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	assert.ErrorIs(t, g.enter(ctx, "moved", 58, false), context.Canceled, "58 waits for 57")
-	g.handedOn("moved", 57)
-	require.NoError(t, g.enter(context.Background(), "moved", 58, false))
+	assert.ErrorIs(t, g.enter(ctx, gateKey{"e", "moved"}, 58, false), context.Canceled, "58 waits for 57")
+	g.handedOn(gateKey{"e", "moved"}, 57)
+	require.NoError(t, g.enter(context.Background(), gateKey{"e", "moved"}, 58, false))
 	// An edge that restarted numbers from 1 again: not blocked.
-	require.NoError(t, g.enter(context.Background(), "s", 1, true))
+	require.NoError(t, g.enter(context.Background(), gateKey{"e", "s"}, 1, true))
 	g.forget("s")
+
+	// Two edges number one session each on its own: edge 1 at 6 does not
+	// wait for edge 2's count, which started at 1.
+	bg := context.Background()
+	e1, e2 := gateKey{"e1", "x"}, gateKey{"e2", "x"}
+	g.start(e1)
+	for n := int64(1); n <= 5; n++ {
+		require.NoError(t, g.enter(bg, e1, n, false))
+		g.handedOn(e1, n)
+	}
+	require.NoError(t, g.enter(bg, e2, 1, true))
+	g.handedOn(e2, 1)
+	ctx, cancel = context.WithCancel(bg)
+	cancel()
+	require.NoError(t, g.enter(ctx, e1, 6, false), "edge 1's next request goes at once")
+	g.forget("x")
+	g.mu.Lock()
+	assert.NotContains(t, g.sessions, e1)
+	assert.NotContains(t, g.sessions, e2)
+	g.mu.Unlock()
 }

@@ -19,7 +19,7 @@ import (
 func init() {
 	register(&command{
 		name:    "tunnel",
-		summary: "run an end of the outbound-only MCP tunnel (connect | edge | serve)",
+		summary: "run an end of the outbound-only MCP tunnel (connect | edge | serve | certs | anthropic)",
 		run:     tunnelCmd,
 	})
 }
@@ -29,6 +29,8 @@ func tunnelUsage(w io.Writer) {
 	fmt.Fprintln(w, "  perimeter tunnel connect --config FILE")
 	fmt.Fprintln(w, "  perimeter tunnel edge [--listen ADDR] [--http ADDR] --config FILE")
 	fmt.Fprintln(w, "  perimeter tunnel serve [--listen ADDR] --config FILE")
+	fmt.Fprintln(w, "  perimeter tunnel certs --dir DIR --edge-name NAME[,NAME] [--connector ID]... [--client NAME]...")
+	fmt.Fprintln(w, "  perimeter tunnel anthropic SUBCOMMAND ...   (help: perimeter tunnel anthropic help)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "connect runs a connector inside the private network: it dials the edges")
 	fmt.Fprintln(w, "and makes its routes reachable. edge accepts connectors on --listen and")
@@ -36,6 +38,8 @@ func tunnelUsage(w io.Writer) {
 	fmt.Fprintln(w, "serve runs a connector's routes (stdio and HTTP MCP servers, with policy and")
 	fmt.Fprintln(w, "audit) directly on a local listener, with no carrier: a gateway to put behind")
 	fmt.Fprintln(w, "another proxy, such as Anthropic's MCP tunnel.")
+	fmt.Fprintln(w, "certs makes the CA, certificates and tokens an edge and its connectors need.")
+	fmt.Fprintln(w, "anthropic manages Anthropic MCP tunnels: tunnels, their CAs and their tokens.")
 	fmt.Fprintln(w, "See examples/tunnel/ for full configuration files.")
 }
 
@@ -51,6 +55,10 @@ func tunnelCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return tunnelEdge(ctx, args[1:], stderr)
 	case "serve":
 		return tunnelServe(ctx, args[1:], stderr)
+	case "anthropic":
+		return tunnelAnthropic(ctx, args[1:], stdout, stderr)
+	case "certs":
+		return tunnelCerts(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		tunnelUsage(stdout)
 		return 0

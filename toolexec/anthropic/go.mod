@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/anthropics/anthropic-sdk-go/v2 v2.15.0
 	github.com/perimeter-sdk/perimeter v0.1.0
+	github.com/stretchr/testify v1.12.1
 )
 
 require (
