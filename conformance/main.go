@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 
@@ -60,9 +62,12 @@ func Main(open Opener) {
 
 // Command runs the suite as a command line asks and returns the exit code:
 // 0 when no MUST check failed (a check that does not apply is not a
-// failure), 1 when one did, sandboxes were left behind, the provider could
-// not be opened or the run was interrupted, and 2 for a bad command line.
-// The perimeter CLI's "conformance" command is this function.
+// failure), 1 when one did, sandboxes were left behind or the provider could
+// not be opened, 2 for a bad command line, and 130 when ctx ended (an
+// interrupt) before the report, which it then does not print. -h and --help
+// print the usage and return 0. Flags may come before or after the
+// positional arguments; "--" ends them. The perimeter CLI's "conformance"
+// command is this function.
 //
 // Flags: --json (the report as JSON instead of a table), --run REGEXP (only
 // the checks whose ID matches), --list (list the checks and exit),
@@ -89,8 +94,32 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		fs.PrintDefaults()
 	}
 	fs.Usage = usage
-	if err := fs.Parse(args); err != nil {
-		return 2
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		rest := fs.Args()
+		if len(rest) == 0 || (len(rest) < len(args) && args[len(args)-len(rest)-1] == "--") {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if *run != "" {
+		re, err := regexp.Compile(*run)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: --run %q: %v\n", name, *run, err)
+			return 2
+		}
+		if !slices.ContainsFunc(Checks(), func(c CheckInfo) bool { return re.MatchString(c.ID) }) {
+			fmt.Fprintf(stderr, "%s: --run %q matches no check (--list lists them)\n", name, *run)
+			return 2
+		}
 	}
 	if *list {
 		for _, ch := range Checks() {
@@ -110,7 +139,10 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		fmt.Fprintf(stderr, "%s: no Opener: CommandOptions.Open is required\n", name)
 		return 2
 	}
-	h, err := opts.Open(ctx, fs.Args())
+	h, err := opts.Open(ctx, pos)
+	if err != nil && ctx.Err() != nil {
+		return 130
+	}
 	if errors.Is(err, ErrUsage) {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		usage()
@@ -166,6 +198,9 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 	rep, err := RunChecks(ctx, h, ropts)
 	if tty {
 		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if ctx.Err() != nil {
+		return 130
 	}
 	if rep == nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)

@@ -24,31 +24,33 @@ func cloudflareCmd(ctx context.Context, args []string, stdin io.Reader, stdout, 
 	script := fs.String("script", "", "the bridge Worker's `name` (default sandbox-bridge)")
 	apiURL := fs.String("api-url", "", "Cloudflare API base `URL` (default the public API)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: perimeter cloudflare doctor [flags]")
-		fmt.Fprintln(stderr, "\nChecks that the Sandbox bridge Worker is deployed with its Durable Object")
-		fmt.Fprintln(stderr, "bindings, container and API key secret, and names what is missing. The API")
-		fmt.Fprintln(stderr, "token is read from CLOUDFLARE_API_TOKEN (never from a flag).")
+		fmt.Fprintln(fs.Output(), "usage: perimeter cloudflare doctor [flags]")
+		fmt.Fprintln(fs.Output(), "\nChecks that the Sandbox bridge Worker is deployed with its Durable Object")
+		fmt.Fprintln(fs.Output(), "bindings, container and API key secret, and names what is missing. The API")
+		fmt.Fprintln(fs.Output(), "token is read from CLOUDFLARE_API_TOKEN (never from a flag).")
 		fs.PrintDefaults()
+	}
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		fs.Usage()
+		return 0
 	}
 	if len(args) == 0 || args[0] != "doctor" {
 		fs.Usage()
 		return 2
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
+	pos, code, ok := parseFlags(fs, args[1:], -1)
+	if !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "perimeter cloudflare doctor: unexpected argument %q\n", pos[0])
 		return 2
 	}
 	rep, err := cloudflare.CheckDeployment(ctx, &cloudflare.DeploymentOptions{
 		AccountID: *account, ScriptName: *script, BaseURL: *apiURL,
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		printErr(stderr, "perimeter", err)
 		return 1
 	}
 	if rep.OK() {

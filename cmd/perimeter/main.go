@@ -4,10 +4,15 @@
 //
 // Usage:
 //
-//	perimeter run [--provider URL] [--env K=V]... [--dir D] -- CMD [ARGS...]
+//	perimeter run [--provider URL] [--env K=V]... [--dir D] [--keep] -- CMD [ARGS...]
+//	perimeter exec [--provider URL] ID -- CMD [ARGS...]
+//	perimeter cp [--provider URL] SRC DST      (one of them ID:PATH)
+//	perimeter ls [--provider URL]
+//	perimeter rm [--provider URL] ID...
 //	perimeter conformance [--json] [--run REGEXP] URL
 //	perimeter worker --environment-id ID [--provider URL] [--spec FILE] [--max-sessions N]
-//	perimeter help
+//	perimeter help [COMMAND]
+//	perimeter --version
 //
 // The default provider is local (a workspace directory under the system's
 // temporary directory). Each subcommand lives in its own file and registers
@@ -16,13 +21,21 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/perimeter-sdk/perimeter/providers/local"
 	"github.com/perimeter-sdk/perimeter/sandbox"
@@ -31,20 +44,37 @@ import (
 // command is one subcommand of the CLI.
 type command struct {
 	name    string
+	aliases []string // other names for the same command
 	summary string
 	// run executes the subcommand with the arguments after its name and
 	// returns the process's exit code. ctx is cancelled on SIGINT or SIGTERM.
 	run func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int
 }
 
-var commands = map[string]*command{}
+var (
+	commands = map[string]*command{} // by name
+	aliases  = map[string]*command{} // by alias
+)
 
 // register adds c to the CLI; subcommand files call it from init.
 func register(c *command) {
-	if _, dup := commands[c.name]; dup {
-		panic("perimeter: command registered twice: " + c.name)
+	for _, n := range append([]string{c.name}, c.aliases...) {
+		if lookup(n) != nil {
+			panic("perimeter: command registered twice: " + n)
+		}
 	}
 	commands[c.name] = c
+	for _, a := range c.aliases {
+		aliases[a] = c
+	}
+}
+
+// lookup returns the command with name or alias n, or nil.
+func lookup(n string) *command {
+	if c, ok := commands[n]; ok {
+		return c
+	}
+	return aliases[n]
 }
 
 func main() {
@@ -59,20 +89,66 @@ func main() {
 
 // dispatch runs the subcommand named by args[0].
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
 		usage(stdout)
-		if len(args) == 0 {
+		return 0
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		c := lookup(args[1])
+		if c == nil {
+			fmt.Fprintf(stderr, "perimeter help: unknown command %q\n\n", args[1])
+			usage(stderr)
 			return 2
 		}
+		// A command's help is what its -h prints, here on stdout.
+		return c.run(ctx, append(slices.Clone(args[2:]), "-h"), stdin, stdout, stdout)
+	case "-version", "--version", "version":
+		fmt.Fprintf(stdout, "perimeter %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	}
-	c, ok := commands[args[0]]
-	if !ok {
+	c := lookup(args[0])
+	if c == nil {
 		fmt.Fprintf(stderr, "perimeter: unknown command %q\n\n", args[0])
 		usage(stderr)
 		return 2
 	}
 	return c.run(ctx, args[1:], stdin, stdout, stderr)
+}
+
+// version is the module version the binary was built from ("devel" for a
+// build of a work tree), with its VCS revision when the build recorded one.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = ", modified"
+			}
+		}
+	}
+	if v == "devel" && rev != "" {
+		v += " " + rev[:min(12, len(rev))] + dirty
+	}
+	return v
 }
 
 func usage(w io.Writer) {
@@ -85,11 +161,98 @@ func usage(w io.Writer) {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+		c := commands[n]
+		label := strings.Join(append([]string{n}, c.aliases...), ", ")
+		fmt.Fprintf(w, "  %-14s %s\n", label, c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'perimeter COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "Run 'perimeter help COMMAND' for a command's flags; 'perimeter --version' for the version.")
 }
+
+// parseFlags parses args with fs. Flags may follow positional arguments:
+// parsing goes on past each one, except after "--" and once stopAfter
+// positional arguments are collected (run's command and its arguments,
+// say, which stopAfter 0 leaves alone; a negative stopAfter never stops).
+// It returns the positional arguments, or ok false and the exit code when
+// the command must end: 0 after -h or --help (fs's usage was printed), 2 on
+// a bad flag (the flag package names it).
+func parseFlags(fs *flag.FlagSet, args []string, stopAfter int) (pos []string, code int, ok bool) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0, false
+			}
+			return nil, 2, false
+		}
+		rest := fs.Args()
+		consumed := len(args) - len(rest)
+		if len(rest) == 0 || (consumed > 0 && args[consumed-1] == "--") || len(pos) == stopAfter {
+			return append(pos, rest...), 0, true
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// apiNames translates the Go API names that generic errors of the SDK use
+// into what a person at the command line typed or can type.
+var apiNames = []struct {
+	re   *regexp.Regexp
+	repl string
+}{
+	{regexp.MustCompile(` \(Capabilities\.\w+ is false\)`), ""},
+	{regexp.MustCompile(` \(Cmd\.Args(\[0\])?\)`), ""},
+	{regexp.MustCompile(`Cmd\.Args\[(\d+)\]`), "argument $1 of the command"},
+	{regexp.MustCompile(`\bset Options\.AllowUnisolated \(URL (\S+)\)`), "open $1"},
+	{regexp.MustCompile(`\bCmd\.Timeout\b`), "--timeout"},
+	{regexp.MustCompile(`\bCmd\.Env\b`), "--env"},
+	{regexp.MustCompile(`\bCmd\.Dir\b`), "--dir"},
+	{regexp.MustCompile(`\bCmd\.Stdin\b`), "standard input"},
+	{regexp.MustCompile(`\bCmd\.TTY\b`), "a terminal"},
+	{regexp.MustCompile(`\b(Spec\.)?Resources\.Memory\b`), "--memory"},
+	{regexp.MustCompile(`\b(Spec\.)?Resources\.CPU\b`), "--cpus"},
+	{regexp.MustCompile(`\b(Spec\.)?Resources\.PIDs\b`), "--pids"},
+	{regexp.MustCompile(`\b(Spec\.)?Resources\.Disk\b`), "--disk"},
+	{regexp.MustCompile(`\b(Spec\.)?Resources\.GPU\b`), "GPUs"},
+	{regexp.MustCompile(`\bSpec\.Resources\b`), "the resource flags"},
+	{regexp.MustCompile(`\bNetworkPolicy\.Allow\b`), "--allow"},
+	{regexp.MustCompile(`\bSpec\.Network\b`), "--network"},
+	{regexp.MustCompile(`\bOptions\.Run\b`), "--run"},
+	{regexp.MustCompile(`\bOptions\.Root\b`), "another directory in the provider URL"},
+}
+
+// errText is err's message for a person at a terminal: Go API names are
+// replaced by the flags that set them.
+func errText(err error) string {
+	s := err.Error()
+	for _, n := range apiNames {
+		s = n.re.ReplaceAllString(s, n.repl)
+	}
+	return s
+}
+
+// printErr prints err after prefix ("perimeter run", say) for a person.
+func printErr(w io.Writer, prefix string, err error) {
+	fmt.Fprintf(w, "%s: %s\n", prefix, errText(err))
+}
+
+// isTerminal reports whether f is a terminal: an *os.File on one (a
+// character device such as /dev/null is not), or a value with a Terminal
+// method (the tests' stand-in) that says so.
+func isTerminal(f any) bool {
+	switch t := f.(type) {
+	case interface{ Terminal() bool }:
+		return t.Terminal()
+	case *os.File:
+		_, err := unix.IoctlGetTermios(int(t.Fd()), unix.TCGETS)
+		return err == nil
+	}
+	return false
+}
+
+// interrupted reports whether the command was cancelled by Ctrl-C or
+// SIGTERM: whatever error followed is its consequence, not news.
+func interrupted(ctx context.Context) bool { return ctx.Err() != nil }
 
 // session is a provider and one sandbox made for a command.
 type session struct {
@@ -98,25 +261,51 @@ type session struct {
 	keep bool
 }
 
-// newSession opens the provider at url and creates a sandbox, printing the
-// error to stderr on failure. If keep is set, the sandbox's ID is printed
-// and close leaves it running.
-func newSession(ctx context.Context, url string, keep bool, stderr io.Writer) (*session, bool) {
+// newSession opens the provider at url and creates a sandbox from spec (nil
+// for the provider's defaults). On failure it prints why to stderr and
+// returns the exit code: 130, quietly, when ctx was cancelled (Ctrl-C), 1
+// otherwise. If keep is set, the sandbox's ID is printed and close leaves
+// it running.
+func newSession(ctx context.Context, url string, keep bool, spec *sandbox.Spec, stderr io.Writer) (*session, int) {
 	p, err := sandbox.Open(ctx, url)
 	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return nil, false
-	}
-	sb, err := p.Create(ctx, nil)
-	if err != nil {
-		p.Close()
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return nil, false
+		if interrupted(ctx) {
+			return nil, 130
+		}
+		printErr(stderr, "perimeter", err)
+		return nil, 1
 	}
 	if keep {
-		fmt.Fprintf(stderr, "perimeter: sandbox %s\n", sb.ID())
+		if err := keepable(p); err != nil {
+			p.Close()
+			printErr(stderr, "perimeter", err)
+			return nil, 2
+		}
 	}
-	return &session{p: p, sb: sb, keep: keep}, true
+	sb, err := p.Create(ctx, spec)
+	if err != nil {
+		p.Close()
+		if interrupted(ctx) {
+			return nil, 130
+		}
+		printErr(stderr, "perimeter", err)
+		return nil, 1
+	}
+	if keep {
+		fmt.Fprintf(stderr, "perimeter: sandbox %s kept; use it with: perimeter exec|cp|rm [--provider URL] %s\n", sb.ID(), sb.ID())
+	}
+	return &session{p: p, sb: sb, keep: keep}, 0
+}
+
+// keepable refuses --keep where a kept sandbox could not be used: isolated
+// local sandboxes end with the process that created them.
+func keepable(p *sandbox.Provider) error {
+	var lp *local.Provider
+	if p.As(&lp) && lp.Isolated() {
+		return errors.New("--keep: an isolated local sandbox ends with the process that creates it, so no later command could use it; " +
+			"keep an unisolated one (--provider 'local:///DIR?isolation=none' --network open: plain host processes) or use a remote provider")
+	}
+	return nil
 }
 
 // close terminates the sandbox (unless kept) and closes the provider. It
@@ -126,7 +315,7 @@ func (s *session) close(ctx context.Context, stderr io.Writer) {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if err := s.sb.Terminate(tctx); err != nil {
-			fmt.Fprintf(stderr, "perimeter: %v\n", err)
+			printErr(stderr, "perimeter", err)
 		}
 	}
 	s.p.Close()

@@ -23,6 +23,7 @@ func cli(t *testing.T, stdin string, args ...string) (code int, stdout, stderr s
 func providerURL(t *testing.T) string { return "local://" + t.TempDir() }
 
 func TestRunStreamsOutputAndExitCode(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	code, out, errOut := cli(t, "", "run", "--provider", "local://"+root, "--env", "WHO=perimeter",
 		"--", "sh", "-c", `echo "hello $WHO"; echo oops >&2; exit 7`)
@@ -35,6 +36,7 @@ func TestRunStreamsOutputAndExitCode(t *testing.T) {
 }
 
 func TestRunDirStdinAndNotFound(t *testing.T) {
+	t.Parallel()
 	code, out, _ := cli(t, "piped in", "run", "--provider", providerURL(t), "-i", "--", "cat")
 	assert.Equal(t, 0, code)
 	assert.Equal(t, "piped in", out)
@@ -43,12 +45,14 @@ func TestRunDirStdinAndNotFound(t *testing.T) {
 	assert.Equal(t, 127, code)
 	assert.Contains(t, errOut, "command not found")
 
-	code, _, errOut = cli(t, "", "run", "--provider", providerURL(t), "--dir", "missing", "--", "true")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, errOut, "not found")
+	// run makes the --dir it is given, as docker run -w does.
+	code, out, errOut = cli(t, "", "run", "--provider", providerURL(t), "--dir", "sub/dir", "--", "pwd")
+	assert.Equal(t, 0, code, errOut)
+	assert.Equal(t, "/workspace/sub/dir\n", out)
 }
 
 func TestRunTimeoutAndInterrupt(t *testing.T) {
+	t.Parallel()
 	code, _, errOut := cli(t, "", "run", "--provider", providerURL(t), "--timeout", "200ms", "--", "sleep", "30")
 	assert.Equal(t, 124, code)
 	assert.Contains(t, errOut, "timed out")
@@ -67,6 +71,7 @@ func TestRunTimeoutAndInterrupt(t *testing.T) {
 }
 
 func TestRunBadInput(t *testing.T) {
+	t.Parallel()
 	code, _, errOut := cli(t, "", "run")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, "usage: perimeter run")
@@ -81,6 +86,7 @@ func TestRunBadInput(t *testing.T) {
 }
 
 func TestUnknownCommandAndHelp(t *testing.T) {
+	t.Parallel()
 	code, _, errOut := cli(t, "", "frobnicate")
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errOut, `unknown command "frobnicate"`)
@@ -92,6 +98,7 @@ func TestUnknownCommandAndHelp(t *testing.T) {
 }
 
 func TestConformanceCommand(t *testing.T) {
+	t.Parallel()
 	code, out, _ := cli(t, "", "conformance", "--list")
 	assert.Equal(t, 0, code)
 	assert.Contains(t, out, "exec/stdin")
@@ -111,6 +118,7 @@ func TestConformanceCommand(t *testing.T) {
 }
 
 func TestBenchCommand(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := cli(t, "", "bench", "--provider", providerURL(t), "-n", "3")
 	assert.Equal(t, 0, code, errOut)
 	assert.Contains(t, out, "via os/exec")

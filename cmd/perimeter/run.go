@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -40,16 +42,37 @@ func (e envFlags) Set(s string) error {
 	return nil
 }
 
+// cmdFlags are the flags of a command started in a sandbox, by run and exec.
+type cmdFlags struct {
+	env         envFlags
+	dir         string
+	timeout     time.Duration
+	interactive bool
+}
+
+func (c *cmdFlags) add(fs *flag.FlagSet) {
+	c.env = envFlags{}
+	fs.Var(c.env, "env", "set an environment variable `K=V` (repeatable)")
+	fs.StringVar(&c.dir, "dir", "", "working `directory` inside the sandbox")
+	fs.DurationVar(&c.timeout, "timeout", 0, "kill the command after this long (0: no limit)")
+	fs.BoolVar(&c.interactive, "i", false, "pass standard input to the command even from a terminal (a pipe or file is passed without it)")
+}
+
+// check reports a flag value no sandbox would accept, before one is made.
+func (c *cmdFlags) check() error {
+	if c.timeout < 0 {
+		return fmt.Errorf("--timeout %v: must not be negative", c.timeout)
+	}
+	return nil
+}
+
 func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("perimeter run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	provider := fs.String("provider", defaultProvider, "provider `URL`")
-	env := envFlags{}
-	fs.Var(env, "env", "set an environment variable `K=V` (repeatable)")
-	dir := fs.String("dir", "", "working `directory` inside the sandbox")
-	timeout := fs.Duration("timeout", 0, "kill the command after this long (0: no limit)")
-	interactive := fs.Bool("i", false, "pass standard input to the command")
-	keep := fs.Bool("keep", false, "do not terminate the sandbox afterwards; print its ID on stderr")
+	var cf cmdFlags
+	cf.add(fs)
+	keep := fs.Bool("keep", false, "do not terminate the sandbox afterwards; print its ID on stderr (for exec, cp, ls, rm)")
 	var res sandbox.Resources
 	fs.Func("memory", "memory limit `SIZE` (bytes, or with K, M, G, T: 512M)", sizeFlag(&res.Memory))
 	fs.Float64Var(&res.CPU, "cpus", 0, "CPU limit in `cores` (fractions allowed)")
@@ -66,18 +89,26 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: perimeter run [flags] -- CMD [ARGS...]")
+		fmt.Fprintln(fs.Output(), "usage: perimeter run [flags] [--] CMD [ARGS...]")
+		fmt.Fprintln(fs.Output(), "\nCreates a sandbox, runs CMD in it with its output streamed, and terminates")
+		fmt.Fprintln(fs.Output(), "the sandbox. Flags go before CMD: what follows CMD is its own. Standard")
+		fmt.Fprintln(fs.Output(), "input is passed when it is a pipe or a file, from a terminal only with -i.")
+		fmt.Fprintln(fs.Output(), "The exit code is the command's (124 after --timeout, 128+N after signal N).")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	argv, code, ok := parseFlags(fs, args, 0)
+	if !ok {
+		return code
 	}
-	argv := fs.Args()
 	if len(argv) == 0 {
+		fmt.Fprintln(stderr, "perimeter run: no command given")
 		fs.Usage()
 		return 2
 	}
 	spec, err := runSpec(res, *network, allow)
+	if err == nil {
+		err = cf.check()
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "perimeter run: %v\n", err)
 		return 2
@@ -85,30 +116,67 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 
 	// The sandbox is terminated on every path out, Ctrl-C included (ctx is
 	// done by then; close does not use it).
-	ss, ok := newSpecSession(ctx, *provider, *keep, spec, stderr)
-	if !ok {
-		return 1
+	ss, code := newSession(ctx, *provider, *keep, spec, stderr)
+	if ss == nil {
+		return code
 	}
 	defer ss.close(ctx, stderr)
-	cmd := &sandbox.Cmd{Args: argv, Dir: *dir, Env: env, Stdout: stdout, Stderr: stderr, Timeout: *timeout}
-	if *interactive {
-		cmd.Stdin = stdin
+	if cf.dir != "" {
+		// A new sandbox has only its working directory: --dir makes the
+		// one asked for, as docker run -w does.
+		if err := ss.sb.MkdirAll(ctx, cf.dir, 0o755); err != nil {
+			if interrupted(ctx) {
+				return 130
+			}
+			printErr(stderr, "perimeter run", fmt.Errorf("--dir %s: %w", cf.dir, err))
+			return 1
+		}
 	}
-	proc, err := ss.sb.Start(ctx, cmd)
+	return startAndWait(ctx, ss.sb, argv, &cf, stdin, stdout, stderr)
+}
+
+// startAndWait runs argv in sb with cf's settings, streaming its output, and
+// returns the exit code a shell would give.
+func startAndWait(ctx context.Context, sb *sandbox.Sandbox, argv []string, cf *cmdFlags, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd := &sandbox.Cmd{Args: argv, Dir: cf.dir, Env: cf.env, Stdout: stdout, Stderr: stderr, Timeout: cf.timeout}
+	switch {
+	case cf.interactive:
+		cmd.Stdin = stdin
+	case stdin == nil || isTerminal(stdin) || emptyInput(stdin):
+	case sb.Capabilities().Stdin:
+		cmd.Stdin = stdin
+	default:
+		fmt.Fprintf(stderr, "perimeter: standard input not passed: %s sandboxes take none outside a terminal\n", sb.Provider().Name())
+	}
+	proc, err := sb.Start(ctx, cmd)
 	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		if interrupted(ctx) {
+			return 130
+		}
+		printErr(stderr, "perimeter", err)
 		return 1
 	}
 	st, err := proc.Wait(context.WithoutCancel(ctx))
 	switch {
-	case errors.Is(err, context.Canceled):
+	case err != nil && interrupted(ctx):
 		fmt.Fprintln(stderr, "perimeter: interrupted; command killed")
 		return 130
 	case err != nil:
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		printErr(stderr, "perimeter", err)
 		return 1
 	}
 	return exitCode(st, stderr)
+}
+
+// emptyInput reports whether r is a file that can hold no input: a
+// character device such as /dev/null (terminals are told apart before).
+func emptyInput(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // exitCode maps a status to this process's exit code as a shell would.
@@ -175,26 +243,4 @@ func sizeFlag(dst *int64) func(string) error {
 		*dst = n * mult
 		return nil
 	}
-}
-
-// newSpecSession is newSession creating the sandbox from spec.
-func newSpecSession(ctx context.Context, url string, keep bool, spec *sandbox.Spec, stderr io.Writer) (*session, bool) {
-	if spec == nil {
-		return newSession(ctx, url, keep, stderr)
-	}
-	p, err := sandbox.Open(ctx, url)
-	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return nil, false
-	}
-	sb, err := p.Create(ctx, spec)
-	if err != nil {
-		p.Close()
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
-		return nil, false
-	}
-	if keep {
-		fmt.Fprintf(stderr, "perimeter: sandbox %s\n", sb.ID())
-	}
-	return &session{p: p, sb: sb, keep: keep}, true
 }

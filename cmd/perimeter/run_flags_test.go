@@ -9,6 +9,7 @@ import (
 )
 
 func TestRunLimitAndNetworkFlags(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := cli(t, "", "run", "--provider", providerURL(t), "--memory", "64M", "--pids", "40", "--cpus", "0.5",
 		"--disk", "8M", "--network", "none", "--", "sh", "-c", "df -k /tmp | tail -1")
 	require.Equal(t, 0, code, errOut)
@@ -33,6 +34,7 @@ func TestRunLimitAndNetworkFlags(t *testing.T) {
 }
 
 func TestSizeFlag(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]int64{"4096": 4096, "512M": 512 << 20, "2G": 2 << 30, "1GiB": 1 << 30, "64mb": 64 << 20, "3k": 3 << 10, "1T": 1 << 40} {
 		var n int64
 		require.NoError(t, sizeFlag(&n)(in), in)

@@ -33,17 +33,18 @@ func toolCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	bashTimeout := fs.Duration("bash-timeout", toolexec.DefaultBashTimeout, "per-call timeout of the bash tool")
 	keep := fs.Bool("keep", false, "do not terminate the sandbox afterwards; print its ID on stderr")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: perimeter tool [flags] < tool_uses.jsonl > tool_results.jsonl")
-		fmt.Fprintln(stderr, "\nEach input line is a tool use, {\"id\":...,\"name\":...,\"input\":{...}};")
-		fmt.Fprintln(stderr, "each output line is its tool_result. All lines share one sandbox and one")
-		fmt.Fprintln(stderr, "bash session, as one conversation does.")
+		fmt.Fprintln(fs.Output(), "usage: perimeter tool [flags] < tool_uses.jsonl > tool_results.jsonl")
+		fmt.Fprintln(fs.Output(), "\nEach input line is a tool use, {\"id\":...,\"name\":...,\"input\":{...}};")
+		fmt.Fprintln(fs.Output(), "each output line is its tool_result. All lines share one sandbox and one")
+		fmt.Fprintln(fs.Output(), "bash session, as one conversation does.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	pos, code, ok := parseFlags(fs, args, -1)
+	if !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "perimeter tool: unexpected argument %q (tool uses are read from standard input)\n", pos[0])
 		return 2
 	}
 	opts := &toolexec.Options{Bash: toolexec.BashOptions{Timeout: *bashTimeout}}
@@ -53,21 +54,21 @@ func toolCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if *memory != "" {
 		store, err := toolexec.HostDir(*memory)
 		if err != nil {
-			fmt.Fprintf(stderr, "perimeter: %v\n", err)
+			printErr(stderr, "perimeter", err)
 			return 1
 		}
 		defer store.Close()
 		opts.Memory = store
 	}
 
-	ss, ok := newSession(ctx, *provider, *keep, stderr)
-	if !ok {
-		return 1
+	ss, code := newSession(ctx, *provider, *keep, nil, stderr)
+	if ss == nil {
+		return code
 	}
 	defer ss.close(ctx, stderr)
 	ts, err := toolexec.New(ss.sb, opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "perimeter: %v\n", err)
+		printErr(stderr, "perimeter", err)
 		return 2
 	}
 	defer ts.Close()
@@ -89,7 +90,7 @@ func toolCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			// stays in step with its input.
 			res := toolexec.ToolResult{Content: []toolexec.Block{toolexec.TextBlock(fmt.Sprintf("Error: line %d is not a tool use: %v", line, err))}, IsError: true}
 			if err := enc.Encode(res); err != nil {
-				fmt.Fprintf(stderr, "perimeter: %v\n", err)
+				printErr(stderr, "perimeter", err)
 				return 1
 			}
 			continue

@@ -11,6 +11,7 @@ import (
 )
 
 func TestToolJSONLines(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	mem := t.TempDir()
 	in := strings.Join([]string{
@@ -44,9 +45,10 @@ func TestToolJSONLines(t *testing.T) {
 }
 
 func TestToolFlags(t *testing.T) {
+	t.Parallel()
 	code, _, errOut := cli(t, "", "tool", "extra-arg")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, errOut, "usage: perimeter tool")
+	assert.Contains(t, errOut, `unexpected argument "extra-arg"`)
 
 	code, out, _ := cli(t, `{"id":"t","name":"read","input":{"file_path":"x"}}`, "tool", "--provider", providerURL(t), "--tools", "bash")
 	assert.Equal(t, 0, code)

@@ -60,16 +60,17 @@ func workerCmd(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		fmt.Fprintln(stderr, "terminates the sandboxes.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	pos, code, ok := parseFlags(fs, args, -1)
+	if !ok {
+		return code
 	}
 	fail := func(code int, format string, a ...any) int {
 		fmt.Fprintf(stderr, "perimeter worker: "+format+"\n", a...)
 		return code
 	}
 	switch {
-	case fs.NArg() > 0:
-		return fail(2, "unexpected argument %q", fs.Arg(0))
+	case len(pos) > 0:
+		return fail(2, "unexpected argument %q", pos[0])
 	case *envID == "":
 		return fail(2, "--environment-id is required")
 	case *maxSessions < 1:

@@ -60,6 +60,7 @@ func sh(t testing.TB, sb any, script string) (sandbox.ExitStatus, string, string
 }
 
 func TestIsolationIsReported(t *testing.T) {
+	t.Parallel()
 	sb := create(t, newIsolated(t), nil)
 	iso := sb.Isolation()
 	assert.GreaterOrEqual(t, iso.Level, LevelNamespaces)
@@ -85,6 +86,7 @@ func TestIsolationIsReported(t *testing.T) {
 }
 
 func TestWorkspaceIsSharedWithTheFilesAPI(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	require.NoError(t, sb.MkdirAll(ctx, "d/e", 0o755))
@@ -119,6 +121,7 @@ func TestWorkspaceIsSharedWithTheFilesAPI(t *testing.T) {
 // TestEscapeBattery tries the ways out of a sandbox; every one must be
 // blocked, and each failure says what got through.
 func TestEscapeBattery(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newIsolated(t)
 	sb := create(t, p, nil)
@@ -258,6 +261,7 @@ func TestEscapeBattery(t *testing.T) {
 }
 
 func TestNetworkAllowlist(t *testing.T) {
+	t.Parallel()
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the host") })}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -299,6 +303,7 @@ func TestNetworkAllowlist(t *testing.T) {
 }
 
 func TestAllowlistParsing(t *testing.T) {
+	t.Parallel()
 	al, err := parseAllowlist([]string{"example.com", "*.corp.example", "10.0.0.0/8", "::1"})
 	require.NoError(t, err)
 	for host, want := range map[string]bool{
@@ -315,6 +320,7 @@ func TestAllowlistParsing(t *testing.T) {
 }
 
 func TestExposeForwardsIntoTheNetworkNamespace(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	require.NoError(t, sb.WriteFile(ctx, "index.html", strings.NewReader("served from inside"), 0o644))
@@ -347,6 +353,7 @@ func TestExposeForwardsIntoTheNetworkNamespace(t *testing.T) {
 }
 
 func TestPTYResize(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	pr, w := io.Pipe()
@@ -364,6 +371,7 @@ func TestPTYResize(t *testing.T) {
 }
 
 func TestCreateFailsClosed(t *testing.T) {
+	t.Parallel()
 	h := HostSupport{Namespaces: errors.New("clone: operation not permitted"), Seccomp: true, Cgroup: "none", CgroupErr: errors.New("read-only")}
 	assert.Equal(t, LevelNone, h.MaxLevel())
 	assert.Contains(t, h.missing(LevelFull), "namespaces (clone: operation not permitted)")
@@ -386,6 +394,7 @@ func TestCreateFailsClosed(t *testing.T) {
 }
 
 func TestURLs(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p, err := sandbox.Open(ctx, "local://"+t.TempDir()+"?isolation=none")
 	require.NoError(t, err)
@@ -397,9 +406,15 @@ func TestURLs(t *testing.T) {
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
 	_, err = sandbox.Open(ctx, "local:///x?require=9")
 	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	// A misspelt parameter is an error naming the known ones, not a
+	// sandbox without the isolation it asked for.
+	_, err = sandbox.Open(ctx, "local://"+t.TempDir()+"?requre=L3")
+	assert.ErrorIs(t, err, sandbox.ErrInvalidArgument)
+	assert.ErrorContains(t, err, `unknown parameter "requre" (known: isolation, require)`)
 }
 
 func TestSpecValidation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p := newIsolated(t)
 	for name, spec := range map[string]*sandbox.Spec{
@@ -419,6 +434,7 @@ func TestSpecValidation(t *testing.T) {
 }
 
 func TestRootFSImageIsAnOverlay(t *testing.T) {
+	t.Parallel()
 	// A tiny image: the host's own /usr and /etc trees are too big to copy,
 	// so bind them read-only from a directory that links to them.
 	img := t.TempDir()
@@ -451,6 +467,7 @@ func TestRootFSImageIsAnOverlay(t *testing.T) {
 }
 
 func TestTerminateDuringACommand(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	var out syncBuffer
@@ -468,6 +485,7 @@ func TestTerminateDuringACommand(t *testing.T) {
 }
 
 func TestCreateHonoursACancelledContext(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	p, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
 	require.NoError(t, err)
@@ -497,6 +515,7 @@ func TestCreateHonoursACancelledContext(t *testing.T) {
 }
 
 func TestOutputIsBinarySafeAndSeparate(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	var stdout, stderr bytes.Buffer
@@ -517,6 +536,7 @@ func TestOutputIsBinarySafeAndSeparate(t *testing.T) {
 // TestL2LimitsWithRlimits runs without cgroups, as on a host where none is
 // writable: limits fall back to rlimits.
 func TestL2LimitsWithRlimits(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	p, err := New(&Options{Root: t.TempDir(), Level: LevelNamespaces})
 	require.NoError(t, err)
@@ -566,6 +586,7 @@ func TestOrphansAreReaped(t *testing.T) {
 }
 
 func TestWorkdirBelongsToTheSandbox(t *testing.T) {
+	t.Parallel()
 	sb := create(t, newIsolated(t), &sandbox.Spec{Workdir: "/workspace/a/b"})
 	st, out, errs := sh(t, sb, "pwd && touch made-here && mkdir sub && echo ok")
 	require.True(t, st.Success(), "cannot write in the working directory Create made: %s", errs)
@@ -576,6 +597,7 @@ func TestWorkdirBelongsToTheSandbox(t *testing.T) {
 }
 
 func TestWorkdirOutsideTheWorkspace(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), &sandbox.Spec{Workdir: "/tmp/w"})
 	require.NoError(t, sb.WriteFile(ctx, "f.txt", strings.NewReader("x"), 0o644))
@@ -587,6 +609,7 @@ func TestWorkdirOutsideTheWorkspace(t *testing.T) {
 }
 
 func TestReadFileRefusesAFIFOWithoutBlocking(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sb := create(t, newIsolated(t), nil)
@@ -597,6 +620,7 @@ func TestReadFileRefusesAFIFOWithoutBlocking(t *testing.T) {
 }
 
 func TestDiskBoundsTheWritableLayers(t *testing.T) {
+	t.Parallel()
 	sb := create(t, newIsolated(t), &sandbox.Spec{Resources: sandbox.Resources{Disk: 8 << 20}})
 	st, _, errs := sh(t, sb, "head -c 20000000 /dev/zero > /tmp/big")
 	assert.False(t, st.Success(), "20 MB fitted in /tmp under an 8 MiB disk limit")
@@ -604,6 +628,7 @@ func TestDiskBoundsTheWritableLayers(t *testing.T) {
 }
 
 func TestDeepRootsWork(t *testing.T) {
+	t.Parallel()
 	// Far beyond the 107 bytes of a Unix socket address.
 	root := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
 	p, err := New(&Options{Root: root, RequireLevel: LevelNamespaces})
@@ -615,6 +640,7 @@ func TestDeepRootsWork(t *testing.T) {
 }
 
 func TestLargeArgvAndEnvironment(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	big := strings.Repeat("abcdefghij", 12000) // 120 kB each: past one 64 KiB frame, under the kernel's 128 KiB per string
@@ -627,6 +653,7 @@ func TestLargeArgvAndEnvironment(t *testing.T) {
 }
 
 func TestAgentConnectionsAreReusedCleanly(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	sb := create(t, newIsolated(t), nil)
 	for i := 0; i < 20; i++ {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -159,7 +160,9 @@ var (
 )
 
 // Probe returns what this host supports. It runs its checks once per process
-// (starting one short-lived process in fresh namespaces) and caches them.
+// and caches them. The namespace check starts a short-lived process in
+// fresh namespaces; as root, its success is also remembered host-wide (see
+// probeCacheDir), so later processes of the same program skip it.
 func Probe() HostSupport {
 	probeOnce.Do(func() { probed = probe() })
 	return probed
@@ -175,9 +178,15 @@ func probe() HostSupport {
 	return h
 }
 
+// probeOK is what the probe process prints once it runs in its namespaces.
+const probeOK = "perimeter-probe-ok"
+
 func probeNamespaces() error {
+	key := probeCacheKey()
+	if key != "" && probeCacheHit(probeCacheDir, key) {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args = []string{"perimeter-local-probe"}
 	cmd.Env = []string{initEnv + "=probe"}
@@ -188,17 +197,42 @@ func probeNamespaces() error {
 		Pdeathsig:  syscall.SIGKILL,
 	}
 	setIDMaps(cmd.SysProcAttr, probeUIDBase())
-	if err := cmd.Run(); err != nil {
-		if stderr.Len() > 0 {
-			return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
-		}
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("the probe process failed (%v); does the program call local.Init before doing anything else?", err)
-		}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
 		return err
 	}
-	return nil
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return err
+	}
+	// The probe's output ends when it exits, before the kernel has torn
+	// down its namespaces, which can take longer than all the rest: a
+	// probe that said it ran is reaped in the background.
+	got, _ := io.ReadAll(io.LimitReader(out, 64))
+	if string(got) == probeOK {
+		go func() {
+			cmd.Wait()
+			cancel()
+		}()
+		if key != "" {
+			probeCacheStore(probeCacheDir, key)
+		}
+		return nil
+	}
+	err = cmd.Wait()
+	cancel()
+	if err == nil {
+		err = fmt.Errorf("the probe process exited without running (output %q); does the program call local.Init before doing anything else?", got)
+	}
+	if stderr.Len() > 0 {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return fmt.Errorf("the probe process failed (%v); does the program call local.Init before doing anything else?", err)
+	}
+	return err
 }
 
 func probeUIDBase() int {

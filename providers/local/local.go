@@ -60,7 +60,10 @@
 //     one) no IP or CIDR entry allows, and bounds its connections per
 //     sandbox and in total.
 //
-// The levels a host supports are probed once per process ([Probe]); every
+// The levels a host supports are probed once per process ([Probe]; as root,
+// a successful namespace probe is remembered host-wide in
+// /run/perimeter/probe, keyed by boot, kernel, program and the caller's
+// credentials and namespaces, so a short-lived program skips it); every
 // sandbox reports its layers in [Sandbox.Isolation] and Info.Isolation.
 // Options.RequireLevel fails closed, naming the missing layer. Where
 // namespaces are unavailable (inside Docker's default seccomp profile, under
@@ -161,6 +164,12 @@ func init() {
 		}
 		opts := &Options{Root: u.Path}
 		q := u.Query()
+		for k := range q {
+			if k != "isolation" && k != "require" {
+				return nil, sandbox.Errorf(Name, "", "open", sandbox.ErrInvalidArgument,
+					"URL %q: unknown parameter %q (known: isolation, require)", u.String(), k)
+			}
+		}
 		switch v := q.Get("isolation"); v {
 		case "", "auto":
 		case "none":

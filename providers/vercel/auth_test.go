@@ -83,7 +83,7 @@ func TestOpenURL(t *testing.T) {
 		t.Fatalf("Create through an opened URL: %v", err)
 	}
 	defer sb.Terminate(context.Background())
-	for _, bad := range []string{"vercel://user:pw@team/prj", "vercel://team/prj/extra", "vercel://team/prj?endpoint=ftp://x"} {
+	for _, bad := range []string{"vercel://user:pw@team/prj", "vercel://team/prj/extra", "vercel://team/prj?endpoint=ftp://x", "vercel://team/prj?endpont=http://x"} {
 		if _, err := sandbox.Open(context.Background(), bad); !errors.Is(err, sandbox.ErrInvalidArgument) {
 			t.Errorf("Open(%q): %v", bad, err)
 		}

@@ -109,6 +109,12 @@ func open(_ context.Context, u *url.URL) (driver.Provider, error) {
 		return nil, sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument,
 			"provider URL %q: want vercel://TEAM/PROJECT (credentials come from VERCEL_TOKEN or VERCEL_OIDC_TOKEN, never the URL)", u.Redacted())
 	}
+	for k := range u.Query() {
+		if k != "endpoint" {
+			return nil, sandbox.Errorf(providerName, "", "open", sandbox.ErrInvalidArgument,
+				"provider URL %q: unknown parameter %q (known: endpoint)", u.Redacted(), k)
+		}
+	}
 	o.BaseURL = u.Query().Get("endpoint")
 	d, err := NewDriver(o)
 	if err != nil {

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// BenchmarkRunTrueVsBwrap measures `perimeter run -- true` as a whole
+// process (start-up, probe, create, exec, terminate, exit) against
+// `bwrap --unshare-all --ro-bind / / true` (Debian's bubblewrap), run in
+// pairs, alternately, so that both see the same machine. It reports the
+// medians and their ratio (x-bwrap); the goal is at most 2.
+//
+//	go test -run '^$' -bench RunTrueVsBwrap ./cmd/perimeter
+func BenchmarkRunTrueVsBwrap(b *testing.B) {
+	bwrap, err := exec.LookPath("bwrap")
+	if err != nil {
+		b.Skip("the baseline is bwrap (Debian's bubblewrap package), which is not installed")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		b.Skip("the go command builds the CLI for this benchmark and is not on PATH")
+	}
+	bin := filepath.Join(b.TempDir(), "perimeter")
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	env := append(os.Environ(), "TMPDIR="+b.TempDir())
+	run := func(name string, args ...string) time.Duration {
+		cmd := exec.Command(name, args...)
+		cmd.Env = env
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return time.Since(start)
+	}
+	// One unmeasured pair: the first run of a new binary probes the host.
+	run(bwrap, "--unshare-all", "--ro-bind", "/", "/", "true")
+	run(bin, "run", "--", "true")
+
+	var base, ours []time.Duration
+	for b.Loop() {
+		base = append(base, run(bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"))
+		ours = append(ours, run(bin, "run", "--", "true"))
+	}
+	median := func(ds []time.Duration) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	mb, mo := median(base), median(ours)
+	b.ReportMetric(float64(mb)/1e6, "bwrap-ms")
+	b.ReportMetric(float64(mo)/1e6, "perimeter-ms")
+	b.ReportMetric(float64(mo)/float64(mb), "x-bwrap")
+}
