@@ -186,7 +186,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 			}
 		},
 		OnResult: func(r Result) {
-			if !tty {
+			if !tty && ctx.Err() == nil {
 				verdict := string(r.Outcome)
 				if r.Outcome == Fail {
 					verdict = "FAIL"
