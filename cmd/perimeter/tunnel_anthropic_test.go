@@ -95,7 +95,7 @@ func TestTunnelAnthropicEverySubcommand(t *testing.T) {
 	assert.Contains(t, errOut, "already exists: refusing to replace it")
 
 	ca2 := filepath.Join(dir, "ca2")
-	code, out, errOut = run("ca", "rotate", "--tunnel", id, "--dir", ca2)
+	code, _, errOut = run("ca", "rotate", "--tunnel", id, "--dir", ca2)
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, errOut, "both CAs are active")
 	code, out, _ = run("ca", "list", "--tunnel", id)
@@ -121,7 +121,7 @@ func TestTunnelAnthropicEverySubcommand(t *testing.T) {
 	assert.Equal(t, 3, strings.Count(out, "\n"), out)
 	assert.Equal(t, 1, strings.Count(out, "\tactive"), out)
 
-	code, out, errOut = run("ca", "archive", "--tunnel", id, strings.Fields(strings.Split(out, "\n")[0])[0])
+	code, _, errOut = run("ca", "archive", "--tunnel", id, strings.Fields(strings.Split(out, "\n")[0])[0])
 	require.Equal(t, 0, code, errOut)
 	assert.Contains(t, errOut, "last active CA")
 
