@@ -110,6 +110,16 @@ func TestHelpAndVersion(t *testing.T) {
 		code, _, _ = cli(t, "", name, "--help")
 		assert.Equal(t, 0, code, name)
 	}
+	// Subcommands of subcommands too.
+	for _, args := range [][]string{
+		{"tunnel", "connect", "-h"}, {"tunnel", "edge", "--help"}, {"tunnel", "serve", "-h"},
+		{"tunnel", "certs", "-h"}, {"tunnel", "anthropic", "create", "-h"},
+		{"tunnel", "anthropic", "ca", "list", "-h"},
+	} {
+		code, out, errOut := cli(t, "", args...)
+		assert.Equal(t, 0, code, args)
+		assert.Regexp(t, `(?m)^\s+-\w`, out+errOut, "the flags are listed: %v", args)
+	}
 	code, out, _ := cli(t, "", "help", "run")
 	assert.Equal(t, 0, code)
 	assert.Contains(t, out, "usage: perimeter run")

@@ -194,6 +194,15 @@ func parseFlags(fs *flag.FlagSet, args []string, stopAfter int) (pos []string, c
 	}
 }
 
+// flagErrCode is the exit code after fs.Parse failed: 0 when the user asked
+// for help (-h, --help; the flag package printed the usage), 2 otherwise.
+func flagErrCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
 // apiNames translates the Go API names that generic errors of the SDK use
 // into what a person at the command line typed or can type.
 var apiNames = []struct {

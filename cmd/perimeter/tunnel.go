@@ -82,7 +82,7 @@ func tunnelConnect(ctx context.Context, args []string, stderr io.Writer) int {
 	config := fs.String("config", "", "connector configuration `FILE` (YAML)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagErrCode(err)
 	}
 	if *config == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel connect --config FILE")
@@ -123,7 +123,7 @@ func tunnelEdge(ctx context.Context, args []string, stderr io.Writer) int {
 	httpAddr := fs.String("http", "", "`ADDR` where MCP clients call, plain HTTP (overrides http_listen; default 127.0.0.1:8080)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagErrCode(err)
 	}
 	if *config == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel edge [--listen ADDR] [--http ADDR] --config FILE")
@@ -254,7 +254,7 @@ func tunnelServe(ctx context.Context, args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "", "`ADDR` where MCP clients call (overrides listen; default 127.0.0.1:8080)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagErrCode(err)
 	}
 	if *config == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel serve [--listen ADDR] --config FILE")

@@ -110,15 +110,18 @@ func anthropicFail(stderr io.Writer, sub string, err error) int {
 	return 1
 }
 
-func anthropicParse(fs *flag.FlagSet, args []string, nargs int, usage string, stderr io.Writer) bool {
+// anthropicParse parses a subcommand's flags and checks its number of
+// positional arguments. When !ok, the subcommand returns code: 0 after -h,
+// 2 for a bad command line.
+func anthropicParse(fs *flag.FlagSet, args []string, nargs int, usage string, stderr io.Writer) (code int, ok bool) {
 	if err := fs.Parse(args); err != nil {
-		return false
+		return flagErrCode(err), false
 	}
 	if fs.NArg() != nargs {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel anthropic "+usage)
-		return false
+		return 2, false
 	}
-	return true
+	return 0, true
 }
 
 func printTunnel(w io.Writer, t *sdk.BetaTunnel) {
@@ -136,8 +139,8 @@ func printTunnel(w io.Writer, t *sdk.BetaTunnel) {
 func anthropicCreate(ctx context.Context, sub string, args []string, stdout, stderr io.Writer) int {
 	fs, af := newAnthropicFlagSet(sub, stderr)
 	name := fs.String("name", "", "display `NAME` (1-255 characters)")
-	if !anthropicParse(fs, args, 0, "create [--name NAME]", stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 0, "create [--name NAME]", stderr); !ok {
+		return code
 	}
 	t, err := af.manager().Create(ctx, *name)
 	if err != nil {
@@ -151,8 +154,8 @@ func anthropicCreate(ctx context.Context, sub string, args []string, stdout, std
 func anthropicList(ctx context.Context, sub string, args []string, stdout, stderr io.Writer) int {
 	fs, af := newAnthropicFlagSet(sub, stderr)
 	all := fs.Bool("all", false, "include archived tunnels")
-	if !anthropicParse(fs, args, 0, "list [--all]", stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 0, "list [--all]", stderr); !ok {
+		return code
 	}
 	ts, err := af.manager().List(ctx, *all)
 	if err != nil {
@@ -166,8 +169,8 @@ func anthropicList(ctx context.Context, sub string, args []string, stdout, stder
 
 func anthropicGet(ctx context.Context, sub string, args []string, stdout, stderr io.Writer) int {
 	fs, af := newAnthropicFlagSet(sub, stderr)
-	if !anthropicParse(fs, args, 1, "get TUNNEL", stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 1, "get TUNNEL", stderr); !ok {
+		return code
 	}
 	t, err := af.manager().Get(ctx, fs.Arg(0))
 	if err != nil {
@@ -180,8 +183,8 @@ func anthropicGet(ctx context.Context, sub string, args []string, stdout, stderr
 func anthropicArchive(ctx context.Context, sub string, args []string, stdout, stderr io.Writer) int {
 	fs, af := newAnthropicFlagSet(sub, stderr)
 	yes := fs.Bool("yes", false, "confirm: archiving retires the hostname, the token and every CA for good")
-	if !anthropicParse(fs, args, 1, "archive --yes TUNNEL", stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 1, "archive --yes TUNNEL", stderr); !ok {
+		return code
 	}
 	if !*yes {
 		fmt.Fprintf(stderr, "perimeter tunnel anthropic archive: archiving %s cannot be undone (its hostname, token and CAs are retired); add --yes to do it\n", fs.Arg(0))
@@ -205,8 +208,8 @@ func anthropicToken(ctx context.Context, sub string, args []string, stdout, stde
 		fs.StringVar(&reason, "reason", "", "free-text `REASON`, recorded by the API")
 		usage += " [--reason TEXT]"
 	}
-	if !anthropicParse(fs, args, 0, usage, stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 0, usage, stderr); !ok {
+		return code
 	}
 	if *id == "" || *out == "" {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel anthropic "+usage)
@@ -246,8 +249,8 @@ func anthropicCA(ctx context.Context, sub string, args []string, stdout, stderr 
 		fs.BoolVar(&archiveOld, "archive-old", false, "archive the previously active CA once the new one is registered")
 		usage = sub + " --tunnel ID --dir DIR [--archive-old] [--validity D]"
 	}
-	if !anthropicParse(fs, args, 0, usage, stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 0, usage, stderr); !ok {
+		return code
 	}
 	if *id == "" || *dir == "" {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel anthropic "+usage)
@@ -321,8 +324,8 @@ func anthropicCAList(ctx context.Context, sub string, args []string, stdout, std
 	fs, af := newAnthropicFlagSet(sub, stderr)
 	id := fs.String("tunnel", "", "tunnel `ID`")
 	all := fs.Bool("all", false, "include archived certificates")
-	if !anthropicParse(fs, args, 0, "ca list --tunnel ID [--all]", stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 0, "ca list --tunnel ID [--all]", stderr); !ok {
+		return code
 	}
 	if *id == "" {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel anthropic ca list --tunnel ID [--all]")
@@ -345,8 +348,8 @@ func anthropicCAList(ctx context.Context, sub string, args []string, stdout, std
 func anthropicCAArchive(ctx context.Context, sub string, args []string, stdout, stderr io.Writer) int {
 	fs, af := newAnthropicFlagSet(sub, stderr)
 	id := fs.String("tunnel", "", "tunnel `ID`")
-	if !anthropicParse(fs, args, 1, "ca archive --tunnel ID CERTIFICATE", stderr) {
-		return 2
+	if code, ok := anthropicParse(fs, args, 1, "ca archive --tunnel ID CERTIFICATE", stderr); !ok {
+		return code
 	}
 	if *id == "" {
 		fmt.Fprintln(stderr, "usage: perimeter tunnel anthropic ca archive --tunnel ID CERTIFICATE")

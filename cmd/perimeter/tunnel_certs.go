@@ -36,7 +36,7 @@ func tunnelCerts(args []string, stdout, stderr io.Writer) int {
 	validity := fs.Duration("validity", 365*24*time.Hour, "how long a new CA and the certificates are valid")
 	usage := "usage: perimeter tunnel certs --dir DIR [--edge-name NAME[,NAME]] [--connector ID]... [--client NAME]... [--validity D]"
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return flagErrCode(err)
 	}
 	if *dir == "" || fs.NArg() > 0 || (*edgeNames == "" && len(connectors) == 0 && len(clients) == 0) {
 		fmt.Fprintln(stderr, usage)
