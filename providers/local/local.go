@@ -746,11 +746,12 @@ func (p *Provider) stale(m *meta) bool {
 		return false
 	}
 	live.mu.Lock()
-	_, mine := live.sandboxes[filepath.Join(p.root, m.ID)]
+	sb, mine := live.sandboxes[filepath.Join(p.root, m.ID)]
 	live.mu.Unlock()
 	switch {
 	case mine:
-		return false
+		// A handle of this process: stale once its init has ended.
+		return sb.initEnded()
 	case m.InitPID != 0:
 		return procStart(m.InitPID) != m.InitStart
 	case m.CreatorPID != 0:
@@ -762,6 +763,7 @@ func (p *Provider) stale(m *meta) bool {
 // removeStale removes what a dead sandbox left: its cgroups (the kernel
 // refuses to remove one that still holds a process) and its directory.
 func (p *Provider) removeStale(m *meta) {
+	p.forget(m.ID)
 	for _, d := range m.Cgroups {
 		if filepath.IsAbs(d) && strings.HasPrefix(d, cgroupRoot+"/") && filepath.Base(d) == m.ID {
 			os.Remove(d)

@@ -57,6 +57,20 @@ func (s *Sandbox) As(target any) bool {
 	return false
 }
 
+// initEnded reports whether the sandbox is isolated and its init has
+// ended (killed, or its creating process's handle was lost).
+func (s *Sandbox) initEnded() bool {
+	if s.iso == nil {
+		return false
+	}
+	select {
+	case <-s.iso.initDone:
+		return true
+	default:
+		return false
+	}
+}
+
 func newSandbox(p *Provider, dir string, m *meta, st *isoState) (*Sandbox, error) {
 	ws := filepath.Join(dir, "workspace")
 	// With namespaces, the file methods work on the sandbox's own root, as
