@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -164,9 +165,16 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 		return nil, sandbox.NewError(Name, s.id, op, kindOf(err), err)
 	}
 	defer closeFiles([]*os.File{outW, errW}) // the child has its own copies once started
+	path, args := prog, cmd.Args
+	if env := defaultSignalEnv(); env != "" && !strings.Contains(prog, "=") {
+		// This process ignores a signal, and an ignored disposition survives
+		// exec: the command would never see it. env resets them (the
+		// program's argv[0] is then its path).
+		path, args = env, append([]string{"env", "--default-signal", prog}, cmd.Args[1:]...)
+	}
 	c := &exec.Cmd{
-		Path:   prog,
-		Args:   cmd.Args,
+		Path:   path,
+		Args:   args,
 		Dir:    dir,
 		Env:    env,
 		Stdout: outW,
@@ -444,3 +452,27 @@ func executable(p string) error {
 	}
 	return nil
 }
+
+// defaultSignalEnv returns the path of an env(1) that takes --default-signal
+// when this process ignores a signal a command may be sent (a host started
+// under nohup ignores SIGHUP), and "" when nothing is ignored or no such env
+// exists. Unisolated commands are plain children of this process and would
+// inherit the ignored dispositions; isolated ones start from the sandbox's
+// init, which ignores none.
+var defaultSignalEnv = sync.OnceValue(func() string {
+	ignored := false
+	for _, sig := range []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGTSTP,
+		syscall.SIGTTIN, syscall.SIGTTOU} {
+		ignored = ignored || signal.Ignored(sig)
+	}
+	if !ignored {
+		return ""
+	}
+	for _, env := range []string{"/usr/bin/env", "/bin/env"} {
+		if exec.Command(env, "--default-signal", "true").Run() == nil {
+			return env
+		}
+	}
+	return ""
+})
