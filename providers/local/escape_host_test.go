@@ -331,9 +331,23 @@ func TestOOMKillsTheCommandNotTheAgent(t *testing.T) {
 	require.True(t, res.Status.OOMKilled, "the command's status does not say OOMKilled: %+v (%s)", res.Status, res.Stderr)
 	require.NoError(t, sb.d.iso.call(ctx, &agentRequest{Op: "ping"}), "the agent died of the command's OOM")
 	require.NoError(t, sb.Remove(ctx, "/tmp/fill"))
-	st, out, errs := sh(t, sb, "cat /proc/self/oom_score_adj; (echo 0 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered; true")
-	require.True(t, st.Success(), errs)
-	require.Equal(t, strconv.Itoa(commandOOMScoreAdj)+"\n", out, "a command could lower its own oom_score_adj (or has the wrong one)")
+	// The agent sets the value once the command has started, before Start
+	// returns: the script reads it (in a child, which inherits it) only
+	// after Start returned and a line arrived on its stdin.
+	stdin, feed := io.Pipe()
+	var out, errs bytes.Buffer
+	p, err := portable(sb).Start(ctx, &sandbox.Cmd{
+		Args:  []string{"sh", "-c", "read go; cat /proc/self/oom_score_adj; (echo 0 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered; true"},
+		Stdin: stdin, Stdout: &out, Stderr: &errs,
+	})
+	require.NoError(t, err)
+	_, err = feed.Write([]byte("go\n"))
+	require.NoError(t, err)
+	feed.Close()
+	st, err := p.Wait(ctx)
+	require.NoError(t, err)
+	require.True(t, st.Success(), errs.String())
+	require.Equal(t, strconv.Itoa(commandOOMScoreAdj)+"\n", out.String(), "a command could lower its own oom_score_adj (or has the wrong one)")
 }
 
 // TestFilesAPIRefusesMountPoints: the files API must not remove, rename or
