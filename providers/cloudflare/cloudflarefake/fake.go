@@ -618,7 +618,9 @@ func (s *Server) command(b *box, rel string, env map[string]string, argv ...stri
 	if s.isolated {
 		cmd = isolatedCommand(b, path.Join("/workspace", rel), argv)
 	} else {
-		cmd = exec.Command(argv[0], argv[1:]...)
+		// Default signal dispositions, as a fresh container's processes
+		// have, whatever the fake's own process ignores.
+		cmd = exec.Command("/usr/bin/env", append([]string{"--default-signal", "--"}, argv...)...)
 		cmd.Dir = filepath.Join(b.workspace(), filepath.FromSlash(rel))
 	}
 	cmd.Env = e

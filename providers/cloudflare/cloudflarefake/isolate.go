@@ -75,7 +75,7 @@ func isolatedCommand(b *box, dir string, argv []string) *exec.Cmd {
 	if os.Geteuid() != 0 {
 		args = append(args, "-U", "--preserve-credentials")
 	}
-	args = append(args, "/usr/bin/env", "-C", dir)
+	args = append(args, "/usr/bin/env", "--default-signal", "-C", dir)
 	return exec.Command(nsenterPath, append(args, argv...)...)
 }
 

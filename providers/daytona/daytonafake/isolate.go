@@ -50,7 +50,7 @@ mount --bind "$3" "$1/tmp"`
 const noNetScript = `r=$0 d=$1 p=$2; shift 2
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 ip link set lo up 2>/dev/null
-exec chroot "$r" /usr/bin/env -C "$d" "PATH=$p" "$@"`
+exec chroot "$r" /usr/bin/env --default-signal -C "$d" "PATH=$p" "$@"`
 
 var (
 	unsharePath = "/usr/bin/unshare"
@@ -139,7 +139,7 @@ func (n *namespace) command(root string, nonet bool, cwd string, env []string, n
 	if nonet {
 		a = append(a, unsharePath, "--net", "/bin/sh", "-c", noNetScript, root, cwd, upath, name)
 	} else {
-		a = append(a, chrootPath, root, "/usr/bin/env", "-C", cwd, "PATH="+upath, name)
+		a = append(a, chrootPath, root, "/usr/bin/env", "--default-signal", "-C", cwd, "PATH="+upath, name)
 	}
 	cmd := exec.Command(nsenterPath, append(a, args...)...)
 	cmd.Env = env

@@ -128,7 +128,9 @@ func (s *Server) shell(sb *sandboxRec, cwd string, env []string, script string) 
 		nonet := sb.w.NetworkBlockAll || sb.w.NetworkAllowList != "" || sb.w.DomainAllowList != ""
 		cmd = s.ns.command(sb.root, nonet, cwd, env, "/bin/sh", "-c", script)
 	} else {
-		cmd = exec.Command("/bin/sh", "-c", script)
+		// Default signal dispositions, as a fresh sandbox's processes have,
+		// whatever the fake's own process ignores.
+		cmd = exec.Command("/usr/bin/env", "--default-signal", "/bin/sh", "-c", script)
 		cmd.Dir, cmd.Env = cwd, env
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
