@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
@@ -155,13 +156,44 @@ func (p *prng) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// freePort returns a TCP port that was free on this host's loopback a moment
-// ago; for providers whose sandboxes share the host's network, it keeps the
-// suite's servers from colliding.
+// handedOut holds the ports freePort has returned in this process.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// freePort returns a TCP port for a server in a sandbox that was free on
+// this host's loopback a moment ago, for providers whose sandboxes share the
+// host's network. It is below Linux's default ephemeral range (32768 and
+// up), from which the kernel picks the ports of outgoing connections and of
+// listeners bound to port 0, such as a provider's Expose: a port taken from
+// that range was seen handed to another check's tunnel between the check
+// choosing it and its server binding it, and the check then reached the
+// other check's server. No port is returned twice in a process, so checks
+// running at once never share one.
 func freePort() int {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if handedOut.ports[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		handedOut.ports[port] = true
+		return port
+	}
+	// Nothing free below the ephemeral range: take one from it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 20000 + rand.IntN(20000)
+		return 20000 + rand.IntN(12000)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -72,9 +73,11 @@ func Main(open Opener) {
 // Flags: --json (the report as JSON instead of a table), --run REGEXP (only
 // the checks whose ID matches), --list (list the checks and exit),
 // --check-timeout (each check's bound, default 3m), --parallel N (checks
-// at once, default GOMAXPROCS up to 4) and --network none|open (the egress of sandboxes
+// at once, default GOMAXPROCS up to 4), --network none|open (the egress of sandboxes
 // whose check sets none: open for a provider whose port tunnels reach a
-// sandbox from outside its network). The report goes to stdout; progress
+// sandbox from outside its network) and --busybox (the image is BusyBox:
+// the harness serves HTTP with its httpd and connects with its nc, where
+// the Opener set neither). The report goes to stdout; progress
 // and errors to stderr.
 func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts *CommandOptions) int {
 	name := opts.Name
@@ -89,6 +92,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 	parallel := fs.Int("parallel", min(4, runtime.GOMAXPROCS(0)), "how many checks run at once")
 	list := fs.Bool("list", false, "list the checks and exit")
 	network := fs.String("network", "none", "egress of the sandboxes the checks create where a check sets none itself: `none` or open (for a provider whose port tunnels reach the sandbox from outside its network)")
+	busybox := fs.Bool("busybox", false, "the sandboxes' image is BusyBox (no python3 or bash): serve HTTP with its httpd and test connections with its nc")
 	usage := func() {
 		fmt.Fprintf(stderr, "usage: %s [flags] %s\n", name, opts.ArgsUsage)
 		fs.PrintDefaults()
@@ -156,6 +160,16 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, opts 
 		return 1
 	}
 	defer h.Provider.Close()
+	if *busybox {
+		hc := *h
+		if hc.HTTPServer == nil {
+			hc.HTTPServer = func(port int) []string { return []string{"httpd", "-f", "-p", strconv.Itoa(port), "-h", "."} }
+		}
+		if hc.Connect == nil {
+			hc.Connect = func(host string, port int) []string { return []string{"nc", "-z", "-w", "5", host, strconv.Itoa(port)} }
+		}
+		h = &hc
+	}
 	if *network == "open" {
 		base := h.Spec
 		hc := *h

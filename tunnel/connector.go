@@ -130,7 +130,7 @@ func NewConnector(opts *ConnectorOptions) (_ *Connector, err error) {
 		return nil, errors.New("tunnel: connector: nil options")
 	}
 	o := *opts
-	if !validName(o.ID) {
+	if !ValidName(o.ID) {
 		return nil, fmt.Errorf("tunnel: connector: invalid id %q (want 1-63 of [A-Za-z0-9_-])", o.ID)
 	}
 	if len(o.Edges) == 0 {

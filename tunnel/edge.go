@@ -484,7 +484,7 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if rest, ok := strings.CutPrefix(p, "/.well-known/"); ok {
 		kind, rest := splitFirst(rest)
 		route, rest := splitFirst(strings.TrimPrefix(rest, "/"))
-		if kind == "" || !validName(route) {
+		if kind == "" || !ValidName(route) {
 			http.NotFound(w, r)
 			return
 		}
@@ -493,7 +493,7 @@ func (e *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	route, rest := splitFirst(strings.TrimPrefix(p, "/"))
-	if !validName(route) {
+	if !ValidName(route) {
 		http.NotFound(w, r)
 		return
 	}

@@ -77,7 +77,7 @@ func NewGateway(opts *GatewayOptions) (*Gateway, error) {
 	if o.ID == "" {
 		o.ID = "gateway"
 	}
-	if !validName(o.ID) {
+	if !ValidName(o.ID) {
 		return nil, fmt.Errorf("tunnel: gateway: invalid id %q (want 1-63 of [A-Za-z0-9_-])", o.ID)
 	}
 	if len(o.Routes) == 0 {
@@ -174,7 +174,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if rest, ok := strings.CutPrefix(p, "/.well-known/"); ok {
 		kind, rest := splitFirst(rest)
 		route, rest := splitFirst(strings.TrimPrefix(rest, "/"))
-		if kind == "" || !validName(route) {
+		if kind == "" || !ValidName(route) {
 			http.NotFound(w, r)
 			return
 		}
@@ -182,7 +182,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	route, rest := splitFirst(strings.TrimPrefix(p, "/"))
-	if !validName(route) {
+	if !ValidName(route) {
 		http.NotFound(w, r)
 		return
 	}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 )
 
 // ALPN is the TLS application protocol a connector and an edge negotiate on
@@ -44,13 +43,23 @@ type welcome struct {
 	Error string `json:"error,omitempty"`
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
-
-// validName reports whether s is usable as a connector or route name: 1 to 63
-// characters from [A-Za-z0-9_-], starting with a letter or digit. Names never
-// contain "." so that a stdio session ID "<connector>.<random>" splits
-// unambiguously.
-func validName(s string) bool { return namePattern.MatchString(s) }
+// ValidName reports whether s is usable as a connector ID, route name or
+// client name: 1 to 63 characters from [A-Za-z0-9_-], starting with a letter
+// or digit. Names never contain "." so that a stdio session ID
+// "<connector>.<random>" splits unambiguously.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '-' && c != '_') {
+			return false
+		}
+	}
+	return true
+}
 
 // writeFrame writes magic, a 4-byte big-endian length and v as JSON.
 func writeFrame(w io.Writer, v any) error {
@@ -105,14 +114,14 @@ func readHello(r io.Reader) (*hello, error) {
 	if err := readFrame(r, &h); err != nil {
 		return nil, err
 	}
-	if !validName(h.Connector) {
+	if !ValidName(h.Connector) {
 		return nil, fmt.Errorf("handshake: invalid connector id %q", h.Connector)
 	}
 	if len(h.Routes) == 0 || len(h.Routes) > 1024 {
 		return nil, fmt.Errorf("handshake: connector %q advertises %d routes (want 1..1024)", h.Connector, len(h.Routes))
 	}
 	for _, rt := range h.Routes {
-		if !validName(rt) {
+		if !ValidName(rt) {
 			return nil, fmt.Errorf("handshake: connector %q advertises invalid route name %q", h.Connector, rt)
 		}
 	}

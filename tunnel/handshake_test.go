@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -99,7 +101,7 @@ func FuzzHandshake(f *testing.F) {
 		if raw.Token != testToken {
 			t.Fatalf("accepted a hello with token %q", raw.Token)
 		}
-		if !validName(h.Connector) || len(h.Routes) == 0 {
+		if !ValidName(h.Connector) || len(h.Routes) == 0 {
 			t.Fatalf("accepted an invalid hello %+v", h)
 		}
 		var w welcome
@@ -148,4 +150,26 @@ func FuzzWelcome(f *testing.F) {
 			t.Fatalf("ok without an ok field in %q", in)
 		}
 	})
+}
+
+// TestValidName checks the hand-written rule against the regular
+// expression it replaced, on edge cases and fuzzed input.
+func TestValidName(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+	cases := []string{"", "a", "A9", "-a", "_a", "a-", "a_b-c", "a.b", "a b", "é", "a\x00",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), "9" + strings.Repeat("-", 62)}
+	for _, c := range cases {
+		assert.Equal(t, re.MatchString(c), ValidName(c), "%q", c)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "aZ09-_.é \x00"
+	for range 20000 {
+		b := make([]byte, rng.IntN(66))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		if re.MatchString(string(b)) != ValidName(string(b)) {
+			t.Fatalf("%q: regexp %v, ValidName %v", b, re.MatchString(string(b)), ValidName(string(b)))
+		}
+	}
 }

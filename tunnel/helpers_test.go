@@ -36,6 +36,9 @@ const testToken = "test-token-0123456789abcdef"
 const stdioServerEnv = "PERIMETER_TUNNEL_TEST_STDIO_SERVER"
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(benchRoleEnv); role != "" {
+		os.Exit(runBenchRole(role))
+	}
 	if os.Getenv(stdioServerEnv) == "1" {
 		s := newTestServer(nil)
 		if err := s.Run(context.Background(), &mcp.StdioTransport{}); err != nil && !errors.Is(err, io.EOF) {
@@ -173,6 +176,7 @@ func newTestServer(h *testHooks) *mcp.Server {
 // testCerts is a CA with a server certificate for 127.0.0.1 and a client
 // certificate, and an unrelated CA's client certificate.
 type testCerts struct {
+	ca          *x509.Certificate
 	pool        *x509.CertPool
 	server      tls.Certificate
 	client      tls.Certificate
@@ -227,6 +231,7 @@ func getCerts() *testCerts {
 		pool := x509.NewCertPool()
 		pool.AddCert(ca)
 		certs = &testCerts{
+			ca:          ca,
 			pool:        pool,
 			server:      leaf(ca, caKey, "edge", x509.ExtKeyUsageServerAuth, 2),
 			client:      leaf(ca, caKey, "connector", x509.ExtKeyUsageClientAuth, 3),

@@ -53,7 +53,7 @@ func newRouteSet(routes []Route, o routeSetOptions) (*routeSet, error) {
 	children := &childCaps{max: o.maxChildren, perClient: o.maxChildrenPerClient, byClient: make(map[string]int)}
 	for i := range routes {
 		rt := &routes[i]
-		if !validName(rt.Name) || rt.Name == "healthz" {
+		if !ValidName(rt.Name) || rt.Name == "healthz" {
 			return nil, fmt.Errorf("invalid route name %q", rt.Name)
 		}
 		if rs.guards[rt.Name] != nil {

@@ -20,8 +20,10 @@ import (
 )
 
 // BenchmarkSideBySide runs the same workloads direct, through the tunnel
-// (TLS carrier and WebSocket carrier) and through `ssh -R` (OpenSSH's
-// reverse port forwarding, with an sshd it starts on loopback), in one run:
+// (TLS carrier and WebSocket carrier in this process; TLS carrier with the
+// edge and the connector each in its own process, "tunnel-procs", as they
+// are deployed) and through `ssh -R` (OpenSSH's reverse port forwarding,
+// with an sshd it starts on loopback), in one run:
 //
 //   - stream: 4 MiB of SSE in 4 KiB events, each flushed (B/s);
 //   - call-1MiB: a tools/call whose argument and result are 1 MiB (B/s);
@@ -75,6 +77,9 @@ func BenchmarkSideBySide(b *testing.B) {
 	wc, _ := startConnector(b, wco)
 	waitConnected(b, &testEdge{Edge: we}, wc, 1)
 	paths = append(paths, struct{ name, base string }{"tunnel-websocket", front.URL})
+	// Tunnel, TLS carrier, edge and connector each in its own process.
+	paths = append(paths, struct{ name, base string }{"tunnel-procs",
+		startTunnelProcs(b, map[string]string{"sse": up.URL + "/sse", "mcp": up.URL + "/mcp"})})
 	// ssh -R.
 	sshBase, why := startSSHReverse(b, strings.TrimPrefix(up.URL, "http://"))
 	if sshBase != "" {

@@ -217,19 +217,30 @@ func TestEarlyInterruptExits130Quietly(t *testing.T) {
 
 func TestKeptSandboxExecCpLsRm(t *testing.T) {
 	t.Parallel()
-	// An isolated local sandbox ends with its creator: --keep says so.
-	code, _, errOut := cli(t, "", "run", "--provider", providerURL(t), "--keep", "--", "true")
-	assert.Equal(t, 2, code)
-	assert.Contains(t, errOut, "an isolated local sandbox ends with the process that creates it")
+	// An isolated sandbox (the default) is held by a keeper process; an
+	// unisolated one is kept on disk. Every command reaches either.
+	t.Run("isolated", func(t *testing.T) {
+		t.Parallel()
+		root := t.TempDir()
+		k := runKept(t, "local://"+root, "--", "sh", "-c", "echo kept > f.txt")
+		testKeptSandbox(t, "local://"+root, k.id)
+		k.requireGone(t, root)
+	})
+	t.Run("unisolated", func(t *testing.T) {
+		t.Parallel()
+		url := "local://" + t.TempDir() + "?isolation=none"
+		code, _, errOut := cli(t, "", "run", "--provider", url, "--network", "open", "--keep", "--", "sh", "-c", "echo kept > f.txt")
+		require.Equal(t, 0, code, errOut)
+		m := regexp.MustCompile(`sandbox (sb-[0-9a-f]{16}) kept`).FindStringSubmatch(errOut)
+		require.NotNil(t, m, errOut)
+		testKeptSandbox(t, url, m[1])
+	})
+}
 
-	// An unisolated one is kept on disk, and every command reaches it.
-	url := "local://" + t.TempDir() + "?isolation=none"
-	code, _, errOut = cli(t, "", "run", "--provider", url, "--network", "open", "--keep", "--", "sh", "-c", "echo kept > f.txt")
-	require.Equal(t, 0, code, errOut)
-	m := regexp.MustCompile(`sandbox (sb-[0-9a-f]{16}) kept`).FindStringSubmatch(errOut)
-	require.NotNil(t, m, errOut)
-	id := m[1]
-
+// testKeptSandbox uses the kept sandbox id on url, in which f.txt holds
+// "kept", with exec, cp, ls and rm, and removes it.
+func testKeptSandbox(t *testing.T, url, id string) {
+	t.Helper()
 	code, out, errOut := cli(t, "", "exec", id, "--provider", url, "--env", "W=world", "--", "sh", "-c", `cat f.txt; echo "hello $W"`)
 	assert.Equal(t, 0, code, errOut)
 	assert.Equal(t, "kept\nhello world\n", out)

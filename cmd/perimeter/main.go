@@ -32,6 +32,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -110,6 +111,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		// A command's help is what its -h prints, here on stdout.
 		return c.run(ctx, append(slices.Clone(args[2:]), "-h"), stdin, stdout, stdout)
+	case keeperArg:
+		return runKeeper(ctx, stderr)
 	case "-version", "--version", "version":
 		fmt.Fprintf(stdout, "perimeter %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
@@ -204,37 +207,43 @@ func flagErrCode(err error) int {
 }
 
 // apiNames translates the Go API names that generic errors of the SDK use
-// into what a person at the command line typed or can type.
-var apiNames = []struct {
+// into what a person at the command line typed or can type. It is compiled
+// on first use: every start of the program, the sandbox init processes it
+// re-executes included, would otherwise pay for it.
+var apiNames = sync.OnceValue(func() []apiRewrite {
+	return []apiRewrite{
+		{regexp.MustCompile(` \(Capabilities\.\w+ is false\)`), ""},
+		{regexp.MustCompile(` \(Cmd\.Args(\[0\])?\)`), ""},
+		{regexp.MustCompile(`Cmd\.Args\[(\d+)\]`), "argument $1 of the command"},
+		{regexp.MustCompile(`\bset Options\.AllowUnisolated \(URL (\S+)\)`), "open $1"},
+		{regexp.MustCompile(`\bCmd\.Timeout\b`), "--timeout"},
+		{regexp.MustCompile(`\bCmd\.Env\b`), "--env"},
+		{regexp.MustCompile(`\bCmd\.Dir\b`), "--dir"},
+		{regexp.MustCompile(`\bCmd\.Stdin\b`), "standard input"},
+		{regexp.MustCompile(`\bCmd\.TTY\b`), "a terminal"},
+		{regexp.MustCompile(`\b(Spec\.)?Resources\.Memory\b`), "--memory"},
+		{regexp.MustCompile(`\b(Spec\.)?Resources\.CPU\b`), "--cpus"},
+		{regexp.MustCompile(`\b(Spec\.)?Resources\.PIDs\b`), "--pids"},
+		{regexp.MustCompile(`\b(Spec\.)?Resources\.Disk\b`), "--disk"},
+		{regexp.MustCompile(`\b(Spec\.)?Resources\.GPU\b`), "GPUs"},
+		{regexp.MustCompile(`\bSpec\.Resources\b`), "the resource flags"},
+		{regexp.MustCompile(`\bNetworkPolicy\.Allow\b`), "--allow"},
+		{regexp.MustCompile(`\bSpec\.Network\b`), "--network"},
+		{regexp.MustCompile(`\bOptions\.Run\b`), "--run"},
+		{regexp.MustCompile(`\bOptions\.Root\b`), "another directory in the provider URL"},
+	}
+})
+
+type apiRewrite struct {
 	re   *regexp.Regexp
 	repl string
-}{
-	{regexp.MustCompile(` \(Capabilities\.\w+ is false\)`), ""},
-	{regexp.MustCompile(` \(Cmd\.Args(\[0\])?\)`), ""},
-	{regexp.MustCompile(`Cmd\.Args\[(\d+)\]`), "argument $1 of the command"},
-	{regexp.MustCompile(`\bset Options\.AllowUnisolated \(URL (\S+)\)`), "open $1"},
-	{regexp.MustCompile(`\bCmd\.Timeout\b`), "--timeout"},
-	{regexp.MustCompile(`\bCmd\.Env\b`), "--env"},
-	{regexp.MustCompile(`\bCmd\.Dir\b`), "--dir"},
-	{regexp.MustCompile(`\bCmd\.Stdin\b`), "standard input"},
-	{regexp.MustCompile(`\bCmd\.TTY\b`), "a terminal"},
-	{regexp.MustCompile(`\b(Spec\.)?Resources\.Memory\b`), "--memory"},
-	{regexp.MustCompile(`\b(Spec\.)?Resources\.CPU\b`), "--cpus"},
-	{regexp.MustCompile(`\b(Spec\.)?Resources\.PIDs\b`), "--pids"},
-	{regexp.MustCompile(`\b(Spec\.)?Resources\.Disk\b`), "--disk"},
-	{regexp.MustCompile(`\b(Spec\.)?Resources\.GPU\b`), "GPUs"},
-	{regexp.MustCompile(`\bSpec\.Resources\b`), "the resource flags"},
-	{regexp.MustCompile(`\bNetworkPolicy\.Allow\b`), "--allow"},
-	{regexp.MustCompile(`\bSpec\.Network\b`), "--network"},
-	{regexp.MustCompile(`\bOptions\.Run\b`), "--run"},
-	{regexp.MustCompile(`\bOptions\.Root\b`), "another directory in the provider URL"},
 }
 
 // errText is err's message for a person at a terminal: Go API names are
 // replaced by the flags that set them.
 func errText(err error) string {
 	s := err.Error()
-	for _, n := range apiNames {
+	for _, n := range apiNames() {
 		s = n.re.ReplaceAllString(s, n.repl)
 	}
 	return s
@@ -274,7 +283,8 @@ type session struct {
 // for the provider's defaults). On failure it prints why to stderr and
 // returns the exit code: 130, quietly, when ctx was cancelled (Ctrl-C), 1
 // otherwise. If keep is set, the sandbox's ID is printed and close leaves
-// it running.
+// it running; an isolated local sandbox is then held by a keeper process
+// (keep.go).
 func newSession(ctx context.Context, url string, keep bool, spec *sandbox.Spec, stderr io.Writer) (*session, int) {
 	p, err := sandbox.Open(ctx, url)
 	if err != nil {
@@ -284,12 +294,9 @@ func newSession(ctx context.Context, url string, keep bool, spec *sandbox.Spec, 
 		printErr(stderr, "perimeter", err)
 		return nil, 1
 	}
-	if keep {
-		if err := keepable(p); err != nil {
-			p.Close()
-			printErr(stderr, "perimeter", err)
-			return nil, 2
-		}
+	if lp := isolatedLocal(p); keep && lp != nil {
+		// It would end with this process: a keeper holds it.
+		return keptSession(ctx, p, lp, url, spec, stderr)
 	}
 	sb, err := p.Create(ctx, spec)
 	if err != nil {
@@ -304,17 +311,6 @@ func newSession(ctx context.Context, url string, keep bool, spec *sandbox.Spec, 
 		fmt.Fprintf(stderr, "perimeter: sandbox %s kept; use it with: perimeter exec|cp|rm [--provider URL] %s\n", sb.ID(), sb.ID())
 	}
 	return &session{p: p, sb: sb, keep: keep}, 0
-}
-
-// keepable refuses --keep where a kept sandbox could not be used: isolated
-// local sandboxes end with the process that created them.
-func keepable(p *sandbox.Provider) error {
-	var lp *local.Provider
-	if p.As(&lp) && lp.Isolated() {
-		return errors.New("--keep: an isolated local sandbox ends with the process that creates it, so no later command could use it; " +
-			"keep an unisolated one (--provider 'local:///DIR?isolation=none' --network open: plain host processes) or use a remote provider")
-	}
-	return nil
 }
 
 // close terminates the sandbox (unless kept) and closes the provider. It

@@ -6,6 +6,7 @@ package main
 import (
 	_ "github.com/perimeter-sdk/perimeter/providers/cloudflare"
 	_ "github.com/perimeter-sdk/perimeter/providers/daytona"
+	_ "github.com/perimeter-sdk/perimeter/providers/kubernetes"
 	_ "github.com/perimeter-sdk/perimeter/providers/local"
 	_ "github.com/perimeter-sdk/perimeter/providers/modal"
 	_ "github.com/perimeter-sdk/perimeter/providers/vercel"

@@ -31,11 +31,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -127,9 +130,13 @@ func TestREADME(t *testing.T) {
 }
 
 // workspaceFor writes dir/go.work using the repository's workspace with
-// absolute paths, plus dir itself, so that a program in dir builds against
-// this tree without any module download.
-func workspaceFor(t *testing.T, goTool, dir string) {
+// absolute paths, plus dir itself, so that src, the block written in dir,
+// builds against this tree without any module download. Of the repository's
+// modules it uses the root and those src imports from: the others' module
+// graphs (the Kubernetes provider's above all) would need go.mod files that
+// no build of this tree downloads, and the module cache of a fresh machine
+// does not hold.
+func workspaceFor(t *testing.T, goTool, dir, src string) {
 	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	require.NoError(t, err)
@@ -152,10 +159,26 @@ func workspaceFor(t *testing.T, goTool, dir string) {
 		}
 		return filepath.Join(root, p)
 	}
+	f, err := parser.ParseFile(token.NewFileSet(), "block.go", src, parser.ImportsOnly)
+	require.NoError(t, err, "the block's imports")
+	imported := func(module string) bool {
+		for _, spec := range f.Imports {
+			p, _ := strconv.Unquote(spec.Path.Value)
+			if p == module || strings.HasPrefix(p, module+"/") {
+				return true
+			}
+		}
+		return false
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "go %s\n\nuse (\n\t.\n", w.Go)
 	for _, u := range w.Use {
-		fmt.Fprintf(&b, "\t%s\n", abs(u.DiskPath))
+		d := abs(u.DiskPath)
+		gomod, err := os.ReadFile(filepath.Join(d, "go.mod"))
+		require.NoError(t, err)
+		if d == root || imported(modfileModule(gomod)) {
+			fmt.Fprintf(&b, "\t%s\n", d)
+		}
 	}
 	b.WriteString(")\n\nreplace (\n")
 	for _, r := range w.Replace {
@@ -164,6 +187,16 @@ func workspaceFor(t *testing.T, goTool, dir string) {
 	b.WriteString(")\n")
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.work"), []byte(b.String()), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module readme.example\n\ngo "+w.Go+"\n"), 0o644))
+}
+
+// modfileModule returns the module path a go.mod declares.
+func modfileModule(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if m, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
+			return strings.Trim(strings.TrimSpace(m), `"`)
+		}
+	}
+	return ""
 }
 
 // goCmd is the go command in dir, on that workspace, without the network.
@@ -176,7 +209,7 @@ func goCmd(goTool, dir string, args ...string) *exec.Cmd {
 
 func runGoBlock(t *testing.T, goTool string, b readmeBlock, want *string) {
 	dir := t.TempDir()
-	workspaceFor(t, goTool, dir)
+	workspaceFor(t, goTool, dir, b.text)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(b.text), 0o644))
 	prog := filepath.Join(dir, "prog")
 	out, err := goCmd(goTool, dir, "build", "-o", prog, ".").CombinedOutput()
@@ -195,7 +228,7 @@ func runGoBlock(t *testing.T, goTool string, b readmeBlock, want *string) {
 
 func vetGoTestBlock(t *testing.T, goTool string, b readmeBlock) {
 	dir := t.TempDir()
-	workspaceFor(t, goTool, dir)
+	workspaceFor(t, goTool, dir, b.text)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "readme_test.go"), []byte(b.text), 0o644))
 	out, err := goCmd(goTool, dir, "vet", ".").CombinedOutput()
 	require.NoError(t, err, "%s does not compile: %s", b.name(), out)

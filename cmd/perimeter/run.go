@@ -73,6 +73,7 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	var cf cmdFlags
 	cf.add(fs)
 	keep := fs.Bool("keep", false, "do not terminate the sandbox afterwards; print its ID on stderr (for exec, cp, ls, rm)")
+	ttl := fs.Duration("ttl", 0, "the sandbox's lifetime: it is terminated after this long, whatever runs in it (0: no limit)")
 	var res sandbox.Resources
 	fs.Func("memory", "memory limit `SIZE` (bytes, or with K, M, G, T: 512M)", sizeFlag(&res.Memory))
 	fs.Float64Var(&res.CPU, "cpus", 0, "CPU limit in `cores` (fractions allowed)")
@@ -94,6 +95,9 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintln(fs.Output(), "the sandbox. Flags go before CMD: what follows CMD is its own. Standard")
 		fmt.Fprintln(fs.Output(), "input is passed when it is a pipe or a file, from a terminal only with -i.")
 		fmt.Fprintln(fs.Output(), "The exit code is the command's (124 after --timeout, 128+N after signal N).")
+		fmt.Fprintln(fs.Output(), "With --keep the sandbox outlives the command until perimeter rm ID (or its")
+		fmt.Fprintln(fs.Output(), "--ttl); an isolated local sandbox is then held by a keeper process that")
+		fmt.Fprintln(fs.Output(), "exits when the sandbox ends.")
 		fs.PrintDefaults()
 	}
 	argv, code, ok := parseFlags(fs, args, 0)
@@ -108,6 +112,16 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	spec, err := runSpec(res, *network, allow)
 	if err == nil {
 		err = cf.check()
+	}
+	switch {
+	case err != nil:
+	case *ttl < 0:
+		err = fmt.Errorf("--ttl %v: must not be negative", *ttl)
+	case *ttl > 0:
+		if spec == nil {
+			spec = &sandbox.Spec{}
+		}
+		spec.Timeout = *ttl
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "perimeter run: %v\n", err)

@@ -8,17 +8,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/perimeter-sdk/perimeter/toolexec/anthropic/tunnels"
+	"github.com/perimeter-sdk/perimeter/tunnel"
 )
 
 // `perimeter tunnel certs`: the CA, certificates and tokens an edge and its
 // connectors need, so nobody has to get openssl's flags right.
-
-var certNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 
 type listFlag []string
 
@@ -43,7 +41,7 @@ func tunnelCerts(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	for _, n := range append(append([]string{}, connectors...), clients...) {
-		if !certNameRE.MatchString(n) {
+		if !tunnel.ValidName(n) {
 			fmt.Fprintf(stderr, "perimeter tunnel certs: %q: a connector ID or client name is 1-63 letters, digits, '-' or '_'\n", n)
 			return 2
 		}

@@ -120,9 +120,10 @@ func TestWorkerCommandBadInput(t *testing.T) {
 }
 
 // TestMain lets TestWorkerProcessSIGTERM run the CLI as a child process
-// (this test binary, re-executed) so that it receives a real SIGTERM.
+// (this test binary, re-executed) so that it receives a real SIGTERM, and
+// makes this binary a keeper when run --keep starts one (keep.go).
 func TestMain(m *testing.M) {
-	if os.Getenv("PERIMETER_WORKER_TEST_MAIN") == "1" {
+	if os.Getenv("PERIMETER_WORKER_TEST_MAIN") == "1" || (len(os.Args) > 1 && os.Args[1] == keeperArg) {
 		main()
 		return
 	}

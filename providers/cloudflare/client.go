@@ -75,7 +75,7 @@ func (c *Client) BaseURL() string { return c.base.String() }
 
 // NewID mints a sandbox ID the way the bridge's POST /v1/sandbox does: 16
 // random bytes as 26 characters of lowercase base32 without padding. Any ID
-// matching [IDPattern] names a sandbox; the bridge maps it to a container on
+// accepted by [ValidID] names a sandbox; the bridge maps it to a container on
 // first use.
 func NewID() string {
 	var b [16]byte

@@ -110,7 +110,7 @@ func TestNewIDIsInTheBridgeFormat(t *testing.T) {
 	for range 100 {
 		id := NewID()
 		require.Len(t, id, 26)
-		require.Regexp(t, IDPattern, id)
+		require.True(t, ValidID(id), id)
 		require.False(t, seen[id])
 		seen[id] = true
 	}
@@ -409,4 +409,23 @@ func TestExposeNamedAndTunnelAs(t *testing.T) {
 	require.True(t, pt.As(&ti))
 	assert.Equal(t, 8081, ti.Port)
 	require.NoError(t, pt.Close())
+}
+
+func TestValidID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"":                       false,
+		"a":                      true,
+		"abcxyz234567":           true,
+		strings.Repeat("a", 128): true,
+		strings.Repeat("a", 129): false,
+		"ABC":                    false,
+		"ab1":                    false,
+		"ab8":                    false,
+		"ab-c":                   false,
+		"../x":                   false,
+		"ab\x00":                 false,
+		"\u00e9":                 false,
+	} {
+		assert.Equal(t, want, ValidID(id), "%q", id)
+	}
 }

@@ -260,9 +260,9 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandb
 // uses the sandbox's bridge session if it has one (Spec.Env, Spec.Workdir);
 // its labels are known only if this Provider created it.
 func (p *Provider) Get(ctx context.Context, id string) (driver.Sandbox, error) {
-	if !IDPattern.MatchString(id) {
+	if !ValidID(id) {
 		return nil, sandbox.Errorf(providerName, id, "get", sandbox.ErrNotFound,
-			"%q is not a bridge sandbox ID (lowercase base32, ^[a-z2-7]{1,128}$)", id)
+			"%q is not a bridge sandbox ID (1 to 128 characters of lowercase base32: a-z, 2-7)", id)
 	}
 	p.mu.Lock()
 	known, gone := p.boxes[id], p.gone[id]

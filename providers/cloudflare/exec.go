@@ -16,6 +16,7 @@ import (
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // wrapperScript runs a command for Start. setsid(1) has already made the
@@ -191,24 +192,13 @@ func (p *process) finish(code int, err error) {
 
 // watch enforces Start's ctx and the timeout until the command ends.
 func (p *process) watch(ctx context.Context, timeout time.Duration) {
-	var timer <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		timer = t.C
-	}
-	select {
-	case <-p.done:
+	ctxErr, timedOut := driverutil.AwaitEnd(ctx, p.done, timeout)
+	if ctxErr == nil && !timedOut {
 		return
-	case <-ctx.Done():
-		p.mu.Lock()
-		p.ctxErr = ctx.Err()
-		p.mu.Unlock()
-	case <-timer:
-		p.mu.Lock()
-		p.timedOut = true
-		p.mu.Unlock()
 	}
+	p.mu.Lock()
+	p.ctxErr, p.timedOut = ctxErr, timedOut
+	p.mu.Unlock()
 	select {
 	case <-p.started:
 	case <-p.done:

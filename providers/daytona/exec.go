@@ -22,6 +22,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 var signalNumbers = map[sandbox.Signal]int{
@@ -550,24 +551,13 @@ func (p *process) feed(ctx context.Context, r io.Reader) {
 
 // watch ends the process when Start's ctx ends or Cmd.Timeout passes.
 func (p *process) watch(ctx context.Context, timeout time.Duration) {
-	var tc <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		tc = t.C
-	}
-	select {
-	case <-p.done:
+	ctxErr, timedOut := driverutil.AwaitEnd(ctx, p.done, timeout)
+	if ctxErr == nil && !timedOut {
 		return
-	case <-ctx.Done():
-		p.mu.Lock()
-		p.ctxErr = ctx.Err()
-		p.mu.Unlock()
-	case <-tc:
-		p.mu.Lock()
-		p.timedOut = true
-		p.mu.Unlock()
 	}
+	p.mu.Lock()
+	p.ctxErr, p.timedOut = ctxErr, timedOut
+	p.mu.Unlock()
 	kctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := p.kill(kctx, sandbox.SIGKILL); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
+	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
 )
 
 // startPTY runs cmd on a toolbox PTY session. The session starts the
@@ -226,24 +227,13 @@ func (p *ptyProcess) feed(ctx context.Context, r io.Reader) {
 }
 
 func (p *ptyProcess) watch(ctx context.Context, timeout time.Duration) {
-	var tc <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		tc = t.C
-	}
-	select {
-	case <-p.done:
+	ctxErr, timedOut := driverutil.AwaitEnd(ctx, p.done, timeout)
+	if ctxErr == nil && !timedOut {
 		return
-	case <-ctx.Done():
-		p.mu.Lock()
-		p.ctxErr = ctx.Err()
-		p.mu.Unlock()
-	case <-tc:
-		p.mu.Lock()
-		p.timedOut = true
-		p.mu.Unlock()
 	}
+	p.mu.Lock()
+	p.ctxErr, p.timedOut = ctxErr, timedOut
+	p.mu.Unlock()
 	kctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if p.signal(kctx, sandbox.SIGKILL) != nil {

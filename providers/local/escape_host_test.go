@@ -548,16 +548,36 @@ func TestSweepAtProviderStart(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { p1.Close() })
 	live := create(t, p1, nil)
-	dead := create(t, p1, nil)
-	var deadCgroups []string
-	if dead.d.iso.cg != nil {
-		for _, d := range dead.d.iso.cg.dirs {
-			deadCgroups = append(deadCgroups, d)
+	// The host "crashes" for one sandbox: the process that created it is
+	// killed, its init with it (Pdeathsig), and nobody cleans up. (A
+	// sandbox of this process would not do: its handle cleans up when its
+	// init dies, beside the sweep.)
+	o := startOwner(t, root, 0, nil)
+	deadDir := filepath.Join(root, o.id)
+	dm, err := readMeta(deadDir)
+	require.NoError(t, err)
+	require.NotZero(t, dm.InitPID, "the owner's sandbox has no init recorded")
+	deadCgroups := dm.Cgroups
+	require.NoError(t, o.cmd.Process.Kill())
+	waitClosed(t, o.exited, "the owner process to exit")
+	deadline := time.Now().Add(2 * time.Minute)
+	for processRuns(dm.InitPID, dm.InitStart) {
+		require.True(t, time.Now().Before(deadline), "the init of a killed owner's sandbox still runs after 2 minutes")
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The kernel empties the sandbox's cgroups as its last processes exit,
+	// which on a busy machine can come after the init is gone; only then
+	// is the sandbox dead rather than dying.
+	for _, d := range deadCgroups {
+		for {
+			procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			if err != nil || len(bytes.TrimSpace(procs)) == 0 {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "processes remain in %s 2 minutes after the owner and the init were killed: %s", d, procs)
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// The host "crashes" for one sandbox: its init dies, nobody cleans up.
-	dead.d.iso.init.Process.Kill()
-	<-dead.d.iso.initDone
 
 	// A Create whose process died before the init ran: only its metadata.
 	gone := exec.Command("true")
@@ -574,12 +594,12 @@ func TestSweepAtProviderStart(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { p2.Close() })
 	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
-	if exists(dead.d.dir) {
-		t.Errorf("the directory of a sandbox whose init died was left after a provider started")
+	if exists(deadDir) {
+		t.Errorf("the directory of a sandbox whose creator and init died was left after a provider started")
 	}
 	for _, d := range deadCgroups {
 		if exists(d) {
-			t.Errorf("the cgroup %s of a sandbox whose init died was left after a provider started", d)
+			t.Errorf("the cgroup %s of a sandbox whose creator and init died was left after a provider started", d)
 		}
 	}
 	if exists(half) {

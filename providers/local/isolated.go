@@ -34,6 +34,7 @@ type isoState struct {
 	uids    uidRange
 
 	init     *exec.Cmd
+	initPID  int
 	initDone chan struct{}
 	initErr  *bytes.Buffer // the init's stderr, for errors
 	cg       *cgroupSet
@@ -45,6 +46,16 @@ type isoState struct {
 	idleMu sync.Mutex
 	idle   []net.Conn // clean agent connections, for the next exec
 	closed bool
+
+	// In the process that created the sandbox: the owner lock (owner.go),
+	// held until the sandbox is released.
+	ownerMu sync.Mutex
+	owner   *os.File
+	// In another process (attached): a pidfd of the init, which stands for
+	// init and its Wait, and the owner lock file, to wait for the owner.
+	attached  bool
+	pidfd     *os.File
+	ownerWait *os.File
 }
 
 // maxIdle bounds the agent connections kept for reuse.
@@ -359,6 +370,20 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	for fd, f := range files {
 		extra[fd-3] = f
 	}
+	// Every descriptor from fdConfig to fdRootFS is set in the init, the
+	// unused ones to /dev/null: the init closes fdNet and fdRootFS by number,
+	// and a gap there would be free for its Go runtime's own descriptors (its
+	// epoll, seen under `ip netns exec`), which it would then close.
+	for i, f := range extra {
+		if f == nil {
+			null, err := os.Open(os.DevNull)
+			if err != nil {
+				return st, err
+			}
+			defer null.Close()
+			extra[i] = null
+		}
+	}
 	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: nsFlags(netMode != "host"),
@@ -387,7 +412,7 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 	if err := cmd.Start(); err != nil {
 		return st, fmt.Errorf("start the sandbox's init: %w", err)
 	}
-	st.init = cmd
+	st.init, st.initPID = cmd, cmd.Process.Pid
 	go func() {
 		cmd.Wait()
 		close(st.initDone)
@@ -443,13 +468,18 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 // resources: cgroups, the proxy and the uid range. Mounts live in the
 // sandbox's mount namespace and go with it.
 func (st *isoState) destroy() error {
+	if st.attached {
+		// Another process owns what the sandbox holds on the host.
+		st.killAttached()
+		return nil
+	}
 	var errs []error
 	st.closeIdle()
 	if st.init != nil {
 		if st.l1 != nil && st.alive() {
 			// No pid namespace: the agent (a subreaper) kills every
 			// descendant before it goes.
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), killallTimeout)
 			st.call(ctx, &agentRequest{Op: "killall"})
 			cancel()
 		}
@@ -473,6 +503,9 @@ func (st *isoState) destroy() error {
 	}
 	return errors.Join(errs...)
 }
+
+// killallTimeout bounds the agent's killing of every process at L1.
+const killallTimeout = 10 * time.Second
 
 // shortPath names file in the directory d by a path short enough for a
 // Unix socket address, however deep d is: /proc/self/fd/N/file.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -692,4 +693,49 @@ func TestAgentConnectionsAreReusedCleanly(t *testing.T) {
 	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"echo", "after"}}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "after\n", string(res.Stdout))
+}
+
+// netnsEnv makes this test binary, re-executed under `ip netns exec`, the
+// body of TestCreateUnderIPNetnsExec; its value is the provider's root.
+const netnsEnv = "PERIMETER_LOCAL_TEST_NETNS"
+
+// TestCreateUnderIPNetnsExec: an isolated sandbox works when the host
+// program runs under `ip netns exec NAME` (its own mount namespace, with the
+// network namespace's /sys and so no cgroup hierarchy). There, the init's
+// Go runtime once took descriptor 8 for its epoll, which the init then
+// closed as the unused root filesystem descriptor, and died: the provider
+// now sets every descriptor it reserves, unused ones to /dev/null.
+func TestCreateUnderIPNetnsExec(t *testing.T) {
+	if root := os.Getenv(netnsEnv); root != "" {
+		ctx := context.Background()
+		p, err := New(&Options{Root: root})
+		require.NoError(t, err)
+		defer p.Close()
+		sb, err := p.Create(ctx, &sandbox.Spec{Network: &sandbox.NetworkPolicy{Mode: sandbox.NetworkNone}})
+		require.NoError(t, err)
+		defer sb.Terminate(ctx)
+		res, err := sandbox.Run(ctx, sb, &sandbox.Cmd{Args: []string{"echo", "hello from", "the netns"}}, nil)
+		require.NoError(t, err)
+		fmt.Printf("%s", res.Stdout)
+		return
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("iproute2's ip is not installed")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("ip netns needs root")
+	}
+	name := fmt.Sprintf("perimeter-test-%d", os.Getpid())
+	out, err := exec.Command(ip, "netns", "add", name).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Cleanup(func() {
+		out, err := exec.Command(ip, "netns", "delete", name).CombinedOutput()
+		assert.NoError(t, err, "%s", out)
+	})
+	cmd := exec.Command(ip, "netns", "exec", name, os.Args[0], "-test.run=^TestCreateUnderIPNetnsExec$", "-test.count=1")
+	cmd.Env = append(os.Environ(), netnsEnv+"="+t.TempDir())
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "hello from the netns\n")
 }

@@ -78,8 +78,11 @@
 // over in its init function when started that way, so any program that
 // imports it works; [Init] makes the hand-over explicit at the top of main.
 // A sandbox lives with the process that created it (its init has
-// Pdeathsig), and Get finds it only there, through any Provider on the same
-// root (closing the Provider that created it leaves it running).
+// Pdeathsig; closing the Provider that created it leaves it running). Any
+// process using the same root reaches it with Get while it runs: commands,
+// files and Terminate go to its init and agent as from its creator, which
+// keeps what the sandbox holds on the host and releases it all once the
+// sandbox ends, however it ends ([Sandbox.Done]).
 //
 // L0, the unisolated mode (Options.Unisolated, or local:///path?isolation=none),
 // is the baseline: each sandbox is a workspace directory; commands run as
@@ -351,6 +354,9 @@ type meta struct {
 	CreatorStart uint64 `json:"creator_start,omitempty"`
 	// Cgroups are the sandbox's cgroup directories, removed with it.
 	Cgroups []string `json:"cgroups,omitempty"`
+	// Attach is what another process needs to use an isolated sandbox
+	// (Get), once it runs.
+	Attach *attachState `json:"attach,omitempty"`
 }
 
 const metaFile = "sandbox.json"
@@ -399,6 +405,20 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandb
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
+	}
+	// The owner lock is held from here until the sandbox is released (by
+	// Terminate, or right below if Create fails).
+	var owner *os.File
+	if m.Isolated {
+		if owner, err = lockOwner(dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
+		}
+		defer func() {
+			if owner != nil {
+				owner.Close()
+			}
+		}()
 	}
 	ws := filepath.Join(dir, "workspace")
 	// The working directory is made here when it is in the workspace, and
@@ -449,11 +469,13 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandb
 				m.Cgroups = append(m.Cgroups, d)
 			}
 		}
+		m.Attach = st.attachState()
 		if err := writeMeta(dir, &m); err != nil {
 			st.destroy()
 			removeAll(dir)
 			return nil, sandbox.NewError(Name, id, "create", kindOf(err), err)
 		}
+		st.owner, owner = owner, nil // released by the handle from now on
 	}
 	sb, err := p.open(dir, &m, st)
 	if err == nil {
@@ -473,6 +495,9 @@ func (p *Provider) Create(ctx context.Context, spec *sandbox.Spec) (driver.Sandb
 			st.destroy()
 		}
 		removeAll(dir)
+		if st != nil {
+			st.releaseOwner()
+		}
 		return nil, err
 	}
 	return sb, nil
@@ -572,11 +597,32 @@ func (p *Provider) open(dir string, m *meta, st *isoState) (*Sandbox, error) {
 		return sb, nil
 	}
 	if m.Isolated && st == nil {
-		return nil, sandbox.Errorf(Name, m.ID, "get", sandbox.ErrNotFound, "an isolated sandbox is reachable only from the process that created it")
+		// Made by another process: attach to it.
+		var err error
+		if st, err = attachIso(dir, m); err != nil {
+			return nil, err
+		}
+		sb, err := newSandbox(p, dir, m, st)
+		if err == nil {
+			if err = st.attachedCheck(m.ID); err != nil {
+				sb.root.Close()
+			}
+		}
+		if err != nil {
+			st.closeAttached()
+			return nil, err
+		}
+		sb.memLimit = st.limits.Memory
+		go sb.watchInit()
+		live.sandboxes[dir] = sb
+		return sb, nil
 	}
 	sb, err := newSandbox(p, dir, m, st)
 	if err != nil {
 		return nil, err
+	}
+	if st != nil {
+		go sb.watchInit()
 	}
 	live.sandboxes[dir] = sb
 	return sb, nil
@@ -631,9 +677,15 @@ func (p *Provider) List(ctx context.Context, opts *sandbox.ListOptions) iter.Seq
 			}
 			m, err := readMeta(filepath.Join(p.root, e.Name()))
 			if err != nil {
-				continue // terminated or being created meanwhile
+				// Terminated or being created meanwhile; if terminated
+				// through this process, what is left goes first.
+				p.waitReleased(e.Name())
+				continue
 			}
-			if p.stale(m) {
+			switch p.liveness(m) {
+			case ending:
+				continue
+			case dead:
 				// Its init died with the process that made it, which could
 				// not clean up: remove what it left.
 				p.removeStale(m)
@@ -737,29 +789,6 @@ func infoIsolation(root string, m *meta) string {
 	return Isolation{}.String() + " " + filepath.Join(root, m.ID, "workspace")
 }
 
-// stale reports whether m is an isolated sandbox whose init no longer runs
-// (its creating process died without terminating it), or one whose creator
-// died before its init ran. Processes are told by pid and start time, so a
-// reused pid does not keep a dead sandbox alive.
-func (p *Provider) stale(m *meta) bool {
-	if !m.Isolated {
-		return false
-	}
-	live.mu.Lock()
-	sb, mine := live.sandboxes[filepath.Join(p.root, m.ID)]
-	live.mu.Unlock()
-	switch {
-	case mine:
-		// A handle of this process: stale once its init has ended.
-		return sb.initEnded()
-	case m.InitPID != 0:
-		return procStart(m.InitPID) != m.InitStart
-	case m.CreatorPID != 0:
-		return procStart(m.CreatorPID) != m.CreatorStart
-	}
-	return false
-}
-
 // removeStale removes what a dead sandbox left: its cgroups (the kernel
 // refuses to remove one that still holds a process) and its directory.
 func (p *Provider) removeStale(m *meta) {
@@ -799,7 +828,7 @@ func (p *Provider) sweep() {
 			}
 			continue
 		}
-		if err == nil && m.ID == e.Name() && p.stale(m) {
+		if err == nil && m.ID == e.Name() && p.liveness(m) == dead {
 			p.removeStale(m)
 		}
 	}

@@ -39,6 +39,7 @@ type Sandbox struct {
 	isoProcs   map[*isoProcess]struct{}
 	tunnels    map[*forwarder]struct{}
 	expiry     *time.Timer
+	done       chan struct{} // closed when Terminate has released the sandbox
 }
 
 var (
@@ -77,8 +78,8 @@ func newSandbox(p *Provider, dir string, m *meta, st *isoState) (*Sandbox, error
 	// its commands see it, reached through its init's /proc/PID/root; an
 	// os.Root resolves every name and symbolic link inside it.
 	top := ws
-	if st != nil && st.l1 == nil && st.init != nil {
-		top = "/proc/" + strconv.Itoa(st.init.Process.Pid) + "/root"
+	if st != nil && st.l1 == nil && st.initPID != 0 {
+		top = "/proc/" + strconv.Itoa(st.initPID) + "/root"
 	}
 	r, err := os.OpenRoot(top)
 	if err != nil {
@@ -93,14 +94,35 @@ func newSandbox(p *Provider, dir string, m *meta, st *isoState) (*Sandbox, error
 		procs:    map[*process]struct{}{},
 		isoProcs: map[*isoProcess]struct{}{},
 		tunnels:  map[*forwarder]struct{}{},
+		done:     make(chan struct{}),
 	}
-	if !m.Expires.IsZero() {
+	if !m.Expires.IsZero() && !sb.attached() {
+		// Under the lock: an expiry already past fires at once.
+		sb.mu.Lock()
 		sb.expiry = time.AfterFunc(time.Until(m.Expires), sb.expire)
+		sb.mu.Unlock()
 	}
 	return sb, nil
 }
 
-func (s *Sandbox) expire() { s.Terminate(context.Background()) }
+// attached reports whether another process created the sandbox (and keeps
+// its expiry).
+func (s *Sandbox) attached() bool { return s.iso != nil && s.iso.attached }
+
+// expire terminates the sandbox at its expiry, unless another process
+// moved it later (ExtendTimeout records it in the metadata).
+func (s *Sandbox) expire() {
+	if m, err := readMeta(s.dir); err == nil && time.Until(m.Expires) > 0 {
+		s.mu.Lock()
+		if !s.terminated {
+			s.meta.Expires = m.Expires
+			s.expiry = time.AfterFunc(time.Until(m.Expires), s.expire)
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.Terminate(context.Background())
+}
 
 // ID returns the sandbox's identifier.
 func (s *Sandbox) ID() string { return s.id }
@@ -215,6 +237,9 @@ func (s *Sandbox) ExtendTimeout(ctx context.Context, d time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	base := s.meta.Expires
+	if cur, err := readMeta(s.dir); err == nil && cur.Expires.After(base) {
+		base = cur.Expires // extended by another process
+	}
 	if base.IsZero() {
 		base = time.Now().UTC()
 	}
@@ -224,6 +249,9 @@ func (s *Sandbox) ExtendTimeout(ctx context.Context, d time.Duration) error {
 		return sandbox.NewError(Name, s.id, "extend timeout", kindOf(err), err)
 	}
 	s.meta = m
+	if s.attached() {
+		return nil // the creating process's timer reads the new expiry
+	}
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
@@ -256,6 +284,10 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 		s.expiry.Stop()
 	}
 	s.mu.Unlock()
+	defer close(s.done)
+	// Forgotten once released: until then List and Get in this process
+	// see a handle that is ending.
+	defer s.p.forget(s.id)
 
 	for _, f := range tunnels {
 		f.Close()
@@ -273,8 +305,16 @@ func (s *Sandbox) Terminate(ctx context.Context) error {
 			<-pr.done
 		}
 	}
-	s.p.forget(s.id)
 	s.root.Close()
+	if s.attached() {
+		if isoErr != nil {
+			return sandbox.NewError(Name, s.id, "terminate", sandbox.ErrUnavailable, isoErr)
+		}
+		return s.endAttached(ctx)
+	}
+	if s.iso != nil {
+		defer s.iso.releaseOwner() // once the directory is gone
+	}
 	// Remove the metadata first so that a concurrent Get or List stops seeing
 	// the sandbox before its files go.
 	if err := os.Remove(filepath.Join(s.dir, metaFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -1,10 +1,9 @@
 package modal_test
 
 import (
-	"context"
-	"os/exec"
 	"testing"
 
+	"github.com/perimeter-sdk/perimeter/internal/bench/benchtest"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
 
@@ -14,25 +13,7 @@ import (
 // The ratio is the cost of the Modal path itself (wrapper shell, gRPC, stream
 // setup), not of Modal's network, which a live run adds.
 func BenchmarkExecRoundTrip(b *testing.B) {
-	b.Run("adapter+fake", func(b *testing.B) {
-		p := newProvider(b)
-		sb := create(b, p, nil)
-		ctx := context.Background()
-		cmd := &sandbox.Cmd{Args: []string{"echo", "hi"}}
-		b.ResetTimer()
-		for b.Loop() {
-			res, err := sandbox.Run(ctx, sb, cmd, nil)
-			if err != nil || string(res.Stdout) != "hi\n" || res.Status.Code != 0 {
-				b.Fatalf("%v %q %v", err, res.Stdout, res.Status)
-			}
-		}
-	})
-	b.Run("os-exec", func(b *testing.B) {
-		for b.Loop() {
-			out, err := exec.Command("echo", "hi").Output()
-			if err != nil || string(out) != "hi\n" {
-				b.Fatalf("%v %q", err, out)
-			}
-		}
-	})
+	benchtest.ExecRoundTrip(b, benchtest.Way{Name: "adapter+fake", Sandbox: func(b *testing.B) *sandbox.Sandbox {
+		return create(b, newProvider(b), nil)
+	}})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 	"github.com/perimeter-sdk/perimeter/providers/modal"
 	"github.com/perimeter-sdk/perimeter/providers/modal/modalfake"
 	"github.com/perimeter-sdk/perimeter/sandbox"
@@ -50,7 +51,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	fake.Close()
 	os.RemoveAll(cfgDir)
-	os.Exit(code)
+	// No sandbox view (a holder process with its mounts and namespaces)
+	// is left open.
+	os.Exit(hostview.ExitCode(code))
 }
 
 // quiet drops the SDK's warnings (it warns that a localhost router is

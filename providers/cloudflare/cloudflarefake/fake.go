@@ -5,9 +5,10 @@
 // PTY WebSocket. Commands run for real, through bash, on the test host, in a
 // temporary directory standing for /workspace.
 //
-// Where the host allows it (unshare(1) and the right to mount), each command
-// runs in its own mount namespace with a read-only view of the host, the
-// sandbox's directory at /workspace and a private /tmp, so commands see the
+// Where the host allows it (unshare(1), nsenter(1) and the right to mount),
+// each sandbox has a mount namespace with a read-only view of the host, the
+// sandbox's directory at /workspace and a private /tmp, and every command
+// of the sandbox runs in it, so commands see the
 // paths a bridge container shows and cannot reach the test host's files.
 // Otherwise, or with Options.NoIsolation, commands run directly on the host
 // in the sandbox's directory (absolute /workspace paths in commands then do
@@ -44,6 +45,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
 // OpenAPI is the bridge's OpenAPI document (@cloudflare/sandbox 0.12.10), as
@@ -94,8 +97,8 @@ type box struct {
 	dir      string // holds workspace/, tmp/, mnt/
 	sessions map[string]*session
 	tunnels  map[int]tunnelRec
-	holder   int           // the pid holding the isolated view, if isolated
-	ready    chan struct{} // closed when the container has started
+	view     *hostview.Holder // the isolated view, if isolated
+	ready    chan struct{}    // closed when the container has started
 	startErr error
 }
 
@@ -182,12 +185,14 @@ func (s *Server) Execs() int {
 func (s *Server) Close() {
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.boxes))
-	for id := range s.boxes {
-		ids = append(ids, id)
+	boxes := make([]*box, 0, len(s.boxes))
+	for id, b := range s.boxes {
+		ids, boxes = append(ids, id), append(boxes, b)
 	}
 	s.mu.Unlock()
-	for _, id := range ids {
-		killBox(id)
+	for _, b := range boxes {
+		<-b.ready // a box being started ends once it has started
+		b.kill()
 	}
 	s.srv.CloseClientConnections()
 	s.srv.Close()
@@ -331,7 +336,7 @@ func (s *Server) startBox(b *box) error {
 	err := errors.Join(os.MkdirAll(b.workspace(), 0o755), os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o1777),
 		os.MkdirAll(filepath.Join(b.dir, "mnt"), 0o755), os.Chmod(filepath.Join(b.dir, "tmp"), 0o1777))
 	if err == nil && s.isolated {
-		err = startHolder(b)
+		b.view, err = startView(b)
 	}
 	if err != nil {
 		os.RemoveAll(b.dir)
@@ -375,7 +380,7 @@ func (s *Server) deleteSandbox(w http.ResponseWriter, r *http.Request, b *box) {
 		s.mu.Lock()
 		delete(s.boxes, b.id)
 		s.mu.Unlock()
-		killBox(b.id)
+		b.kill()
 		os.RemoveAll(b.dir)
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -616,7 +621,7 @@ func (s *Server) command(b *box, rel string, env map[string]string, argv ...stri
 	}
 	var cmd *exec.Cmd
 	if s.isolated {
-		cmd = isolatedCommand(b, path.Join("/workspace", rel), argv)
+		cmd = isolatedCommand(b, path.Join("/workspace", rel), e, argv)
 	} else {
 		// Default signal dispositions, as a fresh container's processes
 		// have, whatever the fake's own process ignores.
@@ -626,6 +631,14 @@ func (s *Server) command(b *box, rel string, env map[string]string, argv ...stri
 	cmd.Env = e
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// kill ends b's view, if any, and every process of b. b has started.
+func (b *box) kill() {
+	if b.view != nil {
+		b.view.Close()
+	}
+	killBox(b.id)
 }
 
 // killBox kills every process carrying the sandbox's mark.

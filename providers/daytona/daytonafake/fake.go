@@ -30,12 +30,12 @@
 //
 // Commands run for real, each in its own process group. Where it can
 // (root, or unprivileged user namespaces, and util-linux's unshare and
-// nsenter), the fake holds a mount namespace with a read-only view of the
-// host, and each command runs in it chrooted into its sandbox's root: the
-// view with the sandbox's own directory at /home/daytona (the working
-// directory, as on Daytona) and its own /tmp. A sandbox with
-// networkBlockAll or an allow-list runs its commands in a new network
-// namespace (an allow-list allows nothing: the fake has no egress proxy).
+// nsenter), each sandbox has a mount namespace holding a read-only view of
+// the host with the sandbox's own directory at /home/daytona (the working
+// directory, as on Daytona) and its own /tmp, and each of its commands runs
+// in it, chrooted. A sandbox with networkBlockAll or an allow-list runs its
+// commands in its network namespace, which has only loopback (an allow-list
+// allows nothing: the fake has no egress proxy).
 // Elsewhere ([Options.NoIsolation], or [Server.Isolated] false), commands
 // run on the host in a temporary directory, which is then the working
 // directory. File endpoints serve the working directory and /tmp only,
@@ -72,6 +72,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
 // Options configures a fake. Nil means defaults.
@@ -111,7 +113,7 @@ type Server struct {
 	srv      *httptest.Server
 	ownRoot  bool
 	isolated bool
-	ns       *namespace // nil when commands run on the host
+	base     *hostview.Holder // the view sandboxes' views derive from; nil on the host
 	api, tb  *validator
 
 	mu         sync.Mutex
@@ -126,9 +128,9 @@ type Server struct {
 
 type sandboxRec struct {
 	w         sandboxJSON
-	disk, tmp string // host directories behind the working directory and /tmp
-	root      string // the sandbox's root in the fake's namespace; "" on the host
-	cwd       string // the working directory as commands see it
+	disk, tmp string           // host directories behind the working directory and /tmp
+	view      *hostview.Holder // the sandbox's isolated view; nil on the host
+	cwd       string           // the working directory as commands see it
 	previewTk string
 	pending   bool // a GET moves "starting" to "started"
 	cmds      map[string]*command
@@ -209,8 +211,8 @@ func New(opts *Options) *Server {
 		s.opts.Root, s.ownRoot = dir, true
 	}
 	if !s.opts.NoIsolation {
-		s.ns = probeNamespace(s.opts.Root)
-		s.isolated = s.ns != nil
+		s.base = probeIsolation(s.opts.Root)
+		s.isolated = s.base != nil
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
@@ -248,8 +250,15 @@ func (s *Server) Close() {
 	for _, c := range all {
 		<-c.done
 	}
-	if s.ns != nil {
-		s.ns.close()
+	s.mu.Lock()
+	for _, sb := range s.sandboxes {
+		if sb.view != nil {
+			sb.view.Close()
+		}
+	}
+	s.mu.Unlock()
+	if s.base != nil {
+		s.base.Close()
 	}
 	if s.ownRoot {
 		os.RemoveAll(s.opts.Root)
@@ -611,24 +620,19 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	os.Chmod(sb.tmp, 0o1777)
-	if s.ns != nil {
-		root := filepath.Join(dir, "root")
-		err := os.Mkdir(root, 0o755)
-		if err == nil {
-			err = s.ns.makeRoot(root, sb.disk, sb.tmp)
-		}
-		if err != nil {
+	if s.isolated {
+		var err error
+		if sb.view, err = startView(s.base, sb.disk, sb.tmp); err != nil {
 			os.RemoveAll(dir)
 			apiError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-		sb.root = root
 	}
 	created := false
 	defer func() {
 		if !created {
-			if sb.root != "" {
-				s.ns.dropRoot(sb.root)
+			if sb.view != nil {
+				sb.view.Close()
 			}
 			os.RemoveAll(dir)
 		}
@@ -832,8 +836,8 @@ func (s *Server) sandboxRoute(w http.ResponseWriter, r *http.Request, idOrName s
 	case "DELETE ":
 		wait = s.stopLocked(sb)
 		delete(s.sandboxes, sb.w.ID)
-		if sb.root != "" {
-			s.ns.dropRoot(sb.root)
+		if sb.view != nil {
+			sb.view.Close()
 		}
 		os.RemoveAll(filepath.Dir(sb.disk))
 		sb.w.State, sb.w.DesiredState = "destroying", "destroyed"

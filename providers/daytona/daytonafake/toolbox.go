@@ -124,9 +124,9 @@ func (s *Server) env(sb *sandboxRec, extra map[string]string) []string {
 // shell returns sh -c script run in sb, in cwd, in its own process group.
 func (s *Server) shell(sb *sandboxRec, cwd string, env []string, script string) *exec.Cmd {
 	var cmd *exec.Cmd
-	if sb.root != "" {
+	if sb.view != nil {
 		nonet := sb.w.NetworkBlockAll || sb.w.NetworkAllowList != "" || sb.w.DomainAllowList != ""
-		cmd = s.ns.command(sb.root, nonet, cwd, env, "/bin/sh", "-c", script)
+		cmd = isolatedCommand(sb.view, nonet, cwd, env, "/bin/sh", "-c", script)
 	} else {
 		// Default signal dispositions, as a fresh sandbox's processes have,
 		// whatever the fake's own process ignores.

@@ -349,7 +349,7 @@ func (sb *sandbox) setUp(isolateNet bool) {
 	defer close(sb.ready)
 	h, err := startHolder(sb.dir, isolateNet)
 	if err == nil && sb.def.HasWorkdir() {
-		if out, merr := exec.Command("nsenter", h.enterArgs("/", "mkdir", "-p", "--", sb.workdir)...).CombinedOutput(); merr != nil {
+		if out, merr := h.command("/", []string{"PATH=/usr/bin:/bin"}, "mkdir", "-p", "--", sb.workdir).CombinedOutput(); merr != nil {
 			err = fmt.Errorf("cannot create workdir %s: %s", sb.workdir, strings.TrimSpace(string(out)))
 		}
 	}

@@ -10,8 +10,8 @@
 // fake's temporary tree: in its own mount namespace, chrooted, with the
 // host's top-level directories bind-mounted read-only, so whatever its
 // commands write (/, /tmp, a workdir such as /w1) lands in that tree and
-// nothing outside it. A sandbox whose egress is blocked or allowlisted also
-// gets its own network namespace. It needs unshare(1) and nsenter(1) and
+// nothing outside it. A sandbox whose egress is blocked or allowlisted runs
+// its commands in its own network namespace, which has only loopback. It needs unshare(1) and nsenter(1) and
 // root or unprivileged user namespaces. As on Modal, SandboxCreate answers
 // at once and the sandbox gets its task (SandboxGetTaskId waits for it) once
 // it is set up; one the fake cannot confine (or whose workdir it cannot

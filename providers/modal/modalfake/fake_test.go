@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 	"github.com/perimeter-sdk/perimeter/providers/modal/modalfake"
 )
 
@@ -52,7 +53,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	srv.Close()
 	os.RemoveAll(cfgDir)
-	os.Exit(code)
+	// No sandbox view (a holder process with its mounts and namespaces)
+	// is left open.
+	os.Exit(hostview.ExitCode(code))
 }
 
 func newClient(t *testing.T) *modal.Client {

@@ -1,30 +1,25 @@
 package modalfake
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
-	"syscall"
 
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 	"golang.org/x/sys/unix"
 )
 
-// holder keeps a sandbox's namespaces alive: a sleeping process, started with
-// unshare(1), in a mount namespace of its own and chrooted into the
-// sandbox's root, a directory in the fake's temporary tree. In that view
-// the host's top-level directories (/usr, /etc, /home, ...) are bind-mounted
+// holder is a sandbox's confinement: a hostview holder whose root is the
+// sandbox's own directory, in the fake's temporary tree. In that view the
+// host's top-level directories (/usr, /etc, /home, ...) are bind-mounted
 // read-only, /proc, /dev and /sys are the host's, and everything else — /,
 // /tmp, a workdir such as /w1 — is the sandbox's own root directory, so
 // whatever a command writes lands in the fake's tree and never on the host.
-// When egress is blocked or allowlisted it also gets a network namespace
-// with only a loopback interface. Every command of the sandbox joins them
-// with nsenter(1), and the file API resolves names inside the holder's root
-// with openat2(RESOLVE_IN_ROOT), so symbolic links cannot lead out.
+// When egress is blocked or allowlisted its commands run in the view's
+// network namespace, which has only a loopback interface. The file API
+// resolves names inside the view's root with openat2(RESOLVE_IN_ROOT), so
+// symbolic links cannot lead out.
 //
 // The fake is a test double, not a security boundary: the host's files stay
 // readable. It cannot route to an allowlist's ranges, so it enforces an
@@ -32,99 +27,29 @@ import (
 // host's directories are read-only, where a Modal container's image is
 // writable.
 type holder struct {
-	cmd    *exec.Cmd
-	userns bool
-	net    bool
-	done   chan struct{}
-	root   *os.File // /proc/PID/root, an O_PATH handle
+	view *hostview.Holder
+	net  bool     // commands run without the host's network
+	root *os.File // /proc/PID/root of the view's holder, an O_PATH handle
 }
 
-// holderScript builds the view in the new mount namespace and sleeps in
-// it. It prints "ready" from inside the chroot, once the view is complete.
-// Argument: the root.
-const holderScript = `set -e
-R=$1
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
-for d in /*; do
-  n=${d#/}
-  case "$n" in tmp|proc|dev|sys|lost+found|'*') continue;; esac
-  if [ -L "$d" ]; then
-    [ -e "$R/$n" ] || [ -L "$R/$n" ] || ln -s "$(readlink "$d")" "$R/$n"
-    continue
-  fi
-  [ -d "$d" ] || continue
-  mkdir -p "$R/$n"
-  mount --bind "$d" "$R/$n"
-  mount -o remount,bind,ro "$R/$n" 2>/dev/null || true
-done
-mkdir -p "$R/proc" "$R/dev" "$R/sys" "$R/tmp"
-chmod 1777 "$R/tmp"
-mount --rbind /proc "$R/proc"
-mount --rbind /dev "$R/dev"
-mount --rbind /sys "$R/sys"
-exec chroot "$R" /bin/sh -c 'echo ready; exec sleep 2147483647'
-`
-
-// startHolder starts the holder for a sandbox whose root is dir. It tries
-// plain mount (and network) namespaces, which need root, then ones inside a
-// user namespace.
+// startHolder starts the holder for a sandbox whose root is dir.
 func startHolder(dir string, isolateNet bool) (*holder, error) {
-	var errs []error
-	for _, userns := range []bool{false, true} {
-		args := []string{"-m", "--propagation", "private"}
-		if isolateNet {
-			args = append(args, "-n")
-		}
-		if userns {
-			args = append(args, "-U", "-r")
-		}
-		args = append(args, "--", "sh", "-c", holderScript, "sh", dir)
-		cmd := exec.Command("unshare", args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		ready, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("modalfake: sandboxes need unshare(1): %w", err)
-		}
-		h := &holder{cmd: cmd, userns: userns, net: isolateNet, done: make(chan struct{})}
-		line, _ := bufio.NewReader(ready).ReadString('\n')
-		go func() { io.Copy(io.Discard, ready); cmd.Wait(); close(h.done) }()
-		if line != "ready\n" {
-			h.stop()
-			errs = append(errs, fmt.Errorf("unshare (user namespace %v): %s", userns, strings.TrimSpace(stderr.String())))
-			continue
-		}
-		root, err := os.OpenFile("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/root", unix.O_PATH|unix.O_DIRECTORY, 0)
-		if err != nil {
-			h.stop()
-			return nil, err
-		}
-		h.root = root
-		if isolateNet {
-			// Loopback up, so a sandbox's own processes can talk; without
-			// ip(8) it stays down, which still blocks egress.
-			exec.Command("nsenter", h.enterArgs("/", "ip", "link", "set", "lo", "up")...).Run()
-		}
-		return h, nil
+	view, err := hostview.Start(hostview.Config{Dir: dir, At: "/"})
+	if err != nil {
+		return nil, fmt.Errorf("modalfake: cannot create a sandbox's namespaces (needs unshare(1), nsenter(1) and root or user namespaces): %w", err)
 	}
-	return nil, fmt.Errorf("modalfake: cannot create a sandbox's namespaces (needs unshare(1) and root or user namespaces): %v", errors.Join(errs...))
+	root, err := os.OpenFile("/proc/"+strconv.Itoa(view.Pid())+"/root", unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		view.Close()
+		return nil, err
+	}
+	return &holder{view: view, net: isolateNet, root: root}, nil
 }
 
-// enterArgs returns nsenter's arguments to run argv in the namespaces and
-// the sandbox's root, in directory dir.
-func (h *holder) enterArgs(dir string, argv ...string) []string {
-	args := []string{"-t", strconv.Itoa(h.cmd.Process.Pid), "-m", "-r", "--wdns=" + dir}
-	if h.net {
-		args = append(args, "-n")
-	}
-	if h.userns {
-		args = append(args, "-U", "--preserve-credentials")
-	}
-	return append(append(args, "--"), argv...)
+// command returns the command that runs argv in the sandbox's view, in
+// directory dir, with environment env and default signal dispositions.
+func (h *holder) command(dir string, env []string, argv ...string) *exec.Cmd {
+	return h.view.Command(hostview.Command{Argv: argv, Dir: dir, Env: env, NoNetwork: h.net})
 }
 
 // open opens name (absolute, in the sandbox's view) resolving every element
@@ -144,10 +69,8 @@ func (h *holder) open(name string, flag int, perm uint32) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
+// stop ends the view and every process in it.
 func (h *holder) stop() {
-	syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
-	<-h.done
-	if h.root != nil {
-		h.root.Close()
-	}
+	h.root.Close()
+	h.view.Close()
 }

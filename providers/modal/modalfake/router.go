@@ -200,9 +200,7 @@ func (sb *sandbox) startProcess(args []string, dir string, env []string, pipeStd
 		stdin: &inBuf{notify: make(chan struct{})},
 		done:  make(chan struct{}),
 	}
-	argv := append([]string{"/usr/bin/env", "--default-signal", "--"}, args...)
-	cmd := exec.Command("nsenter", sb.h.enterArgs(dir, argv...)...)
-	cmd.Env = env
+	cmd := sb.h.command(dir, env, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if pipeStdout {
 		cmd.Stdout = e.stdout

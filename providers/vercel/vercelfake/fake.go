@@ -27,11 +27,14 @@
 // and stop signal the whole group, and the group is killed when the command
 // exits (a background child does not outlive its command, which may be
 // stricter than Vercel). Where it can (root, or unprivileged user
-// namespaces, and util-linux's unshare), each command runs in a new mount
-// namespace chrooted into a read-only view of the host with the sandbox's
-// own directory at /vercel/sandbox (the session's cwd, as on Vercel) and its
-// own /tmp; a sandbox whose network policy is not "allow-all" also gets a
-// new network namespace, so it reaches nothing. Run as root, it runs
+// namespaces, and util-linux's unshare and nsenter), each session has a
+// mount namespace, built at its first command, holding a read-only view of
+// the host with the sandbox's own directory at /vercel/sandbox (the
+// session's cwd, as on Vercel) and its own /tmp, and each command runs in
+// it, chrooted; while the sandbox's network policy is not "allow-all", its
+// commands start in the session's network namespace, which has only
+// loopback, so they reach nothing. Stopping the session ends every process
+// in its namespace. Run as root, it runs
 // commands as the user [SandboxUser] (named in the view's /etc/passwd, with
 // a uid the host does not use), and as root when a command asks for sudo;
 // files written through the API belong to that user. Elsewhere
@@ -40,7 +43,7 @@
 // that is then the session's cwd and the only directory the file routes
 // serve. Isolated, the file routes serve the sandbox's directory and its
 // /tmp, through os.Root, so a symbolic link cannot lead them out, and what
-// a command writes elsewhere lands on a tmpfs of its own mount namespace,
+// a command writes elsewhere lands on a tmpfs of the session's namespace,
 // never on the host.
 //
 // The interactive session (the WebSocket PTY protocol of Vercel's CLI) is
@@ -88,6 +91,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
 // NDJSONContentType is the exact content type of command streams; the SDK
@@ -140,6 +145,7 @@ type Server struct {
 	user     *sandboxUser // whom commands run as; the zero value is root
 
 	mu        sync.Mutex
+	lastStamp int64 // the last creation time given out (createdLocked)
 	sandboxes map[string]*sandboxRec
 	sessions  map[string]*sessionRec
 	snapshots map[string]*snapshotRec
@@ -187,6 +193,41 @@ type sessionRec struct {
 	mount    string
 	cmds     map[string]*command
 	timer    *time.Timer
+
+	viewMu     sync.Mutex
+	view       *hostview.Holder // built at the first isolated command
+	viewClosed bool             // the session stopped: no view any more
+}
+
+// sessionView returns the isolated view of se, building it at the first
+// call. It does not need s.mu (building takes a while).
+func (s *Server) sessionView(se *sessionRec) (*hostview.Holder, error) {
+	se.viewMu.Lock()
+	defer se.viewMu.Unlock()
+	if se.viewClosed {
+		return nil, errSessionStopped
+	}
+	if se.view == nil {
+		h, err := startView(se, s.user)
+		if err != nil {
+			return nil, err
+		}
+		se.view = h
+	}
+	return se.view, nil
+}
+
+var errSessionStopped = errors.New("sandbox is stopped")
+
+// closeView ends the session's view and every process in it.
+func (se *sessionRec) closeView() {
+	se.viewMu.Lock()
+	defer se.viewMu.Unlock()
+	se.viewClosed = true
+	if se.view != nil {
+		se.view.Close()
+		se.view = nil
+	}
 }
 
 type snapshotRec struct {
@@ -353,6 +394,17 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func now() int64 { return time.Now().UnixMilli() }
+
+// createdLocked returns a creation time for a new sandbox or session: the
+// time in milliseconds, made later than any given before, so that what is
+// created one after the other lists in that order by createdAt even within
+// one millisecond (a real sandbox takes far longer than that to create).
+// s.mu is held.
+func (s *Server) createdLocked() int64 {
+	t := max(now(), s.lastStamp+1)
+	s.lastStamp = t
+	return t
+}
 
 func newID(prefix string) string {
 	var b [12]byte
@@ -711,7 +763,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 	sb := &sandboxRec{
 		Name: b.Name, Persistent: true, Image: b.Image, Runtime: b.Runtime, VCPUs: 2,
 		Timeout: 300000, Tags: b.Tags, Env: b.Env, Ports: b.Ports, Network: b.Network,
-		Created: now(),
+		Created: s.createdLocked(),
 	}
 	base := filepath.Join(s.opts.Root, b.Name)
 	sb.Disk, sb.Tmp, sb.Mount = filepath.Join(base, "disk"), filepath.Join(base, "tmp"), filepath.Join(base, "mnt")
@@ -768,7 +820,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, v3 bool) {
 }
 
 func (s *Server) startSessionLocked(sb *sandboxRec, sourceSnapshot string) *sessionRec {
-	t := now()
+	t := s.createdLocked()
 	se := &sessionRec{
 		ID: newID("se"), Sandbox: sb.Name, Status: "running", Timeout: sb.Timeout,
 		Created: t, Started: t, Network: sb.Network, SourceID: sourceSnapshot,
@@ -808,6 +860,7 @@ func (s *Server) stopLocked(se *sessionRec) {
 	for _, c := range se.cmds {
 		c.stop()
 	}
+	se.closeView()
 }
 
 func (s *Server) checkProject(w http.ResponseWriter, r *http.Request, param string) bool {
@@ -1479,7 +1532,7 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, se *sessionRec
 // which becomes its sandbox's current one. expiration is in milliseconds,
 // 0 for none.
 func (s *Server) takeSnapshotLocked(se *sessionRec, expiration int64) (*snapshotRec, error) {
-	snap := &snapshotRec{ID: newID("snap"), SourceSession: se.ID, Sandbox: se.Sandbox, Status: "created", Created: now()}
+	snap := &snapshotRec{ID: newID("snap"), SourceSession: se.ID, Sandbox: se.Sandbox, Status: "created", Created: s.createdLocked()}
 	snap.Updated = snap.Created
 	if expiration > 0 {
 		snap.Expires = snap.Created + expiration
@@ -1743,6 +1796,17 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request, se *sessionR
 		writeErr(w, e.status, e.code, e.message)
 		return
 	}
+	var view *hostview.Holder
+	if se.Cwd == sandboxCwd {
+		var err error
+		if view, err = s.sessionView(se); errors.Is(err, errSessionStopped) {
+			writeErr(w, http.StatusGone, "sandbox_stopped", "Sandbox is stopped")
+			return
+		} else if err != nil {
+			writeErr(w, http.StatusInternalServerError, "internal_server_error", err.Error())
+			return
+		}
+	}
 	s.mu.Lock()
 	sb := s.sandboxes[se.Sandbox]
 	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + se.Cwd, "LANG=C.UTF-8"}
@@ -1763,7 +1827,7 @@ func (s *Server) runCommand(w http.ResponseWriter, r *http.Request, se *sessionR
 		return
 	}
 	se.cmds[c.ID] = c
-	s.start(c, se, env, b.Timeout, b.Sudo)
+	s.start(c, se, view, env, b.Timeout, b.Sudo)
 	s.mu.Unlock()
 
 	if !b.Wait {
@@ -1806,10 +1870,10 @@ func appendEnv(env []string, add map[string]string) []string {
 
 // start runs c in its own process group. A program that cannot be found or
 // run exits 127 or 126 with a message on stderr, as a shell would report it.
-func (s *Server) start(c *command, se *sessionRec, env []string, timeoutMs *int64, sudo bool) {
+func (s *Server) start(c *command, se *sessionRec, view *hostview.Holder, env []string, timeoutMs *int64, sudo bool) {
 	var cmd *exec.Cmd
-	if se.Cwd == sandboxCwd {
-		cmd = isolatedCommand(se, s.user, sudo, c.Cwd, env, c.Name, c.Args)
+	if view != nil {
+		cmd = isolatedCommand(view, se, s.user, sudo, c.Cwd, env, c.Name, c.Args)
 	} else {
 		cmd = hostCommand(c.Cwd, env, c.Name, c.Args)
 	}

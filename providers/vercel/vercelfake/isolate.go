@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
@@ -17,39 +18,6 @@ import (
 // sandboxCwd is the working directory of a Vercel sandbox, which the fake
 // reproduces when it can isolate commands.
 const sandboxCwd = "/vercel/sandbox"
-
-// isolateScript builds, in a new mount namespace, a view of the host's
-// filesystem read-only, with the sandbox's directory at /vercel/sandbox and
-// its own /tmp, chroots into it and runs the command there. So the
-// sandbox's commands see paths as a Vercel sandbox's do and cannot reach
-// the test host's temporary files; with a new network namespace, they
-// have no network (only loopback). When the fake runs as root, the view's
-// /etc/passwd and /etc/group also name the sandbox user, and the command
-// runs as that user unless it asked for sudo. env --default-signal gives
-// the command default signal dispositions, as a fresh VM's processes have,
-// whatever the process running the fake ignores.
-//
-// Arguments: mount point, disk, tmp, "1" for no network, cwd, PATH for the
-// command, passwd and group files to show ("" for the host's), "UID:GID"
-// to run as ("" for root), then the command and its arguments.
-const isolateScript = `set -e
-NR=$1 DISK=$2 TMPD=$3 NONET=$4 DIR=$5 UPATH=$6 PASSWD=$7 GROUP=$8 USERSPEC=$9
-shift 9
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
-FSNAME=vercelfake OWN=vercel
-` + hostview.Script + `mkdir -p "$NR/vercel/sandbox"
-mount --bind "$TMPD" "$NR/tmp"
-mount --bind "$DISK" "$NR/vercel/sandbox"
-if [ -n "$PASSWD" ]; then
-  mount --bind "$PASSWD" "$NR/etc/passwd"
-  mount --bind "$GROUP" "$NR/etc/group"
-fi
-if [ "$NONET" = 1 ]; then ip link set lo up 2>/dev/null || true; fi
-if [ -n "$USERSPEC" ]; then
-  exec chroot --userspec="$USERSPEC" --groups="${USERSPEC#*:}" "$NR" /usr/bin/env --default-signal -C "$DIR" "PATH=$UPATH" "$@"
-fi
-exec chroot "$NR" /usr/bin/env --default-signal -C "$DIR" "PATH=$UPATH" "$@"
-`
 
 // SandboxUser is the user a Vercel sandbox runs commands as (unless they
 // ask for sudo). The isolated fake, run as root, runs them as a user of
@@ -64,12 +32,12 @@ type sandboxUser struct {
 	uid, gid      int
 }
 
-// userSpec returns chroot's --userspec for the command, "" for root.
-func (u *sandboxUser) userSpec(sudo bool) string {
+// cred returns whom a command runs as, nil for root.
+func (u *sandboxUser) cred(sudo bool) *hostview.Cred {
 	if u.passwd == "" || sudo {
-		return ""
+		return nil
 	}
-	return strconv.Itoa(u.uid) + ":" + strconv.Itoa(u.gid)
+	return &hostview.Cred{UID: u.uid, GID: u.gid}
 }
 
 // chown gives a file the sandbox user's ownership (nothing when the fake
@@ -127,50 +95,55 @@ func newSandboxUser(dir string) (*sandboxUser, error) {
 	return u, nil
 }
 
-// isolatedCommand returns the command that runs name in se's isolated view,
-// as the sandbox user unless sudo. A program that is not found exits 127
-// and one that cannot run 126 (env's codes, as a shell's).
-func isolatedCommand(se *sessionRec, u *sandboxUser, sudo bool, cwd string, env []string, name string, args []string) *exec.Cmd {
-	uArgs := []string{"--mount", "--propagation", "private"}
-	if os.Geteuid() != 0 {
-		uArgs = append(uArgs, "--map-root-user")
-	}
-	nonet := "0"
-	if denies(se.Network) {
-		uArgs = append(uArgs, "--net")
-		nonet = "1"
-	}
-	upath := ""
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			upath = v
-		}
-	}
-	uArgs = append(uArgs, "/bin/sh", "-c", isolateScript, "vercelfake",
-		se.mount, se.disk, se.tmp, nonet, cwd, upath, u.passwd, u.group, u.userSpec(sudo), name)
-	uArgs = append(uArgs, args...)
-	cmd := exec.Command(unsharePath, uArgs...)
-	cmd.Env = env
-	return cmd
+// startView builds the isolated view of a session (see the package
+// documentation): a read-only view of the host with the sandbox's
+// directory at /vercel/sandbox and its own /tmp, and, when the fake runs as
+// root, /etc/passwd and /etc/group naming the sandbox user.
+func startView(se *sessionRec, u *sandboxUser) (*hostview.Holder, error) {
+	return hostview.Start(hostview.Config{
+		Name: "vercelfake", Mount: se.mount, Dir: se.disk, At: sandboxCwd, Tmp: se.tmp,
+		Passwd: u.passwd, Group: u.group,
+	})
+}
+
+// isolatedCommand returns the command that runs name in the session's view
+// h, as the sandbox user unless sudo, without network when the session's
+// network policy denies it now. A program that is not found exits 127 and
+// one that cannot run 126 (env's codes, as a shell's).
+func isolatedCommand(h *hostview.Holder, se *sessionRec, u *sandboxUser, sudo bool, cwd string, env []string, name string, args []string) *exec.Cmd {
+	return h.Command(hostview.Command{
+		Argv: append([]string{name}, args...), Dir: cwd, Env: env,
+		NoNetwork: denies(se.Network), Cred: u.cred(sudo),
+	})
 }
 
 // hostCommand returns the command that runs name directly on the host, in
-// cwd, with default signal dispositions (see isolateScript).
+// cwd, with default signal dispositions (as a fresh VM's processes have,
+// whatever the process running the fake ignores).
 func hostCommand(cwd string, env []string, name string, args []string) *exec.Cmd {
-	cmd := exec.Command(envPath, append([]string{"--default-signal", "--", name}, args...)...)
+	cmd := exec.Command(hostview.EnvPath, append([]string{"--default-signal", "--", name}, args...)...)
 	cmd.Dir, cmd.Env = cwd, env
 	return cmd
 }
 
-var envPath = "/usr/bin/env"
+var probe struct {
+	once sync.Once
+	ok   bool
+}
 
-var unsharePath = "/usr/bin/unshare"
-
-// probeIsolation reports whether isolatedCommand works here (it needs
-// unshare and the right to mount: root, or unprivileged user namespaces).
+// probeIsolation reports whether isolated views work here (they need
+// unshare, nsenter and the right to mount: root, or unprivileged user
+// namespaces). The answer is the same for every fake of the process.
 func probeIsolation(root string) bool {
-	if _, err := os.Stat(unsharePath); err != nil {
-		return false
+	probe.once.Do(func() { probe.ok = tryIsolation(root) })
+	return probe.ok
+}
+
+func tryIsolation(root string) bool {
+	for _, p := range []string{hostview.UnsharePath, hostview.NsenterPath, hostview.EnvPath} {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
 	}
 	dir, err := os.MkdirTemp(root, ".probe-")
 	if err != nil {
@@ -186,7 +159,12 @@ func probeIsolation(root string) bool {
 	if os.WriteFile(filepath.Join(se.disk, "probe"), []byte("ok"), 0o644) != nil {
 		return false
 	}
-	out, err := isolatedCommand(se, &sandboxUser{}, false, sandboxCwd, []string{"PATH=/usr/bin:/bin"}, "cat", []string{"probe"}).Output()
+	h, err := startView(se, &sandboxUser{})
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	out, err := isolatedCommand(h, se, &sandboxUser{}, false, sandboxCwd, []string{"PATH=/usr/bin:/bin"}, "cat", []string{"probe"}).Output()
 	return err == nil && string(out) == "ok"
 }
 

@@ -16,6 +16,8 @@ import (
 	"unsafe"
 
 	"github.com/coder/websocket"
+
+	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
 // The interactive session, as Vercel's CLI speaks it: POST …/interactive
@@ -85,6 +87,16 @@ func (s *Server) serveInteractive(w http.ResponseWriter, r *http.Request, sid st
 		cwd = path.Clean(cwd)
 	}
 
+	var view *hostview.Holder
+	if se.Cwd == sandboxCwd {
+		if view, err = s.sessionView(se); errors.Is(err, errSessionStopped) {
+			fail("sandbox_stopped")
+			return
+		} else if err != nil {
+			fail("isolating the sandbox: " + err.Error())
+			return
+		}
+	}
 	s.mu.Lock()
 	if se.Status != "running" {
 		s.mu.Unlock()
@@ -103,8 +115,8 @@ func (s *Server) serveInteractive(w http.ResponseWriter, r *http.Request, sid st
 	}
 	env = appendEnv(env, extra)
 	var cmd *exec.Cmd
-	if se.Cwd == sandboxCwd {
-		cmd = isolatedCommand(se, s.user, false, cwd, env, st.Command, st.Args)
+	if view != nil {
+		cmd = isolatedCommand(view, se, s.user, false, cwd, env, st.Command, st.Args)
 	} else {
 		cmd = hostCommand(cwd, env, st.Command, st.Args)
 	}

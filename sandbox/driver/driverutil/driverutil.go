@@ -13,12 +13,14 @@
 package driverutil
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/perimeter-sdk/perimeter/sandbox"
 )
@@ -162,4 +164,27 @@ func ShellExitCode(err error) (code int, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// AwaitEnd waits until done is closed, ctx ends or timeout (when positive)
+// passes, whichever comes first: the loop every driver's process runs to
+// enforce Start's context and [sandbox.Cmd.Timeout]. It returns ctx's error
+// when ctx ended first, timedOut when the timeout passed first, and neither
+// when done was closed first. The caller records the answer and kills the
+// command unless done was closed.
+func AwaitEnd(ctx context.Context, done <-chan struct{}, timeout time.Duration) (ctxErr error, timedOut bool) {
+	var timer <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-done:
+		return nil, false
+	case <-ctx.Done():
+		return ctx.Err(), false
+	case <-timer:
+		return nil, true
+	}
 }

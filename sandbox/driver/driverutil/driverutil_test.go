@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -132,4 +133,31 @@ func TestShellExitCode(t *testing.T) {
 	assert.False(t, ok)
 	_, ok = driverutil.ShellExitCode(nil)
 	assert.False(t, ok)
+}
+
+func TestAwaitEndSaysWhatCameFirst(t *testing.T) {
+	open := make(chan struct{})
+	closed := make(chan struct{})
+	close(closed)
+
+	ctxErr, timedOut := driverutil.AwaitEnd(context.Background(), closed, time.Hour)
+	assert.NoError(t, ctxErr)
+	assert.False(t, timedOut, "done was closed")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ctxErr, timedOut = driverutil.AwaitEnd(ctx, open, 0)
+	assert.ErrorIs(t, ctxErr, context.Canceled)
+	assert.False(t, timedOut)
+
+	ctxErr, timedOut = driverutil.AwaitEnd(context.Background(), open, time.Nanosecond)
+	assert.NoError(t, ctxErr)
+	assert.True(t, timedOut)
+
+	// No timeout: only done or ctx end the wait.
+	ctx, cancel = context.WithCancel(context.Background())
+	go cancel()
+	ctxErr, timedOut = driverutil.AwaitEnd(ctx, open, 0)
+	assert.ErrorIs(t, ctxErr, context.Canceled)
+	assert.False(t, timedOut)
 }

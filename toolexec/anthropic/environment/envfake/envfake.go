@@ -405,9 +405,9 @@ func (s *Server) serveWork(w http.ResponseWriter, r *http.Request, parts []strin
 			if len(s.queue) > 0 {
 				id := s.queue[0]
 				s.queue = s.queue[1:]
-				wk := s.work[id]
+				body := s.workJSON(s.work[id], "queued") // reads s.sessions: under s.mu
 				s.mu.Unlock()
-				writeJSON(w, 200, s.workJSON(wk, "queued"))
+				writeJSON(w, 200, body)
 				return
 			}
 			ch := s.changed
@@ -478,6 +478,7 @@ func (s *Server) serveWork(w http.ResponseWriter, r *http.Request, parts []strin
 	}
 }
 
+// workJSON is wk as the API shows it; s.mu is held.
 func (s *Server) workJSON(wk *Work, state string) map[string]any {
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	data := map[string]any{"type": "session", "id": wk.SessionID}
