@@ -121,18 +121,24 @@ const procDir = "/tmp/.perimeter-procs"
 // when its name is a shell builtin. The wrapper traps the signals a
 // terminal sends its whole process group, so that it outlives a command
 // that survives them; the child starts with the default dispositions.
-// With a terminal of a requested size (t=1), the wrapper waits, at most 5 s,
-// until the terminal has a size before it starts the command: the first
-// size travels on the exec stream's resize channel and may arrive after the
-// process started (seen once: stty size printed "0 0").
+// With a terminal of a requested size (t is "ROWS COLS", else 0), the
+// wrapper waits until the terminal has a size before it starts the command:
+// the first size travels on the exec stream's resize channel and may arrive
+// after the process started (GNU stty size then prints "0 0", busybox's
+// prints nothing and fails). If none has arrived after 10 s the wrapper sets
+// the size itself; the stream's, when it comes, is the same.
 // Arguments: the PID file, the directory, t, the number of VAR=value words,
 // those words, argv.
 const wrapper = `f=$1; d=$2; t=$3; n=$4; shift 4
 mkdir -p ` + procDir + ` 2>/dev/null; echo $$ > "$f"
 cd -- "$d" || exit 126
-if [ "$t" = 1 ]; then
+if [ "$t" != 0 ]; then
   i=0
-  while [ "$(stty size 2>/dev/null)" = "0 0" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+  while :; do
+    case "$(stty size 2>/dev/null)" in [1-9]*" "[1-9]*) break ;; esac
+    if [ $i -ge 200 ]; then stty rows "${t% *}" cols "${t#* }" 2>/dev/null; break; fi
+    sleep 0.05; i=$((i+1))
+  done
 fi
 trap : INT QUIT HUP TERM
 if [ "$n" -gt 0 ]; then (exec env -- "$@"); else (exec "$@"); fi
@@ -230,7 +236,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 	pidFile := procDir + "/" + newID()[len("perimeter-"):]
 	sized := "0"
 	if cmd.TTY != nil && cmd.TTY.Rows > 0 && cmd.TTY.Cols > 0 {
-		sized = "1"
+		sized = fmt.Sprintf("%d %d", cmd.TTY.Rows, cmd.TTY.Cols)
 	}
 	argv := []string{"sh", "-c", wrapper, "perimeter", pidFile, dir, sized, strconv.Itoa(len(keys))}
 	for _, k := range keys {

@@ -3,6 +3,7 @@ module github.com/perimeter-sdk/perimeter/providers/kubernetes
 go 1.26.0
 
 require (
+	github.com/creack/pty v1.1.24
 	github.com/perimeter-sdk/perimeter v0.1.0
 	k8s.io/api v0.34.4
 	k8s.io/apimachinery v0.34.4
@@ -10,7 +11,6 @@ require (
 )
 
 require (
-	github.com/creack/pty v1.1.24 // indirect
 	github.com/elastic/go-seccomp-bpf v1.6.0 // indirect
 )
 
