@@ -30,6 +30,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // Paths of the programs the holder and its commands use; the fakes check
@@ -364,7 +366,7 @@ func (h *Holder) close() error {
 	// find them by their mount namespace. Repeat until none is left, as
 	// a command may fork while it is being killed.
 	for range 100 {
-		if h.mntNS == "" || killAll(h.members()) == 0 {
+		if h.mntNS == "" || h.killMembers() == 0 {
 			break
 		}
 		time.Sleep(time.Millisecond)
@@ -373,7 +375,7 @@ func (h *Holder) close() error {
 		errs = append(errs, fmt.Errorf("hostview: killing the holder: %w", err))
 	}
 	<-h.done
-	if h.mntNS != "" && killAll(h.members()) != 0 {
+	if h.mntNS != "" && h.killMembers() != 0 {
 		errs = append(errs, errors.New("hostview: processes remain in the sandbox's namespace"))
 	}
 	if h.nsRef != nil {
@@ -395,19 +397,29 @@ func (h *Holder) members() []int {
 		if err != nil || pid == h.Pid() {
 			continue
 		}
-		if ns, err := os.Readlink(procPath(pid, "ns/mnt")); err == nil && ns == h.mntNS {
+		if h.isMember(pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
 }
 
-// killAll sends SIGKILL to pids and returns how many there are.
-func killAll(pids []int) int {
-	for _, pid := range pids {
-		syscall.Kill(pid, syscall.SIGKILL)
+func (h *Holder) isMember(pid int) bool {
+	ns, err := os.Readlink(procPath(pid, "ns/mnt"))
+	return err == nil && ns == h.mntNS
+}
+
+// killMembers sends SIGKILL to the members and returns how many there
+// were; each is checked again once pinned, so that a pid that has passed
+// to another process is not signalled.
+func (h *Holder) killMembers() int {
+	n := 0
+	for _, pid := range h.members() {
+		if procgroup.KillIf(pid, func() bool { return h.isMember(pid) }) {
+			n++
+		}
 	}
-	return len(pids)
+	return n
 }
 
 func procPath(pid int, name string) string {

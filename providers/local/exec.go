@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver/driverutil"
@@ -77,9 +78,9 @@ func (o *outputCopier) exit() {
 }
 
 type process struct {
-	sb   *Sandbox
-	cmd  *exec.Cmd
-	pgid int
+	sb     *Sandbox
+	cmd    *exec.Cmd
+	leader *procgroup.Leader // signals the command's group while its id is ours
 
 	done   chan struct{} // closed when the command has been waited for
 	status sandbox.ExitStatus
@@ -221,7 +222,7 @@ func (s *Sandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Process, 
 		}
 		return nil, sandbox.NewError(Name, s.id, op, kindOf(err), err)
 	}
-	pr := &process{sb: s, cmd: c, pgid: c.Process.Pid, done: make(chan struct{})}
+	pr := &process{sb: s, cmd: c, leader: procgroup.Watch(c), done: make(chan struct{})}
 	s.procs[pr] = struct{}{}
 	s.mu.Unlock()
 	pr.output.copy(outR, func(b []byte) { stdout.Write(b) })
@@ -254,10 +255,10 @@ func feedStdin(w *os.File, r io.Reader, done <-chan struct{}) {
 }
 
 // wait waits for the command, enforcing ctx and timeout, and records how it
-// ended.
+// ended. The command is reaped last, once nothing signals its group any
+// more: until then its group's id cannot be another's.
 func (pr *process) wait(ctx context.Context, timeout time.Duration) {
-	waited := make(chan error, 1)
-	go func() { waited <- pr.cmd.Wait() }()
+	waited := pr.leader.Exited()
 
 	var timer <-chan time.Time
 	if timeout > 0 {
@@ -265,43 +266,43 @@ func (pr *process) wait(ctx context.Context, timeout time.Duration) {
 		defer t.Stop()
 		timer = t.C
 	}
-	var err, ctxErr error
+	var ctxErr error
 	select {
-	case err = <-waited:
+	case <-waited:
 	case <-ctx.Done():
 		ctxErr = ctx.Err()
 		pr.kill()
-		err = <-waited
+		<-waited
 	case <-timer:
 		pr.mu.Lock()
 		pr.timedOut = true
 		pr.mu.Unlock()
 		pr.kill()
-		err = <-waited
+		<-waited
+	}
+	if ctxErr == nil && pr.leader.Signaled() {
+		// The leader died of a signal; take its group with it so nothing
+		// started by a killed command outlives it.
+		pr.kill()
 	}
 	pr.output.exit()
 	closeFiles(pr.output.files)
-	pr.status = statusOf(pr.cmd.ProcessState, err)
 	pr.mu.Lock()
-	pr.status.TimedOut = pr.timedOut
 	pr.exited = true
 	pr.mu.Unlock()
+	pr.sb.mu.Lock()
+	delete(pr.sb.procs, pr)
+	pr.sb.mu.Unlock()
+	err := pr.leader.Reap()
+	pr.status = statusOf(pr.cmd.ProcessState, err)
+	pr.status.TimedOut = pr.timedOut
 	pr.err = ctxErr
-	if ctxErr == nil && pr.status.Signal != "" {
-		// The leader died of a signal; take its group with it so nothing
-		// started by a killed command outlives it.
-		unix.Kill(-pr.pgid, unix.SIGKILL)
-	}
 	if ctxErr != nil || pr.timedOut {
 		pr.status.Code = -1
 		if pr.status.Signal == "" {
 			pr.status.Signal = sandbox.SIGKILL
 		}
 	}
-
-	pr.sb.mu.Lock()
-	delete(pr.sb.procs, pr)
-	pr.sb.mu.Unlock()
 	close(pr.done)
 }
 
@@ -315,9 +316,10 @@ func statusOf(ps *os.ProcessState, err error) sandbox.ExitStatus {
 	return sandbox.ExitStatus{Code: ps.ExitCode()}
 }
 
-// kill sends SIGKILL to the command's whole process group.
+// kill sends SIGKILL to the command's whole process group, unless the
+// command has been reaped.
 func (pr *process) kill() {
-	unix.Kill(-pr.pgid, unix.SIGKILL)
+	pr.leader.Signal(unix.SIGKILL)
 }
 
 // Wait waits for the command and the copying of its output.
@@ -346,7 +348,7 @@ func (pr *process) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if exited {
 		return nil
 	}
-	if err := unix.Kill(-pr.pgid, num); err != nil && err != unix.ESRCH {
+	if err := pr.leader.Signal(num); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return sandbox.NewError(Name, pr.sb.id, "signal", kindOf(err), err)
 	}
 	return nil

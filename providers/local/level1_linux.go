@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // L1: where namespaces are unavailable, the agent runs as a plain host
@@ -227,17 +229,18 @@ func killDescendants(deadline time.Time) {
 			if err != nil {
 				continue
 			}
-			stat, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat"))
-			if err != nil {
-				continue
-			}
-			i := strings.LastIndexByte(string(stat), ')')
-			if i < 0 {
-				continue
-			}
-			f := strings.Fields(string(stat[i+1:]))
-			if len(f) > 1 && f[1] == me && f[0] != "Z" {
-				unix.Kill(pid, unix.SIGKILL)
+			if procgroup.KillIf(pid, func() bool {
+				stat, err := os.ReadFile(filepath.Join("/proc", p.Name(), "stat"))
+				if err != nil {
+					return false
+				}
+				i := strings.LastIndexByte(string(stat), ')')
+				if i < 0 {
+					return false
+				}
+				f := strings.Fields(string(stat[i+1:]))
+				return len(f) > 1 && f[1] == me && f[0] != "Z"
+			}) {
 				found = true
 			}
 		}

@@ -46,6 +46,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
@@ -502,6 +503,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, b *box) {
 		apiError(w, 502, "exec_transport_error", "exec failed: "+err.Error())
 		return
 	}
+	leader := procgroup.Watch(cmd)
 	s.mu.Lock()
 	s.execs++
 	s.mu.Unlock()
@@ -516,7 +518,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, b *box) {
 	if req.TimeoutMS != nil && *req.TimeoutMS > 0 {
 		t := time.AfterFunc(time.Duration(*req.TimeoutMS)*time.Millisecond, func() {
 			timedOut.Do(func() { didTime = true })
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			leader.Signal(syscall.SIGKILL)
 		})
 		defer t.Stop()
 	}
@@ -550,7 +552,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request, b *box) {
 	go pump(stdout, "stdout")
 	go pump(stderr, "stderr")
 	wg.Wait()
-	err = cmd.Wait()
+	err = leader.Reap()
 	timedOut.Do(func() {})
 	if didTime {
 		data, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("Command timed out after %dms", *req.TimeoutMS), "code": "exec_error"})
@@ -652,12 +654,12 @@ func killBox(id string) {
 			if err != nil || pid == os.Getpid() {
 				continue
 			}
-			env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-			if err != nil || !bytes.Contains(append([]byte{0}, env...), append([]byte{0}, mark...)) {
-				continue
+			if procgroup.KillIf(pid, func() bool {
+				env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+				return err == nil && bytes.Contains(append([]byte{0}, env...), append([]byte{0}, mark...))
+			}) {
+				found = true
 			}
-			syscall.Kill(pid, syscall.SIGKILL)
-			found = true
 		}
 		if !found {
 			return

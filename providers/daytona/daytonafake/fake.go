@@ -70,9 +70,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
@@ -362,12 +362,12 @@ func killTagged(id string) {
 			if err != nil || pid == os.Getpid() {
 				continue
 			}
-			env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-			if err != nil || !bytes.Contains(append([]byte{0}, env...), tag) {
-				continue
+			if procgroup.KillIf(pid, func() bool {
+				env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+				return err == nil && bytes.Contains(append([]byte{0}, env...), tag)
+			}) {
+				found = true
 			}
-			found = true
-			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if !found {
 			return

@@ -12,6 +12,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/creack/pty"
+
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // ptySession is the daemon's PTY session: the user's shell on a terminal.
@@ -25,14 +27,15 @@ type ptySession struct {
 	mu        sync.Mutex
 	ptmx      *os.File
 	cmd       *exec.Cmd
+	leader    *procgroup.Leader
 	connected bool
 	done      chan struct{}
 	exitCode  int
 }
 
 func (p *ptySession) kill() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if p.leader != nil {
+		p.leader.Signal(syscall.SIGKILL)
 	}
 }
 
@@ -82,9 +85,12 @@ func (s *Server) ptyRoute(w http.ResponseWriter, r *http.Request, sb *sandboxRec
 			daemonError(w, r, http.StatusInternalServerError, "starting the shell: "+err.Error())
 			return
 		}
-		p.ptmx, p.cmd = ptmx, cmd
+		p.ptmx, p.cmd, p.leader = ptmx, cmd, procgroup.Watch(cmd)
 		go func() {
-			err := cmd.Wait()
+			// The session may outlive its leader; end it with the shell.
+			<-p.leader.Exited()
+			p.leader.Signal(syscall.SIGKILL)
+			err := p.leader.Reap()
 			code := 0
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
@@ -93,7 +99,6 @@ func (s *Server) ptyRoute(w http.ResponseWriter, r *http.Request, sb *sandboxRec
 					code = 128 + int(ws.Signal())
 				}
 			}
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			p.mu.Lock()
 			p.exitCode = code
 			p.mu.Unlock()

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // Stream markers of the daemon's split log stream: the bytes after one
@@ -39,7 +41,7 @@ type session struct {
 // command is a process started through a session (or /process/execute).
 type command struct {
 	id, text string
-	cmd      *exec.Cmd
+	leader   *procgroup.Leader // signals the command's group until it is reaped
 	stdin    io.WriteCloser
 	log      *os.File // marker-framed output, as the follow stream sends it
 
@@ -51,9 +53,7 @@ type command struct {
 }
 
 func (c *command) kill() {
-	if c.cmd != nil && c.cmd.Process != nil {
-		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-	}
+	c.leader.Signal(syscall.SIGKILL)
 }
 
 func (c *command) append(mark, data []byte) {
@@ -153,7 +153,7 @@ func (s *Server) startLocked(sb *sandboxRec, text string) (*command, error) {
 		log.Close()
 		return nil, err
 	}
-	c.cmd, c.stdin = cmd, stdin
+	c.leader, c.stdin = procgroup.Watch(cmd), stdin
 	sb.cmds[c.id] = c
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -174,7 +174,10 @@ func (s *Server) startLocked(sb *sandboxRec, text string) (*command, error) {
 	go pump(stderrMark, stderr)
 	go func() {
 		wg.Wait()
-		err := cmd.Wait()
+		// The group may outlive its leader; end it with the command.
+		<-c.leader.Exited()
+		c.leader.Signal(syscall.SIGKILL)
+		err := c.leader.Reap()
 		code := 0
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -185,7 +188,6 @@ func (s *Server) startLocked(sb *sandboxRec, text string) (*command, error) {
 		} else if err != nil {
 			code = 1
 		}
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		c.mu.Lock()
 		c.exitCode = &code
 		close(c.changed)
@@ -456,34 +458,50 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, sb *sandboxRec)
 	cmd := s.shell(sb, cwd, s.env(sb, b.Envs), "exec /bin/sh")
 	s.mu.Unlock()
 	cmd.Stdin = strings.NewReader(b.Command)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	outR, outW, err := os.Pipe()
+	if err != nil {
 		daemonError(w, r, http.StatusInternalServerError, err.Error())
 		return
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	cmd.Stdout, cmd.Stderr = outW, outW
+	err = cmd.Start()
+	outW.Close()
+	if err != nil {
+		outR.Close()
+		daemonError(w, r, http.StatusInternalServerError, err.Error())
+		return
+	}
+	leader := procgroup.Watch(cmd)
+	// The result is the output until every writer has closed it (as
+	// exec.Cmd.Wait would copy it) and the command has exited.
+	var out strings.Builder
+	ended := make(chan struct{})
+	go func() {
+		io.Copy(&out, outR)
+		outR.Close()
+		<-leader.Exited()
+		close(ended)
+	}()
 	var timeout <-chan time.Time
 	if b.Timeout > 0 {
 		t := time.NewTimer(time.Duration(b.Timeout) * time.Second)
 		defer t.Stop()
 		timeout = t.C
 	}
-	var err error
 	select {
-	case err = <-done:
+	case <-ended:
 	case <-timeout:
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+		leader.Signal(syscall.SIGKILL)
+		leader.Reap()
 		daemonError(w, r, http.StatusRequestTimeout, "command execution timeout")
 		return
 	case <-r.Context().Done():
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+		leader.Signal(syscall.SIGKILL)
+		leader.Reap()
 		return
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	leader.Signal(syscall.SIGKILL)
+	err = leader.Reap()
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -3,7 +3,6 @@ package modalfake
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // router implements modal.task_command_router.TaskCommandRouter.
@@ -24,7 +25,7 @@ type router struct {
 
 // execProc is one command started with TaskExecStart.
 type execProc struct {
-	cmd            *exec.Cmd
+	leader         *procgroup.Leader // the command's group, until reaped
 	stdout, stderr *outBuf
 	stdin          *inBuf
 	done           chan struct{} // closed once reaped and output drained
@@ -46,8 +47,8 @@ func (e *execProc) exited() bool {
 
 // kill kills the command's process group.
 func (e *execProc) kill() {
-	if e.cmd.Process != nil {
-		syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
+	if e.leader != nil {
+		e.leader.Signal(syscall.SIGKILL)
 	}
 }
 
@@ -213,13 +214,13 @@ func (sb *sandbox) startProcess(args []string, dir string, env []string, pipeStd
 	if err != nil {
 		return nil, err
 	}
-	e.cmd = cmd
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	e.leader = procgroup.Watch(cmd)
 	go e.feedStdin(stdin)
 	go func() {
-		cmd.Wait()
+		e.leader.Reap()
 		e.mu.Lock()
 		if e.timer != nil {
 			e.timer.Stop()

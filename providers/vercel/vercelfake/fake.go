@@ -92,6 +92,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
@@ -1608,8 +1609,8 @@ type command struct {
 	changed  chan struct{} // closed and replaced on every change
 	exitCode *int
 	duration int64
-	stopped  bool // the session stopped while it ran
-	cmd      *exec.Cmd
+	stopped  bool              // the session stopped while it ran
+	leader   *procgroup.Leader // the running command's process group
 	done     chan struct{}
 }
 
@@ -1638,8 +1639,8 @@ func (c *command) append(stream string, data []byte) {
 func (c *command) signal(sig syscall.Signal) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.exitCode == nil && c.cmd != nil && c.cmd.Process != nil {
-		syscall.Kill(-c.cmd.Process.Pid, sig)
+	if c.leader != nil {
+		c.leader.Signal(sig)
 	}
 }
 
@@ -1898,7 +1899,10 @@ func (s *Server) start(c *command, se *sessionRec, view *hostview.Holder, env []
 		go finish(code)
 		return
 	}
-	c.cmd = cmd
+	leader := procgroup.Watch(cmd)
+	c.mu.Lock()
+	c.leader = leader
+	c.mu.Unlock()
 	var timer *time.Timer
 	if timeoutMs != nil && *timeoutMs > 0 {
 		timer = time.AfterFunc(time.Duration(*timeoutMs)*time.Millisecond, func() { c.signal(syscall.SIGKILL) })
@@ -1909,7 +1913,10 @@ func (s *Server) start(c *command, se *sessionRec, view *hostview.Holder, env []
 	go s.pump(&wg, c, "stderr", stderr)
 	go func() {
 		wg.Wait()
-		err := cmd.Wait()
+		// The group may outlive its leader; end it with the command.
+		<-leader.Exited()
+		leader.Signal(syscall.SIGKILL)
+		err := leader.Reap()
 		if timer != nil {
 			timer.Stop()
 		}
@@ -1923,8 +1930,6 @@ func (s *Server) start(c *command, se *sessionRec, view *hostview.Holder, env []
 		} else if err != nil {
 			code = 1
 		}
-		// The group may outlive its leader; end it with the command.
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		finish(code)
 	}()
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
 )
 
@@ -133,7 +134,7 @@ func (s *Server) serveInteractive(w http.ResponseWriter, r *http.Request, sid st
 	startErr := cmd.Start()
 	tty.Close()
 	if startErr == nil {
-		c.cmd = cmd
+		c.leader = procgroup.Watch(cmd)
 		se.cmds[c.ID] = c
 	}
 	s.mu.Unlock()
@@ -191,7 +192,10 @@ func (s *Server) serveInteractive(w http.ResponseWriter, r *http.Request, sid st
 		}
 	}()
 
-	err = cmd.Wait()
+	// The session may outlive its leader; end it with the command.
+	<-c.leader.Exited()
+	c.leader.Signal(syscall.SIGKILL)
+	err = c.leader.Reap()
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -200,7 +204,6 @@ func (s *Server) serveInteractive(w http.ResponseWriter, r *http.Request, sid st
 			code = 128 + int(ws.Signal())
 		}
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
 	select {
