@@ -46,8 +46,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // OpenAPI is the bridge's OpenAPI document (@cloudflare/sandbox 0.12.10), as

@@ -72,8 +72,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // Options configures a fake. Nil means defaults.

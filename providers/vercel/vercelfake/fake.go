@@ -92,8 +92,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // NDJSONContentType is the exact content type of command streams; the SDK

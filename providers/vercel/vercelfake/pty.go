@@ -17,8 +17,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/internal/hostview"
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 )
 
 // The interactive session, as Vercel's CLI speaks it: POST …/interactive
