@@ -222,3 +222,26 @@ func TestDeriveShowsAnotherSandboxInACopyOfTheView(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	assert.Equal(t, 3, strings.Count(out, "\n"), "only loopback: %s", out)
 }
+
+// BenchmarkDeriveClose measures deriving a sandbox's view from a base view
+// and ending it, beside BenchmarkStartClose.
+func BenchmarkDeriveClose(b *testing.B) {
+	for _, p := range []string{UnsharePath, NsenterPath, EnvPath} {
+		if _, err := os.Stat(p); err != nil {
+			b.Skipf("hostview needs %s: %v", p, err)
+		}
+	}
+	base, err := Start(Config{Name: "hostviewbench", Mount: b.TempDir(), Dir: b.TempDir(), At: "/box"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer base.Close()
+	dir, tmp := b.TempDir(), b.TempDir()
+	for i := 0; i < b.N; i++ {
+		h, err := base.Derive(dir, tmp, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h.Close()
+	}
+}

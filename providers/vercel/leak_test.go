@@ -68,13 +68,14 @@ func TestNothingLeftBehind(t *testing.T) {
 }
 
 // sbHostDir finds the fake's host directory of sb through the fake's own
-// view: the session's cwd is either /vercel/sandbox (isolated) or the host
-// directory itself.
+// view: the session's cwd is either /vercel/sandbox (isolated: the host
+// directory is the source of the last mount there, the one on top) or the
+// host directory itself.
 func sbHostDir(t *testing.T, sb testSandbox) string {
 	res := run(t, sb, "sh", "-c", "cat /proc/self/mountinfo | grep -F ' /vercel/sandbox ' | cut -d' ' -f4; pwd")
 	lines := strings.Split(strings.TrimSpace(string(res.Stdout)), "\n")
-	if len(lines) == 2 && lines[1] == "/vercel/sandbox" {
-		return lines[0]
+	if len(lines) >= 2 && lines[len(lines)-1] == "/vercel/sandbox" {
+		return lines[len(lines)-2]
 	}
 	return lines[len(lines)-1]
 }

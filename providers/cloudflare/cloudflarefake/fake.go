@@ -86,6 +86,8 @@ type Server struct {
 	srv      *httptest.Server
 	ownRoot  bool
 	isolated bool
+	base     *hostview.Holder // the view every box's is derived from, if isolated
+	baseDir  string
 	doc      []byte
 
 	mu    sync.Mutex
@@ -147,8 +149,9 @@ func New(opts *Options) *Server {
 		d["info"].(map[string]any)["version"] = s.opts.Version
 		s.doc, _ = json.Marshal(d)
 	}
-	if !s.opts.NoIsolation {
-		s.isolated = probeIsolation(s.opts.Root)
+	if !s.opts.NoIsolation && probeIsolation(s.opts.Root) {
+		s.baseDir, s.base = startBase(s.opts.Root)
+		s.isolated = s.base != nil
 	}
 	s.srv = httptest.NewServer(s.routes())
 	return s
@@ -197,6 +200,12 @@ func (s *Server) Close() {
 	}
 	s.srv.CloseClientConnections()
 	s.srv.Close()
+	if s.base != nil {
+		s.base.Close()
+	}
+	if s.baseDir != "" {
+		os.RemoveAll(s.baseDir)
+	}
 	if s.ownRoot {
 		os.RemoveAll(s.opts.Root)
 	} else {
@@ -337,7 +346,7 @@ func (s *Server) startBox(b *box) error {
 	err := errors.Join(os.MkdirAll(b.workspace(), 0o755), os.MkdirAll(filepath.Join(b.dir, "tmp"), 0o1777),
 		os.MkdirAll(filepath.Join(b.dir, "mnt"), 0o755), os.Chmod(filepath.Join(b.dir, "tmp"), 0o1777))
 	if err == nil && s.isolated {
-		b.view, err = startView(b)
+		b.view, err = s.base.Derive(b.workspace(), filepath.Join(b.dir, "tmp"), []string{boxEnv + "=" + b.id})
 	}
 	if err != nil {
 		os.RemoveAll(b.dir)

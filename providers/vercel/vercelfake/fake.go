@@ -145,6 +145,10 @@ type Server struct {
 	isolated bool
 	user     *sandboxUser // whom commands run as; the zero value is root
 
+	baseMu  sync.Mutex
+	base    *hostview.Holder // the view sessions' views are derived from, built at the first
+	baseDir string
+
 	mu        sync.Mutex
 	lastStamp int64 // the last creation time given out (createdLocked)
 	sandboxes map[string]*sandboxRec
@@ -209,7 +213,11 @@ func (s *Server) sessionView(se *sessionRec) (*hostview.Holder, error) {
 		return nil, errSessionStopped
 	}
 	if se.view == nil {
-		h, err := startView(se, s.user)
+		base, err := s.baseView()
+		if err != nil {
+			return nil, err
+		}
+		h, err := base.Derive(se.disk, se.tmp, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -219,6 +227,37 @@ func (s *Server) sessionView(se *sessionRec) (*hostview.Holder, error) {
 }
 
 var errSessionStopped = errors.New("sandbox is stopped")
+
+// baseView returns the fake's base view, building it at the first call:
+// each session's view is derived from it (hostview.Holder.Derive), a copy of
+// its mount namespace with the session's disk and /tmp bound in, which costs
+// a few process starts rather than the few dozen a view of its own takes.
+func (s *Server) baseView() (*hostview.Holder, error) {
+	s.baseMu.Lock()
+	defer s.baseMu.Unlock()
+	if s.base != nil {
+		return s.base, nil
+	}
+	if s.baseDir == "" {
+		dir, err := os.MkdirTemp(s.opts.Root, ".base-")
+		if err != nil {
+			return nil, err
+		}
+		s.baseDir = dir
+	}
+	se := &sessionRec{disk: filepath.Join(s.baseDir, "disk"), tmp: filepath.Join(s.baseDir, "tmp"), mount: filepath.Join(s.baseDir, "mnt")}
+	for _, d := range []string{se.disk, se.tmp, se.mount} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	h, err := startView(se, s.user)
+	if err != nil {
+		return nil, err
+	}
+	s.base = h
+	return h, nil
+}
 
 // closeView ends the session's view and every process in it.
 func (se *sessionRec) closeView() {
@@ -320,6 +359,14 @@ func (s *Server) Close() {
 		}
 	}
 	s.mu.Unlock()
+	s.baseMu.Lock()
+	if s.base != nil {
+		s.base.Close()
+	}
+	if s.baseDir != "" {
+		os.RemoveAll(s.baseDir)
+	}
+	s.baseMu.Unlock()
 	if s.ownRoot {
 		os.RemoveAll(s.opts.Root)
 	}
