@@ -78,6 +78,7 @@ import (
 	"fmt"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -173,6 +174,9 @@ func Checks() []CheckInfo {
 // does not apply is skipped with its reason. Checks run concurrently
 // (Options.Parallel) and are reported in order; a check whose subtest
 // go test -run leaves out is not run, but one started ahead of it may be.
+// Under go test -short, unless Options.Run chooses, only a smoke set of
+// checks runs (one or two for each part of the contract) and the others
+// are skipped saying so.
 func Run(t *testing.T, h *Harness, opts *Options) {
 	t.Helper()
 	if opts == nil {
@@ -182,6 +186,11 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	all := checks
+	if testing.Short() && opts.Run == "" {
+		checks = slices.DeleteFunc(slices.Clone(checks), func(ch check) bool { return !smoke[ch.ID] })
+		t.Logf("conformance: -short runs the smoke set, %d of %d checks; without -short the whole battery runs", len(checks), len(all))
+	}
 	r := newRunner(h, opts)
 	b := r.batch(checks)
 	t.Cleanup(func() {
@@ -190,14 +199,21 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 			t.Errorf("conformance: sweeping leftovers: %v", err)
 		}
 	})
-	for i, ch := range checks {
+	i := 0
+	for _, ch := range all {
+		if i == len(checks) || checks[i].ID != ch.ID {
+			t.Run(ch.ID, func(t *testing.T) { t.Skip("-short: not in the smoke set") })
+			continue
+		}
+		n := i
+		i++
 		t.Run(ch.ID, func(t *testing.T) {
 			// Start this check and the next ones, up to Options.Parallel
 			// at once; a subtest that go test -run leaves out starts none.
-			for k := i; k < min(i+r.parallel(), len(checks)); k++ {
+			for k := n; k < min(n+r.parallel(), len(checks)); k++ {
 				b.launch(k)
 			}
-			res := b.result(i)
+			res := b.result(n)
 			for _, l := range res.Log {
 				t.Log(l)
 			}
@@ -212,6 +228,17 @@ func Run(t *testing.T, h *Harness, opts *Options) {
 			}
 		})
 	}
+}
+
+// smoke is the set of checks Run runs under go test -short (unless
+// Options.Run chooses): one or two for each part of the contract, for an
+// edit-and-test loop; the whole battery runs without -short.
+var smoke = map[string]bool{
+	"lifecycle/create": true, "lifecycle/terminate-stops-processes": true,
+	"exec/exit-codes": true, "exec/stdout-stderr": true, "exec/stdin": true, "exec/env": true,
+	"exec/cancel-kills-tree": true, "exec/signal": true,
+	"files/binary-roundtrip": true, "files/ops": true, "files/dotdot": true, "files/symlink-escape": true,
+	"errors/message": true, "ports/dial": true, "pty/run": true, "network/none": true,
 }
 
 // RunChecks runs the battery without the testing package and reports every

@@ -243,6 +243,14 @@ func (s *Server) Close() error {
 	return os.RemoveAll(s.dir)
 }
 
+// Partition stops serving, as when the network to Modal fails: both
+// servers end their connections and refuse new ones, while the sandboxes
+// and their processes go on (until Close).
+func (s *Server) Partition() {
+	s.cp.Stop()
+	s.router.Stop()
+}
+
 // TunnelClientTLS returns a TLS configuration that trusts the certificate of
 // the fake's tunnels (what Modal serves with a public certificate).
 func (s *Server) TunnelClientTLS() *tls.Config { return s.clientTLS.Clone() }
