@@ -16,5 +16,8 @@ func TestBatteryLocal(t *testing.T) {
 // TestBatteryLocalUnisolated runs it on the unisolated mode, where bash runs
 // over pipes.
 func TestBatteryLocalUnisolated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the tools' battery runs once, on the isolated local provider (TestBatteryLocal); this variant runs without -short")
+	}
 	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox { return newSandbox(t) }, nil)
 }

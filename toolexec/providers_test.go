@@ -16,6 +16,9 @@ import (
 // against its fake of the Vercel Sandbox API: the tools depend on the
 // contract only, so they must behave the same on a remote provider.
 func TestBatteryVercelFake(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the tools' battery runs on the local provider (TestBatteryLocal); on this adapter it runs without -short")
+	}
 	f := vercelfake.New(&vercelfake.Options{
 		RouteURL: func(_ string, port int) string { return fmt.Sprintf("http://127.0.0.1:%d", port) },
 	})

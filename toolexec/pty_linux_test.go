@@ -147,6 +147,9 @@ func (p *ptyProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 
 // TestBatteryOnPTY runs the battery with the bash tool on a pseudo-terminal.
 func TestBatteryOnPTY(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the tools' battery runs once, on the isolated local provider (TestBatteryLocal); this variant runs without -short")
+	}
 	if _, err := os.Stat("/dev/ptmx"); err != nil {
 		t.Skip("no /dev/ptmx on this host: the PTY path cannot be exercised")
 	}
@@ -173,6 +176,9 @@ func (s *noStdinSandbox) Capabilities() sandbox.Capabilities {
 // TestBatteryWithoutStdin runs the battery on a sandbox without stdin or
 // PTY, where bash state persists through a state file.
 func TestBatteryWithoutStdin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the tools' battery runs once, on the isolated local provider (TestBatteryLocal); this variant runs without -short")
+	}
 	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox {
 		return newWrappedSandbox(t, &local.Options{Root: t.TempDir(), Unisolated: true},
 			func(s *local.Sandbox) driver.Sandbox { return &noStdinSandbox{s} })

@@ -12,6 +12,9 @@ import (
 // fake): the bash tool's persistent shell reads its commands from a stdin
 // pipe, which exercises the framed input and the live output together.
 func TestToolexec(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the tools' battery runs on the local provider in package toolexec; on this adapter it runs without -short")
+	}
 	_, p := newFake(t, nil)
 	toolexectest.Run(t, func(t *testing.T) *sandbox.Sandbox {
 		sb, err := p.Create(context.Background(), nil)
