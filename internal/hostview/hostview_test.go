@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func needTools(t *testing.T) {
+func needTools(t testing.TB) {
 	t.Helper()
 	for _, p := range []string{UnsharePath, NsenterPath, EnvPath} {
 		if _, err := os.Stat(p); err != nil {
@@ -164,11 +164,7 @@ func TestStartRejectsBadConfig(t *testing.T) {
 
 // BenchmarkStartClose measures building a view and ending it.
 func BenchmarkStartClose(b *testing.B) {
-	for _, p := range []string{UnsharePath, NsenterPath, EnvPath} {
-		if _, err := os.Stat(p); err != nil {
-			b.Skipf("hostview needs %s: %v", p, err)
-		}
-	}
+	needTools(b)
 	mnt, dir := b.TempDir(), b.TempDir()
 	for i := 0; i < b.N; i++ {
 		h, err := Start(Config{Name: "hostviewbench", Mount: mnt, Dir: dir, At: "/box"})
@@ -181,11 +177,7 @@ func BenchmarkStartClose(b *testing.B) {
 
 // BenchmarkCommand measures running true in a view.
 func BenchmarkCommand(b *testing.B) {
-	for _, p := range []string{UnsharePath, NsenterPath, EnvPath} {
-		if _, err := os.Stat(p); err != nil {
-			b.Skipf("hostview needs %s: %v", p, err)
-		}
-	}
+	needTools(b)
 	h, err := Start(Config{Name: "hostviewbench", Mount: b.TempDir(), Dir: b.TempDir(), At: "/box"})
 	if err != nil {
 		b.Fatal(err)
@@ -226,11 +218,7 @@ func TestDeriveShowsAnotherSandboxInACopyOfTheView(t *testing.T) {
 // BenchmarkDeriveClose measures deriving a sandbox's view from a base view
 // and ending it, beside BenchmarkStartClose.
 func BenchmarkDeriveClose(b *testing.B) {
-	for _, p := range []string{UnsharePath, NsenterPath, EnvPath} {
-		if _, err := os.Stat(p); err != nil {
-			b.Skipf("hostview needs %s: %v", p, err)
-		}
-	}
+	needTools(b)
 	base, err := Start(Config{Name: "hostviewbench", Mount: b.TempDir(), Dir: b.TempDir(), At: "/box"})
 	if err != nil {
 		b.Fatal(err)
