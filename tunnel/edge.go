@@ -135,16 +135,33 @@ type peer struct {
 // is then over, and the connection is dead. Close closes the underlying
 // transport connection at once, without a TLS close_notify that could block
 // behind a stuck write (GOAWAY is the graceful path).
+//
+// It also ends a connection the connector has drained: after GOAWAY the
+// connector's HTTP/2 server waits for this side to close (for up to a
+// second, the server's fixed GOAWAY timeout). The HTTP/2 client closes it
+// when its last request ends, but not when GOAWAY finds it idle; so before
+// each read (the client's read loop reads again right after handling
+// GOAWAY) a connection that can take no request and has none is closed.
 type watchedConn struct {
 	net.Conn
 	raw  net.Conn
 	once sync.Once
 	done chan struct{}
+	cc   atomic.Pointer[http.ClientConn] // set once the client exists
 }
 
 func (w *watchedConn) Close() error { return w.raw.Close() }
 
+// closeIfDrained closes the connection if it can take no request and has
+// none in flight: after a GOAWAY, or once the client has given it up.
+func (w *watchedConn) closeIfDrained() {
+	if cc := w.cc.Load(); cc != nil && cc.Available() == 0 && cc.InFlight() == 0 {
+		w.raw.Close()
+	}
+}
+
 func (w *watchedConn) Read(p []byte) (int, error) {
+	w.closeIfDrained()
 	n, err := w.Conn.Read(p)
 	if err != nil {
 		w.once.Do(func() { close(w.done) })
@@ -386,6 +403,7 @@ func (e *Edge) attach(conn, raw, pending net.Conn, remote string, cert *x509.Cer
 		drop()
 		return
 	}
+	wc.cc.Store(cc)
 	p := &peer{hello: h, cc: cc, conn: wc, since: time.Now()}
 	e.mu.Lock()
 	delete(e.pending, pending)

@@ -735,3 +735,95 @@ func (s *syncBuffer) Bytes() []byte {
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
 }
+
+// closeRelay forwards TCP connections to target and records, for each, which
+// side ended it first: "dialer" (the side that dialed the relay) or "target".
+type closeRelay struct {
+	addr  string
+	first chan string
+}
+
+func newCloseRelay(t *testing.T, target string) *closeRelay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	r := &closeRelay{addr: ln.Addr().String(), first: make(chan string, 16)}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			var once sync.Once
+			pipe := func(dst, src net.Conn, side string) {
+				io.Copy(dst, src)
+				once.Do(func() { r.first <- side })
+				a.Close()
+				b.Close()
+			}
+			wg.Go(func() { pipe(b, a, "dialer") })
+			wg.Go(func() { pipe(a, b, "target") })
+		}
+	})
+	return r
+}
+
+// A draining connector's HTTP/2 server says GOAWAY and then waits, for up to
+// its fixed one-second timeout, for the edge to close the connection; the
+// edge closes it as soon as no call is left on it: at once when GOAWAY finds
+// it idle (the edge's own check), or when a call in flight ends (the HTTP/2
+// client does this itself; checked so that it stays so).
+func TestEdgeClosesADrainedCarrier(t *testing.T) {
+	for _, inFlight := range []bool{false, true} {
+		t.Run(fmt.Sprintf("call-in-flight=%v", inFlight), func(t *testing.T) {
+			hooks := &testHooks{release: make(chan struct{}), started: make(chan struct{}, 1)}
+			up, _ := startUpstream(t, hooks)
+			e := startEdge(t, edgeOptions(t), "")
+			relay := newCloseRelay(t, e.addr)
+			c, stop := startConnector(t, connectorOptions(t, relay.addr, Route{Name: "r", URL: up}))
+			waitConnected(t, e, c, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			// No standalone SSE stream: it would be a call in flight until the
+			// drain timeout.
+			cl := mcp.NewClient(&mcp.Implementation{Name: "drain", Version: "1"}, nil)
+			cs, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: e.url + "/r", DisableStandaloneSSE: true, MaxRetries: -1}, nil)
+			require.NoError(t, err)
+			defer cs.Close()
+			callErr := make(chan error, 1)
+			if inFlight {
+				go func() {
+					_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "block", Arguments: map[string]any{"text": "x"}})
+					callErr <- err
+				}()
+				<-hooks.started
+			} else {
+				got, err := callEcho(ctx, cs, "hi")
+				require.NoError(t, err)
+				require.Equal(t, "hi", got)
+			}
+			stopped := make(chan struct{})
+			go func() { stop(); close(stopped) }()
+			if inFlight {
+				waitFor(t, "GOAWAY seen by the edge", func() bool {
+					resp, err := http.Post(e.url+"/r", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
+					if err != nil {
+						return false
+					}
+					resp.Body.Close()
+					return resp.StatusCode == http.StatusServiceUnavailable
+				})
+				close(hooks.release)
+				require.NoError(t, <-callErr)
+			}
+			<-stopped
+			assert.Equal(t, "target", <-relay.first, "the connector's server closed the drained connection: the edge left it open until the server's GOAWAY timeout")
+		})
+	}
+}
