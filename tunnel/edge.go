@@ -153,11 +153,18 @@ type watchedConn struct {
 func (w *watchedConn) Close() error { return w.raw.Close() }
 
 // closeIfDrained closes the connection if it can take no request and has
-// none in flight: after a GOAWAY, or once the client has given it up.
+// none in flight: after a GOAWAY, or once the client has given it up. A
+// usable connection with nothing in flight can always take a request
+// (Available is its concurrency limit); a busy one can read Available 0 at
+// its limit, so InFlight is read on both sides: a connection would have to
+// fill to its limit and empty again between the reads to be taken for
+// drained.
 func (w *watchedConn) closeIfDrained() {
-	if cc := w.cc.Load(); cc != nil && cc.Available() == 0 && cc.InFlight() == 0 {
-		w.raw.Close()
+	cc := w.cc.Load()
+	if cc == nil || cc.InFlight() != 0 || cc.Available() != 0 || cc.InFlight() != 0 {
+		return
 	}
+	w.raw.Close()
 }
 
 func (w *watchedConn) Read(p []byte) (int, error) {
