@@ -141,7 +141,7 @@ if [ "$t" != 0 ]; then
   done
 fi
 trap : INT QUIT HUP TERM
-if [ "$n" -gt 0 ]; then (exec env -- "$@"); else (exec "$@"); fi
+if [ "$n" -gt 0 ]; then (echo run >> "$f"; exec env -- "$@"); else (echo run >> "$f"; exec "$@"); fi
 exit $?`
 
 // treeScript sends a signal to the descendants of a wrapper (the command
@@ -149,13 +149,22 @@ exit $?`
 // to exist first. For SIGKILL it stops them first, so none can fork away.
 // Arguments: the PID file, the signal name, how many tenths of a second to
 // wait for the PID file and the command.
+//
+// The wrapper's PID is the file's first line; its subshell adds a second
+// once its signal dispositions are the command's (a subshell resets the
+// wrapper's traps as it starts; a signal arriving before that reset runs
+// the wrapper's trap in the subshell and is lost, and the command never
+// sees it), so nothing is sent before the second line.
 const treeScript = `f=$1; sig=$2; n=$3
 i=0
-while [ ! -s "$f" ]; do
+while :; do
+  root=; run=
+  { read -r root; read -r run; } < "$f" 2>/dev/null
+  [ -n "$run" ] && break
+  [ -n "$root" ] && [ ! -d "/proc/$root" ] && exit 0
   [ $i -ge "$n" ] && exit 3
   sleep 0.1; i=$((i+1))
 done
-read root < "$f"
 walk() {
   all=""
   for st in /proc/[0-9]*/stat; do

@@ -2,10 +2,13 @@ package kubernetes
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,4 +82,67 @@ func TestWrapperSetsTheSizeWhenNoneArrives(t *testing.T) {
 			require.Equal(t, "33 111\ndone\n", runWrapper(t, dir, nil))
 		})
 	}
+}
+
+// treeScript signals a command only once the wrapper's subshell has said
+// that its signal dispositions are the command's (the PID file's second
+// line): a signal that reaches the subshell before it has reset the
+// wrapper's traps is lost. The command here blocks SIGTERM, so a signal
+// sent shows as pending the moment kill returns.
+func TestSignalWaitsForTheSubshell(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed: no command here can block SIGTERM")
+	}
+	dir := t.TempDir()
+	root := exec.Command("sh", "-c", `python3 -c 'import signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM]); print("ready", flush=True); time.sleep(120)' & wait`)
+	out, err := root.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, root.Start())
+	t.Cleanup(func() {
+		exec.Command("pkill", "-KILL", "-P", strconv.Itoa(root.Process.Pid)).Run()
+		root.Process.Kill()
+		root.Wait()
+	})
+	line := make([]byte, 6)
+	_, err = io.ReadFull(out, line)
+	require.NoError(t, err)
+	require.Equal(t, "ready\n", string(line))
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", root.Process.Pid, root.Process.Pid))
+	require.NoError(t, err)
+	child := strings.TrimSpace(string(kids))
+	termPending := func() bool {
+		b, err := os.ReadFile("/proc/" + child + "/status")
+		require.NoError(t, err)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "ShdPnd:"); ok {
+				mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				require.NoError(t, err)
+				return mask&(1<<(15-1)) != 0
+			}
+		}
+		t.Fatal("no ShdPnd in /proc/PID/status")
+		return false
+	}
+	pidFile := filepath.Join(dir, "pid")
+	signal := func() int {
+		err := exec.Command("sh", "-c", treeScript, "perimeter", pidFile, "TERM", "2").Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		require.NoError(t, err)
+		return 0
+	}
+
+	require.NoError(t, os.WriteFile(pidFile, []byte(strconv.Itoa(root.Process.Pid)+"\n"), 0o600))
+	require.Equal(t, 3, signal(), "the subshell has not said it is ready: the script gives up")
+	require.False(t, termPending(), "SIGTERM was sent before the subshell said it was ready")
+
+	f, err := os.OpenFile(pidFile, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("run\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Equal(t, 0, signal())
+	require.True(t, termPending(), "SIGTERM was not sent once the subshell was ready")
 }
