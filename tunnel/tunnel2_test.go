@@ -566,14 +566,7 @@ func TestGracefulDrainLetsCallsInFlightFinish(t *testing.T) {
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
 	// While draining, the connection takes no new calls...
-	waitFor(t, "GOAWAY seen by the edge", func() bool {
-		resp, err := http.Post(e.url+"/r", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusServiceUnavailable
-	})
+	waitGoAwaySeen(t, e)
 	select {
 	case <-stopped:
 		t.Fatal("the connector stopped before its call in flight finished")
@@ -811,14 +804,7 @@ func TestEdgeClosesADrainedCarrier(t *testing.T) {
 			stopped := make(chan struct{})
 			go func() { stop(); close(stopped) }()
 			if inFlight {
-				waitFor(t, "GOAWAY seen by the edge", func() bool {
-					resp, err := http.Post(e.url+"/r", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
-					if err != nil {
-						return false
-					}
-					resp.Body.Close()
-					return resp.StatusCode == http.StatusServiceUnavailable
-				})
+				waitGoAwaySeen(t, e)
 				close(hooks.release)
 				require.NoError(t, <-callErr)
 			}
@@ -826,4 +812,18 @@ func TestEdgeClosesADrainedCarrier(t *testing.T) {
 			assert.Equal(t, "target", <-relay.first, "the connector's server closed the drained connection: the edge left it open until the server's GOAWAY timeout")
 		})
 	}
+}
+
+// waitGoAwaySeen waits until the edge refuses new sessions on route r with
+// 503: its only connector's carrier has said GOAWAY.
+func waitGoAwaySeen(t *testing.T, e *testEdge) {
+	t.Helper()
+	waitFor(t, "GOAWAY seen by the edge", func() bool {
+		resp, err := http.Post(e.url+"/r", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
 }
