@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,7 +37,7 @@ type agent struct {
 	spawn    chan spawnRequest
 
 	mu      sync.Mutex
-	waiters map[int]chan bool // pid -> told once it has exited (true: by a signal); reaped by its handler
+	waiters map[int]chan unix.WaitStatus // pid -> its exit status, once
 	reapNow chan struct{}
 	procs   map[int]*agentProc
 }
@@ -52,8 +51,7 @@ type agentProc struct {
 }
 
 // kill signals the command's process group unless it has been reaped (its
-// group id could then belong to someone else). The command's handler reaps
-// it, holding mu, only after marking it exited.
+// group id could then belong to someone else).
 func (p *agentProc) kill(sig unix.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -71,7 +69,7 @@ type spawnRequest struct {
 
 type spawnResult struct {
 	pid  int
-	wait chan bool // see agent.waiters
+	wait chan unix.WaitStatus
 	err  error
 }
 
@@ -85,7 +83,7 @@ func newAgent(ln net.Listener, proxy bool) *agent {
 		reapNow: make(chan struct{}, 1),
 		ln:      ln, proxy: proxy,
 		spawn:   make(chan spawnRequest),
-		waiters: map[int]chan bool{},
+		waiters: map[int]chan unix.WaitStatus{},
 		procs:   map[int]*agentProc{},
 	}
 }
@@ -148,9 +146,9 @@ func (a *agent) spawnLoop() {
 	for req := range a.spawn {
 		a.mu.Lock()
 		pid, err := syscall.ForkExec(req.path, req.args, req.attr)
-		var wait chan bool
+		var wait chan unix.WaitStatus
 		if err == nil {
-			wait = make(chan bool, 1)
+			wait = make(chan unix.WaitStatus, 1)
 			a.waiters[pid] = wait
 			go a.waitFor(pid, wait)
 		}
@@ -159,36 +157,13 @@ func (a *agent) spawnLoop() {
 	}
 }
 
-// Reaping: each command's own goroutine waits for it to exit (waitid with
-// WNOWAIT, which wakes as soon as it exits) and leaves it unreaped: a zombie
-// keeps its pid, so the command's process group id cannot pass to another
-// process while its handler may still signal the group. The handler reaps
-// it (reap) once it has marked the command exited. reapOrphans, run on
-// SIGCHLD and after each reap, collects every other child (orphans
-// re-parented to PID 1, or to the agent as a subreaper at L1) without
-// touching the commands'.
+// Reaping: each command's own goroutine waits for it with a blocking wait4,
+// which wakes as soon as it exits; reapOrphans, run on SIGCHLD and after
+// each command, collects every other child (orphans re-parented to PID 1,
+// or to the agent as a subreaper at L1) without touching the commands'.
 
-// waitFor waits for the command pid to exit and tells ch whether a signal
-// ended it, leaving it unreaped.
-func (a *agent) waitFor(pid int, ch chan bool) {
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	ch <- info.Code == cldKilled || info.Code == cldDumped
-}
-
-// The si_code of a child that ended by a signal (<linux/signal.h>).
-const (
-	cldKilled = 2
-	cldDumped = 3
-)
-
-// reap reaps the exited command pid and returns its status.
-func (a *agent) reap(pid int) unix.WaitStatus {
+// waitFor waits for the command pid and delivers its status.
+func (a *agent) waitFor(pid int, ch chan unix.WaitStatus) {
 	var ws unix.WaitStatus
 	for {
 		_, err := unix.Wait4(pid, &ws, 0, nil)
@@ -199,8 +174,8 @@ func (a *agent) reap(pid int) unix.WaitStatus {
 	a.mu.Lock()
 	delete(a.waiters, pid)
 	a.mu.Unlock()
+	ch <- ws
 	a.nudge()
-	return ws
 }
 
 // nudge asks reapOrphans to run.
@@ -224,41 +199,14 @@ func (a *agent) reapOrphans() {
 		if pid <= 0 {
 			return
 		}
-		if a.tracked(pid) {
-			// waitid names the same exited command until its handler reaps
-			// it, which may take a while (its output is still being copied):
-			// the other children are found through /proc meanwhile.
-			a.reapListedChildren()
-			return
+		a.mu.Lock()
+		_, tracked := a.waiters[pid]
+		a.mu.Unlock()
+		if tracked {
+			return // its own goroutine reaps it, then nudges
 		}
 		var ws unix.WaitStatus
 		unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-	}
-}
-
-func (a *agent) tracked(pid int) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	_, ok := a.waiters[pid]
-	return ok
-}
-
-// reapListedChildren reaps the exited children /proc lists for the agent's
-// threads, commands excepted. A child that is still running is left alone
-// (WNOHANG); one the list missed is found on the next SIGCHLD or reap.
-func (a *agent) reapListedChildren() {
-	dir := "/proc/" + strconv.Itoa(os.Getpid()) + "/task"
-	tasks, _ := os.ReadDir(dir)
-	for _, t := range tasks {
-		b, _ := os.ReadFile(dir + "/" + t.Name() + "/children")
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil || a.tracked(pid) {
-				continue
-			}
-			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
-		}
 	}
 }
 
@@ -583,32 +531,30 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		}
 	}()
 
-	var timedOut, signaled bool
+	var timedOut bool
+	var ws unix.WaitStatus
 	if req.TimeoutMS > 0 {
 		t := time.NewTimer(time.Duration(req.TimeoutMS) * time.Millisecond)
 		select {
-		case signaled = <-res.wait:
+		case ws = <-res.wait:
 		case <-t.C:
 			timedOut = true
 			pr.kill(unix.SIGKILL)
-			signaled = <-res.wait
+			ws = <-res.wait
 		}
 		t.Stop()
 	} else {
-		signaled = <-res.wait
+		ws = <-res.wait
 	}
-	if signaled || timedOut {
-		// Take the group with the leader, as the host-side provider does
-		// (the leader is unreaped: the group's id is still its own).
-		pr.kill(unix.SIGKILL)
+	if ws.Signaled() || timedOut {
+		// Take the group with the leader, as the host-side provider does.
+		unix.Kill(-pr.pgid, unix.SIGKILL)
 	}
 	// Copy the output until it ends or, for background processes that
-	// still hold it, stays idle for outputGrace; the command's group can
-	// still be signalled meanwhile.
+	// still hold it, stays idle for outputGrace.
 	copies.exit()
 	pr.mu.Lock()
 	pr.exited = true
-	ws := a.reap(res.pid)
 	pr.mu.Unlock()
 	a.mu.Lock()
 	delete(a.procs, res.pid)
