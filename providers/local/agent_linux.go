@@ -39,26 +39,68 @@ type agent struct {
 	mu      sync.Mutex
 	waiters map[int]chan unix.WaitStatus // pid -> its exit status, once
 	reapNow chan struct{}
-	procs   map[int]*agentProc
+	procs   map[uint64]*agentProc // the running commands, by id
+	lastID  uint64
 }
 
 type agentProc struct {
+	id     uint64
 	pgid   int
 	master *os.File // the PTY's master, if any
+	// pidfd refers to the command's leader (CLONE_PIDFD, so from its very
+	// start), or is -1. It names the leader's group even after the leader
+	// has been reaped and its id passed on: see kill.
+	pidfd int
 
 	mu     sync.Mutex
-	exited bool
+	exited bool // the command is done; pidfd is closed
 }
 
-// kill signals the command's process group unless it has been reaped (its
-// group id could then belong to someone else).
+// kill signals the command's process group: the group the leader made, and
+// never another. Where the kernel signals a group through a pidfd (Linux
+// 6.9's PIDFD_SIGNAL_PROCESS_GROUP), that is exact whatever the leader's
+// state: the pidfd holds the leader's pid, so the signal goes to the
+// processes still in that group after the leader has been reaped, and to
+// none of a group that has since taken the same number. Elsewhere the
+// group is signalled by its id, which after the leader is reaped is the
+// group's only while a member is left in it.
 func (p *agentProc) kill(sig unix.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.exited {
-		unix.Kill(-p.pgid, sig)
+	if p.exited {
+		return
+	}
+	if p.pidfd >= 0 && pidfdGroupSignals() {
+		unix.PidfdSendSignal(p.pidfd, sig, nil, unix.PIDFD_SIGNAL_PROCESS_GROUP)
+		return
+	}
+	unix.Kill(-p.pgid, sig)
+}
+
+// done marks the command done: it is no longer signalled.
+func (p *agentProc) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.exited = true
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
 	}
 }
+
+// pidfdGroupSignals reports whether pidfd_send_signal takes
+// PIDFD_SIGNAL_PROCESS_GROUP (Linux 6.9 and later; older kernels refuse
+// the flag with EINVAL): asked once, with signal 0 through a pidfd of this
+// process to the group of its number (ESRCH when it leads none).
+var pidfdGroupSignals = sync.OnceValue(func() bool {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	err = unix.PidfdSendSignal(fd, 0, nil, unix.PIDFD_SIGNAL_PROCESS_GROUP)
+	return err == nil || err == unix.ESRCH
+})
 
 type spawnRequest struct {
 	path  string
@@ -84,7 +126,7 @@ func newAgent(ln net.Listener, proxy bool) *agent {
 		ln:      ln, proxy: proxy,
 		spawn:   make(chan spawnRequest),
 		waiters: map[int]chan unix.WaitStatus{},
-		procs:   map[int]*agentProc{},
+		procs:   map[uint64]*agentProc{},
 	}
 }
 
@@ -333,9 +375,7 @@ func (a *agent) serveRequest(c net.Conn, req *agentRequest) bool {
 	case "exec":
 		return a.exec(c, fw, req)
 	case "signal", "resize":
-		a.mu.Lock()
-		pr := a.procs[req.Pid]
-		a.mu.Unlock()
+		pr := a.lookup(req)
 		switch {
 		case pr == nil:
 			fw.write(frameStarted, nil) // exited: not an error
@@ -370,6 +410,24 @@ func (a *agent) serveRequest(c net.Conn, req *agentRequest) bool {
 		fw.write(frameError, []byte("unknown request "+strconv.Quote(req.Op)))
 		return false
 	}
+}
+
+// lookup finds the running command a signal or resize request names: by
+// its id or, from a host that knows only pids, the newest command with the
+// pid (an older one with the same pid has had its leader reaped).
+func (a *agent) lookup(req *agentRequest) *agentProc {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if req.ID != 0 {
+		return a.procs[req.ID]
+	}
+	var found *agentProc
+	for _, p := range a.procs {
+		if p.pgid == req.Pid && (found == nil || p.id > found.id) {
+			found = p
+		}
+	}
+	return found
 }
 
 // exec runs one command for the host and streams it back on c.
@@ -452,6 +510,8 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		}
 	}
 	cloexecAll()
+	pidfd := -1
+	sys.PidFD = &pidfd
 	reply := make(chan spawnResult, 1)
 	a.spawn <- spawnRequest{path: prog, args: req.Args, reply: reply, attr: &syscall.ProcAttr{
 		Dir: req.Dir, Env: req.Env, Files: files, Sys: sys,
@@ -481,11 +541,17 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	// The kernel's OOM killer must pick the command, never the agent (the
 	// sandbox's PID 1): commands are made its first choice.
 	setOOMScoreAdj(res.pid, commandOOMScoreAdj)
-	pr := &agentProc{pgid: res.pid, master: master}
+	pr := &agentProc{pgid: res.pid, master: master, pidfd: pidfd}
 	a.mu.Lock()
-	a.procs[res.pid] = pr
+	a.lastID++
+	pr.id = a.lastID
+	a.procs[pr.id] = pr
 	a.mu.Unlock()
-	fw.write(frameStarted, []byte(strconv.Itoa(res.pid)))
+	started := strconv.Itoa(res.pid)
+	if req.WantID {
+		started += " " + strconv.FormatUint(pr.id, 10)
+	}
+	fw.write(frameStarted, []byte(started))
 
 	// Output.
 	var copies outputCopier
@@ -548,16 +614,14 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	}
 	if ws.Signaled() || timedOut {
 		// Take the group with the leader, as the host-side provider does.
-		unix.Kill(-pr.pgid, unix.SIGKILL)
+		pr.kill(unix.SIGKILL)
 	}
 	// Copy the output until it ends or, for background processes that
 	// still hold it, stays idle for outputGrace.
 	copies.exit()
-	pr.mu.Lock()
-	pr.exited = true
-	pr.mu.Unlock()
+	pr.done()
 	a.mu.Lock()
-	delete(a.procs, res.pid)
+	delete(a.procs, pr.id)
 	a.mu.Unlock()
 	closeAll(outputs)
 	if master != nil {

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -581,6 +582,7 @@ type isoProcess struct {
 	conn net.Conn
 	fw   *frameWriter
 	pid  int
+	id   uint64 // the agent's name for the command (0 from an older agent)
 	tty  bool
 	// reuse: the connection goes back to the pool after a clean exit.
 	reuse bool
@@ -606,7 +608,7 @@ func (pr *isoProcess) As(any) bool { return false }
 func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir string, env []string) (driver.Process, error) {
 	const op = "exec"
 	st := s.iso
-	req := &agentRequest{Op: "exec", Args: cmd.Args, Dir: dir, Env: env, Stdin: cmd.Stdin != nil}
+	req := &agentRequest{Op: "exec", Args: cmd.Args, Dir: dir, Env: env, Stdin: cmd.Stdin != nil, WantID: true}
 	if cmd.Timeout > 0 {
 		req.TimeoutMS = max(1, cmd.Timeout.Milliseconds())
 	}
@@ -664,8 +666,11 @@ func (s *Sandbox) startIsolatedCmd(ctx context.Context, cmd *sandbox.Cmd, dir st
 		}
 		return nil, sandbox.NewError(Name, s.id, op, sandbox.ErrUnavailable, err)
 	}
-	pid, _ := strconv.Atoi(string(p))
-	pr := &isoProcess{sb: s, st: st, conn: c, fw: fw, pid: pid, tty: cmd.TTY != nil, reuse: plain, watchOOM: watchOOM, oomBefore: oom, done: make(chan struct{})}
+	// "pid id", or "pid" from an agent that predates ids.
+	pidText, idText, _ := strings.Cut(string(p), " ")
+	pid, _ := strconv.Atoi(pidText)
+	id, _ := strconv.ParseUint(idText, 10, 64)
+	pr := &isoProcess{sb: s, st: st, conn: c, fw: fw, pid: pid, id: id, tty: cmd.TTY != nil, reuse: plain, watchOOM: watchOOM, oomBefore: oom, done: make(chan struct{})}
 	s.mu.Lock()
 	if s.terminated {
 		s.mu.Unlock()
@@ -812,7 +817,7 @@ func (pr *isoProcess) signal(ctx context.Context, num unix.Signal) error {
 	if exited || pr.pid == 0 {
 		return nil
 	}
-	if err := pr.st.call(ctx, &agentRequest{Op: "signal", Pid: pr.pid, Signal: int(num)}); err != nil {
+	if err := pr.st.call(ctx, &agentRequest{Op: "signal", Pid: pr.pid, ID: pr.id, Signal: int(num)}); err != nil {
 		if !pr.st.alive() {
 			return nil // the sandbox, and the process, are gone
 		}
@@ -839,7 +844,7 @@ func (pr *isoProcess) Resize(ctx context.Context, rows, cols int) error {
 	if exited {
 		return nil
 	}
-	if err := pr.st.call(ctx, &agentRequest{Op: "resize", Pid: pr.pid, TTY: &ttySize{Rows: rows, Cols: cols}}); err != nil {
+	if err := pr.st.call(ctx, &agentRequest{Op: "resize", Pid: pr.pid, ID: pr.id, TTY: &ttySize{Rows: rows, Cols: cols}}); err != nil {
 		return sandbox.NewError(Name, pr.sb.id, "resize", sandbox.ErrUnavailable, err)
 	}
 	return nil

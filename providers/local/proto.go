@@ -14,12 +14,16 @@ import (
 // type byte, a 4-byte big-endian length, and the payload.
 //
 // A connection starts with a frameRequest carrying a JSON agentRequest. For
-// "exec", the agent answers frameStarted (the pid, or 0 when the program could
-// not be started), then streams frameStdout and frameStderr, and ends with
+// "exec", the agent answers frameStarted (the pid, or 0 when the program
+// could not be started; with WantID, "pid id", where the id names this
+// command alone among the sandbox's, as its pid does not once its process
+// is reaped), then streams frameStdout and frameStderr, and ends with
 // frameExit (a JSON exitReport); the host may send frameStdin and
-// frameStdinEOF meanwhile. For "dial", the agent answers frameStarted and the
-// connection becomes a raw byte stream to the port. "signal" and "resize" act
-// on a running exec and are answered with frameStarted or frameError.
+// frameStdinEOF meanwhile. For "dial", the agent answers frameStarted and
+// the connection becomes a raw byte stream to the port. "signal" and
+// "resize" act on a running exec, named by its id (or, from a host that
+// sent no WantID, by its pid), and are answered with frameStarted or
+// frameError.
 const (
 	frameRequest  = 'R'
 	frameStdin    = 'I'
@@ -48,6 +52,8 @@ type agentRequest struct {
 	TTY       *ttySize `json:"tty,omitempty"`
 	TimeoutMS int64    `json:"timeout_ms,omitempty"`
 	Pid       int      `json:"pid,omitempty"`
+	ID        uint64   `json:"id,omitempty"`      // signal, resize: the command's id
+	WantID    bool     `json:"want_id,omitempty"` // exec: report the command's id
 	Signal    int      `json:"signal,omitempty"`
 	Port      int      `json:"port,omitempty"`
 }
