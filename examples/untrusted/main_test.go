@@ -11,8 +11,9 @@ import (
 // TestBuiltInScriptIsContained runs the example as a user would and checks
 // that every attempt but the workspace write was blocked.
 func TestBuiltInScriptIsContained(t *testing.T) {
-	// The example keeps its sandboxes in the provider's default root,
-	// under $TMPDIR; a test's go in a directory of its own, not the user's.
+	// The example keeps its sandboxes in the provider's default root, under
+	// $TMPDIR: the test's sandbox goes in a directory of its own, not in
+	// the user's.
 	t.Setenv("TMPDIR", t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
