@@ -22,8 +22,10 @@ import (
 // BenchmarkSideBySide runs the same workloads direct, through the tunnel
 // (TLS carrier and WebSocket carrier in this process; TLS carrier with the
 // edge and the connector each in its own process, "tunnel-procs", as they
-// are deployed) and through `ssh -R` (OpenSSH's reverse port forwarding,
-// with an sshd it starts on loopback), in one run:
+// are deployed), through "relay-procs" (two processes that only relay bytes
+// over TLS, one connection per client: the floor for any carrier written in
+// Go, see relayEdge) and through `ssh -R` (OpenSSH's reverse port
+// forwarding, with an sshd it starts on loopback), in one run:
 //
 //   - stream: 4 MiB of SSE in 4 KiB events, each flushed (B/s);
 //   - call-1MiB: a tools/call whose argument and result are 1 MiB (B/s);
@@ -80,6 +82,8 @@ func BenchmarkSideBySide(b *testing.B) {
 	// Tunnel, TLS carrier, edge and connector each in its own process.
 	paths = append(paths, struct{ name, base string }{"tunnel-procs",
 		startTunnelProcs(b, map[string]string{"sse": up.URL + "/sse", "mcp": up.URL + "/mcp"})})
+	// The floor for a carrier in Go: TLS, two processes, bytes only.
+	paths = append(paths, struct{ name, base string }{"relay-procs", startRelayProcs(b, strings.TrimPrefix(up.URL, "http://"))})
 	// ssh -R.
 	sshBase, why := startSSHReverse(b, strings.TrimPrefix(up.URL, "http://"))
 	if sshBase != "" {

@@ -13,7 +13,10 @@ import (
 // process (start-up, probe, create, exec, terminate, exit) against
 // `bwrap --unshare-all --ro-bind / / true` (Debian's bubblewrap), run in
 // pairs, alternately, so that both see the same machine. It reports the
-// medians and their ratio (x-bwrap); the goal is at most 2.
+// medians and their ratio (x-bwrap); the goal is at most 2. It also times
+// `perimeter --version` in the same rotation (version-ms, version-x-bwrap):
+// the CLI's start alone, which `run` pays before doing anything, and which
+// the init in the sandbox pays again (it is the same binary).
 //
 //	go test -run '^$' -bench RunTrueVsBwrap ./cmd/perimeter
 func BenchmarkRunTrueVsBwrap(b *testing.B) {
@@ -43,10 +46,11 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	run(bwrap, "--unshare-all", "--ro-bind", "/", "/", "true")
 	run(bin, "run", "--", "true")
 
-	var base, ours []time.Duration
+	var base, ours, version []time.Duration
 	for b.Loop() {
 		base = append(base, run(bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"))
 		ours = append(ours, run(bin, "run", "--", "true"))
+		version = append(version, run(bin, "--version"))
 	}
 	median := func(ds []time.Duration) time.Duration {
 		s := slices.Clone(ds)
@@ -57,4 +61,7 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	b.ReportMetric(float64(mb)/1e6, "bwrap-ms")
 	b.ReportMetric(float64(mo)/1e6, "perimeter-ms")
 	b.ReportMetric(float64(mo)/float64(mb), "x-bwrap")
+	mv := median(version)
+	b.ReportMetric(float64(mv)/1e6, "version-ms")
+	b.ReportMetric(float64(mv)/float64(mb), "version-x-bwrap")
 }
