@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"unsafe"
 
-	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -123,16 +122,16 @@ type filterArch struct {
 	nr    map[string]int // system call numbers
 }
 
-// filterArchFor returns the filterArch of a GOARCH; only little-endian
-// 64-bit architectures with a syscall table are supported.
-func filterArchFor(goarch string) (filterArch, error) {
-	switch goarch {
+// nativeFilterArch returns the filterArch of the architecture this is built
+// for; x86-64 and arm64 are supported.
+func nativeFilterArch() (filterArch, error) {
+	switch runtime.GOARCH {
 	case "amd64":
-		return filterArch{audit: uint32(arch.X86_64.ID), x32: true, nr: arch.X86_64.SyscallNames}, nil
+		return filterArch{audit: unix.AUDIT_ARCH_X86_64, x32: true, nr: syscallNumbers}, nil
 	case "arm64":
-		return filterArch{audit: uint32(arch.AARCH64.ID), nr: arch.AARCH64.SyscallNames}, nil
+		return filterArch{audit: unix.AUDIT_ARCH_AARCH64, nr: syscallNumbers}, nil
 	}
-	return filterArch{}, fmt.Errorf("seccomp: no filter for architecture %s", goarch)
+	return filterArch{}, fmt.Errorf("seccomp: no filter for architecture %s", runtime.GOARCH)
 }
 
 // Ret values of the errnos the filter answers with.
@@ -276,7 +275,7 @@ func socketBlock(p filterPolicy) []bpf.Instruction {
 // installFilter sets no_new_privs and loads the filter for p on the calling
 // thread only.
 func installFilter(p filterPolicy) error {
-	a, err := filterArchFor(runtime.GOARCH)
+	a, err := nativeFilterArch()
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,7 @@
+//go:build !amd64 && !arm64
+
+package local
+
+// syscallNumbers is empty where the filter has no architecture
+// (filterArchFor refuses it, and an isolated sandbox cannot be created).
+var syscallNumbers = map[string]int{}
