@@ -92,20 +92,14 @@ func benchEdge(r benchRole) error {
 	srv := &http.Server{Handler: e.Handler()}
 	go srv.Serve(front)
 	defer srv.Close()
-	addrs, _ := json.Marshal(map[string]string{"carrier": carrier.Addr().String(), "front": "http://" + front.Addr().String()})
-	fmt.Printf("%s\n", addrs)
-	io.Copy(io.Discard, os.Stdin)
+	announceAndWait(carrier.Addr(), front.Addr())
 	return nil
 }
 
 func benchConnector(r benchRole) error {
-	pem, err := os.ReadFile(filepath.Join(r.Dir, "ca.pem"))
+	pool, err := readBenchCA(r.Dir)
 	if err != nil {
 		return err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return errors.New("ca.pem holds no certificate")
 	}
 	var routes []Route
 	for name, url := range r.Routes {
@@ -130,6 +124,27 @@ func benchConnector(r benchRole) error {
 		cancel()
 	}()
 	return c.Run(ctx)
+}
+
+// readBenchCA reads the CA the connector roles trust.
+func readBenchCA(dir string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("ca.pem holds no certificate")
+	}
+	return pool, nil
+}
+
+// announceAndWait prints an edge role's addresses, as readBenchAddrs
+// expects them, and returns when standard input ends.
+func announceAndWait(carrier, front net.Addr) {
+	addrs, _ := json.Marshal(map[string]string{"carrier": carrier.String(), "front": "http://" + front.String()})
+	fmt.Printf("%s\n", addrs)
+	io.Copy(io.Discard, os.Stdin)
 }
 
 // The relay roles are the floor for any carrier written in Go: two processes
@@ -175,9 +190,7 @@ func relayEdge(r benchRole) error {
 			go relayJoin(c, <-idle)
 		}
 	}()
-	addrs, _ := json.Marshal(map[string]string{"carrier": carrier.Addr().String(), "front": "http://" + front.Addr().String()})
-	fmt.Printf("%s\n", addrs)
-	io.Copy(io.Discard, os.Stdin)
+	announceAndWait(carrier.Addr(), front.Addr())
 	return nil
 }
 
@@ -185,13 +198,9 @@ func relayEdge(r benchRole) error {
 // client's first byte arrives on one, it dials the upstream, joins the two
 // and dials a fresh idle connection.
 func relayConnector(r benchRole) error {
-	pem, err := os.ReadFile(filepath.Join(r.Dir, "ca.pem"))
+	pool, err := readBenchCA(r.Dir)
 	if err != nil {
 		return err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return errors.New("ca.pem holds no certificate")
 	}
 	stop := make(chan struct{})
 	go func() {
