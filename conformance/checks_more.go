@@ -306,8 +306,21 @@ func checkWaitCtx(c *C) {
 	case <-time.After(60 * time.Second):
 		c.Fatalf("Wait with a cancelled ctx did not return within 60s: ctx bounds the waiting, so Wait must return ctx.Err() when it is done")
 	}
+	// A provider that kills the process when a Wait's ctx ends may do it
+	// after that Wait has returned. The command cannot end by itself before
+	// "go" exists, so give such a kill two seconds to show: a correct
+	// provider's Wait can only run out of time here.
+	grace, stop := context.WithTimeout(c.ctx, 2*time.Second)
+	st, err := p.Wait(grace)
+	stop()
+	switch {
+	case err == nil:
+		c.Fatalf("after a Wait whose ctx was cancelled, the command ended (%v) before it was let go: Wait's ctx bounds only the waiting, the process must keep running", st)
+	case !errors.Is(err, context.DeadlineExceeded):
+		c.Fatalf("Wait with a ctx that runs out while the command runs: %v; want context.DeadlineExceeded", err)
+	}
 	c.writeFile(sb, "go", nil)
-	st, err := p.Wait(c.ctx)
+	st, err = p.Wait(c.ctx)
 	if err != nil || !st.Success() || out.String() != "survived\n" {
 		c.Errorf("after a Wait whose ctx ended, the command ended with %v, %v and printed %q; want exit 0 and \"survived\": Wait's ctx bounds only the waiting, the process must keep running", st, err, out.String())
 	}
