@@ -256,7 +256,7 @@ func relayJoin(a, b net.Conn) {
 // processes end in b's cleanup.
 func startRelayProcs(b *testing.B, upstream string) string {
 	dir := writeBenchCerts(b)
-	_, out := startBenchRole(b, benchRole{Role: "relay-edge", Dir: dir})
+	out := startBenchRole(b, benchRole{Role: "relay-edge", Dir: dir})
 	addrs := readBenchAddrs(b, out)
 	startBenchRole(b, benchRole{Role: "relay-connector", Dir: dir, Edge: addrs.Carrier, Upstream: upstream})
 	return addrs.Front
@@ -267,7 +267,7 @@ func startRelayProcs(b *testing.B, upstream string) string {
 // edge's front URL. Both processes end in b's cleanup.
 func startTunnelProcs(b *testing.B, routes map[string]string) string {
 	dir := writeBenchCerts(b)
-	_, out := startBenchRole(b, benchRole{Role: "edge", Dir: dir})
+	out := startBenchRole(b, benchRole{Role: "edge", Dir: dir})
 	addrs := readBenchAddrs(b, out)
 	startBenchRole(b, benchRole{Role: "connector", Dir: dir, Edge: addrs.Carrier, Routes: routes})
 	deadline := time.Now().Add(20 * time.Second)
@@ -307,9 +307,9 @@ func writeBenchCerts(b *testing.B) string {
 	return dir
 }
 
-// startBenchRole runs the test binary as r and returns it with its standard
-// output. Closing its standard input, in b's cleanup, stops it.
-func startBenchRole(b *testing.B, r benchRole) (*exec.Cmd, io.Reader) {
+// startBenchRole runs the test binary as r and returns its standard output.
+// Closing its standard input, in b's cleanup, stops it.
+func startBenchRole(b *testing.B, r benchRole) io.Reader {
 	self, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
@@ -340,7 +340,7 @@ func startBenchRole(b *testing.B, r benchRole) (*exec.Cmd, io.Reader) {
 			<-done
 		}
 	})
-	return cmd, stdout
+	return stdout
 }
 
 // readBenchAddrs reads the addresses an edge role prints first.

@@ -3,5 +3,5 @@
 package local
 
 // syscallNumbers is empty where the filter has no architecture
-// (filterArchFor refuses it, and an isolated sandbox cannot be created).
+// (nativeFilterArch refuses it, and an isolated sandbox cannot be created).
 var syscallNumbers = map[string]int{}
