@@ -35,6 +35,7 @@ type agent struct {
 	rlimitAS uint64
 	devNull  int // /dev/null, the stdin of commands given none
 	spawn    chan spawnRequest
+	starting chan struct{} // a slot for each command being started
 
 	mu      sync.Mutex
 	waiters map[int]chan unix.WaitStatus // pid -> its exit status, once
@@ -124,9 +125,10 @@ func newAgent(ln net.Listener, proxy bool) *agent {
 		devNull: devNull,
 		reapNow: make(chan struct{}, 1),
 		ln:      ln, proxy: proxy,
-		spawn:   make(chan spawnRequest),
-		waiters: map[int]chan unix.WaitStatus{},
-		procs:   map[uint64]*agentProc{},
+		spawn:    make(chan spawnRequest),
+		starting: make(chan struct{}, startingSlots),
+		waiters:  map[int]chan unix.WaitStatus{},
+		procs:    map[uint64]*agentProc{},
 	}
 }
 
@@ -192,25 +194,38 @@ func (a *agent) spawnLoop() {
 		if err == nil {
 			wait = make(chan unix.WaitStatus, 1)
 			a.waiters[pid] = wait
-			go a.waitFor(pid, wait)
+			// The waiter's own copy of the pidfd: the command's is closed
+			// when it is done, which may be before the waiter wakes.
+			pidfd := -1
+			if sys := req.attr.Sys; sys != nil && sys.PidFD != nil && *sys.PidFD >= 0 {
+				if fd, err := unix.FcntlInt(uintptr(*sys.PidFD), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+					pidfd = fd
+				}
+			}
+			go a.waitFor(pid, pidfd, wait)
 		}
 		a.mu.Unlock()
 		req.reply <- spawnResult{pid: pid, wait: wait, err: err}
 	}
 }
 
-// Reaping: each command's own goroutine waits for it with a blocking wait4,
-// which wakes as soon as it exits; reapOrphans, run on SIGCHLD and after
-// each command, collects every other child (orphans re-parented to PID 1,
-// or to the agent as a subreaper at L1) without touching the commands'.
+// Reaping: each command's own goroutine waits for it, through the
+// netpoller on the command's pidfd (readable once it has exited), or where
+// there is none with a blocking wait4, which takes a thread per command;
+// reapOrphans, run on SIGCHLD and after each command, collects every other
+// child (orphans re-parented to PID 1, or to the agent as a subreaper at L1)
+// without touching the commands'.
 
-// waitFor waits for the command pid and delivers its status.
-func (a *agent) waitFor(pid int, ch chan unix.WaitStatus) {
+// waitFor waits for the command pid and delivers its status. It owns pidfd
+// (-1 for none).
+func (a *agent) waitFor(pid, pidfd int, ch chan unix.WaitStatus) {
 	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err != unix.EINTR {
-			break
+	if !waitPolled(pid, pidfd, &ws) {
+		for {
+			_, err := unix.Wait4(pid, &ws, 0, nil)
+			if err != unix.EINTR {
+				break
+			}
 		}
 	}
 	a.mu.Lock()
@@ -218,6 +233,107 @@ func (a *agent) waitFor(pid int, ch chan unix.WaitStatus) {
 	a.mu.Unlock()
 	ch <- ws
 	a.nudge()
+}
+
+// waitPolled reaps pid once its pidfd is readable, parking the goroutine
+// in the netpoller rather than a thread in wait4, and reports whether it
+// did. It closes pidfd. A false return leaves pid unreaped.
+func waitPolled(pid, pidfd int, ws *unix.WaitStatus) bool {
+	if pidfd < 0 {
+		return false
+	}
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		unix.Close(pidfd)
+		return false
+	}
+	f := os.NewFile(uintptr(pidfd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	reaped := false
+	err = rc.Read(func(uintptr) bool {
+		for {
+			got, err := unix.Wait4(pid, ws, unix.WNOHANG, nil)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil || got == pid:
+				// Reaped, or (ECHILD) not ours to wait for any more:
+				// the blocking wait4 would return the same at once.
+				reaped = true
+				return true
+			}
+			return false // still running: wait until the pidfd is readable
+		}
+	})
+	// An error here is a pidfd the netpoller cannot watch; nothing was
+	// reaped unless the callback said so.
+	return err == nil && reaped
+}
+
+// agentThreads is the threads a sandbox's limit allows its agent on top of
+// the commands' (pids.max, or RLIMIT_NPROC without a cgroup): the Go
+// runtime aborts the process when it cannot make a thread, and commands can
+// use every process the limit allows. The agent needs few: agentProcs
+// processors, the spawner's thread, and one for each system call under way
+// (commands are waited for through the netpoller, and startingSlots start
+// at a time). It starts agentThreadReserve of them before any command runs
+// and leaves them idle, so that the runtime, which takes an idle thread
+// before it makes one, does not make more; the rest of the allowance is
+// margin for the runtime's own.
+const (
+	agentThreads       = 32
+	agentThreadReserve = 24
+)
+
+// startingSlots is how many commands the agent starts at once.
+const startingSlots = 4
+
+// agentProcs is the agent's GOMAXPROCS: it relays bytes and forks commands,
+// and each processor in use can take a thread of its own.
+const agentProcs = 2
+
+// reserveThreads has the runtime start threads until the process has about
+// n, and leaves them idle: the runtime takes an idle thread before it makes
+// a new one, and never ends one it has. The init calls it before any
+// command runs, so that the threads fit in the sandbox's limit, and beside
+// building the root, which it does not disturb: idle threads share the
+// process's root and working directory, and the spawner's hardening is its
+// own thread's.
+func reserveThreads(n int) {
+	if runtime.GOMAXPROCS(0) > agentProcs {
+		runtime.GOMAXPROCS(agentProcs)
+	}
+	for range 3 { // idle threads already there absorb some of each round
+		have := threadCount()
+		if have >= n {
+			return
+		}
+		var locked, release sync.WaitGroup
+		locked.Add(n - have)
+		release.Add(1)
+		for range n - have {
+			go func() {
+				// Parked while locked, the goroutine holds its thread, so
+				// the others need threads of their own.
+				runtime.LockOSThread()
+				locked.Done()
+				release.Wait()
+				runtime.UnlockOSThread()
+			}()
+		}
+		locked.Wait()
+		release.Done()
+	}
+}
+
+// threadCount is the number of threads the runtime has made (it ends none
+// but those of goroutines that exit locked to theirs).
+func threadCount() int {
+	n, _ := runtime.ThreadCreateProfile(nil)
+	return n
 }
 
 // nudge asks reapOrphans to run.
@@ -439,6 +555,17 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 		fw.write(frameError, []byte("empty command"))
 		return false
 	}
+	// Starting a command is a run of system calls, each of which can hold
+	// a thread (see agentThreads): a few commands start at a time.
+	a.starting <- struct{}{}
+	started := false
+	doneStarting := func() {
+		if !started {
+			started = true
+			<-a.starting
+		}
+	}
+	defer doneStarting()
 	prog, code, lookErr := lookPath(req.Args[0], req.Dir, envValue(req.Env, "PATH"))
 	if lookErr != nil {
 		fw.write(frameStarted, []byte("0"))
@@ -541,17 +668,18 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	// The kernel's OOM killer must pick the command, never the agent (the
 	// sandbox's PID 1): commands are made its first choice.
 	setOOMScoreAdj(res.pid, commandOOMScoreAdj)
+	doneStarting()
 	pr := &agentProc{pgid: res.pid, master: master, pidfd: pidfd}
 	a.mu.Lock()
 	a.lastID++
 	pr.id = a.lastID
 	a.procs[pr.id] = pr
 	a.mu.Unlock()
-	started := strconv.Itoa(res.pid)
+	startedMsg := strconv.Itoa(res.pid)
 	if req.WantID {
-		started += " " + strconv.FormatUint(pr.id, 10)
+		startedMsg += " " + strconv.FormatUint(pr.id, 10)
 	}
-	fw.write(frameStarted, []byte(started))
+	fw.write(frameStarted, []byte(startedMsg))
 
 	// Output.
 	var copies outputCopier

@@ -210,7 +210,9 @@ func (cg *cgroupSet) limit(r sandbox.Resources) error {
 		if v2 {
 			key = "v2"
 		}
-		if err := cg.write(key, "pids.max", strconv.Itoa(r.PIDs)); err != nil {
+		// The agent's threads are processes of the cgroup too: the limit
+		// counts them on top of the commands' (see agentThreads).
+		if err := cg.write(key, "pids.max", strconv.Itoa(r.PIDs+agentThreads)); err != nil {
 			return err
 		}
 	}

@@ -30,6 +30,19 @@ import (
 // L3 (the default), L2, L1 and L0.
 func eachLevel(t *testing.T, fn func(t *testing.T, p *sandbox.Provider)) {
 	t.Helper()
+	eachAgentLevel(t, fn)
+	t.Run("L0", func(t *testing.T) {
+		p, err := New(&Options{Root: t.TempDir(), Unisolated: true})
+		require.NoError(t, err)
+		t.Cleanup(func() { p.Close() })
+		fn(t, p)
+	})
+}
+
+// eachAgentLevel runs fn at the levels where a sandbox has an agent: L3,
+// L2 and L1.
+func eachAgentLevel(t *testing.T, fn func(t *testing.T, p *sandbox.Provider)) {
+	t.Helper()
 	t.Run("L3", func(t *testing.T) {
 		if Probe().MaxLevel() < LevelFull {
 			t.Skipf("this host reaches only %v (no writable cgroup)", Probe().MaxLevel())
@@ -43,12 +56,6 @@ func eachLevel(t *testing.T, fn func(t *testing.T, p *sandbox.Provider)) {
 		fn(t, p)
 	})
 	t.Run("L1", func(t *testing.T) { fn(t, newL1(t)) })
-	t.Run("L0", func(t *testing.T) {
-		p, err := New(&Options{Root: t.TempDir(), Unisolated: true})
-		require.NoError(t, err)
-		t.Cleanup(func() { p.Close() })
-		fn(t, p)
-	})
 }
 
 // fdIdentity is how /proc shows what a descriptor refers to.
@@ -253,8 +260,9 @@ func TestSafeDefaultLimits(t *testing.T) {
 	if got := cgroupValue(t, sb.d, "memory", memFile); got != strconv.FormatInt(DefaultLimits.Memory, 10) {
 		t.Errorf("a sandbox without Resources has memory limit %s, want the default %d", got, DefaultLimits.Memory)
 	}
-	if got := cgroupValue(t, sb.d, "pids", pidsFile); got != strconv.Itoa(DefaultLimits.PIDs) {
-		t.Errorf("a sandbox without Resources has pids limit %s, want the default %d", got, DefaultLimits.PIDs)
+	// pids.max counts the agent's threads on top of the commands' limit.
+	if got := cgroupValue(t, sb.d, "pids", pidsFile); got != strconv.Itoa(DefaultLimits.PIDs+agentThreads) {
+		t.Errorf("a sandbox without Resources has pids limit %s, want the default %d plus the agent's %d threads", got, DefaultLimits.PIDs, agentThreads)
 	}
 	st, out, errs := sh(t, sb, "df -k /tmp | tail -1")
 	require.True(t, st.Success(), errs)
@@ -268,7 +276,7 @@ func TestSafeDefaultLimits(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	sb2 := create(t, p, nil)
 	assert := require.New(t)
-	assert.Equal("77", cgroupValue(t, sb2.d, "pids", pidsFile))
+	assert.Equal(strconv.Itoa(77+agentThreads), cgroupValue(t, sb2.d, "pids", pidsFile))
 	mem := cgroupValue(t, sb2.d, "memory", memFile)
 	if mem != "max" {
 		n, _ := strconv.ParseInt(mem, 10, 64)
@@ -278,7 +286,7 @@ func TestSafeDefaultLimits(t *testing.T) {
 	assert.Equal(strconv.Itoa(32<<10), strings.Fields(out)[1])
 	// Spec.Resources wins over the provider's limits.
 	sb3 := create(t, p, &sandbox.Spec{Resources: sandbox.Resources{PIDs: 50}})
-	assert.Equal("50", cgroupValue(t, sb3.d, "pids", pidsFile))
+	assert.Equal(strconv.Itoa(50+agentThreads), cgroupValue(t, sb3.d, "pids", pidsFile))
 
 	_, err = New(&Options{Root: t.TempDir(), Limits: &Limits{Memory: 1 << 20}})
 	assert.ErrorIs(err, sandbox.ErrInvalidArgument, "a memory limit too small for the init was accepted")

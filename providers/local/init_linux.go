@@ -122,6 +122,12 @@ func runInit() error {
 		return fmt.Errorf("read config: %w", err)
 	}
 	cfgFile.Close()
+	// The agent's threads, made while the rest is set up (see agentThreads).
+	reserved := make(chan struct{})
+	go func() {
+		reserveThreads(agentThreadReserve)
+		close(reserved)
+	}()
 
 	ln, err := buildRoot(&cfg)
 	if err != nil {
@@ -161,6 +167,7 @@ func runInit() error {
 	if err != nil {
 		return err
 	}
+	<-reserved
 	rep.LandlockABI, rep.Seccomp, rep.NoNewPrivs, rep.CapsDropped = hr.LandlockABI, hr.Seccomp, hr.NoNewPrivs, hr.CapsDropped
 	report(rep)
 	a.serve()

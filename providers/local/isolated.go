@@ -334,7 +334,9 @@ func (p *Provider) startIsolated(ctx context.Context, spec *sandbox.Spec, id, di
 		st.iso.Level = LevelNamespaces
 		st.iso.Rlimits = true
 		if st.limits.PIDs > 0 {
-			cfg.RlimitNPROC = uint64(st.limits.PIDs)
+			// Counted per uid, and the agent shares the commands': the
+			// limit counts its threads on top (see agentThreads).
+			cfg.RlimitNPROC = uint64(st.limits.PIDs + agentThreads)
 		}
 		if st.limits.Memory > 0 {
 			cfg.RlimitAS = uint64(st.limits.Memory)

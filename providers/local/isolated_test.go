@@ -739,3 +739,92 @@ func TestCreateUnderIPNetnsExec(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	assert.Contains(t, string(out), "hello from the netns\n")
 }
+
+// agentThreadCount is the number of threads of sb's init (the agent).
+func agentThreadCount(t *testing.T, sb testSandbox) int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", sb.d.iso.initPID))
+	require.NoError(t, err)
+	return len(tasks)
+}
+
+// The agent waits for its commands through the netpoller, not on a thread
+// each: its threads, all started before the first command, are as many
+// with 30 commands running as with none. (Each thread is a process of the
+// sandbox's pids limit, and a Go program that cannot make a thread aborts.)
+func TestAgentThreadsDoNotGrowWithCommands(t *testing.T) {
+	t.Parallel()
+	eachAgentLevel(t, testAgentThreads)
+}
+
+func testAgentThreads(t *testing.T, p *sandbox.Provider) {
+	ctx := context.Background()
+	sb := create(t, p, nil)
+	before := agentThreadCount(t, sb)
+	assert.LessOrEqual(t, before, agentThreads, "the agent starts on more threads than it reserves")
+	var procs []*sandbox.Process
+	for range 30 {
+		pr, err := portable(sb).Start(ctx, &sandbox.Cmd{Args: []string{"sleep", "60"}})
+		require.NoError(t, err)
+		procs = append(procs, pr)
+	}
+	after := agentThreadCount(t, sb)
+	for _, pr := range procs {
+		require.NoError(t, pr.Signal(ctx, sandbox.SIGKILL))
+		st, err := pr.Wait(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, sandbox.SIGKILL, st.Signal)
+	}
+	assert.LessOrEqual(t, after, before+2, "the agent went from %d to %d threads with 30 commands running", before, after)
+}
+
+// A sandbox asked to run more commands at once than its process limit
+// allows keeps its agent: those that fit run, the others fail to start
+// (a status, not an error), and the agent answers pings throughout and
+// runs commands afterwards. (An agent that takes a thread per command
+// aborts here, when the runtime cannot make one.)
+func TestAgentSurvivesAFullProcessTable(t *testing.T) {
+	t.Parallel()
+	eachAgentLevel(t, testFullProcessTable)
+}
+
+func testFullProcessTable(t *testing.T, p *sandbox.Provider) {
+	ctx := context.Background()
+	const limit, commands = 64, 100
+	sb := create(t, p, &sandbox.Spec{Resources: sandbox.Resources{PIDs: limit}})
+	type result struct {
+		res *sandbox.Result
+		err error
+	}
+	results := make(chan result, commands)
+	pings := make(chan error, commands)
+	for range commands {
+		go func() {
+			res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"sleep", "1"}}, nil)
+			results <- result{res, err}
+		}()
+		go func() { pings <- sb.d.iso.call(ctx, &agentRequest{Op: "ping"}) }()
+	}
+	ran, refused := 0, 0
+	for range commands {
+		r := <-results
+		if !assert.NoError(t, r.err, "a command asked for while the process table was full") {
+			continue
+		}
+		if r.res.Status.Success() {
+			ran++
+		} else {
+			refused++
+			assert.Contains(t, string(r.res.Stderr), "resource temporarily unavailable", "status %+v", r.res.Status)
+		}
+	}
+	for range commands {
+		assert.NoError(t, <-pings, "a ping while the process table was full")
+	}
+	require.NoError(t, sb.d.iso.call(ctx, &agentRequest{Op: "ping"}), "the agent died with the process table full:\n%s", sb.d.iso.initErr)
+	t.Logf("%d commands ran, %d could not start; the agent has %d threads", ran, refused, agentThreadCount(t, sb))
+	assert.GreaterOrEqual(t, ran, limit, "fewer commands ran at once than the limit allows")
+	res, err := sandbox.Run(ctx, portable(sb), &sandbox.Cmd{Args: []string{"true"}}, nil)
+	require.NoError(t, err)
+	assert.True(t, res.Status.Success(), "true after the table emptied: %+v %s", res.Status, res.Stderr)
+}

@@ -53,6 +53,12 @@ func runInitL1() error {
 		return fmt.Errorf("read config: %w", err)
 	}
 	cfgFile.Close()
+	// The agent's threads, made while the rest is set up (see agentThreads).
+	reserved := make(chan struct{})
+	go func() {
+		reserveThreads(agentThreadReserve)
+		close(reserved)
+	}()
 	if cfg.L1 == nil {
 		return fmt.Errorf("no L1 configuration")
 	}
@@ -86,6 +92,7 @@ func runInitL1() error {
 	if err != nil {
 		return err
 	}
+	<-reserved
 	report(hr)
 	a.serve()
 	return nil
