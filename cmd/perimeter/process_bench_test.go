@@ -12,13 +12,18 @@ import (
 // BenchmarkRunTrueVsBwrap measures `perimeter run -- true` as a whole
 // process (start-up, probe, create, exec, terminate, exit) against
 // `bwrap --unshare-all --ro-bind / / true` (Debian's bubblewrap), run in
-// pairs, alternately, so that both see the same machine. It reports the
-// medians and their ratio (x-bwrap); the goal is at most 2. It also times
-// `perimeter --version` in the same rotation (version-ms, version-x-bwrap):
-// the CLI's start alone, which `run` pays before doing anything, and which
-// the init in the sandbox pays again (it is the same binary); and a Go
-// program that does nothing (empty-go-ms, empty-go-x-bwrap), the least any
-// Go process costs on this machine, of which `run` has two.
+// turns, so that all see the same machine. It reports the medians and their
+// ratios to bwrap (x-bwrap); the goal is at most 2. The CLI is built as the
+// README builds it, static (CGO_ENABLED=0), and as `go run` and a plain
+// `go build` do where a C compiler is installed, linked against libc
+// (cgo-ms, cgo-x-bwrap). In the same rotation, the floors under the
+// target: `perimeter --version` (version-ms), the CLI's start alone, which
+// `run` pays before doing anything and the init in the sandbox pays again
+// (it is the same binary); a Go program that does nothing (empty-go-ms), the
+// least any Go process costs on this machine, of which `run` has two; and
+// testdata/localonly (local-only-ms), the same open, create, run and
+// terminate as `run` in a static program that links only the core and the
+// local provider: what `run` costs from a binary with no cloud SDK in it.
 //
 //	go test -run '^$' -bench RunTrueVsBwrap ./cmd/perimeter
 func BenchmarkRunTrueVsBwrap(b *testing.B) {
@@ -30,11 +35,20 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	if err != nil {
 		b.Skip("the go command builds the CLI for this benchmark and is not on PATH")
 	}
-	bin := filepath.Join(b.TempDir(), "perimeter")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
+	// build builds the package in dir (the current one when "") and returns
+	// the binary's path.
+	build := func(name, dir, pkg string, static bool) string {
+		out := filepath.Join(b.TempDir(), name)
+		cmd := exec.Command(goTool, "build", "-o", out, pkg)
+		cmd.Dir = dir
+		if static {
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+		}
+		return out
 	}
-	empty := filepath.Join(b.TempDir(), "empty")
 	src := b.TempDir()
 	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module empty\n"), 0o644); err != nil {
 		b.Fatal(err)
@@ -42,11 +56,9 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	build := exec.Command(goTool, "build", "-o", empty, ".")
-	build.Dir = src
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build (empty program): %v\n%s", err, out)
-	}
+	bin, cgoBin := build("perimeter", "", ".", true), build("perimeter", "", ".", false)
+	empty := build("empty", src, ".", true)
+	localOnly := build("localonly", "", "./testdata/localonly", true)
 	env := append(os.Environ(), "TMPDIR="+b.TempDir())
 	run := func(name string, args ...string) time.Duration {
 		cmd := exec.Command(name, args...)
@@ -60,27 +72,34 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	// One unmeasured pair: the first run of a new binary probes the host.
 	run(bwrap, "--unshare-all", "--ro-bind", "/", "/", "true")
 	run(bin, "run", "--", "true")
+	run(cgoBin, "run", "--", "true")
 
-	var base, ours, version, none []time.Duration
+	var base, ours, cgo, version, none, lean []time.Duration
 	for b.Loop() {
 		base = append(base, run(bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"))
 		ours = append(ours, run(bin, "run", "--", "true"))
+		cgo = append(cgo, run(cgoBin, "run", "--", "true"))
 		version = append(version, run(bin, "--version"))
 		none = append(none, run(empty))
+		lean = append(lean, run(localOnly, "true"))
 	}
 	median := func(ds []time.Duration) time.Duration {
 		s := slices.Clone(ds)
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
-	mb, mo := median(base), median(ours)
+	mb := median(base)
 	b.ReportMetric(float64(mb)/1e6, "bwrap-ms")
+	report := func(ds []time.Duration, name string) {
+		m := median(ds)
+		b.ReportMetric(float64(m)/1e6, name+"-ms")
+		b.ReportMetric(float64(m)/float64(mb), name+"-x-bwrap")
+	}
+	mo := median(ours)
 	b.ReportMetric(float64(mo)/1e6, "perimeter-ms")
 	b.ReportMetric(float64(mo)/float64(mb), "x-bwrap")
-	mv := median(version)
-	b.ReportMetric(float64(mv)/1e6, "version-ms")
-	b.ReportMetric(float64(mv)/float64(mb), "version-x-bwrap")
-	mn := median(none)
-	b.ReportMetric(float64(mn)/1e6, "empty-go-ms")
-	b.ReportMetric(float64(mn)/float64(mb), "empty-go-x-bwrap")
+	report(cgo, "cgo")
+	report(version, "version")
+	report(none, "empty-go")
+	report(lean, "local-only")
 }
