@@ -568,6 +568,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	defer doneStarting()
 	prog, code, lookErr := lookPath(req.Args[0], req.Dir, envValue(req.Env, "PATH"))
 	if lookErr != nil {
+		doneStarting() // before writing to the host, which may be slow to read
 		fw.write(frameStarted, []byte("0"))
 		fw.write(frameStderr, []byte(fmt.Sprintf("perimeter: %s: %v\n", req.Args[0], lookErr)))
 		return fw.writeJSON(frameExit, exitReport{Code: code}) == nil && !req.Stdin && req.TTY == nil
@@ -646,6 +647,7 @@ func (a *agent) exec(c net.Conn, fw *frameWriter, req *agentRequest) (reusable b
 	res := <-reply
 	closeAll(child)
 	if res.err != nil {
+		doneStarting()
 		closeAll(outputs)
 		if stdinW != nil {
 			stdinW.Close()
