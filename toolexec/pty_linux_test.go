@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/perimeter-sdk/perimeter/internal/procgroup"
 	"github.com/perimeter-sdk/perimeter/providers/local"
 	"github.com/perimeter-sdk/perimeter/sandbox"
 	"github.com/perimeter-sdk/perimeter/sandbox/driver"
@@ -75,7 +76,11 @@ func (s *ptySandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Proces
 		return nil, err
 	}
 	slave.Close()
-	p := &ptyProcess{cmd: c, master: master, done: make(chan struct{})}
+	// Signals go through a Leader, which holds the session's group id (the
+	// leader unreaped) until it is reaped and signals nothing after: a
+	// kill(-pid) after Wait could reach any process group that took the id.
+	leader := procgroup.Watch(c)
+	p := &ptyProcess{leader: leader, master: master, done: make(chan struct{})}
 	var copies sync.WaitGroup
 	copies.Add(1)
 	go func() { // output: ends when the terminal closes
@@ -92,16 +97,15 @@ func (s *ptySandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Proces
 		}()
 	}
 	go func() {
-		waited := make(chan error, 1)
-		go func() { waited <- c.Wait() }()
 		select {
-		case <-waited:
+		case <-leader.Exited():
 		case <-ctx.Done():
-			unix.Kill(-c.Process.Pid, unix.SIGKILL)
-			<-waited
+			leader.Signal(syscall.SIGKILL)
+			<-leader.Exited()
 			p.err = ctx.Err()
 		}
-		unix.Kill(-c.Process.Pid, unix.SIGKILL) // the rest of the session
+		leader.Signal(syscall.SIGKILL) // the rest of the session
+		leader.Reap()
 		master.Close()
 		copies.Wait()
 		if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -115,7 +119,7 @@ func (s *ptySandbox) Start(ctx context.Context, cmd *sandbox.Cmd) (driver.Proces
 }
 
 type ptyProcess struct {
-	cmd    *exec.Cmd
+	leader *procgroup.Leader
 	master *os.File
 	done   chan struct{}
 	status sandbox.ExitStatus
@@ -138,8 +142,8 @@ func (p *ptyProcess) Signal(ctx context.Context, sig sandbox.Signal) error {
 	if n == 0 {
 		return errors.New(fmt.Sprint("unknown signal ", sig))
 	}
-	err := unix.Kill(-p.cmd.Process.Pid, n)
-	if err == unix.ESRCH {
+	err := p.leader.Signal(n)
+	if errors.Is(err, os.ErrProcessDone) {
 		return nil
 	}
 	return err
