@@ -122,9 +122,13 @@ type Holder struct {
 	at     string   // Config.At
 	mntNS  string   // "mnt:[inode]" of the holder's mount namespace
 	nsRef  *os.File // keeps that namespace, and so its inode number, until Close ends
-	done   chan struct{}
-	once   sync.Once
-	err    error
+	// leader holds the holder unreaped, and with it its group's id, until
+	// Close reaps it: a kill(-pid) after an early reap could reach any
+	// process group that took the id.
+	leader  *procgroup.Leader
+	waitErr error // the holder's Wait, once Close has reaped it
+	once    sync.Once
+	err     error
 }
 
 // Start builds the view cfg describes and starts its holder. When the
@@ -195,7 +199,6 @@ func (h *Holder) Derive(dir, tmp string, env []string) (*Holder, error) {
 // launch starts cmd as h's holder, with env added to its environment, and
 // waits for it to say its view is ready.
 func (h *Holder) launch(cmd *exec.Cmd, env []string) error {
-	h.done = make(chan struct{})
 	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
 	// Its own process group, and killed if the process that started it
 	// dies without closing it (see onStarterThread).
@@ -211,14 +214,13 @@ func (h *Holder) launch(cmd *exec.Cmd, env []string) error {
 		return fmt.Errorf("hostview: starting the holder: %w", err)
 	}
 	h.cmd = cmd
+	h.leader = procgroup.Watch(cmd)
 	line, _ := bufio.NewReader(out).ReadString('\n')
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(h.done) }() // Wait closes out once the holder is gone
 	if line != "ready\n" {
 		h.Close()
 		msg := strings.TrimSpace(stderr.String())
-		if msg == "" && waitErr != nil {
-			msg = waitErr.Error()
+		if msg == "" && h.waitErr != nil {
+			msg = h.waitErr.Error()
 		}
 		return fmt.Errorf("hostview: building the view: %s", msg)
 	}
@@ -371,10 +373,10 @@ func (h *Holder) close() error {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if err := syscall.Kill(-h.Pid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := h.leader.Signal(syscall.SIGKILL); err != nil {
 		errs = append(errs, fmt.Errorf("hostview: killing the holder: %w", err))
 	}
-	<-h.done
+	h.waitErr = h.leader.Reap() // Wait closes the holder's stdout
 	if h.mntNS != "" && h.killMembers() != 0 {
 		errs = append(errs, errors.New("hostview: processes remain in the sandbox's namespace"))
 	}
