@@ -387,7 +387,9 @@ down() {
 	[ -n "${DIR:-}" ] && [ -f "$DIR/ns" ] || die "usage: cluster.sh down DIR (a DIR given to up)"
 	NS=$(cat "$DIR/ns")
 	CG=$(cat "$DIR/cgroup")
-	local holder=""
+	local holder="" down_ticks
+	# Now, in clock ticks since boot, as /proc/PID/stat gives start times.
+	down_ticks=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%d", $1 * hz}' /proc/uptime)
 	[ -f "$DIR/holder.pid" ] && holder=$(cat "$DIR/holder.pid")
 	for n in agent-sandbox kube-scheduler kube-controller-manager kubelet kube-apiserver; do
 		[ -f "$DIR/pids/$n" ] && stop_pid "$(cat "$DIR/pids/$n")"
@@ -441,9 +443,14 @@ down() {
 		grep -F "$DIR" /proc/self/mountinfo >&2
 		bad=1
 	fi
+	# A process counts as left only if it started before down did: by now
+	# its pid may belong to a new process (ids wrap under load).
 	for n in "$DIR"/pids/*; do
 		[ -f "$n" ] || continue
-		if kill -0 "$(cat "$n")" 2>/dev/null; then log "process $(basename "$n") ($(cat "$n")) is left"; bad=1; fi
+		local p st
+		p=$(cat "$n")
+		st=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f20) || st=""
+		if [ -n "$st" ] && [ "$st" -lt "$down_ticks" ]; then log "process $(basename "$n") ($p) is left"; bad=1; fi
 	done
 	# Kernel modules the run loaded (for the bridge, veth, overlayfs,
 	# netfilter) stay loaded: another user of the host may need them by now.
