@@ -534,12 +534,18 @@ func checkLargeOutput(c *C) {
 		Stdout:  w,
 		Timeout: 10 * time.Minute,
 	}, &sandbox.RunOptions{OutputLimit: 1024})
+	// The command ends as soon as the file appears, which may be before
+	// WriteFile has returned (a provider may still be removing its
+	// temporary parts): wait for it, or the sandbox's Terminate at the end
+	// of the check cuts it short and the check blames the provider. A
+	// WriteFile not begun by now never begins: the once is spent here.
+	begun := true
+	w.once.Do(func() { begun = false })
+	if begun {
+		<-released
+	}
 	if err != nil {
 		c.Fatalf("Run: %v", err)
-	}
-	select {
-	case <-released:
-	default:
 	}
 	switch {
 	case res.Status.TimedOut || res.Status.Code == 9:

@@ -1212,6 +1212,45 @@ func TestMutantNamesAreUnique(t *testing.T) {
 	}
 }
 
+// slowWrites builds an honest provider whose WriteFile goes on for a
+// second after the file has appeared (as one that renames an upload into
+// place and then removes its parts does) and fails if the sandbox is
+// terminated meanwhile.
+func slowWrites(real driver.Provider) driver.Provider {
+	return sbx(func(r driver.Sandbox) *bs {
+		terminated := make(chan struct{})
+		var once sync.Once
+		return &bs{Sandbox: r,
+			writeFile: func(ctx context.Context, name string, rd io.Reader, perm fs.FileMode) error {
+				if err := r.WriteFile(ctx, name, rd, perm); err != nil {
+					return err
+				}
+				select {
+				case <-terminated:
+					return errors.New("the sandbox was terminated while WriteFile was still removing its temporary parts")
+				case <-time.After(time.Second):
+					return nil
+				}
+			},
+			terminate: func(ctx context.Context) error {
+				once.Do(func() { close(terminated) })
+				return r.Terminate(ctx)
+			}}
+	})(real)
+}
+
+// TestChecksWaitForTheirWrites: a check that writes a file while a command
+// waits for it ends only once WriteFile has returned, so a provider whose
+// WriteFile finishes after the file appears is not failed by the check's
+// own Terminate. (exec/large-output did not wait: the Cloudflare adapter's
+// clean-up script was killed by the fake's Terminate under load.)
+func TestChecksWaitForTheirWrites(t *testing.T) {
+	rep, err := runMutant(slowWrites, "^exec/large-output$")
+	require.NoError(t, err)
+	require.Len(t, rep.Results, 1)
+	assert.Equal(t, conformance.Pass, rep.Results[0].Outcome, rep.Results[0].Message)
+}
+
 // refuse builds a provider that honestly refuses a Spec field with
 // ErrNotSupported, and claims, or not, ExtendTimeout.
 func refuse(field func(*sandbox.Spec) bool, extend bool) func(driver.Provider) driver.Provider {
