@@ -295,6 +295,17 @@ const startingSlots = 4
 // and each processor in use can take a thread of its own.
 const agentProcs = 2
 
+// startReserve starts the agent's reserve of threads (see agentThreads) in
+// the background; the channel is closed once it is made.
+func startReserve() <-chan struct{} {
+	reserved := make(chan struct{})
+	go func() {
+		reserveThreads(agentThreadReserve)
+		close(reserved)
+	}()
+	return reserved
+}
+
 // reserveThreads has the runtime start threads until the process has about
 // n, and leaves them idle: the runtime takes an idle thread before it makes
 // a new one, and never ends one it has. The init calls it before any

@@ -122,12 +122,7 @@ func runInit() error {
 		return fmt.Errorf("read config: %w", err)
 	}
 	cfgFile.Close()
-	// The agent's threads, made while the rest is set up (see agentThreads).
-	reserved := make(chan struct{})
-	go func() {
-		reserveThreads(agentThreadReserve)
-		close(reserved)
-	}()
+	reserved := startReserve() // made while the rest is set up
 
 	ln, err := buildRoot(&cfg)
 	if err != nil {

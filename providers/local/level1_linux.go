@@ -53,12 +53,7 @@ func runInitL1() error {
 		return fmt.Errorf("read config: %w", err)
 	}
 	cfgFile.Close()
-	// The agent's threads, made while the rest is set up (see agentThreads).
-	reserved := make(chan struct{})
-	go func() {
-		reserveThreads(agentThreadReserve)
-		close(reserved)
-	}()
+	reserved := startReserve() // made while the rest is set up
 	if cfg.L1 == nil {
 		return fmt.Errorf("no L1 configuration")
 	}
