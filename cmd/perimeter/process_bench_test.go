@@ -23,7 +23,12 @@ import (
 // least any Go process costs on this machine, of which `run` has two; and
 // testdata/localonly (local-only-ms), the same open, create, run and
 // terminate as `run` in a static program that links only the core and the
-// local provider: what `run` costs from a binary with no cloud SDK in it.
+// local provider: what `run` costs from a binary with no cloud SDK in it;
+// and testdata/gopair (go-pair-ms), a small Go program that starts itself
+// again in the namespaces the local init gets, which runs `true`: the least
+// any sandbox costs whose launcher and init are Go programs; with -direct
+// (go-direct-ms), `true` is PID 1 there itself: the least for a Go launcher
+// whose init is not a Go program.
 //
 //	go test -run '^$' -bench RunTrueVsBwrap ./cmd/perimeter
 func BenchmarkRunTrueVsBwrap(b *testing.B) {
@@ -59,6 +64,7 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	bin, cgoBin := build("perimeter", "", ".", true), build("perimeter", "", ".", false)
 	empty := build("empty", src, ".", true)
 	localOnly := build("localonly", "", "./testdata/localonly", true)
+	goPair := build("gopair", "", "./testdata/gopair", true)
 	env := append(os.Environ(), "TMPDIR="+b.TempDir())
 	run := func(name string, args ...string) time.Duration {
 		cmd := exec.Command(name, args...)
@@ -74,7 +80,7 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	run(bin, "run", "--", "true")
 	run(cgoBin, "run", "--", "true")
 
-	var base, ours, cgo, version, none, lean []time.Duration
+	var base, ours, cgo, version, none, lean, pair, direct []time.Duration
 	for b.Loop() {
 		base = append(base, run(bwrap, "--unshare-all", "--ro-bind", "/", "/", "true"))
 		ours = append(ours, run(bin, "run", "--", "true"))
@@ -82,6 +88,8 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 		version = append(version, run(bin, "--version"))
 		none = append(none, run(empty))
 		lean = append(lean, run(localOnly, "true"))
+		pair = append(pair, run(goPair, "true"))
+		direct = append(direct, run(goPair, "-direct", "true"))
 	}
 	median := func(ds []time.Duration) time.Duration {
 		s := slices.Clone(ds)
@@ -102,4 +110,6 @@ func BenchmarkRunTrueVsBwrap(b *testing.B) {
 	report(version, "version")
 	report(none, "empty-go")
 	report(lean, "local-only")
+	report(pair, "go-pair")
+	report(direct, "go-direct")
 }
