@@ -22,8 +22,9 @@ test-short:
 	@scripts/test-modules.sh -short -count=1 -timeout 10m -p 6
 
 # The modules are one workspace (go.work): one go vet, one staticcheck take
-# them all, loading each package once.
-PATTERNS := $(addsuffix /...,$(MODULES))
+# them all, loading each package once; with them the programs under
+# cmd/perimeter/testdata that the CLI's benchmark builds, which ./... skips.
+PATTERNS := $(addsuffix /...,$(MODULES)) ./cmd/perimeter/testdata/localonly ./cmd/perimeter/testdata/gopair
 
 vet:
 	go vet $(PATTERNS)
