@@ -17,9 +17,6 @@ import (
 // command does; testdata/localonly runs its command in a local sandbox.
 func TestBenchmarkPrograms(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("builds two programs; the full tier runs it")
-	}
 	goTool, err := exec.LookPath("go")
 	require.NoError(t, err, "the go command builds the benchmark's programs")
 	build := func(t *testing.T, pkg string) string {
